@@ -1,0 +1,290 @@
+"""The flow table: lookup, creation, confirmation, expiry and events.
+
+This is ``nf_conntrack_in`` for a sniffer. Decoded packets come in with their
+capture timestamps (``Packet.ts`` is "now": the table never reads a clock),
+verdicts come out, and an optional listener hears NEW / UPDATE / DESTROY events.
+
+How a packet is handled:
+
+1. ICMP/ICMPv6 errors are matched through the header they quote to the entry
+   they are about (RELATED) and never create entries; neighbour discovery and
+   MLD are untracked.
+2. The packet's tuple is looked up; the dict holds both tuples of every entry,
+   each with its direction, so one lookup answers "which entry, which way".
+   An entry whose timeout has passed is destroyed on the way, as the kernel's
+   lookup does, and the packet is then treated as new.
+3. A miss creates a candidate entry (ORIGINAL = this packet) which the
+   protocol may refuse (TCP only from SYN, or ACK with ``tcp_loose``; ICMP
+   only from requests). It is confirmed into the table after the protocol
+   accepted the packet.
+4. A reply-direction packet that was not INVALID sets SEEN_REPLY after the
+   protocol handler ran, as the core does.
+
+Mid-stream pickup: the kernel makes ORIGINAL whatever packet it saw first. A
+sniffer that joins late wants the *master's* orientation, which came from the
+SYN it did not see. With ``infer_direction`` (default on) a TCP entry picked
+up from a non-SYN segment is oriented client -> server by ports
+(``server_side``): a port below 1024 against one above it is the server; else
+a port inside Linux's ephemeral range (32768-60999) is the client; else the
+lower port is the server; a tie keeps the first sender as client. The
+segment is then processed as the REPLY-direction packet it is.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+from .entry import (
+    IPS_CONFIRMED,
+    IPS_SEEN_REPLY,
+    TCP_FLAG_BE_LIBERAL,
+    TCP_FLAG_SACK_PERM,
+    Conn,
+    TcpState,
+)
+from .packet import (
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_SCTP,
+    PROTO_TCP,
+    PROTO_UDP,
+    PROTO_UDPLITE,
+    Packet,
+)
+from .protocols import (
+    generic_packet,
+    gre_packet,
+    icmp_new,
+    icmp_packet,
+    udp_packet,
+    udplite_packet,
+)
+from .tcp import NONE as TCP_INDEX_NONE
+from .tcp import SYN as TCP_INDEX_SYN
+from .tcp import TCP_INDEX, tcp_error, tcp_new, tcp_packet
+from .timeouts import TCP_ESTABLISHED, Timeouts
+from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
+from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
+
+EVENT_NEW = "new"
+EVENT_UPDATE = "update"
+EVENT_DESTROY = "destroy"
+
+Listener = Callable[[str, Conn], None]
+Handler = Callable[[Conn, int, Packet, Timeouts], int]
+
+HANDLERS: dict[int, Handler] = {
+    PROTO_TCP: tcp_packet,
+    PROTO_UDP: udp_packet,
+    PROTO_UDPLITE: udplite_packet,
+    PROTO_ICMP: icmp_packet,
+    PROTO_ICMPV6: icmp_packet,
+    PROTO_GRE: gre_packet,
+    # SCTP has a chunk-driven tracker in the kernel; it is tracked here with its
+    # ports but generic timing (see README, "Limits").
+    PROTO_SCTP: generic_packet,
+}
+
+EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
+
+
+def server_side(sport: int, dport: int) -> bool:
+    """True if the packet's *source* port looks like the server's (see module docstring)."""
+    if (sport < 1024) != (dport < 1024):
+        return sport < 1024
+    s_eph = EPHEMERAL_LOW <= sport <= EPHEMERAL_HIGH
+    d_eph = EPHEMERAL_LOW <= dport <= EPHEMERAL_HIGH
+    if s_eph != d_eph:
+        return d_eph
+    return sport < dport
+
+
+class ConntrackTable:
+    """A user-space conntrack table fed with decoded packets."""
+
+    def __init__(
+        self,
+        timeouts: Timeouts | None = None,
+        *,
+        infer_direction: bool = True,
+        listener: Listener | None = None,
+    ) -> None:
+        self.timeouts = timeouts or Timeouts()
+        self.infer_direction = infer_direction
+        self.listener = listener
+        self._map: dict[Tuple, tuple[Conn, int]] = {}
+        self._next_id = 1
+        self.verdicts = [0] * 7  # indexed by verdict
+        self.counters: Counter[str] = Counter()
+
+    # --- lookup ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._map) // 2
+
+    def get(self, t: Tuple) -> tuple[Conn, int] | None:
+        """The entry holding tuple ``t`` (either direction) and that direction."""
+        return self._map.get(t)
+
+    def conns(self) -> Iterator[Conn]:
+        """Every entry, expired or not (each once)."""
+        for conn, direction in self._map.values():
+            if direction == 0:
+                yield conn
+
+    def entries(self, now: float) -> list[Conn]:
+        """Entries still alive at ``now`` (what ``conntrack -L`` would list)."""
+        return [c for c in self.conns() if c.expires > now]
+
+    # --- packets --------------------------------------------------------------------
+
+    def process(self, pkt: Packet) -> int:
+        """Track one packet; returns its verdict (see ``verdict``)."""
+        proto = pkt.proto
+        if proto == PROTO_ICMP:
+            if (pkt.dport >> 8) in ICMP_ERRORS:
+                return self._count(self._icmp_error(pkt))
+        elif proto == PROTO_ICMPV6:
+            icmp_type = pkt.dport >> 8
+            if icmp_type < 128 or icmp_type == 137:
+                return self._count(self._icmp_error(pkt))
+            if icmp_type in ICMPV6_UNTRACKED:
+                return self._count(UNTRACKED)
+        elif proto == PROTO_TCP and tcp_error(pkt):
+            self.counters["tcp-bad-flags"] += 1
+            return self._count(INVALID)
+
+        key = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        hit = self._map.get(key)
+        if hit is not None:
+            conn, direction = hit
+            if conn.expires > pkt.ts:
+                return self._count(self._existing(conn, direction, pkt, key))
+            self._destroy(conn, "timeout")
+        return self._count(self._new(pkt, key))
+
+    def _count(self, verdict: int) -> int:
+        self.verdicts[verdict] += 1
+        return verdict
+
+    def _existing(self, conn: Conn, direction: int, pkt: Packet, key: Tuple) -> int:
+        status0 = conn.status
+        st = conn.tcp
+        state0 = st.state if st is not None else 0
+        res = HANDLERS.get(pkt.proto, generic_packet)(conn, direction, pkt, self.timeouts)
+        if res == INVALID:
+            return INVALID
+        if res == REPEAT:
+            self._destroy(conn, "reopen")
+            return self._new(pkt, key)
+        if res == KILL:
+            self._destroy(conn, "rst-unreplied")
+            return ACCEPT
+        if direction == 1 and not conn.status & IPS_SEEN_REPLY:
+            conn.status |= IPS_SEEN_REPLY
+        conn.last_seen = pkt.ts
+        if self.listener is not None and (
+            conn.status != status0 or (st is not None and st.state != state0)
+        ):
+            self.listener(EVENT_UPDATE, conn)
+        return res
+
+    def _new(self, pkt: Packet, key: Tuple) -> int:
+        reply = invert(key)
+        if reply is None:
+            return INVALID
+        proto = pkt.proto
+        now = pkt.ts
+        direction = 0
+        if proto == PROTO_TCP:
+            index = TCP_INDEX[pkt.tcp_flags]
+            if (
+                self.infer_direction
+                and index != TCP_INDEX_SYN
+                and self.timeouts.tcp_loose
+                and server_side(pkt.sport, pkt.dport)
+            ):
+                conn = self._picked_up_reversed(key, reply, now)
+                direction = 1
+            else:
+                conn = Conn(key, reply, now)
+                if not tcp_new(conn, pkt, self.timeouts):
+                    return INVALID
+        elif (proto == PROTO_ICMP or proto == PROTO_ICMPV6) and not icmp_new(pkt):
+            return INVALID
+        else:
+            conn = Conn(key, reply, now)
+        res = HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
+        if res == INVALID:
+            return INVALID
+        if res == KILL:
+            return ACCEPT  # never confirmed
+        if conn.orig in self._map or conn.reply in self._map:
+            # Both tuples must be unique (nf_conntrack_confirm): the packet is dropped.
+            self.counters["insert-clash"] += 1
+            return INVALID
+        conn.id = self._next_id
+        self._next_id += 1
+        conn.status |= IPS_CONFIRMED
+        if direction == 1:
+            conn.status |= IPS_SEEN_REPLY
+        conn.last_seen = now
+        self._map[conn.orig] = (conn, 0)
+        self._map[conn.reply] = (conn, 1)
+        self.counters["created"] += 1
+        if self.listener is not None:
+            self.listener(EVENT_NEW, conn)
+        return res
+
+    def _picked_up_reversed(self, key: Tuple, reply: Tuple, now: float) -> Conn:
+        """A mid-stream segment from the server: make the entry client -> server."""
+        conn = Conn(reply, key, now)
+        st = TcpState()
+        st.state = TCP_ESTABLISHED
+        st.seen[0].flags = st.seen[1].flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
+        st.last_index = TCP_INDEX_NONE
+        conn.tcp = st
+        return conn
+
+    def _icmp_error(self, pkt: Packet) -> int:
+        """RELATED if the error quotes a tracked flow and is addressed to its sender."""
+        inner = pkt.inner
+        if inner is None:
+            return INVALID
+        quoted = invert((inner.proto, inner.src, inner.dst, inner.sport, inner.dport))
+        if quoted is None:
+            return INVALID
+        hit = self._map.get(quoted)
+        if hit is None:
+            return INVALID
+        conn, direction = hit
+        if conn.expires <= pkt.ts:
+            return INVALID
+        tup = conn.orig if direction == 0 else conn.reply
+        if pkt.dst != tup[2]:
+            return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
+        return RELATED
+
+    # --- expiry ---------------------------------------------------------------------
+
+    def _destroy(self, conn: Conn, reason: str) -> None:
+        m = self._map
+        if m.get(conn.orig, (None,))[0] is conn:
+            del m[conn.orig]
+        if m.get(conn.reply, (None,))[0] is conn:
+            del m[conn.reply]
+        self.counters["destroyed-" + reason] += 1
+        if self.listener is not None:
+            self.listener(EVENT_DESTROY, conn)
+
+    def expire(self, now: float) -> int:
+        """Destroy every entry whose timeout has passed at ``now``; returns how many."""
+        dead = [c for c in self.conns() if c.expires <= now]
+        for conn in dead:
+            self._destroy(conn, "timeout")
+        return len(dead)
+
+    def ignore_count(self) -> int:
+        return self.verdicts[IGNORE]

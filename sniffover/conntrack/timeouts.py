@@ -1,0 +1,110 @@
+"""Per-state timeouts and tracker tunables, as the kernel's per-netns sysctls hold them.
+
+Values are seconds. Defaults are Linux 6.18's compiled defaults; ``from_sysctl``
+takes the contents of ``/proc/sys/net/netfilter/`` as a mapping (read by an
+adapter, never here: the core does no I/O) and keeps defaults for absent keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+
+# TCP conntrack states, numbered as ctnetlink exports them (CTA_PROTOINFO_TCP_STATE).
+TCP_NONE = 0
+TCP_SYN_SENT = 1
+TCP_SYN_RECV = 2
+TCP_ESTABLISHED = 3
+TCP_FIN_WAIT = 4
+TCP_CLOSE_WAIT = 5
+TCP_LAST_ACK = 6
+TCP_TIME_WAIT = 7
+TCP_CLOSE = 8
+TCP_SYN_SENT2 = 9
+# Internal pseudo-states of the table / timeout array.
+TCP_MAX = 10  # "invalid" (sIV)
+TCP_IGNORE = 11  # "ignore" (sIG)
+TCP_RETRANS = 12
+TCP_UNACK = 13
+
+TCP_STATE_NAMES = (
+    "NONE",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "TIME_WAIT",
+    "CLOSE",
+    "SYN_SENT2",
+)
+
+
+@dataclass
+class Timeouts:
+    """Tracker settings of one network namespace (``net.netfilter.nf_conntrack_*``)."""
+
+    tcp_timeout_syn_sent: float = 120
+    tcp_timeout_syn_recv: float = 60
+    tcp_timeout_established: float = 432000
+    tcp_timeout_fin_wait: float = 120
+    tcp_timeout_close_wait: float = 60
+    tcp_timeout_last_ack: float = 30
+    tcp_timeout_time_wait: float = 120
+    tcp_timeout_close: float = 10
+    tcp_timeout_max_retrans: float = 300
+    tcp_timeout_unacknowledged: float = 300
+    udp_timeout: float = 30
+    udp_timeout_stream: float = 120
+    icmp_timeout: float = 30
+    icmpv6_timeout: float = 30
+    generic_timeout: float = 600
+    gre_timeout: float = 30
+    gre_timeout_stream: float = 180
+    tcp_loose: int = 1
+    tcp_be_liberal: int = 0
+    tcp_ignore_invalid_rst: int = 0
+    tcp_max_retrans: int = 3
+    # Index = TCP state (0..9) then RETRANS (12) and UNACK (13), like tn->timeouts[].
+    tcp: list[float] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tcp = [
+            self.tcp_timeout_syn_sent,  # NONE uses the SYN_SENT value (slot 0 copy)
+            self.tcp_timeout_syn_sent,
+            self.tcp_timeout_syn_recv,
+            self.tcp_timeout_established,
+            self.tcp_timeout_fin_wait,
+            self.tcp_timeout_close_wait,
+            self.tcp_timeout_last_ack,
+            self.tcp_timeout_time_wait,
+            self.tcp_timeout_close,
+            self.tcp_timeout_syn_sent,  # SYN_SENT2: 2 minutes, no sysctl of its own
+            0.0,
+            0.0,
+            self.tcp_timeout_max_retrans,
+            self.tcp_timeout_unacknowledged,
+        ]
+
+    @classmethod
+    def from_sysctl(cls, values: Mapping[str, str | int | float]) -> Timeouts:
+        """Build from sysctl names (with or without the ``nf_conntrack_`` prefix)."""
+        kwargs: dict[str, float | int] = {}
+        for f in fields(cls):
+            if f.name == "tcp":
+                continue
+            for name in (f"nf_conntrack_{f.name}", f.name):
+                if name in values:
+                    raw = str(values[name]).strip()
+                    try:
+                        kwargs[f.name] = int(raw)
+                    except ValueError:
+                        continue
+                    break
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @staticmethod
+    def sysctl_names() -> list[str]:
+        """The sysctl file names this class reads."""
+        return [f"nf_conntrack_{f.name}" for f in fields(Timeouts) if f.name != "tcp"]
