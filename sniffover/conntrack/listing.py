@@ -33,7 +33,7 @@ PORT_PROTOS = frozenset((6, 17, 132, 136))  # DCCP is generic on 6.18: no ports
 def _tuple_text(t: Tuple) -> str:
     proto, src, dst, sport, dport = t
     text = f"src={addr_text(src)} dst={addr_text(dst)} "
-    if proto == PROTO_ICMP or proto == PROTO_ICMPV6:
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
         text += f"type={dport >> 8} code={dport & 0xFF} id={sport} "
     elif proto == PROTO_GRE:
         text += f"srckey={sport:#x} dstkey={dport:#x} "
@@ -108,6 +108,9 @@ def _build_tuple(proto: int, kv: dict[str, str]) -> Tuple:
     return (proto, src, dst, int(kv.get("sport", "0")), int(kv.get("dport", "0")))
 
 
+TUPLE_KEYS = frozenset(("src", "dst", "sport", "dport", "type", "code", "id", "srckey", "dstkey"))
+
+
 class ListingError(ValueError):
     """A line that is not in ``conntrack -L`` format."""
 
@@ -140,9 +143,17 @@ def parse_line(line: str) -> ListedEntry:
                 continue  # e.g. "timeout=0," GRE noise is key=value; bare words ignored
             if key == "src" and len(tuples) < 2:
                 tuples.append({})
-            if key in ("src", "dst", "sport", "dport", "type", "code", "id", "srckey", "dstkey") and (
-                tuples and len(tuples[-1]) < 5 and key not in tuples[-1]
-            ):
+            if key in (
+                "src",
+                "dst",
+                "sport",
+                "dport",
+                "type",
+                "code",
+                "id",
+                "srckey",
+                "dstkey",
+            ) and (tuples and len(tuples[-1]) < 5 and key not in tuples[-1]):
                 tuples[-1][key] = value
             else:
                 rest[key] = value

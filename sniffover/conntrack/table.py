@@ -212,7 +212,7 @@ class ConntrackTable:
                 conn = Conn(key, reply, now)
                 if not tcp_new(conn, pkt, self.timeouts):
                     return INVALID
-        elif (proto == PROTO_ICMP or proto == PROTO_ICMPV6) and not icmp_new(pkt):
+        elif (proto in (PROTO_ICMP, PROTO_ICMPV6)) and not icmp_new(pkt):
             return INVALID
         else:
             conn = Conn(key, reply, now)

@@ -218,11 +218,7 @@ def tcp_in_window(
                 receiver.td_end = receiver.td_maxend = sack
             elif sack == (receiver.td_end + 1) & U32:
                 receiver.td_end = sack  # likely the answer to a keepalive
-    elif (
-        flags & TH_SYN
-        and after(end, sender.td_end)
-        and st.state in (TCP_SYN_SENT, TCP_SYN_RECV)
-    ):
+    elif flags & TH_SYN and after(end, sender.td_end) and st.state in (TCP_SYN_SENT, TCP_SYN_RECV):
         # A re-initialised SYN(/ACK) with a higher sequence: restart this direction.
         _init_sender(sender, receiver, pkt, end, direction)
         if direction == 1 and not flags & TH_ACK:
@@ -358,14 +354,13 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
     index = TCP_INDEX[flags]
     new_state = TCP_CONNTRACKS[direction][index][old_state]
 
-    if new_state == TCP_SYN_SENT:
-        if old_state >= TCP_TIME_WAIT:
-            # Reopen after close (RFC 1122) if a side closed or we saw its RST.
-            if (st.seen[direction].flags | st.seen[1 - direction].flags) & TCP_FLAG_CLOSE_INIT or (
-                st.last_dir == direction and st.last_index == RST
-            ):
-                return REPEAT
-            new_state = TCP_IGNORE  # otherwise handled like an ignored packet
+    if new_state == TCP_SYN_SENT and old_state >= TCP_TIME_WAIT:
+        # Reopen after close (RFC 1122) if a side closed or we saw its RST.
+        if (st.seen[direction].flags | st.seen[1 - direction].flags) & TCP_FLAG_CLOSE_INIT or (
+            st.last_dir == direction and st.last_index == RST
+        ):
+            return REPEAT
+        new_state = TCP_IGNORE  # otherwise handled like an ignored packet
     if new_state == TCP_IGNORE:
         if (
             index == SYNACK
@@ -491,9 +486,8 @@ def _in_window(
     elif index == RST:
         timeout = tt[TCP_CLOSE]
     elif (
-        (st.seen[0].flags | st.seen[1].flags) & TCP_FLAG_DATA_UNACKNOWLEDGED
-        and state_timeout > tt[TCP_UNACK]
-    ):
+        st.seen[0].flags | st.seen[1].flags
+    ) & TCP_FLAG_DATA_UNACKNOWLEDGED and state_timeout > tt[TCP_UNACK]:
         timeout = tt[TCP_UNACK]
     elif st.last_win == 0 and state_timeout > tt[TCP_RETRANS]:
         timeout = tt[TCP_RETRANS]

@@ -51,7 +51,7 @@ def packet_tuple(pkt: Packet) -> Tuple:
 def invert(t: Tuple) -> Tuple | None:
     """The reply tuple of ``t`` without NAT, or None when no inverse exists."""
     proto, src, dst, sport, dport = t
-    if proto == PROTO_ICMP or proto == PROTO_ICMPV6:
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
         inverse = ICMP_INVERSE if proto == PROTO_ICMP else ICMPV6_INVERSE
         rtype = inverse.get(dport >> 8)
         if rtype is None:
