@@ -1,0 +1,46 @@
+"""Small builders for tracker tests: packets between two documentation-range hosts."""
+
+from __future__ import annotations
+
+from sniffover.conntrack.packet import Packet
+
+A = bytes([192, 0, 2, 1])
+B = bytes([198, 51, 100, 1])
+A6 = bytes.fromhex("20010db8000100000000000000000001")
+B6 = bytes.fromhex("20010db8000200000000000000000001")
+
+SYN, ACK, FIN, RST, PSH = 0x02, 0x10, 0x01, 0x04, 0x08
+
+
+# MSS 1460, SACK permitted, timestamps, NOP, window scale 7 (what Linux sends)
+def syn_opts(wscale: int | None = 7, sack: bool = True) -> bytes:
+    opts = bytes([2, 4, 5, 0xB4])
+    opts += bytes([4, 2]) if sack else bytes([1, 1])
+    opts += bytes([8, 10, 0, 0, 0, 1, 0, 0, 0, 0])
+    if wscale is not None:
+        opts += bytes([1, 3, 3, wscale])
+    return opts
+
+
+def tcp(ts, flags, seq, ack=0, *, src=A, dst=B, sport=40000, dport=80, win=64240, data=0, opts=b""):
+    return Packet(
+        ts, 2 if len(src) == 4 else 10, 6, src, dst, sport, dport, data, flags, seq, ack, win, opts
+    )
+
+
+def udp(ts, src=A, dst=B, sport=40000, dport=53, data=20):
+    return Packet(ts, 2 if len(src) == 4 else 10, 17, src, dst, sport, dport, data)
+
+
+def icmp(ts, icmp_type, code=0, ident=0x1234, src=A, dst=B, inner=None, proto=1):
+    return Packet(
+        ts,
+        2 if len(src) == 4 else 10,
+        proto,
+        src,
+        dst,
+        ident,
+        icmp_type << 8 | code,
+        0,
+        inner=inner,
+    )
