@@ -99,7 +99,6 @@ class Conn:
         "zone",
         "mark",
         "id",
-        "__weakref__",
     )
 
     def __init__(self, orig: Tuple, reply: Tuple, now: float, conn_id: int = 0) -> None:

@@ -114,24 +114,29 @@ class ConntrackTable:
         self.timeouts = timeouts or Timeouts()
         self.infer_direction = infer_direction
         self.listener = listener
-        self._map: dict[Tuple, tuple[Conn, int]] = {}
+        # Both tuples of every entry -> the entry; the direction is "is it the ORIGINAL".
+        self._map: dict[Tuple, Conn] = {}
         self._next_id = 1
+        self._entries = 0
         self.verdicts = [0] * 7  # indexed by verdict
         self.counters: Counter[str] = Counter()
 
     # --- lookup ---------------------------------------------------------------------
 
     def __len__(self) -> int:
-        return len(self._map) // 2
+        return self._entries
 
     def get(self, t: Tuple) -> tuple[Conn, int] | None:
         """The entry holding tuple ``t`` (either direction) and that direction."""
-        return self._map.get(t)
+        conn = self._map.get(t)
+        if conn is None:
+            return None
+        return conn, 1 if t == conn.reply else 0
 
     def conns(self) -> Iterator[Conn]:
         """Every entry, expired or not (each once)."""
-        for conn, direction in self._map.values():
-            if direction == 0:
+        for key, conn in self._map.items():
+            if key is conn.orig:
                 yield conn
 
     def entries(self, now: float) -> list[Conn]:
@@ -157,10 +162,12 @@ class ConntrackTable:
             return self._count(INVALID)
 
         key = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
-        hit = self._map.get(key)
-        if hit is not None:
-            conn, direction = hit
+        conn = self._map.get(key)
+        if conn is not None:
             if conn.expires > pkt.ts:
+                # Reply first: if both tuples are equal (a host talking to itself on one
+                # port) the kernel's hash chain finds the REPLY node first.
+                direction = 1 if key == conn.reply else 0
                 return self._count(self._existing(conn, direction, pkt, key))
             self._destroy(conn, "timeout")
         return self._count(self._new(pkt, key))
@@ -231,8 +238,9 @@ class ConntrackTable:
         if direction == 1:
             conn.status |= IPS_SEEN_REPLY
         conn.last_seen = now
-        self._map[conn.orig] = (conn, 0)
-        self._map[conn.reply] = (conn, 1)
+        self._map[conn.orig] = conn
+        self._map[conn.reply] = conn
+        self._entries += 1
         self.counters["created"] += 1
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
@@ -256,13 +264,10 @@ class ConntrackTable:
         quoted = invert((inner.proto, inner.src, inner.dst, inner.sport, inner.dport))
         if quoted is None:
             return INVALID
-        hit = self._map.get(quoted)
-        if hit is None:
+        conn = self._map.get(quoted)
+        if conn is None or conn.expires <= pkt.ts:
             return INVALID
-        conn, direction = hit
-        if conn.expires <= pkt.ts:
-            return INVALID
-        tup = conn.orig if direction == 0 else conn.reply
+        tup = conn.reply if quoted == conn.reply else conn.orig
         if pkt.dst != tup[2]:
             return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
         return RELATED
@@ -271,10 +276,12 @@ class ConntrackTable:
 
     def _destroy(self, conn: Conn, reason: str) -> None:
         m = self._map
-        if m.get(conn.orig, (None,))[0] is conn:
-            del m[conn.orig]
-        if m.get(conn.reply, (None,))[0] is conn:
+        if m.get(conn.orig) is not conn:
+            return  # already gone
+        del m[conn.orig]
+        if m.get(conn.reply) is conn:
             del m[conn.reply]
+        self._entries -= 1
         self.counters["destroyed-" + reason] += 1
         if self.listener is not None:
             self.listener(EVENT_DESTROY, conn)
