@@ -340,3 +340,24 @@ def test_expired_entries_are_not_listed_and_are_replaced() -> None:
     assert t.entries(29.9) and not t.entries(30.0)
     t.process(udp(31.0))
     assert only(t).created == 31.0
+
+
+def test_events_new_update_destroy() -> None:
+    events: list[tuple[str, str]] = []
+
+    def listen(kind: str, conn) -> None:
+        st = TCP_STATE_NAMES[conn.tcp.state] if conn.tcp else "-"
+        events.append((kind, st))
+
+    t = ConntrackTable(listener=listen)
+    handshake(t)
+    t.process(tcp(1.0, ACK | PSH, ISN_C + 1, ISN_S + 1, win=502, data=10))  # no change: no event
+    t.process(tcp(2.0, RST | ACK, ISN_C + 11, ISN_S + 1, win=0))
+    t.expire(100.0)
+    assert events == [
+        ("new", "SYN_SENT"),
+        ("update", "SYN_RECV"),
+        ("update", "ESTABLISHED"),
+        ("update", "CLOSE"),
+        ("destroy", "CLOSE"),
+    ]
