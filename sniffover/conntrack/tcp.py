@@ -197,7 +197,7 @@ def tcp_in_window(
     ack = sack = pkt.ack
     win_raw = pkt.win
     win = win_raw
-    end = segment_end(pkt)
+    end = (seq + pkt.l4len + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)) & U32
 
     if receiver.flags & TCP_FLAG_SACK_PERM and pkt.tcp_opts:
         sack = tcp_sack_edge(pkt.tcp_opts, ack)
@@ -235,7 +235,10 @@ def tcp_in_window(
     liberal = liberal_sysctl or sender.flags & TCP_FLAG_BE_LIBERAL
     maxackwindow = sender.td_maxwin if sender.td_maxwin > MAXACKWINCONST else MAXACKWINCONST
 
-    if not before(seq, (sender.td_maxend + 1) & U32):
+    # The checks below inline before(a, b) as ``(a - b) & U32 >= H`` and after(a, b) as
+    # ``(b - a) & U32 >= H``: this function runs for every segment.
+    H = 0x80000000
+    if (seq - sender.td_maxend - 1) & U32 < H:  # not before(seq, td_maxend + 1)
         # I. SEQ over the upper bound.
         overshot = (end - sender.td_maxend + 1) & U32
         ack_ok = after(sack, (receiver.td_end - maxackwindow - 1) & U32)
@@ -254,12 +257,14 @@ def tcp_in_window(
             return ACCEPT if liberal else IGNORE
         return ACCEPT if liberal else INVALID
 
-    if not before(sack, (receiver.td_end + 1) & U32):
+    r_end = receiver.td_end
+    if (sack - r_end - 1) & U32 < H:  # not before(sack, receiver.td_end + 1)
         return ACCEPT if liberal else INVALID  # III. ACK of data never seen
-
-    if receiver.td_maxwin and not after(end, (sender.td_end - receiver.td_maxwin - 1) & U32):
+    r_maxwin = receiver.td_maxwin
+    # not after(end, sender.td_end - receiver.td_maxwin - 1)
+    if r_maxwin and (sender.td_end - r_maxwin - 1 - end) & U32 < H:
         return ACCEPT if liberal else IGNORE  # II. old data retransmitted
-    if not after(sack, (receiver.td_end - maxackwindow - 1) & U32):
+    if (r_end - maxackwindow - 1 - sack) & U32 < H:  # not after(sack, td_end - MAXACKWINDOW - 1)
         return ACCEPT if liberal else IGNORE  # IV. very old ack
 
     if not flags & TH_SYN:
@@ -269,20 +274,20 @@ def tcp_in_window(
     swin = (win + sack - ack) & U32
     if sender.td_maxwin < swin:
         sender.td_maxwin = swin
-    if after(end, sender.td_end):
+    if (sender.td_end - end) & U32 >= H:  # after(end, sender.td_end)
         sender.td_end = end
         sender.flags |= TCP_FLAG_DATA_UNACKNOWLEDGED
     if flags & TH_ACK:
         if not sender.flags & TCP_FLAG_MAXACK_SET:
             sender.td_maxack = ack
             sender.flags |= TCP_FLAG_MAXACK_SET
-        elif after(ack, sender.td_maxack):
+        elif (sender.td_maxack - ack) & U32 >= H:  # after(ack, sender.td_maxack)
             sender.td_maxack = ack
 
     # Update receiver data.
-    if receiver.td_maxwin != 0 and after(end, sender.td_maxend):
-        receiver.td_maxwin = (receiver.td_maxwin + end - sender.td_maxend) & U32
-    if after((sack + win) & U32, (receiver.td_maxend - 1) & U32):
+    if r_maxwin != 0 and (sender.td_maxend - end) & U32 >= H:  # after(end, td_maxend)
+        receiver.td_maxwin = (r_maxwin + end - sender.td_maxend) & U32
+    if (receiver.td_maxend - 1 - sack - win) & U32 >= H:  # after(sack + win, td_maxend - 1)
         receiver.td_maxend = (sack + win) & U32
         if win == 0:
             receiver.td_maxend = (receiver.td_maxend + 1) & U32
