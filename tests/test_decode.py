@@ -69,7 +69,11 @@ def check_against_dpkt(pkt: Packet, ip) -> None:
     l4 = ip.data
     if isinstance(l4, dpkt.tcp.TCP):
         assert (pkt.sport, pkt.dport, pkt.seq, pkt.ack) == (l4.sport, l4.dport, l4.seq, l4.ack)
-        assert (pkt.tcp_flags, pkt.win, pkt.tcp_opts) == (l4.flags, l4.win, l4.opts)
+        assert (pkt.tcp_flags, pkt.win, pkt.tcp_opts) == (
+            l4.flags & 0xFF,
+            l4.win,
+            l4.opts,
+        )  # dpkt adds NS (bit 8)
         assert pkt.l4len == len(l4.data)
     elif isinstance(l4, dpkt.udp.UDP):
         assert (pkt.sport, pkt.dport, pkt.l4len) == (l4.sport, l4.dport, len(l4.data))
