@@ -30,6 +30,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -1015,6 +1016,18 @@ def derive(sc: Scenario, outdir: Path) -> Path:
 # --------------------------------------------------------------------------------------
 
 
+def _tcpdump_stats(stderr: str) -> dict[str, int]:
+    """tcpdump's closing counters ("N packets captured", "... dropped by kernel")."""
+    stats = {}
+    for key, pattern in (("captured", r"(\d+) packets? captured"),
+                         ("received_by_filter", r"(\d+) packets? received by filter"),
+                         ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
+        m = re.search(pattern, stderr)
+        if m:
+            stats[key] = int(m.group(1))
+    return stats
+
+
 def record(name: str, outdir: Path | str) -> Path:
     """Record scenario ``name`` into ``outdir``; returns the pcap path."""
     outdir = Path(outdir).resolve()
@@ -1044,7 +1057,7 @@ def record(name: str, outdir: Path | str) -> Path:
             "description": sc.description,
             "router_sysctls": sysctls,
             "scenario": name,
-            "tcpdump": " ".join(tcpdump_err.split()),
+            "tcpdump": _tcpdump_stats(tcpdump_err),
         }
         (outdir / f"{name}.conntrack").write_text(table)
         (outdir / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
