@@ -12,14 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """An error to report as one line."""
+from .errors import EXIT_ERROR, EXIT_OK, CliError
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -70,17 +63,133 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
 
 
+AGENT_EPILOG = """\
+examples:
+  sniffover --iface eth0 --iface eth1          standby agent on two shared segments
+  sniffover --config /etc/sniffover.toml       the same, from a config file
+  sniffover ctl promote                        cluster manager: commit state, stand down
+  sniffover status                             readiness probe (exit 0 when up)
+  sniffover replay capture.pcap                rebuild a table offline from a capture
+  sniffover demo                               hub lab: failover with and without sniffover
+
+Config file (TOML): every long option, with '-' or '_', e.g.
+  iface = ["eth0"]
+  zone = 0
+  metrics = "127.0.0.1:9477"
+Command-line options override the file.
+"""
+
+
+def _add_agent_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
+    g.add_argument(
+        "-i",
+        "--iface",
+        action="append",
+        metavar="IFACE",
+        help="shared segment to sniff, promiscuous; repeat for several (not the sync link)",
+    )
+    g.add_argument("--config", metavar="FILE", help="TOML file with any of these options")
+    g.add_argument(
+        "--zone", type=int, metavar="N", help="conntrack zone of installed entries (default 0)"
+    )
+    g.add_argument("--mark", type=lambda v: int(v, 0), metavar="MARK", help="ct mark to set")
+    g.add_argument(
+        "--no-install",
+        action="store_true",
+        default=None,
+        help="track only, never write the kernel table (dry run; no CAP_NET_ADMIN needed)",
+    )
+    g.add_argument(
+        "--flush-interval",
+        type=float,
+        metavar="SECONDS",
+        help="how often changed entries are written to the kernel (default 0.02)",
+    )
+    g.add_argument("--snaplen", type=int, metavar="BYTES", help="capture length (default 128)")
+    g.add_argument(
+        "--ring-mb", type=int, metavar="MIB", help="kernel capture ring per interface (default 8)"
+    )
+    g.add_argument(
+        "--bpf", metavar="FILTER", help="extra capture filter (pcap syntax), ANDed with ours"
+    )
+    g.add_argument(
+        "--include-self",
+        action="store_true",
+        default=None,
+        help="do not exclude frames to/from this host's own MAC addresses",
+    )
+    g.add_argument(
+        "--no-pickup",
+        action="store_true",
+        default=None,
+        help="do not pick up TCP connections mid-stream (only from their SYN)",
+    )
+    g.add_argument(
+        "--sysctl-dir",
+        metavar="DIR",
+        help="nf_conntrack_* timeouts to mirror (default /proc/sys/net/netfilter)",
+    )
+    g.add_argument(
+        "--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics (e.g. 127.0.0.1:9477)"
+    )
+    g.add_argument(
+        "--log-format", choices=["text", "json"], help="log line format on stderr (default text)"
+    )
+    g.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="default info",
+    )
+    g.add_argument(
+        "--stats-interval",
+        type=float,
+        metavar="SECONDS",
+        help="log a counters line this often (default 60)",
+    )
+    g.add_argument(
+        "--control",
+        metavar="PATH",
+        help="control socket path (default: abstract @sniffover of this network namespace)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sniffover",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
-            "Sniffing failover agent for Linux stateful firewalls: rebuilds netfilter "
-            "conntrack state from traffic seen on a shared segment."
+            "Sniffing failover agent for Linux stateful firewalls: on the standby firewall, "
+            "rebuilds netfilter conntrack state from traffic seen on the shared segments and "
+            "installs it into this host's kernel, so established connections survive a "
+            "failover."
         ),
+        epilog=AGENT_EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"sniffover {__version__}")
+    _add_agent_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_replay(sub)
+    ctl = sub.add_parser(
+        "ctl",
+        help="tell the running agent to promote (commit state, stand down) or demote",
+        description=(
+            "promote: read what the capture rings still hold, install every tracked entry "
+            "into the kernel, then stand down; returns when the kernel table holds "
+            "everything seen so far. demote: resume standby duty. Same as SIGUSR1/SIGUSR2."
+        ),
+    )
+    ctl.add_argument("action", choices=["promote", "demote"])
+    ctl.add_argument("--control", dest="ctl_path", metavar="PATH", help="agent's control socket")
+    ctl.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    st = sub.add_parser(
+        "status",
+        help="show the running agent's state; exit 0 only if it is up and capturing",
+        description="Readiness probe: exit 0 when the agent is up, capturing and (if asked "
+        "to prime) primed; 1 otherwise.",
+    )
+    st.add_argument("--control", dest="ctl_path", metavar="PATH", help="agent's control socket")
+    st.add_argument("--json", action="store_true", help="print the full status as JSON")
     return parser
 
 
@@ -113,16 +222,59 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"replay": cmd_replay}
+def cmd_ctl(args: argparse.Namespace) -> int:
+    from .control import ControlError, request
+
+    try:
+        doc = request(args.action, args.ctl_path, timeout=args.timeout)
+    except ControlError as exc:
+        raise CliError(str(exc)) from None
+    if not doc.get("ok"):
+        raise CliError(f"{args.action} failed: {doc.get('error', doc)}")
+    if args.action == "promote":
+        print(
+            f"promoted: {doc.get('installed', 0)} entries in the kernel table "
+            f"({doc.get('committed', 0)} messages in {doc.get('seconds', 0)} s)"
+        )
+    else:
+        print(f"state: {doc.get('state')}")
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .control import ControlError, request
+
+    try:
+        doc = request("status", args.ctl_path, timeout=10.0)
+    except ControlError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        age = doc.get("last_packet_age")
+        drops = sum(d["dropped"] + d["ifdropped"] for d in doc.get("capture", {}).values())
+        print(
+            f"{doc.get('state')} pid {doc.get('pid')} up {doc.get('uptime')} s; "
+            f"capturing {','.join(doc.get('interfaces', [])) if doc.get('capturing') else 'no'}; "
+            f"flows {doc.get('flows')}, installed {doc.get('installed')}, "
+            f"pending {doc.get('pending')}; drops {drops}; "
+            f"last packet {'never' if age is None else f'{age} s ago'}"
+            + ("" if doc.get("primed") is None else f"; primed {doc.get('primed')}")
+        )
+    return EXIT_OK if doc.get("ok") else EXIT_ERROR
+
+
+COMMANDS = {"replay": cmd_replay, "ctl": cmd_ctl, "status": cmd_status}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
     try:
+        if not args.command:
+            from .run import run_agent
+
+            return run_agent(args, parser)
         return COMMANDS[args.command](args)
     except CliError as exc:
         print(f"sniffover: {exc}", file=sys.stderr)

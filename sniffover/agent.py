@@ -1,0 +1,373 @@
+"""The standby agent: sniff -> track -> install, until the cluster manager promotes us.
+
+One select() loop, no threads: capture handles, the control socket and a 50 ms
+tick. Packets are tracked as they are read; changed entries are flushed to the
+kernel every ``flush_interval`` (20 ms by default) in batches, so the lag from
+wire to kernel table stays in tens of milliseconds. Once a second expired
+entries are swept and kernel timers that would run out are re-armed.
+
+Promotion (SIGUSR1 or ``sniffover ctl promote``): read whatever the capture
+rings still hold, install everything the tracker knows, answer, and stand down
+(captures closed: the kernel now tracks the live traffic itself). Demotion
+(SIGUSR2 or ``ctl demote``) starts standby duty again with an empty tracker;
+mid-stream pickup (and a prime) rebuild it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+import select
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from .capture import CaptureError
+from .conntrack.packet import Packet
+from .conntrack.table import ConntrackTable
+from .conntrack.timeouts import Timeouts
+from .control import ControlServer
+from .ctnetlink import CtnlSocket, NetlinkError
+from .install import Installer
+from .live import LiveCapture, exclude_self_filter, local_macs
+
+log = logging.getLogger("sniffover.agent")
+
+TICK = 0.05
+
+
+@dataclass
+class AgentConfig:
+    ifaces: list[str]
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    control: str | None = None
+    zone: int = 0
+    mark: int | None = None
+    flush_interval: float = 0.02
+    install: bool = True
+    snaplen: int = 128
+    ring_mb: int = 8
+    exclude_self: bool = True
+    bpf: str = ""
+    stats_interval: float = 60.0
+    pickup: bool = True
+
+
+class RateLimited:
+    """At most one log line per key per ``period``; says how many were suppressed."""
+
+    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
+        self.logger = logger
+        self.period = period
+        self.last: dict[str, float] = {}
+        self.suppressed: Counter[str] = Counter()
+
+    def __call__(self, key: str, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last.get(key, -1e9) < self.period:
+            self.suppressed[key] += 1
+            return
+        n = self.suppressed.pop(key, 0)
+        self.last[key] = now
+        self.logger.log(level, msg + (f" (+{n} similar suppressed)" if n else ""), *args)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.stop = False
+        self.want_promote = False
+        self.want_demote = False
+        self.active = False  # promoted: standing down
+        self.captures: list[LiveCapture] = []
+        self.started = time.time()
+        self.last_packet = 0.0
+        self.packets = 0
+        self.ratelog = RateLimited(log)
+        timeouts = cfg.timeouts
+        if cfg.pickup:
+            timeouts.tcp_loose = 1  # we mirror the master, whatever our own kernel's setting
+        self.timeouts = timeouts
+        self.sock: CtnlSocket | None = None
+        if cfg.install:
+            self.sock = CtnlSocket()
+            self._check_ctnetlink()
+        self.installer: Installer | None = None
+        self.table = self._new_table()
+        self.control = ControlServer(cfg.control)
+        self.primed: bool | None = None
+        self.metrics: Any = None
+
+    def _new_table(self) -> ConntrackTable:
+        if self.sock is not None:
+            self.installer = Installer(self.sock, zone=self.cfg.zone, mark=self.cfg.mark)
+            return ConntrackTable(self.timeouts, listener=self.installer.on_event)
+        return ConntrackTable(self.timeouts)
+
+    def _check_ctnetlink(self) -> None:
+        """Fail at start, with one line, if we may not write the conntrack table."""
+        from .ctnetlink import encode_ct_delete
+
+        assert self.sock is not None
+        probe = (17, bytes([192, 0, 2, 0]), bytes([192, 0, 2, 0]), 0, 0)
+        try:
+            self.sock.request(encode_ct_delete(probe, seq=self.sock.next_seq()))
+        except NetlinkError as exc:
+            if exc.errno == 2:  # ENOENT: allowed to ask, nothing there
+                return
+            if exc.errno == 1:
+                raise NetlinkError(
+                    1, "ctnetlink: permission denied (needs CAP_NET_ADMIN)"
+                ) from None
+            raise
+
+    # --- capture --------------------------------------------------------------------
+
+    def open_captures(self) -> None:
+        bpf = self.cfg.bpf
+        if self.cfg.exclude_self:
+            own = exclude_self_filter(local_macs())
+            bpf = f"({bpf}) and {own}" if bpf and own else (bpf or own)
+        caps = []
+        try:
+            for iface in self.cfg.ifaces:
+                caps.append(
+                    LiveCapture(
+                        iface, snaplen=self.cfg.snaplen, ring_bytes=self.cfg.ring_mb << 20, bpf=bpf
+                    )
+                )
+        except CaptureError:
+            for c in caps:
+                c.close()
+            raise
+        self.captures = caps
+        log.info(
+            "capturing on %s (promiscuous, snaplen %d, ring %d MiB)%s",
+            ", ".join(self.cfg.ifaces),
+            self.cfg.snaplen,
+            self.cfg.ring_mb,
+            f", filter: {bpf}" if bpf else "",
+        )
+
+    def close_captures(self) -> None:
+        for c in self.captures:
+            c.close()
+        self.captures = []
+
+    def drops(self) -> dict[str, dict[str, int]]:
+        out = {}
+        for c in self.captures:
+            recv, drop, ifdrop = c.stats()
+            out[c.iface] = {
+                "frames": c.frames,
+                "received": recv,
+                "dropped": drop,
+                "ifdropped": ifdrop,
+            }
+        return out
+
+    def _track(self, packets: list[Packet]) -> None:
+        process = self.table.process
+        for p in packets:
+            process(p)
+        self.packets += len(packets)
+        self.last_packet = packets[-1].ts
+
+    def read_ready(self, ready: list[LiveCapture]) -> None:
+        batches = [b for b in (c.read() for c in ready) if b]
+        if not batches:
+            return
+        if len(batches) == 1:
+            self._track(batches[0])
+        else:  # several segments: keep the wire order
+            self._track(list(heapq.merge(*batches, key=lambda p: p.ts)))
+
+    def drain(self) -> None:
+        """Read until every capture ring is empty (bounded: 2 s)."""
+        deadline = time.monotonic() + 2.0
+        while self.captures and time.monotonic() < deadline:
+            before = self.packets
+            self.read_ready(self.captures)
+            if self.packets == before:
+                break
+
+    # --- takeover -------------------------------------------------------------------
+
+    def promote(self) -> dict[str, Any]:
+        start = time.monotonic()
+        self.drain()
+        now = time.time()
+        sent = 0
+        if self.installer is not None:
+            sent = self.installer.install_all(self.table.entries(now), now)
+        self.close_captures()
+        self.active = True
+        took = time.monotonic() - start
+        installed = len(self.installer.shadow) if self.installer else 0
+        log.warning(
+            "promoted: committed %d messages in %.3f s; %d entries installed; "
+            "standing down (the kernel tracks live traffic now)",
+            sent,
+            took,
+            installed,
+        )
+        return {"ok": True, "state": "active", "committed": sent, "installed": installed,
+                "seconds": round(took, 3)}  # fmt: skip
+
+    def demote(self) -> dict[str, Any]:
+        if not self.active:
+            return {"ok": True, "state": "standby", "note": "already standby"}
+        self.table = self._new_table()
+        self.open_captures()
+        self.active = False
+        log.warning("demoted: standby duty resumed with an empty table (mid-stream pickup)")
+        return {"ok": True, "state": "standby"}
+
+    # --- status ---------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        inst = self.installer
+        capturing = bool(self.captures) and not self.active
+        ready = (capturing or self.active) and self.primed is not False
+        return {
+            "ok": ready,
+            "state": "active" if self.active else "standby",
+            "capturing": capturing,
+            "pid": os.getpid(),
+            "uptime": round(now - self.started, 1),
+            "interfaces": self.cfg.ifaces,
+            "packets": self.packets,
+            "last_packet_age": round(now - self.last_packet, 3) if self.last_packet else None,
+            "flows": len(self.table),
+            "installed": len(inst.shadow) if inst else 0,
+            "pending": inst.pending if inst else 0,
+            "primed": self.primed,
+            "capture": self.drops(),
+            "install": dict(inst.counters) if inst else {},
+            "tracker": dict(self.table.counters),
+            "skipped": dict(sum((c.decoder.skipped for c in self.captures), Counter())),
+        }
+
+    def handle_control(self) -> None:
+        got = self.control.accept()
+        if got is None:
+            return
+        conn, cmd = got
+        if cmd == "promote":
+            doc = self.promote() if not self.active else {"ok": True, "state": "active"}
+        elif cmd == "demote":
+            try:
+                doc = self.demote()
+            except CaptureError as exc:
+                doc = {"ok": False, "error": str(exc)}
+        elif cmd == "status":
+            doc = self.status()
+        else:
+            doc = {"ok": False, "error": f"unknown command {cmd!r}"}
+        self.control.answer(conn, doc)
+
+    # --- main loop ------------------------------------------------------------------
+
+    def _signals(self) -> None:
+        def stop(_sig: int, _frame: object) -> None:
+            self.stop = True
+
+        def promote(_sig: int, _frame: object) -> None:
+            self.want_promote = True
+
+        def demote(_sig: int, _frame: object) -> None:
+            self.want_demote = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGUSR1, promote)
+        signal.signal(signal.SIGUSR2, demote)
+
+    def run(self) -> int:
+        self._signals()
+        self.open_captures()
+        log.info(
+            "standby agent up (pid %d): installing into %s, control %s",
+            os.getpid(),
+            "this namespace's conntrack table" if self.sock else "nowhere (--no-install)",
+            self.cfg.control or "@sniffover",
+        )
+        flush_every = self.cfg.flush_interval
+        next_flush = time.monotonic() + flush_every
+        next_tick = time.monotonic() + 1.0
+        next_stats = time.monotonic() + self.cfg.stats_interval
+        try:
+            while not self.stop:
+                fds: list[Any] = [self.control, *self.captures]
+                try:
+                    ready, _, _ = select.select(fds, [], [], TICK)
+                except InterruptedError:
+                    ready = []
+                caps = [r for r in ready if isinstance(r, LiveCapture)]
+                if caps:
+                    self.read_ready(caps)
+                if self.control in ready:
+                    self.handle_control()
+                if self.want_promote:
+                    self.want_promote = False
+                    if not self.active:
+                        self.promote()
+                if self.want_demote:
+                    self.want_demote = False
+                    self.demote()
+                mono = time.monotonic()
+                inst = self.installer
+                if inst is not None and not self.active and mono >= next_flush:
+                    next_flush = mono + flush_every
+                    if inst.pending:
+                        self._flush(inst)
+                if mono >= next_tick:
+                    next_tick = mono + 1.0
+                    self._tick()
+                if mono >= next_stats:
+                    next_stats = mono + self.cfg.stats_interval
+                    self._log_stats()
+        finally:
+            self.close_captures()
+            self.control.close()
+            if self.sock is not None:
+                self.sock.close()
+        log.info("stopped after %d packets, %d flows tracked", self.packets, len(self.table))
+        return 0
+
+    def _flush(self, inst: Installer) -> None:
+        try:
+            inst.flush(time.time())
+        except OSError as exc:
+            self.ratelog("netlink", logging.ERROR, "ctnetlink write failed: %s", exc)
+
+    def _tick(self) -> None:
+        now = time.time()
+        if self.active:
+            return
+        self.table.expire(now)
+        if self.installer is not None:
+            try:
+                self.installer.refresh(now, self.table.get)
+            except OSError as exc:
+                self.ratelog("netlink", logging.ERROR, "ctnetlink refresh failed: %s", exc)
+        for iface, d in self.drops().items():
+            if d["dropped"] or d["ifdropped"]:
+                self.ratelog(
+                    f"drops-{iface}", logging.WARNING,
+                    "%s: capture drops: %d by the ring, %d by the interface (of %d received)",
+                    iface, d["dropped"], d["ifdropped"], d["received"],
+                )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.update(self)
+
+    def _log_stats(self) -> None:
+        s = self.status()
+        log.info(
+            "%d packets, %d flows tracked, %d installed, %d pending, install %s",
+            s["packets"], s["flows"], s["installed"], s["pending"], s["install"],
+        )  # fmt: skip

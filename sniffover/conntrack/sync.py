@@ -1,0 +1,110 @@
+"""What of the tracked table goes into the standby's kernel, and how (pure policy, no I/O).
+
+The installer (``sniffover.install``) asks ``desired(conn, now)`` for every entry
+that changed and compares the answer with its shadow of what the kernel holds.
+The rules come from how the kernel treats injected entries
+(conntrack-semantics §5.7, verified on 6.18):
+
+* TCP is installed once the handshake has completed (state ESTABLISHED or a
+  later state reached from it): a SYN flood must not become an install flood,
+  and an injected SYN_SENT entry turns the SYN/ACK INVALID. A connection that
+  was closed before it was ever installed is not installed at all: it must not
+  be resurrected, and fw1's entry for it is only a TIME_WAIT/CLOSE tombstone.
+* The window scales and the per-direction WINDOW_SCALE/SACK_PERM flags seen in
+  the SYNs go with the entry; without them the kernel mis-scales windows and
+  drops most segments after takeover. Connections picked up mid-stream carry
+  SACK_PERM|BE_LIBERAL instead (no SYN, no scale: let the kernel be liberal).
+  TIME_WAIT and CLOSE add CLOSE_INIT so a reused port reopens cleanly.
+* UDP, UDP-Lite, ICMP echo, GRE and generic entries are installed once a reply
+  was seen (SEEN_REPLY): unreplied traffic is allowed as NEW from the inside by
+  any sane ruleset, and one-way floods stay out of the kernel.
+* Status is CONFIRMED (which ctnetlink demands) | SEEN_REPLY | ASSURED as the
+  tracker has them; the timeout is what remains of the tracker's timer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .entry import (
+    IPS_ASSURED,
+    IPS_CONFIRMED,
+    IPS_SEEN_REPLY,
+    TCP_FLAG_BE_LIBERAL,
+    TCP_FLAG_CLOSE_INIT,
+    TCP_FLAG_SACK_PERM,
+    TCP_FLAG_WINDOW_SCALE,
+    Conn,
+)
+from .packet import PROTO_TCP
+from .timeouts import (
+    TCP_CLOSE,
+    TCP_CLOSE_WAIT,
+    TCP_ESTABLISHED,
+    TCP_FIN_WAIT,
+    TCP_LAST_ACK,
+    TCP_TIME_WAIT,
+)
+
+# TCP states worth installing; the closing ones only as updates of an installed entry.
+TCP_LIVE = frozenset((TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_CLOSE_WAIT, TCP_LAST_ACK))
+TCP_CLOSING = frozenset((TCP_TIME_WAIT, TCP_CLOSE))
+SIDE_FLAGS = TCP_FLAG_WINDOW_SCALE | TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
+SIDE_MASK = SIDE_FLAGS | TCP_FLAG_CLOSE_INIT
+
+
+@dataclass(frozen=True)
+class Desired:
+    """The kernel entry we want for a tracked connection."""
+
+    status: int
+    state: int = -1  # TCP state, -1 for other protocols
+    wscale_orig: int = 0
+    wscale_reply: int = 0
+    flags_orig: int = 0
+    flags_reply: int = 0
+
+    def same_class(self, other: Desired) -> bool:
+        """Equal apart from the timeout: no need to send anything."""
+        return self == other
+
+
+def remaining_timeout(conn: Conn, now: float) -> int:
+    """Whole seconds left on the tracker's timer (at least 1), for CTA_TIMEOUT."""
+    return max(1, math.ceil(conn.expires - now))
+
+
+def desired(conn: Conn, now: float, installed: bool) -> Desired | None:
+    """The entry to hold in the kernel for ``conn``, or None if it should not be there.
+
+    ``installed`` says whether the kernel already holds our copy: closing TCP
+    states are only carried over onto an entry that exists.
+    """
+    if conn.expires <= now:
+        return None
+    status = IPS_CONFIRMED | (conn.status & (IPS_SEEN_REPLY | IPS_ASSURED))
+    st = conn.tcp
+    if conn.orig[0] == PROTO_TCP:
+        if st is None:
+            return None
+        state = st.state
+        if state in TCP_LIVE:
+            extra = 0
+        elif state in TCP_CLOSING and installed:
+            extra = TCP_FLAG_CLOSE_INIT
+        else:
+            return None
+        o, r = st.seen
+        scale = o.flags & r.flags & TCP_FLAG_WINDOW_SCALE
+        return Desired(
+            status,
+            state,
+            o.td_scale if scale else 0,
+            r.td_scale if scale else 0,
+            (o.flags & SIDE_FLAGS) | extra,
+            (r.flags & SIDE_FLAGS) | extra,
+        )
+    if not conn.status & IPS_SEEN_REPLY:
+        return None
+    return Desired(status)

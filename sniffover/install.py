@@ -1,0 +1,245 @@
+"""Installer: keep the standby kernel's conntrack table in step with the tracker (ctnetlink).
+
+The tracker's events mark entries dirty; ``flush()`` turns each dirty entry into
+at most one netlink message, decided by ``conntrack.sync.desired`` and a shadow
+of what the kernel already holds, so an entry is only sent when its state,
+status or flags change (or its kernel timer needs re-arming, ``refresh()``).
+Messages are hand-packed and sent 64 per ``sendmsg`` with one ack each.
+
+Kernel answers and what is done about them:
+
+* create (``NLM_F_EXCL``) -> ``EEXIST``: the kernel already has the entry (an
+  earlier run of the agent, or a priming): retried as an update and adopted.
+* update -> ``ENOENT``: the kernel entry is gone (expired, deleted): recreated.
+* update -> ``EBUSY``: the kernel entry has status bits we would clear: retried
+  with SEEN_REPLY|ASSURED kept.
+* ``ENOMEM``: the table is full (``nf_conntrack_max``): counted, dropped.
+* ``ENOBUFS`` on the socket: the batch is requeued and counted.
+* anything else: counted by errno name, the entry is left out.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
+from .conntrack.sync import Desired, desired, remaining_timeout
+from .conntrack.tuple import Tuple
+from .ctnetlink import CtnlSocket, TcpInfo, encode_ct_delete, encode_ct_new
+
+log = logging.getLogger("sniffover.install")
+
+BATCH = 64
+REFRESH_FRACTION = 0.3  # re-arm a kernel timer when less than this share of it is left
+REFRESH_MIN = 5.0  # ... or less than this many seconds
+
+
+@dataclass
+class Installed:
+    """Our record of one entry in the kernel."""
+
+    want: Desired
+    expires: float  # when the kernel's timer runs out, as last set
+    timeout: int  # the timeout last sent
+    reply: Tuple
+
+
+@dataclass
+class _Op:
+    orig: Tuple
+    conn: Conn | None  # None: delete
+    want: Desired | None
+    mode: str  # "create" | "update" | "delete"
+    timeout: int = 0
+    status_extra: int = 0
+
+
+class Installer:
+    """Shadow + dirty set + batched ctnetlink writer."""
+
+    def __init__(
+        self,
+        sock: CtnlSocket,
+        *,
+        zone: int = 0,
+        mark: int | None = None,
+        batch: int = BATCH,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.sock = sock
+        self.zone = zone
+        self.mark = mark
+        self.batch = batch
+        self.shadow: dict[Tuple, Installed] = {}
+        self.dirty: dict[Tuple, Conn] = {}
+        self.doomed: dict[Tuple, Conn] = {}  # destroyed by the tracker while installed
+        self.counters: Counter[str] = Counter()
+        self.enabled = True
+
+    # --- tracker listener -----------------------------------------------------------
+
+    def on_event(self, kind: str, conn: Conn) -> None:
+        if kind == "destroy":
+            self.dirty.pop(conn.orig, None)
+            if conn.orig in self.shadow:
+                self.doomed[conn.orig] = conn
+            return
+        self.doomed.pop(conn.orig, None)
+        self.dirty[conn.orig] = conn
+
+    @property
+    def pending(self) -> int:
+        return len(self.dirty) + len(self.doomed)
+
+    # --- writing --------------------------------------------------------------------
+
+    def flush(self, now: float) -> int:
+        """Send what changed since the last flush; returns the number of messages sent."""
+        if not self.enabled:
+            return 0
+        ops: list[_Op] = []
+        for orig in self.doomed:
+            if orig in self.shadow and orig not in self.dirty:
+                ops.append(_Op(orig, None, None, "delete"))
+        self.doomed.clear()
+        dirty, self.dirty = self.dirty, {}
+        for orig, conn in dirty.items():
+            op = self._plan(orig, conn, now)
+            if op is not None:
+                ops.append(op)
+        return self._run(ops, now)
+
+    def refresh(self, now: float, lookup: Callable[[Tuple], object]) -> int:
+        """Re-arm kernel timers about to run out while the tracker still keeps the entry."""
+        ops: list[_Op] = []
+        for orig, inst in self.shadow.items():
+            left = inst.expires - now
+            if left > max(REFRESH_MIN, inst.timeout * REFRESH_FRACTION):
+                continue
+            found = lookup(orig)
+            if not found:
+                continue
+            conn = found[0] if isinstance(found, tuple) else found
+            if not isinstance(conn, Conn) or conn.orig != orig or conn.expires <= inst.expires + 1:
+                continue
+            op = self._plan(orig, conn, now, force=True)
+            if op is not None:
+                ops.append(op)
+        return self._run(ops, now)
+
+    def _plan(self, orig: Tuple, conn: Conn, now: float, force: bool = False) -> _Op | None:
+        inst = self.shadow.get(orig)
+        want = desired(conn, now, inst is not None)
+        if want is None:
+            return _Op(orig, None, None, "delete") if inst is not None else None
+        if inst is not None and inst.want == want and not force:
+            return None
+        mode = "update" if inst is not None else "create"
+        return _Op(orig, conn, want, mode, remaining_timeout(conn, now))
+
+    def _encode(self, op: _Op, seq: int) -> bytes:
+        if op.mode == "delete":
+            return encode_ct_delete(op.orig, zone=self.zone, seq=seq)
+        conn, want = op.conn, op.want
+        assert conn is not None and want is not None
+        tcp = None
+        if want.state >= 0:
+            tcp = TcpInfo(
+                want.state,
+                want.wscale_orig,
+                want.wscale_reply,
+                want.flags_orig,
+                want.flags_reply,
+                0x0F,
+                0x0F,
+            )
+        return encode_ct_new(
+            conn.orig,
+            conn.reply,
+            status=want.status | op.status_extra,
+            timeout=op.timeout,
+            tcp=tcp,
+            mark=self.mark,
+            zone=self.zone,
+            seq=seq,
+            create=op.mode == "create",
+            exclusive=op.mode == "create",
+        )
+
+    def _run(self, ops: list[_Op], now: float) -> int:
+        sent = 0
+        for _attempt in range(3):
+            if not ops:
+                break
+            retry: list[_Op] = []
+            for i in range(0, len(ops), self.batch):
+                chunk = ops[i : i + self.batch]
+                bysq: dict[int, _Op] = {}
+                msgs = []
+                for op in chunk:
+                    seq = self.sock.next_seq()
+                    bysq[seq] = op
+                    msgs.append(self._encode(op, seq))
+                try:
+                    results = self.sock.send_batch(msgs)
+                except OSError as exc:
+                    if exc.errno != errno.ENOBUFS:
+                        raise
+                    self.counters["enobufs"] += 1
+                    for op in chunk:  # requeue: the next flush tries again
+                        if op.conn is not None:
+                            self.dirty[op.orig] = op.conn
+                    continue
+                sent += len(msgs)
+                for seq, op in bysq.items():
+                    again = self._result(op, results.get(seq, 0), now)
+                    if again is not None:
+                        retry.append(again)
+            ops = retry
+        self.counters["gave-up"] += len(ops)
+        return sent
+
+    def _result(self, op: _Op, err: int, now: float) -> _Op | None:
+        c = self.counters
+        if op.mode == "delete":
+            self.shadow.pop(op.orig, None)
+            c[
+                "deleted" if not err else "delete-gone" if err == errno.ENOENT else "delete-error"
+            ] += 1
+            return None
+        if not err:
+            assert op.conn is not None and op.want is not None
+            c["created" if op.mode == "create" else "updated"] += 1
+            self.shadow[op.orig] = Installed(op.want, now + op.timeout, op.timeout, op.conn.reply)
+            return None
+        if err == errno.EEXIST and op.mode == "create":
+            c["exists-adopted"] += 1
+            return _Op(op.orig, op.conn, op.want, "update", op.timeout, op.status_extra)
+        if err == errno.ENOENT and op.mode == "update":
+            c["vanished-recreated"] += 1
+            self.shadow.pop(op.orig, None)
+            return _Op(op.orig, op.conn, op.want, "create", op.timeout)
+        if err == errno.EBUSY and not op.status_extra:
+            c["status-kept"] += 1
+            return _Op(op.orig, op.conn, op.want, op.mode, op.timeout, IPS_SEEN_REPLY | IPS_ASSURED)
+        if err == errno.ENOMEM:
+            c["table-full"] += 1
+        else:
+            name = errno.errorcode.get(err, str(err))
+            if not c[f"error-{name}"]:
+                log.warning("kernel refused an entry: %s (%s)", name, os.strerror(err))
+            c[f"error-{name}"] += 1
+        return None
+
+    # --- takeover -------------------------------------------------------------------
+
+    def install_all(self, conns: list[Conn], now: float) -> int:
+        """Mark every tracked entry dirty and flush: used at promotion time."""
+        for conn in conns:
+            self.dirty.setdefault(conn.orig, conn)
+        return self.flush(now)

@@ -1,0 +1,59 @@
+"""Prometheus metrics (``--metrics ADDR:PORT``), refreshed from the agent's status once a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--metrics {text!r}: expected ADDR:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class Metrics:
+    def __init__(self, listen: str) -> None:
+        host, port = parse_listen(listen)
+        self.registry = r = CollectorRegistry()
+        self.packets = Counter("sniffover_packets", "Packets tracked", registry=r)
+        self.flows = Gauge("sniffover_flows", "Entries in the user-space table", registry=r)
+        self.installed = Gauge("sniffover_installed", "Entries installed in the kernel", registry=r)
+        self.pending = Gauge("sniffover_pending", "Changes waiting for the next flush", registry=r)
+        self.active = Gauge("sniffover_active", "1 once promoted (standing down)", registry=r)
+        self.last_age = Gauge(
+            "sniffover_last_packet_age_seconds", "Seconds since the last packet", registry=r
+        )
+        self.drops = Gauge(
+            "sniffover_capture_dropped", "Frames dropped by the capture ring", ["iface"], registry=r
+        )
+        self.frames = Gauge("sniffover_capture_frames", "Frames read", ["iface"], registry=r)
+        self.install = Gauge(
+            "sniffover_install_results", "ctnetlink results by kind", ["result"], registry=r
+        )
+        self.skipped = Gauge(
+            "sniffover_skipped_frames", "Undecodable frames by reason", ["reason"], registry=r
+        )
+        self._packets_seen = 0
+        start_http_server(port, addr=host, registry=r)
+
+    def update(self, agent: Any) -> None:
+        s = agent.status()
+        self.packets.inc(max(0, s["packets"] - self._packets_seen))
+        self._packets_seen = s["packets"]
+        self.flows.set(s["flows"])
+        self.installed.set(s["installed"])
+        self.pending.set(s["pending"])
+        self.active.set(1 if s["state"] == "active" else 0)
+        if s["last_packet_age"] is not None:
+            self.last_age.set(s["last_packet_age"])
+        for iface, d in s["capture"].items():
+            self.drops.labels(iface).set(d["dropped"] + d["ifdropped"])
+            self.frames.labels(iface).set(d["frames"])
+        for kind, n in s["install"].items():
+            self.install.labels(kind).set(n)
+        for reason, n in s["skipped"].items():
+            self.skipped.labels(reason).set(n)
