@@ -114,19 +114,32 @@ class Installer:
                 ops.append(op)
         return self._run(ops, now)
 
-    def refresh(self, now: float, lookup: Callable[[Tuple], object]) -> int:
-        """Re-arm kernel timers about to run out while the tracker still keeps the entry."""
+    def refresh(self, now: float, lookup: Callable[[Tuple], object], exact: bool = False) -> int:
+        """Re-arm kernel timers that would run out well before the tracker's.
+
+        A kernel timer is re-sent when it is about to expire while the tracker
+        keeps the entry, or when the tracker's timer has moved far beyond it (an
+        entry installed while data was unacknowledged got the 300 s timeout; the
+        master has long since gone back to 5 days). Shorter tracker timers are
+        not pushed down: state changes carry those. ``exact`` (at promotion)
+        re-sends every timer the kernel would end earlier than the tracker.
+        """
         ops: list[_Op] = []
         for orig, inst in self.shadow.items():
-            left = inst.expires - now
-            if left > max(REFRESH_MIN, inst.timeout * REFRESH_FRACTION):
-                continue
             found = lookup(orig)
             if not found:
                 continue
             conn = found[0] if isinstance(found, tuple) else found
-            if not isinstance(conn, Conn) or conn.orig != orig or conn.expires <= inst.expires + 1:
+            if not isinstance(conn, Conn) or conn.orig != orig:
                 continue
+            ahead = conn.expires - inst.expires
+            if ahead <= 1:
+                continue
+            if not exact:
+                left = inst.expires - now
+                closing = left <= max(REFRESH_MIN, inst.timeout * REFRESH_FRACTION)
+                if not closing and ahead < max(60.0, 0.1 * (conn.expires - now)):
+                    continue
             op = self._plan(orig, conn, now, force=True)
             if op is not None:
                 ops.append(op)
@@ -239,7 +252,9 @@ class Installer:
     # --- takeover -------------------------------------------------------------------
 
     def install_all(self, conns: list[Conn], now: float) -> int:
-        """Mark every tracked entry dirty and flush: used at promotion time."""
+        """Mark every tracked entry dirty, flush, and bring every kernel timer up to the
+        tracker's: used at promotion time."""
+        conns_by_orig = {c.orig: c for c in conns}
         for conn in conns:
             self.dirty.setdefault(conn.orig, conn)
-        return self.flush(now)
+        return self.flush(now) + self.refresh(now, lambda t: conns_by_orig.get(t), exact=True)
