@@ -83,6 +83,9 @@ class Agent:
         self.want_demote = False
         self.active = False  # promoted: standing down
         self.captures: list[LiveCapture] = []
+        self.lost: dict[str, Counter[str]] = {}  # interfaces to reopen -> their skip counters
+        self.bpf = ""
+        self.counters: Counter[str] = Counter()
         self.started = time.time()
         self.last_packet = 0.0
         self.packets = 0
@@ -131,14 +134,11 @@ class Agent:
         if self.cfg.exclude_self:
             own = exclude_self_filter(local_macs())
             bpf = f"({bpf}) and {own}" if bpf and own else (bpf or own)
+        self.bpf = bpf
         caps = []
         try:
             for iface in self.cfg.ifaces:
-                caps.append(
-                    LiveCapture(
-                        iface, snaplen=self.cfg.snaplen, ring_bytes=self.cfg.ring_mb << 20, bpf=bpf
-                    )
-                )
+                caps.append(self._open_one(iface))
         except CaptureError:
             for c in caps:
                 c.close()
@@ -156,6 +156,31 @@ class Agent:
         for c in self.captures:
             c.close()
         self.captures = []
+        self.lost.clear()
+
+    def _open_one(self, iface: str) -> LiveCapture:
+        return LiveCapture(
+            iface, snaplen=self.cfg.snaplen, ring_bytes=self.cfg.ring_mb << 20, bpf=self.bpf
+        )
+
+    def _lost(self, cap: LiveCapture, why: str) -> None:
+        """An interface went away or down: keep going on the others, reopen it later."""
+        log.warning("%s; reopening it every second", why)
+        cap.close()
+        self.captures = [c for c in self.captures if c is not cap]
+        self.lost[cap.iface] = cap.decoder.skipped
+        self.counters["capture-lost"] += 1
+
+    def _reopen_lost(self) -> None:
+        for iface in list(self.lost):
+            try:
+                cap = self._open_one(iface)
+            except CaptureError:
+                continue
+            cap.decoder.skipped = self.lost.pop(iface)
+            self.captures.append(cap)
+            self.counters["capture-reopened"] += 1
+            log.warning("%s: capturing again", iface)
 
     def drops(self) -> dict[str, dict[str, int]]:
         out = {}
@@ -177,7 +202,15 @@ class Agent:
         self.last_packet = packets[-1].ts
 
     def read_ready(self, ready: list[LiveCapture]) -> None:
-        batches = [b for b in (c.read() for c in ready) if b]
+        batches = []
+        for c in ready:
+            try:
+                got = c.read()
+            except CaptureError as exc:
+                self._lost(c, str(exc))
+                continue
+            if got:
+                batches.append(got)
         if not batches:
             return
         if len(batches) == 1:
@@ -231,7 +264,7 @@ class Agent:
     def status(self) -> dict[str, Any]:
         now = time.time()
         inst = self.installer
-        capturing = bool(self.captures) and not self.active
+        capturing = bool(self.captures) and not self.lost and not self.active
         ready = (capturing or self.active) and self.primed is not False
         return {
             "ok": ready,
@@ -249,6 +282,8 @@ class Agent:
             "capture": self.drops(),
             "install": dict(inst.counters) if inst else {},
             "tracker": dict(self.table.counters),
+            "agent": dict(self.counters),
+            "lost_interfaces": sorted(self.lost),
             "skipped": dict(sum((c.decoder.skipped for c in self.captures), Counter())),
         }
 
@@ -266,6 +301,11 @@ class Agent:
                 doc = {"ok": False, "error": str(exc)}
         elif cmd == "status":
             doc = self.status()
+        elif cmd == "table":
+            from .conntrack.listing import format_table
+
+            now = time.time()
+            doc = {"ok": True, "table": format_table(self.table.entries(now), now)}
         else:
             doc = {"ok": False, "error": f"unknown command {cmd!r}"}
         self.control.answer(conn, doc)
@@ -349,6 +389,8 @@ class Agent:
         now = time.time()
         if self.active:
             return
+        if self.lost:
+            self._reopen_lost()
         self.table.expire(now)
         if self.installer is not None:
             try:

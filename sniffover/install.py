@@ -103,6 +103,7 @@ class Installer:
         if not self.enabled:
             return 0
         ops: list[_Op] = []
+        debug = log.isEnabledFor(logging.DEBUG)
         for orig in self.doomed:
             if orig in self.shadow and orig not in self.dirty:
                 ops.append(_Op(orig, None, None, "delete"))
@@ -110,6 +111,8 @@ class Installer:
         dirty, self.dirty = self.dirty, {}
         for orig, conn in dirty.items():
             op = self._plan(orig, conn, now)
+            if debug:
+                log.debug("plan %s -> %s", conn, op and (op.mode, op.want))
             if op is not None:
                 ops.append(op)
         return self._run(ops, now)
