@@ -182,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("action", choices=["promote", "demote"])
     ctl.add_argument("--control", dest="ctl_path", metavar="PATH", help="agent's control socket")
     ctl.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    demo = sub.add_parser(
+        "demo",
+        help="build the hub lab in namespaces and show a failover with and without sniffover",
+        description=(
+            "Builds client, server, two firewalls and a hub in network namespaces "
+            "(snflab-*), opens connections through fw1, runs sniffover on fw2, fails over, "
+            "and prints how many connections survived with sniffover and without it. "
+            "Needs root; takes about half a minute; removes everything it made."
+        ),
+    )
+    demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
+    demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
     st = sub.add_parser(
         "status",
         help="show the running agent's state; exit 0 only if it is up and capturing",
@@ -264,7 +276,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if doc.get("ok") else EXIT_ERROR
 
 
-COMMANDS = {"replay": cmd_replay, "ctl": cmd_ctl, "status": cmd_status}
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    if not 1 <= args.tcp <= 1000 or not 0 <= args.udp <= 500:
+        raise CliError("demo: --tcp must be 1..1000 and --udp 0..500")
+    return run_demo(args.tcp, args.udp)
+
+
+COMMANDS = {"replay": cmd_replay, "ctl": cmd_ctl, "status": cmd_status, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
