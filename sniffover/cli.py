@@ -238,7 +238,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from .control import ControlError, request
 
     try:
-        doc = request(args.action, args.ctl_path, timeout=args.timeout)
+        doc = request(args.action, args.ctl_path or args.control, timeout=args.timeout)
     except ControlError as exc:
         raise CliError(str(exc)) from None
     if not doc.get("ok"):
@@ -257,7 +257,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .control import ControlError, request
 
     try:
-        doc = request("status", args.ctl_path, timeout=10.0)
+        doc = request("status", args.ctl_path or args.control, timeout=10.0)
     except ControlError as exc:
         raise CliError(str(exc)) from None
     if args.json:
