@@ -32,7 +32,7 @@ from .conntrack.timeouts import Timeouts
 from .control import ControlServer
 from .ctnetlink import CtnlSocket, NetlinkError
 from .install import Installer
-from .live import LiveCapture, exclude_self_filter, local_macs
+from .live import LiveCapture, exclude_self_filter, local_macs, prefilter_bpf
 
 log = logging.getLogger("sniffover.agent")
 
@@ -54,6 +54,9 @@ class AgentConfig:
     bpf: str = ""
     stats_interval: float = 60.0
     pickup: bool = True
+    prefilter: bool = False  # --prefilter control: only control segments + a sample reach Python
+    pickup_sample: int = 16
+    warmup: float = 30.0  # seconds of full capture before the prefilter applies
 
 
 class RateLimited:
@@ -84,7 +87,8 @@ class Agent:
         self.active = False  # promoted: standing down
         self.captures: list[LiveCapture] = []
         self.lost: dict[str, Counter[str]] = {}  # interfaces to reopen -> their skip counters
-        self.bpf = ""
+        self.bpf = self.bpf_full = self.bpf_pre = ""
+        self.prefilter_at: float | None = None
         self.counters: Counter[str] = Counter()
         self.started = time.time()
         self.last_packet = 0.0
@@ -93,6 +97,8 @@ class Agent:
         timeouts = cfg.timeouts
         if cfg.pickup:
             timeouts.tcp_loose = 1  # we mirror the master, whatever our own kernel's setting
+        if cfg.prefilter:
+            timeouts.tcp_be_liberal = 1  # most segments are filtered out: windows are unknowable
         self.timeouts = timeouts
         self.sock: CtnlSocket | None = None
         if cfg.install:
@@ -106,7 +112,12 @@ class Agent:
 
     def _new_table(self) -> ConntrackTable:
         if self.sock is not None:
-            self.installer = Installer(self.sock, zone=self.cfg.zone, mark=self.cfg.mark)
+            self.installer = Installer(
+                self.sock,
+                zone=self.cfg.zone,
+                mark=self.cfg.mark,
+                assume_handshake=self.cfg.prefilter,
+            )
             return ConntrackTable(self.timeouts, listener=self.installer.on_event)
         return ConntrackTable(self.timeouts)
 
@@ -134,7 +145,13 @@ class Agent:
         if self.cfg.exclude_self:
             own = exclude_self_filter(local_macs())
             bpf = f"({bpf}) and {own}" if bpf and own else (bpf or own)
-        self.bpf = bpf
+        self.bpf = self.bpf_full = bpf
+        if self.cfg.prefilter:
+            # Warm-up: everything for a while, so every active connection is picked up
+            # mid-stream; then only control segments and a sample.
+            pre = prefilter_bpf(self.cfg.pickup_sample)
+            self.bpf_pre = f"({bpf}) and {pre}" if bpf else pre
+            self.prefilter_at = time.monotonic() + self.cfg.warmup
         caps = []
         try:
             for iface in self.cfg.ifaces:
@@ -143,6 +160,10 @@ class Agent:
             for c in caps:
                 c.close()
             raise
+        if self.cfg.prefilter:  # compile both filters now: a bad one is a start-up error
+            for c in caps:
+                c.set_filter(self.bpf_pre)
+                c.set_filter(self.bpf_full)
         self.captures = caps
         log.info(
             "capturing on %s (promiscuous, snaplen %d, ring %d MiB)%s",
@@ -283,6 +304,13 @@ class Agent:
             "install": dict(inst.counters) if inst else {},
             "tracker": dict(self.table.counters),
             "agent": dict(self.counters),
+            "prefilter": (
+                "off"
+                if not self.cfg.prefilter
+                else "warm-up"
+                if self.prefilter_at is not None
+                else "on"
+            ),
             "lost_interfaces": sorted(self.lost),
             "skipped": dict(sum((c.decoder.skipped for c in self.captures), Counter())),
         }
@@ -391,6 +419,13 @@ class Agent:
             return
         if self.lost:
             self._reopen_lost()
+        if self.prefilter_at is not None and time.monotonic() >= self.prefilter_at:
+            self.prefilter_at = None
+            self.bpf = self.bpf_pre
+            for c in self.captures:
+                c.set_filter(self.bpf)
+            log.info("warm-up over: prefilter on (control segments + 1/%d sample)",
+                     self.cfg.pickup_sample)  # fmt: skip
         self.table.expire(now)
         if self.installer is not None:
             try:

@@ -126,6 +126,27 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         help="do not pick up TCP connections mid-stream (only from their SYN)",
     )
     g.add_argument(
+        "--prefilter",
+        choices=["none", "control"],
+        help="'control': the kernel passes up only TCP segments with SYN/FIN/RST, all "
+        "non-TCP and a sample of the rest (see --pickup-sample); far less Python work, "
+        "handshakes assumed to complete once the SYN/ACK is seen (default none)",
+    )
+    g.add_argument(
+        "--pickup-sample",
+        type=int,
+        metavar="N",
+        help="with --prefilter control, pass about 1 in N other TCP segments so connections "
+        "open before the agent started are picked up mid-stream (default 16)",
+    )
+    g.add_argument(
+        "--warmup",
+        type=float,
+        metavar="SECONDS",
+        help="with --prefilter control, capture everything for this long after start (and "
+        "after a demotion) so every active connection is picked up (default 30)",
+    )
+    g.add_argument(
         "--sysctl-dir",
         metavar="DIR",
         help="nf_conntrack_* timeouts to mirror (default /proc/sys/net/netfilter)",

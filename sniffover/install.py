@@ -69,7 +69,7 @@ class Installer:
         zone: int = 0,
         mark: int | None = None,
         batch: int = BATCH,
-        clock: Callable[[], float] | None = None,
+        assume_handshake: bool = False,
     ) -> None:
         self.sock = sock
         self.zone = zone
@@ -80,6 +80,7 @@ class Installer:
         self.doomed: dict[Tuple, Conn] = {}  # destroyed by the tracker while installed
         self.counters: Counter[str] = Counter()
         self.enabled = True
+        self.assume_handshake = assume_handshake
 
     # --- tracker listener -----------------------------------------------------------
 
@@ -150,7 +151,7 @@ class Installer:
 
     def _plan(self, orig: Tuple, conn: Conn, now: float, force: bool = False) -> _Op | None:
         inst = self.shadow.get(orig)
-        want = desired(conn, now, inst is not None)
+        want = desired(conn, now, inst is not None, self.assume_handshake)
         if want is None:
             return _Op(orig, None, None, "delete") if inst is not None else None
         if inst is not None and inst.want == want and not force:

@@ -30,6 +30,9 @@ CONFIG_KEYS: dict[str, type] = {
     "log_level": str,
     "stats_interval": float,
     "control": str,
+    "prefilter": str,
+    "pickup_sample": int,
+    "warmup": float,
 }
 DEFAULTS: dict[str, Any] = {
     "zone": 0,
@@ -44,6 +47,9 @@ DEFAULTS: dict[str, Any] = {
     "log_format": "text",
     "log_level": "info",
     "stats_interval": 60.0,
+    "prefilter": "none",
+    "pickup_sample": 16,
+    "warmup": 30.0,
 }
 
 
@@ -138,7 +144,12 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         bpf=opts["bpf"],
         stats_interval=opts["stats_interval"],
         pickup=not opts["no_pickup"],
+        prefilter=opts["prefilter"] == "control",
+        pickup_sample=opts["pickup_sample"],
+        warmup=opts["warmup"],
     )
+    if opts["prefilter"] not in ("none", "control"):
+        raise CliError(f"--prefilter {opts['prefilter']!r}: expected none or control")
     try:
         agent = Agent(cfg)
         if opts.get("metrics"):

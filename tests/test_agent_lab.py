@@ -8,6 +8,7 @@ the control and must lose the TCP connections, or the test proves nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -105,14 +106,29 @@ def outside_syn(lab: Lab) -> None:
     lab.run("s1", sys.executable, "-c", code, check=False, timeout=10)
 
 
-def run_failover(with_agent: bool) -> dict[str, object]:
+def run_failover(with_agent: bool, prefilter: bool = False) -> dict[str, object]:
     c, s = client_ip(1), server_ip(1)
     result: dict[str, object] = {}
     with Lab(clients=1, servers=1) as lab:
         lab.start_server("s1", duration=150)
         # opened before the agent started, and no prime: mid-stream pickup must save them
         early = lab.traffic_client("c1", tcp=10, udp=0, duration=150)
-        agent = start_agent(lab) if with_agent else None
+        agent = None
+        if with_agent:
+            extra = ("--prefilter", "control", "--warmup", "1.5") if prefilter else ()
+            agent = start_agent(lab, *extra)
+        if prefilter:
+            # inside the warm-up (full capture): the early connections are picked up; after
+            # it only control segments (and a 1/16 sample) reach the tracker
+            assert early.probe()["tcp_ok"] == 10
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+                if status["prefilter"] == "on":
+                    break
+                time.sleep(0.3)
+            assert status["prefilter"] == "on"
+            result["packets_at_prefilter"] = status["packets"]
         late = lab.traffic_client("c1", tcp=100, udp=20, duration=150)
         try:
             assert late.initial["tcp_ok"] == 100 and late.initial["udp_ok"] == 20, late.initial
@@ -121,7 +137,7 @@ def run_failover(with_agent: bool) -> dict[str, object]:
             assert late.close(5) == {"closed": 5}
             outside_syn(lab)
             time.sleep(0.2)
-            if agent is not None:
+            if agent is not None and not prefilter:
                 # an interface flap and an agent restart mid-run are survived
                 lab.run("fw2", "ip", "link", "set", "inside0", "down")
                 time.sleep(0.5)
@@ -179,6 +195,23 @@ def test_connections_survive_failover_with_sniffover() -> None:
     assert r["outside"] not in fw2 and r["outside"] not in fw1
     # the agent stood down after the interface flap and the restart with everything installed
     assert "promoted:" in str(r["promote"])
+
+
+def test_connections_survive_failover_with_prefilter() -> None:
+    """--prefilter control: handshakes seen as SYN + SYN/ACK only, closes by FIN."""
+    r = run_failover(with_agent=True, prefilter=True)
+    log = r.get("agent_log", "")
+    assert "prefilter on" in str(log)
+    assert r["late"]["tcp_ok"] == 95 and r["late"]["udp_ok"] == 20, (r["late"], log)  # type: ignore[index]
+    assert r["early"]["tcp_ok"] == 10, (r["early"], log)  # type: ignore[index]
+    assert r["invalid_drops"] == 0
+    fw1: dict = r["fw1"]  # type: ignore[assignment]
+    fw2: dict = r["fw2"]  # type: ignore[assignment]
+    live = {k: v for k, v in fw1.items() if k[0] == "tcp" and v == "ESTABLISHED"}
+    assert {k: fw2.get(k) for k in live} == live
+    for k in r["closed"]:  # type: ignore[attr-defined]
+        assert fw2.get(k) != "ESTABLISHED"
+    assert r["outside"] not in fw2
 
 
 def test_control_run_without_sniffover_loses_tcp() -> None:

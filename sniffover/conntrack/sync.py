@@ -44,6 +44,7 @@ from .timeouts import (
     TCP_ESTABLISHED,
     TCP_FIN_WAIT,
     TCP_LAST_ACK,
+    TCP_SYN_RECV,
     TCP_TIME_WAIT,
 )
 
@@ -75,11 +76,16 @@ def remaining_timeout(conn: Conn, now: float) -> int:
     return max(1, math.ceil(conn.expires - now))
 
 
-def desired(conn: Conn, now: float, installed: bool) -> Desired | None:
+def desired(
+    conn: Conn, now: float, installed: bool, assume_handshake: bool = False
+) -> Desired | None:
     """The entry to hold in the kernel for ``conn``, or None if it should not be there.
 
     ``installed`` says whether the kernel already holds our copy: closing TCP
-    states are only carried over onto an entry that exists.
+    states are only carried over onto an entry that exists. ``assume_handshake``
+    (capture prefiltered to control segments, so the handshake's final ACK is
+    never seen) installs a SYN_RECV entry that has seen the SYN/ACK as the
+    ESTABLISHED, ASSURED entry the master makes of it one round trip later.
     """
     if conn.expires <= now:
         return None
@@ -89,6 +95,9 @@ def desired(conn: Conn, now: float, installed: bool) -> Desired | None:
         if st is None:
             return None
         state = st.state
+        if assume_handshake and state == TCP_SYN_RECV and conn.status & IPS_SEEN_REPLY:
+            state = TCP_ESTABLISHED
+            status |= IPS_ASSURED
         if state in TCP_LIVE:
             extra = 0
         elif state in TCP_CLOSING and installed:
