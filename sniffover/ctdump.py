@@ -224,6 +224,16 @@ class _Layout:
         "zone",
         "tcp",
     )
+    hdr: struct.Struct
+    data: struct.Struct
+    expected: tuple[int, ...]
+    orig: int
+    reply: int
+    status: int
+    timeout: int
+    mark: int
+    zone: int
+    tcp: int
 
     def __init__(self) -> None:
         self.orig = self.reply = self.status = self.timeout = self.mark = -1

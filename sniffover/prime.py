@@ -1,0 +1,537 @@
+"""The standby's side of priming: pull the master's conntrack table as ``SnapshotEntry`` records.
+
+``fetch(source, key_file)`` accepts
+
+* ``HOST[:PORT]`` / ``[V6ADDR]:PORT`` - a ``sniffover serve`` on the master (needs the key);
+* ``ssh://[user@]HOST[:PORT]`` - runs ``conntrack -L -o extended`` there with the system
+  ``ssh`` (BatchMode, ConnectTimeout) and parses the text;
+* a file path - a saved ``conntrack -L`` text dump (with or without ``-o extended``;
+  taken at the file's mtime) or a stream saved by ``fetch(..., save_to=...)``.
+
+Everything is all-or-nothing: a stream is authenticated (MAC) before a single entry
+is decoded, so a truncated or tampered pull yields ``PrimeError`` and no entries.
+Connection failures are retried with backoff; authentication failures are not.
+
+``python -m sniffover.prime bench [N ...]`` measures dump + serialize + transfer +
+parse in a scratch namespace (root only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
+from .conntrack.listing import ListingError, parse_listing
+from .conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry
+from .errors import CliError
+from .serve import (
+    DEFAULT_PORT,
+    FORMAT_VERSION,
+    HAS_FL_O,
+    HAS_FL_R,
+    HAS_STATE,
+    HAS_TAIL,
+    HAS_WS_O,
+    HAS_WS_R,
+    HEADER,
+    HELLO,
+    MAC_LEN,
+    MAGIC,
+    NONCE_LEN,
+    PROTOCOL_VERSION,
+    RECORD,
+    STATUS_OK,
+    STREAM_MAGIC,
+    TRAILER,
+    TRAILER_MAGIC,
+    client_proof,
+    read_key,
+    server_proof,
+    stream_key,
+)
+
+SAVE_MAGIC = b"SNFOSAVE"
+MAX_STREAM_BYTES = 1 << 30  # 1 GiB: ~20M entries
+MAX_RECORD = 65535
+
+
+class PrimeError(CliError):
+    """Priming failed; one line saying what and why."""
+
+
+class _Retryable(PrimeError):
+    """A connection-level failure worth another attempt."""
+
+
+@dataclass
+class Snapshot:
+    entries: list[SnapshotEntry]
+    taken_at: float  # the master's dump time (epoch seconds)
+    source: str
+    bytes: int
+    seconds: float
+
+
+# --- the stream ------------------------------------------------------------------------
+
+
+def decode_stream(data: bytes, mac_key: bytes) -> tuple[float, list[SnapshotEntry]]:
+    """(dump time, entries) of a complete stream; PrimeError unless intact and authentic."""
+    hl, tl = HEADER.size, TRAILER.size
+    if len(data) < hl:
+        raise PrimeError(f"truncated stream: {len(data)} bytes, header needs {hl}")
+    magic, version, _res, taken_at, count, body_len = HEADER.unpack_from(data, 0)
+    if magic != STREAM_MAGIC:
+        raise PrimeError("bad format: not a sniffover snapshot stream")
+    if version != FORMAT_VERSION:
+        raise PrimeError(f"bad format: stream format version {version}, expected {FORMAT_VERSION}")
+    need = hl + body_len + tl + MAC_LEN
+    if len(data) < need:
+        raise PrimeError(f"truncated stream: {len(data)} of {need} bytes")
+    if len(data) > need:
+        raise PrimeError(f"bad format: {len(data) - need} bytes after the trailer")
+    end = hl + body_len
+    mac = hmac.new(mac_key, memoryview(data)[: end + tl], hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, data[end + tl :]):
+        raise PrimeError("authentication failed: stream MAC mismatch (tampered or wrong key)")
+    tmagic, tcount = TRAILER.unpack_from(data, end)
+    if tmagic != TRAILER_MAGIC or tcount != count:
+        raise PrimeError("bad format: trailer does not match the header")
+    if taken_at != taken_at or taken_at in (float("inf"), float("-inf")):
+        raise PrimeError("bad format: dump time is not a number")
+    return taken_at, decode_body(data, hl, end, count)
+
+
+def decode_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotEntry]:
+    out: list[SnapshotEntry] = []
+    rec = RECORD.unpack_from
+    rsize = RECORD.size
+    new = object.__new__
+    try:
+        for _ in range(count):
+            n = int.from_bytes(data[off : off + 2], "big")
+            s = off + 2
+            off = s + n
+            if off > end or n < rsize:
+                raise PrimeError("bad format: record overruns the body")
+            (
+                alen,
+                proto,
+                bits,
+                st,
+                wso,
+                wsr,
+                flo,
+                flr,
+                osp,
+                odp,
+                rsp,
+                rdp,
+                status,
+                tmo,
+                mark,
+                zone,
+            ) = rec(data, s)
+            if alen not in (4, 16) or rsize + 4 * alen > n:
+                raise PrimeError("bad format: bad address length in record")
+            a = s + rsize
+            e: SnapshotEntry = new(SnapshotEntry)
+            e.__dict__ = {
+                "orig": (proto, data[a : a + alen], data[a + alen : a + 2 * alen], osp, odp),
+                "reply": (
+                    proto,
+                    data[a + 2 * alen : a + 3 * alen],
+                    data[a + 3 * alen : a + 4 * alen],
+                    rsp,
+                    rdp,
+                ),
+                "status": status,
+                "timeout": tmo,
+                "tcp_state": st if bits & HAS_STATE else None,
+                "wscale_orig": wso if bits & HAS_WS_O else None,
+                "wscale_reply": wsr if bits & HAS_WS_R else None,
+                "flags_orig": flo if bits & HAS_FL_O else None,
+                "flags_reply": flr if bits & HAS_FL_R else None,
+                "mark": mark,
+                "zone": zone,
+                "labels": b"",
+                "helper": "",
+                "extra": {},
+            }
+            t = a + 4 * alen
+            if bits & HAS_TAIL:
+                _decode_tail(e, data, t, off)
+            elif t != off:
+                raise PrimeError("bad format: record length mismatch")
+            out.append(e)
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise PrimeError(f"bad format: {exc}") from None
+    if off != end:
+        raise PrimeError("bad format: body length does not match the records")
+    return out
+
+
+def _decode_tail(e: SnapshotEntry, data: bytes, t: int, end: int) -> None:
+    n = data[t]
+    e.labels = data[t + 1 : t + 1 + n]
+    t += 1 + n
+    n = data[t]
+    e.helper = data[t + 1 : t + 1 + n].decode()
+    t += 1 + n
+    items = data[t]
+    t += 1
+    for _ in range(items):
+        kn = data[t]
+        k = data[t + 1 : t + 1 + kn].decode()
+        t += 1 + kn
+        vn = int.from_bytes(data[t : t + 2], "big")
+        e.extra[k] = data[t + 2 : t + 2 + vn].decode()
+        t += 2 + vn
+    if t != end:
+        raise PrimeError("bad format: record length mismatch")
+
+
+# --- sniffover serve -------------------------------------------------------------------
+
+
+def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
+    port = default_port
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise PrimeError(f"bad source {text!r}: expected [ADDR]:PORT")
+        if rest:
+            port = _port(rest[1:], text)
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = _port(p, text)
+    else:
+        host = text
+    if not host:
+        raise PrimeError(f"bad source {text!r}: no host")
+    return host, port
+
+
+def _port(p: str, text: str) -> int:
+    if not p.isdigit() or not 0 < int(p) < 65536:
+        raise PrimeError(f"bad source {text!r}: bad port {p!r}")
+    return int(p)
+
+
+def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        try:
+            k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+        except TimeoutError:
+            raise _Retryable(f"truncated stream: timed out reading {what}") from None
+        except OSError as exc:
+            raise _Retryable(f"truncated stream: {what}: {exc.strerror or exc}") from None
+        if k == 0:
+            raise _Retryable(f"truncated stream: connection closed during {what} ({got}/{n} B)")
+        got += k
+    return bytes(buf)
+
+
+def pull(host: str, port: int, key: bytes, timeout: float = 10.0) -> tuple[bytes, bytes, bytes]:
+    """One authenticated pull: (server nonce, client nonce, raw stream bytes)."""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except TimeoutError:
+        raise _Retryable(f"{host}:{port} unreachable: connect timed out") from None
+    except ConnectionRefusedError:
+        raise _Retryable(f"{host}:{port} refused the connection") from None
+    except OSError as exc:
+        raise _Retryable(f"{host}:{port} unreachable: {exc.strerror or exc}") from None
+    with sock:
+        hello = _recv_exact(sock, HELLO.size, "the greeting")
+        magic, version, sn = HELLO.unpack(hello)
+        if magic != MAGIC:
+            raise PrimeError(f"bad format: {host}:{port} is not a sniffover serve")
+        if version != PROTOCOL_VERSION:
+            raise PrimeError(f"bad format: protocol version {version}, expected {PROTOCOL_VERSION}")
+        cn = secrets.token_bytes(NONCE_LEN)
+        try:
+            sock.sendall(cn + client_proof(key, sn, cn))
+        except OSError as exc:
+            raise _Retryable(f"{host}:{port}: {exc.strerror or exc}") from None
+        answer = _recv_exact(sock, 1 + MAC_LEN, "the authentication answer")
+        if answer[0] != STATUS_OK:
+            raise PrimeError(f"authentication failed at {host}:{port} (wrong key?)")
+        if not hmac.compare_digest(answer[1:], server_proof(key, sn, cn)):
+            raise PrimeError(f"authentication failed: {host}:{port} does not know the key")
+        head = _recv_exact(sock, HEADER.size, "the stream header")
+        magic2, _v, _r, _t, _count, body_len = HEADER.unpack(head)
+        if magic2 != STREAM_MAGIC:
+            raise PrimeError("bad format: not a sniffover snapshot stream")
+        if body_len > MAX_STREAM_BYTES:
+            raise PrimeError(f"bad format: stream of {body_len} bytes is over the limit")
+        rest = _recv_exact(sock, body_len + TRAILER.size + MAC_LEN, "the snapshot")
+    return sn, cn, head + rest
+
+
+def _fetch_serve(source: str, key: bytes, timeout: float, save_to: str | None) -> Snapshot:
+    host, port = parse_hostport(source)
+    t0 = time.perf_counter()
+    sn, cn, data = pull(host, port, key, timeout)
+    taken_at, entries = decode_stream(data, stream_key(key, sn, cn))
+    if save_to:
+        tmp = f"{save_to}.tmp{os.getpid()}"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(SAVE_MAGIC + sn + cn + data)
+        os.replace(tmp, save_to)
+    return Snapshot(entries, taken_at, source, len(data), time.perf_counter() - t0)
+
+
+# --- conntrack -L text (ssh, files) ----------------------------------------------------
+
+
+def listing_entries(text: str) -> list[SnapshotEntry]:
+    """``conntrack -L [-o extended]`` text as SnapshotEntry records."""
+    try:
+        listed = parse_listing(text)
+    except ListingError as exc:
+        raise PrimeError(f"bad format: {exc}") from None
+    out = []
+    for le in listed:
+        status = IPS_CONFIRMED
+        if le.assured:
+            status |= IPS_ASSURED
+        if not le.unreplied:
+            status |= IPS_SEEN_REPLY
+        entry = SnapshotEntry(le.orig, le.reply, status, le.timeout, mark=le.mark, zone=le.zone)
+        if le.proto == 6:
+            if le.state not in TCP_STATE_BY_NAME:
+                raise PrimeError(f"bad format: unknown TCP state {le.state!r}")
+            entry.tcp_state = TCP_STATE_BY_NAME[le.state]
+        elif le.state is not None:
+            entry.extra["state"] = le.state
+        extra = dict(le.extra)
+        extra.pop("use", None)
+        entry.helper = extra.pop("helper", "")
+        entry.extra.update(extra)
+        out.append(entry)
+    return out
+
+
+def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snapshot:
+    rest = source[len("ssh://") :].rstrip("/")
+    user, _, hostport = rest.rpartition("@")
+    host, port = parse_hostport(hostport, 22) if hostport else ("", 22)
+    if not host:
+        raise PrimeError(f"bad source {source!r}: no host")
+    ssh = shutil.which("ssh")
+    if ssh is None:
+        raise PrimeError("ssh not found on this machine")
+    target = f"{user}@{host}" if user else host
+    cmd = [
+        ssh,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={max(1, int(timeout))}",
+        "-p",
+        str(port),
+        *ssh_options,
+        target,
+        "conntrack -L -o extended",
+    ]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout * 3 + 10, check=False)
+    except subprocess.TimeoutExpired:
+        raise _Retryable(f"{source}: ssh timed out") from None
+    taken_at = time.time()
+    err = proc.stderr.decode(errors="replace").strip().splitlines()
+    last = err[-1] if err else f"exit status {proc.returncode}"
+    if proc.returncode == 255:
+        if any("Permission denied" in line for line in err):
+            raise PrimeError(f"{source}: ssh authentication failed: {last}")
+        raise _Retryable(f"{source} unreachable: {last}")
+    if proc.returncode != 0:
+        raise PrimeError(f"{source}: conntrack -L failed: {last}")
+    try:
+        text = proc.stdout.decode()
+    except UnicodeDecodeError:
+        raise PrimeError(f"{source}: bad format: output is not text") from None
+    entries = listing_entries(text)
+    return Snapshot(entries, taken_at, source, len(proc.stdout), time.perf_counter() - t0)
+
+
+def _fetch_file(path: str, key_file: str | None) -> Snapshot:
+    t0 = time.perf_counter()
+    try:
+        with open(path, "rb") as f:
+            mtime = os.fstat(f.fileno()).st_mtime
+            data = f.read(MAX_STREAM_BYTES + 1024)
+    except OSError as exc:
+        raise PrimeError(f"{path}: {exc.strerror}") from None
+    if data.startswith(SAVE_MAGIC):
+        if key_file is None:
+            raise PrimeError(f"{path}: a saved stream needs the key file to authenticate it")
+        key = read_key(key_file, PrimeError)
+        o = len(SAVE_MAGIC)
+        sn, cn = data[o : o + NONCE_LEN], data[o + NONCE_LEN : o + 2 * NONCE_LEN]
+        taken_at, entries = decode_stream(data[o + 2 * NONCE_LEN :], stream_key(key, sn, cn))
+    else:
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            raise PrimeError(
+                f"{path}: bad format: neither conntrack -L text nor a stream"
+            ) from None
+        entries = listing_entries(text)
+        taken_at = mtime
+    return Snapshot(entries, taken_at, path, len(data), time.perf_counter() - t0)
+
+
+# --- the entry point -------------------------------------------------------------------
+
+
+def fetch(
+    source: str,
+    key_file: str | None,
+    timeout: float = 10.0,
+    retries: int = 3,
+    *,
+    ssh_options: Sequence[str] = (),
+    save_to: str | None = None,
+    backoff: float = 0.5,
+) -> Snapshot:
+    """The master's table from ``source`` (see the module docstring); PrimeError on failure.
+
+    ``retries`` extra attempts after connection failures, waiting ``backoff`` seconds,
+    doubled each time (at most 5 s); authentication and format errors are final.
+    ``save_to`` keeps a pulled serve stream for a later ``fetch(save_to, key_file)``.
+    """
+    if source.startswith("ssh://"):
+        attempt = lambda: _fetch_ssh(source, timeout, ssh_options)  # noqa: E731
+    elif os.path.exists(source) or os.sep in source:
+        return _fetch_file(source, key_file)
+    else:
+        if key_file is None:
+            raise PrimeError(f"{source}: pulling from sniffover serve needs a key file")
+        key = read_key(key_file, PrimeError)
+        attempt = lambda: _fetch_serve(source, key, timeout, save_to)  # noqa: E731
+    delay = backoff
+    for n in range(max(0, retries) + 1):
+        try:
+            return attempt()
+        except _Retryable as exc:
+            if n >= retries:
+                raise PrimeError(str(exc)) from None
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)
+    raise PrimeError(f"{source}: no attempt made")  # unreachable
+
+
+# --- benchmark -------------------------------------------------------------------------
+
+
+def bench(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
+    """Time dump + serialize + transfer + parse over loopback in a scratch namespace (root).
+
+    Creates ``snfprime-<pid>-bench``, re-runs itself inside (``ip netns exec``) and
+    always deletes the namespace again. Returns one dict of figures per size.
+    """
+    import json
+
+    ns = f"snfprime-{os.getpid()}-bench"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        out = subprocess.run(
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "sniffover.prime", "bench-inner"]
+            + [str(s) for s in sizes],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
+        return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def _bench_inner(sizes: Sequence[int]) -> None:
+    import json
+    import tempfile
+    import threading
+
+    from .ctdump import dump_table, populate
+    from .serve import Server
+
+    if not os.path.basename(_netns_name()).startswith("snfprime-"):
+        raise SystemExit("bench-inner must run inside a snfprime-* scratch namespace")
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    key = secrets.token_hex(32).encode()
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = os.path.join(tmp, "key")
+        with open(os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+            f.write(key)
+        server = Server("127.0.0.1:0", key, max_clients=1, timeout=30)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        have = 0
+        try:
+            for size in sizes:
+                have += populate(size - have, start=have)
+                t0 = time.perf_counter()
+                n_dumped = len(dump_table())
+                dump_s = time.perf_counter() - t0
+                snap = fetch(f"127.0.0.1:{server.address[1]}", key_file, timeout=60, retries=0)
+                st = server.stats[-1]
+                print(
+                    json.dumps(
+                        {
+                            "entries": len(snap.entries),
+                            "dump_only_s": round(dump_s, 3),
+                            "dumped": n_dumped,
+                            "pull_s": round(snap.seconds, 3),
+                            "bytes": snap.bytes,
+                            "bytes_per_entry": round(snap.bytes / max(1, len(snap.entries)), 1),
+                            "server_s": round(st.seconds, 3),
+                            "server_cpu_s": round(st.cpu_seconds, 3),
+                        }
+                    ),
+                    flush=True,
+                )
+        finally:
+            server.close()
+
+
+def _netns_name() -> str:
+    """Name of the namespace we run in, as ``ip netns identify`` reports it."""
+    out = subprocess.run(
+        ["ip", "netns", "identify", str(os.getpid())], capture_output=True, text=True, check=False
+    )
+    return out.stdout.strip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["bench-inner"]:
+        _bench_inner([int(a) for a in args[1:]] or [10_000, 100_000])
+        return 0
+    if args[:1] == ["bench"]:
+        for row in bench([int(a) for a in args[1:]] or [10_000, 100_000]):
+            print(row)
+        return 0
+    print("usage: python -m sniffover.prime bench [N ...]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

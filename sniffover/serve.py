@@ -1,0 +1,428 @@
+"""``sniffover serve``: hand this firewall's conntrack table to a standby that is priming.
+
+A small read-only TCP service. Each connection is one pull:
+
+1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian) + 32-byte server nonce
+2. client -> server: 32-byte client nonce + ``HMAC(key, b"sniffover-client" + sn + cn)``
+3. server -> client: one status byte (0 = ok, 1 = authentication failed) + 32 bytes:
+   ``HMAC(key, b"sniffover-server" + sn + cn)`` on success (zeros otherwise, then close)
+4. server -> client, after one table dump: the stream (``encode_stream``):
+
+   * header ``!4sHHdQQ``: ``b"SNFS"``, format version 1, 0, dump time (epoch float),
+     entry count, body length in bytes
+   * body: ``count`` records, each a big-endian u16 length then ``encode_entry`` bytes
+   * trailer ``!4sQ``: ``b"SNFE"``, entry count, then 32 bytes
+     ``HMAC(HMAC(key, b"sniffover-stream" + sn + cn), header + body + b"SNFE" + count)``
+
+Both sides prove knowledge of the pre-shared key with fresh nonces (constant-time
+compares); the stream MAC is keyed per session, so a recorded stream cannot be replayed
+to another pull, and truncation or tampering fails the MAC. Every read has a timeout,
+requests have fixed sizes, at most ``max_clients`` pulls run at once (extra connections
+are closed at once), one dump per pull. One log line per pull.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import logging
+import os
+import resource
+import secrets
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .conntrack.snapshot import SnapshotEntry
+from .errors import EXIT_ERROR, CliError
+
+log = logging.getLogger("sniffover.serve")
+
+DEFAULT_PORT = 7445
+PROTOCOL_VERSION = 1
+FORMAT_VERSION = 1
+MAGIC = b"SNFOVR"
+NONCE_LEN = 32
+MAC_LEN = 32
+HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
+HEADER = struct.Struct("!4sHHdQQ")  # b"SNFS", format version, reserved, taken_at, count, body
+TRAILER = struct.Struct("!4sQ")  # b"SNFE", count; then the MAC
+STREAM_MAGIC = b"SNFS"
+TRAILER_MAGIC = b"SNFE"
+STATUS_OK = 0
+STATUS_AUTH_FAILED = 1
+MAX_KEY_BYTES = 4096
+
+# Record: addr length, proto, presence bits, tcp state, wscale o/r, flags o/r,
+# orig sport/dport, reply sport/dport, status, timeout, mark, zone; then 4 addresses
+# (orig src, dst, reply src, dst) and, if bit 5, labels/helper/extra.
+RECORD = struct.Struct("!BBBBBBBBHHHHIIIH")
+HAS_STATE, HAS_WS_O, HAS_WS_R, HAS_FL_O, HAS_FL_R, HAS_TAIL = 1, 2, 4, 8, 16, 32
+
+Dumper = Callable[[], list[SnapshotEntry]]
+
+
+def client_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-client" + server_nonce + client_nonce, "sha256")
+
+
+def server_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-server" + server_nonce + client_nonce, "sha256")
+
+
+def stream_key(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-stream" + server_nonce + client_nonce, "sha256")
+
+
+def read_key(path: str, error: type[Exception] = CliError) -> bytes:
+    """The pre-shared key in ``path``; refuses a missing, empty or group/world-accessible file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise error(f"key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"key file {path}: not a regular file")
+    if st.st_mode & 0o077:
+        raise error(
+            f"key file {path}: accessible by group/others (mode {st.st_mode & 0o777:04o}); "
+            "chmod 600 it"
+        )
+    try:
+        with open(path, "rb") as f:
+            key = f.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise error(f"key file {path}: {exc.strerror}") from None
+    key = key.strip()
+    if not key:
+        raise error(f"key file {path}: empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise error(f"key file {path}: longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def encode_entry(e: SnapshotEntry) -> bytes:
+    """One record (without its length prefix)."""
+    bits = 0
+    vals = []
+    for bit, v in (
+        (HAS_STATE, e.tcp_state),
+        (HAS_WS_O, e.wscale_orig),
+        (HAS_WS_R, e.wscale_reply),
+        (HAS_FL_O, e.flags_orig),
+        (HAS_FL_R, e.flags_reply),
+    ):
+        if v is None:
+            vals.append(0)
+        else:
+            bits |= bit
+            vals.append(v & 0xFF)
+    tail = b""
+    if e.labels or e.helper or e.extra:
+        bits |= HAS_TAIL
+        helper = e.helper.encode()[:255]
+        items = list(e.extra.items())[:255]
+        tail = bytes((len(e.labels[:255]),)) + e.labels[:255] + bytes((len(helper),)) + helper
+        tail += bytes((len(items),))
+        for name, value in items:
+            kb, vb = name.encode()[:255], value.encode()[:1024]
+            tail += bytes((len(kb),)) + kb + len(vb).to_bytes(2, "big") + vb
+    o, r = e.orig, e.reply
+    return (
+        RECORD.pack(
+            len(o[1]),
+            o[0],
+            bits,
+            *vals,
+            o[3] & 0xFFFF,
+            o[4] & 0xFFFF,
+            r[3] & 0xFFFF,
+            r[4] & 0xFFFF,
+            e.status & 0xFFFFFFFF,
+            max(0, min(e.timeout, 0xFFFFFFFF)),
+            e.mark & 0xFFFFFFFF,
+            e.zone & 0xFFFF,
+        )
+        + o[1]
+        + o[2]
+        + r[1]
+        + r[2]
+        + tail
+    )
+
+
+def encode_body(entries: Sequence[SnapshotEntry]) -> bytes:
+    parts = []
+    for e in entries:
+        rec = encode_entry(e)
+        parts.append(len(rec).to_bytes(2, "big"))
+        parts.append(rec)
+    return b"".join(parts)
+
+
+def encode_stream(entries: Sequence[SnapshotEntry], taken_at: float, mac_key: bytes) -> bytes:
+    """Header + body + trailer (with the MAC keyed by ``mac_key``) for ``entries``."""
+    body = encode_body(entries)
+    head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, taken_at, len(entries), len(body))
+    tail = TRAILER.pack(TRAILER_MAGIC, len(entries))
+    mac = hmac.new(mac_key, head, hashlib.sha256)
+    mac.update(body)
+    mac.update(tail)
+    return head + body + tail + mac.digest()
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
+    text = listen.strip()
+    port = DEFAULT_PORT
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise CliError(f"--listen {listen!r}: expected [ADDR]:PORT")
+        if rest:
+            port = _port(rest[1:], listen)
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = _port(p, listen)
+    else:
+        host = text
+    if not host:
+        raise CliError(f"--listen {listen!r}: no address")
+    return host, port
+
+
+def _port(text: str, listen: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise CliError(f"--listen {listen!r}: bad port {text!r}")
+    return port
+
+
+@dataclass
+class PullStats:
+    peer: str
+    entries: int
+    bytes: int
+    seconds: float
+    cpu_seconds: float
+    ok: bool
+
+
+def _recv_exact(conn: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("peer closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def default_dumper() -> list[SnapshotEntry]:
+    from .ctdump import dump_table
+
+    return dump_table()
+
+
+class Server:
+    """The listening socket and the per-pull handling; ``serve()`` runs one forever."""
+
+    def __init__(
+        self,
+        listen: str,
+        key: bytes,
+        *,
+        max_clients: int = 4,
+        timeout: float = 10.0,
+        dump: Dumper | None = None,
+    ) -> None:
+        host, port = parse_listen(listen)
+        self.key = key
+        self.timeout = timeout
+        self.dump = dump or default_dumper
+        self.slots = threading.BoundedSemaphore(max(1, max_clients))
+        self.stop_event = threading.Event()
+        self.stats: list[PullStats] = []
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            raise CliError(f"--listen {listen}: {exc}") from None
+        family, _, _, _, addr = infos[0]
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind(addr)
+            self.sock.listen(16)
+        except OSError as exc:
+            self.sock.close()
+            raise CliError(f"cannot listen on {listen}: {exc.strerror}") from None
+        self.sock.settimeout(0.5)
+        self.address = self.sock.getsockname()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.sock.close()
+
+    def serve_forever(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stop_event.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            if not self.slots.acquire(blocking=False):
+                log.warning("pull from %s refused: %s clients busy", _peer(peer), "max")
+                conn.close()
+                continue
+            threading.Thread(target=self._run, args=(conn, peer), daemon=True).start()
+
+    def _run(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            self.handle(conn, _peer(peer))
+        finally:
+            self.slots.release()
+
+    def handle(self, conn: socket.socket, peer: str) -> PullStats:
+        """One pull over ``conn`` (closed at the end); logs one line, returns the figures."""
+        t0 = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_THREAD)
+        stats = PullStats(peer, 0, 0, 0.0, 0.0, False)
+        why = ""
+        try:
+            conn.settimeout(self.timeout)
+            sn = secrets.token_bytes(NONCE_LEN)
+            conn.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, sn))
+            req = _recv_exact(conn, NONCE_LEN + MAC_LEN)
+            cn, proof = req[:NONCE_LEN], req[NONCE_LEN:]
+            if not hmac.compare_digest(proof, client_proof(self.key, sn, cn)):
+                conn.sendall(bytes((STATUS_AUTH_FAILED,)) + bytes(MAC_LEN))
+                why = "authentication failed"
+            else:
+                conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
+                taken_at = time.time()
+                entries = self.dump()
+                data = encode_stream(entries, taken_at, stream_key(self.key, sn, cn))
+                conn.sendall(data)
+                stats.entries, stats.bytes, stats.ok = len(entries), len(data), True
+                conn.shutdown(socket.SHUT_WR)
+        except (OSError, ConnectionError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a failed dump must not kill the server
+            why = f"dump failed: {exc}"
+        finally:
+            conn.close()
+        cpu1 = resource.getrusage(resource.RUSAGE_THREAD)
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        self.stats.append(stats)
+        del self.stats[:-100]
+        if stats.ok:
+            log.info(
+                "pull from %s: %d entries, %d bytes, %.3f s (cpu %.3f s)",
+                peer,
+                stats.entries,
+                stats.bytes,
+                stats.seconds,
+                stats.cpu_seconds,
+            )
+        else:
+            log.warning("pull from %s failed: %s (%.3f s)", peer, why, stats.seconds)
+        return stats
+
+
+def _peer(peer: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve(
+    listen: str,
+    key_file: str,
+    max_clients: int = 4,
+    *,
+    timeout: float = 10.0,
+    dump: Dumper | None = None,
+    ready: Callable[[Server], None] | None = None,
+) -> None:
+    """Serve pulls on ``listen`` until interrupted (``ready`` gets the bound server first)."""
+    key = read_key(key_file)
+    server = Server(listen, key, max_clients=max_clients, timeout=timeout, dump=dump)
+    log.info("serving conntrack snapshots on %s", listen)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+
+
+def add_serve_arguments(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """Add the ``serve`` subcommand to ``sniffover``'s subparsers."""
+    p = subparsers.add_parser(
+        "serve",
+        help="serve this firewall's conntrack table to a priming standby (read-only)",
+        description=(
+            "Listen for pulls from a standby's --prime-from; each pull is authenticated "
+            "with the pre-shared key (mutual HMAC-SHA256 challenge-response) and gets one "
+            "dump of this namespace's conntrack table, MAC-protected against truncation."
+        ),
+    )
+    _arguments(p)
+    return p
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen",
+        required=True,
+        metavar="ADDR[:PORT]",
+        help=f"address to listen on (default port {DEFAULT_PORT}; IPv6 as [ADDR]:PORT)",
+    )
+    p.add_argument(
+        "--key-file",
+        required=True,
+        metavar="FILE",
+        help="pre-shared key (must not be readable by group/others)",
+    )
+    p.add_argument("--max-clients", type=int, default=4, metavar="N", help="concurrent pulls")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="timeout of every read"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.max_clients < 1 or args.timeout <= 0:
+        raise CliError("serve: --max-clients must be >= 1 and --timeout > 0")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s sniffover serve: %(message)s")
+    serve(args.listen, args.key_file, args.max_clients, timeout=args.timeout)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sniffover.serve")
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_serve(args)
+    except CliError as exc:
+        print(f"sniffover: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
