@@ -18,6 +18,7 @@ parse in a scratch namespace (root only).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import os
@@ -110,7 +111,13 @@ def decode_stream(data: bytes, mac_key: bytes) -> tuple[float, list[SnapshotEntr
         raise PrimeError("bad format: trailer does not match the header")
     if taken_at != taken_at or taken_at in (float("inf"), float("-inf")):
         raise PrimeError("bad format: dump time is not a number")
-    return taken_at, decode_body(data, hl, end, count)
+    gc_was_on = gc.isenabled()
+    gc.disable()  # many small acyclic objects
+    try:
+        return taken_at, decode_body(data, hl, end, count)
+    finally:
+        if gc_was_on:
+            gc.enable()
 
 
 def decode_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotEntry]:

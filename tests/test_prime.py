@@ -1,0 +1,272 @@
+"""Priming without root: the serve stream (auth, framing, truncation, fuzz) and file sources."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sniffover import serve as serve_mod
+from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
+from sniffover.conntrack.listing import parse_listing
+from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry
+from sniffover.errors import CliError
+from sniffover.prime import PrimeError, decode_body, decode_stream, fetch, parse_hostport
+from sniffover.serve import Server, encode_body, encode_stream, parse_listen, read_key
+
+pytestmark = pytest.mark.unit
+
+PCAPS = Path(__file__).resolve().parent.parent / "pcaps"
+A, B = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
+A6 = bytes.fromhex("20010db8000100000000000000000001")
+B6 = bytes.fromhex("20010db8000200000000000000000001")
+
+
+def sample_entries(n: int = 50) -> list[SnapshotEntry]:
+    out = []
+    for i in range(n):
+        if i % 3 == 0:
+            e = SnapshotEntry(
+                (6, A, B, 40000 + i, 443),
+                (6, B, A, 443, 40000 + i),
+                0xE,
+                431999 - i,
+                tcp_state=3,
+                wscale_orig=7,
+                wscale_reply=9,
+                flags_orig=0x23,
+                flags_reply=0x03,
+                mark=i,
+            )
+        elif i % 3 == 1:
+            e = SnapshotEntry((17, A6, B6, 5000 + i, 53), (17, B6, A6, 53, 5000 + i), 0x8, 29)
+        else:
+            e = SnapshotEntry((1, A, B, i, 8 << 8), (1, B, A, i, 0), 0xA, 30, zone=7)
+        out.append(e)
+    out[0].labels = bytes([8, 0, 0, 0])
+    out[0].helper = "ftp"
+    out[0].extra = {"state": "x", "k": "v"}
+    return out
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> str:
+    p = tmp_path / "key"
+    p.write_bytes(b"correct horse battery staple\n")
+    p.chmod(0o600)
+    return str(p)
+
+
+@pytest.fixture
+def wrong_key_file(tmp_path: Path) -> str:
+    p = tmp_path / "wrong"
+    p.write_bytes(b"not the key\n")
+    p.chmod(0o600)
+    return str(p)
+
+
+@pytest.fixture
+def server(key_file: str) -> Iterator[Server]:
+    entries = sample_entries()
+    srv = Server("127.0.0.1:0", read_key(key_file), timeout=5, dump=lambda: entries)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv
+    srv.close()
+    t.join(5)
+
+
+def addr(srv: Server) -> str:
+    return f"127.0.0.1:{srv.address[1]}"
+
+
+def test_round_trip(server: Server, key_file: str) -> None:
+    before = time.time()
+    snap = fetch(addr(server), key_file, timeout=5, retries=0)
+    assert snap.entries == sample_entries()
+    assert before - 1 <= snap.taken_at <= time.time()
+    assert snap.bytes > 0 and snap.seconds >= 0 and snap.source == addr(server)
+    assert server.stats[-1].ok and server.stats[-1].entries == 50
+
+
+def test_wrong_key_is_authentication_failure_without_retry(
+    server: Server, wrong_key_file: str
+) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(PrimeError, match="authentication failed"):
+        fetch(addr(server), wrong_key_file, timeout=5, retries=3, backoff=1.0)
+    assert time.monotonic() - t0 < 1.0  # not retried
+    assert not server.stats[-1].ok
+
+
+def test_truncated_stream(server: Server, key_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = serve_mod.encode_stream
+    monkeypatch.setattr(serve_mod, "encode_stream", lambda *a: real(*a)[:-40])
+    with pytest.raises(PrimeError, match="truncated"):
+        fetch(addr(server), key_file, timeout=5, retries=1, backoff=0.01)
+
+
+def test_tampered_stream(server: Server, key_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = serve_mod.encode_stream
+
+    def flip(*a: object) -> bytes:
+        data = bytearray(real(*a))  # type: ignore[arg-type]
+        data[60] ^= 1
+        return bytes(data)
+
+    monkeypatch.setattr(serve_mod, "encode_stream", flip)
+    with pytest.raises(PrimeError, match="authentication failed"):
+        fetch(addr(server), key_file, timeout=5, retries=0)
+
+
+def test_refused_is_retried_then_fails(key_file: str) -> None:
+    srv = Server("127.0.0.1:0", b"k", dump=list)
+    port = srv.address[1]
+    srv.close()  # nothing listens there now
+    t0 = time.monotonic()
+    with pytest.raises(PrimeError, match="refused"):
+        fetch(f"127.0.0.1:{port}", key_file, timeout=2, retries=2, backoff=0.1)
+    assert 0.25 < time.monotonic() - t0 < 3
+
+
+def test_saved_stream_file(server: Server, key_file: str, tmp_path: Path) -> None:
+    saved = tmp_path / "snap.bin"
+    snap = fetch(addr(server), key_file, timeout=5, retries=0, save_to=str(saved))
+    again = fetch(str(saved), key_file)
+    assert again.entries == snap.entries and again.taken_at == snap.taken_at
+    with pytest.raises(PrimeError, match="key"):
+        fetch(str(saved), None)
+    data = bytearray(saved.read_bytes())
+    (tmp_path / "short.bin").write_bytes(bytes(data[:-1]))
+    with pytest.raises(PrimeError, match="truncated"):
+        fetch(str(tmp_path / "short.bin"), key_file)
+
+
+def test_stream_is_bound_to_the_session() -> None:
+    entries = sample_entries(5)
+    data = encode_stream(entries, 1000.5, b"session-a")
+    assert decode_stream(data, b"session-a") == (1000.5, entries)
+    with pytest.raises(PrimeError, match="authentication"):
+        decode_stream(data, b"session-b")
+    for cut in (0, 10, len(data) // 2, len(data) - 1):
+        with pytest.raises(PrimeError, match="truncated"):
+            decode_stream(data[:cut], b"session-a")
+
+
+def test_key_file_checks(tmp_path: Path) -> None:
+    p = tmp_path / "k"
+    p.write_bytes(b"secret")
+    p.chmod(0o644)
+    with pytest.raises(CliError, match="group/others"):
+        read_key(str(p))
+    p.chmod(0o600)
+    assert read_key(str(p)) == b"secret"
+    p.write_bytes(b"\n")
+    with pytest.raises(CliError, match="empty"):
+        read_key(str(p))
+    with pytest.raises(CliError, match="No such file"):
+        read_key(str(tmp_path / "missing"))
+    with pytest.raises(CliError, match="empty"):
+        serve_mod.serve("127.0.0.1:0", str(p))
+
+
+def test_listen_and_source_parsing() -> None:
+    assert parse_listen("0.0.0.0") == ("0.0.0.0", 7445)
+    assert parse_listen("192.0.2.1:9000") == ("192.0.2.1", 9000)
+    assert parse_listen("[2001:db8::1]:9000") == ("2001:db8::1", 9000)
+    assert parse_listen("::") == ("::", 7445)
+    assert parse_hostport("[::1]") == ("::1", 7445)
+    assert parse_hostport("fw1:22", 7445) == ("fw1", 22)
+    with pytest.raises(CliError):
+        parse_listen("192.0.2.1:http")
+    with pytest.raises(PrimeError):
+        parse_hostport("fw1:0")
+
+
+CONNTRACK_FILES = sorted(PCAPS.glob("*.conntrack"))
+
+
+@pytest.mark.parametrize("path", CONNTRACK_FILES, ids=lambda p: p.stem)
+def test_conntrack_files(path: Path) -> None:
+    snap = fetch(str(path), None)
+    listed = parse_listing(path.read_text())
+    assert len(snap.entries) == len(listed)
+    assert snap.taken_at == os.stat(path).st_mtime
+    for e, le in zip(snap.entries, listed, strict=True):
+        assert (e.orig, e.reply, e.timeout, e.mark, e.zone) == (
+            le.orig,
+            le.reply,
+            le.timeout,
+            le.mark,
+            le.zone,
+        )
+        assert e.status & IPS_CONFIRMED
+        assert bool(e.status & IPS_ASSURED) == le.assured
+        assert bool(e.status & IPS_SEEN_REPLY) == (not le.unreplied)
+        if e.orig[0] == 6:
+            assert e.tcp_state == TCP_STATE_BY_NAME[le.state or ""]
+        else:
+            assert e.tcp_state is None
+
+
+def test_known_file_contents() -> None:
+    snap = fetch(str(PCAPS / "tcp_midstream.conntrack"), None)
+    assert {e.tcp_state for e in snap.entries} == {3}
+    assert all(e.status == IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED for e in snap.entries)
+    snap = fetch(str(PCAPS / "mixed_many.conntrack"), None)
+    udp_unreplied = [e for e in snap.entries if e.orig[0] == 17 and not e.status & IPS_SEEN_REPLY]
+    assert udp_unreplied
+    states = {e.tcp_state for e in snap.entries if e.orig[0] == 6}
+    assert {3, 7, 8} <= states  # ESTABLISHED, TIME_WAIT, CLOSE
+
+
+def test_default_listing_form(tmp_path: Path) -> None:
+    p = tmp_path / "plain.conntrack"
+    p.write_text(
+        "tcp      6 431999 ESTABLISHED src=192.0.2.1 dst=198.51.100.1 sport=1 dport=2 "
+        "src=198.51.100.1 dst=192.0.2.1 sport=2 dport=1 [ASSURED] mark=5 zone=3 use=1\n"
+        "conntrack v1.4.7 (conntrack-tools): 1 flow entries have been shown.\n"
+    )
+    (e,) = fetch(str(p), None).entries
+    assert e.tcp_state == 3 and e.mark == 5 and e.zone == 3 and e.extra == {}
+    p.write_text("garbage line\n")
+    with pytest.raises(PrimeError, match="bad format"):
+        fetch(str(p), None)
+    p.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(PrimeError, match="bad format"):
+        fetch(str(p), None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 5))
+def test_fuzz_body_parser(data: bytes, count: int) -> None:
+    with contextlib.suppress(PrimeError):
+        decode_body(data, 0, len(data), count)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_fuzz_mutated_valid_bodies(data: st.DataObject) -> None:
+    body = bytearray(encode_body(sample_entries(4)))
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(0, len(body) - 1))
+        body[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(body)))
+    with contextlib.suppress(PrimeError):
+        decode_body(bytes(body[:cut]), 0, cut, 4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_fuzz_stream(data: bytes) -> None:
+    valid = encode_stream(sample_entries(2), 1.0, b"k")
+    for blob in (data, valid[: len(data)], valid[:32] + data):
+        with contextlib.suppress(PrimeError):
+            decode_stream(blob, b"k")
