@@ -231,8 +231,18 @@ def inner_install(entries: int) -> dict[str, Any]:
 # --- inner: capture -----------------------------------------------------------------------
 
 
-def inner_capture(iface: str, expect: int, idle: float, deadline: float) -> dict[str, Any]:
-    """The agent's read loop with install off: LiveCapture.read + ConntrackTable.process."""
+def inner_capture(
+    iface: str, expect: int, idle: float, deadline: float, gc_off: bool = False
+) -> dict[str, Any]:
+    """The agent's read loop with install off: LiveCapture.read + ConntrackTable.process.
+
+    ``gc_off`` (diagnostic, not what the agent does): no cyclic garbage collection
+    during the run, to show what full collections over a large table cost.
+    """
+    if gc_off:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
     from .conntrack.table import ConntrackTable
     from .conntrack.timeouts import Timeouts
     from .live import LiveCapture
@@ -244,6 +254,8 @@ def inner_capture(iface: str, expect: int, idle: float, deadline: float) -> dict
     process = table.process
     packets = 0
     first = last = 0.0
+    read_s = track_s = 0.0
+    cpu0 = os.times()
     print("ready", flush=True)
     end = time.monotonic() + deadline
     try:
@@ -254,11 +266,15 @@ def inner_capture(iface: str, expect: int, idle: float, deadline: float) -> dict
             ready, _, _ = select.select([cap], [], [], 0.05)
             if not ready:
                 continue
+            t0 = time.perf_counter()
             got = cap.read()
+            t1 = time.perf_counter()
+            read_s += t1 - t0
             if not got:
                 continue
             for p in got:
                 process(p)
+            track_s += time.perf_counter() - t1
             packets += len(got)
             last = time.monotonic()
             if not first:
@@ -266,6 +282,7 @@ def inner_capture(iface: str, expect: int, idle: float, deadline: float) -> dict
         recv, drop, ifdrop = cap.stats()
     finally:
         cap.close()
+    cpu1 = os.times()
     return {
         "frames": cap.frames,
         "packets": packets,
@@ -276,6 +293,10 @@ def inner_capture(iface: str, expect: int, idle: float, deadline: float) -> dict
         "verdicts": table.verdicts,
         "skipped": dict(cap.decoder.skipped),
         "busy_seconds": round(last - first, 3) if first else 0.0,
+        "read_seconds": round(read_s, 3),
+        "track_seconds": round(track_s, 3),
+        "cpu_user_seconds": round(cpu1.user - cpu0.user, 3),
+        "cpu_system_seconds": round(cpu1.system - cpu0.system, 3),
     }
 
 
@@ -422,10 +443,11 @@ def ack64_pcap(flows: int, packets: int, directory: str) -> str:
 
 
 def bench_capture(
-    rates: Sequence[int] = (100_000, 200_000, 300_000, 400_000, 500_000),
+    rates: Sequence[int] = (100_000, 150_000, 200_000, 300_000, 400_000, 500_000),
     packets: int = 1_000_000,
     flows: int = 100_000,
     directory: str = "/tmp",
+    gc_off: bool = False,
 ) -> dict[str, Any]:
     path = ack64_pcap(flows, packets, directory)
     tx, rx = Netns("tx"), Netns("rx")
@@ -433,7 +455,7 @@ def bench_capture(
     try:
         veth_pair(tx, "tx0", rx, "rx0")
         for rate in rates:
-            steps.append(_capture_step(tx, rx, path, rate, packets))
+            steps.append(_capture_step(tx, rx, path, rate, packets, gc_off))
     finally:
         rx.delete()
         tx.delete()
@@ -445,14 +467,29 @@ def bench_capture(
         "frame": "60 bytes + FCS (64 on the wire); handshakes first",
         "steps": steps,
         "max_lossless_pps": max(clean) if clean else 0,
+        "lossless_up_to_pps": _lossless_prefix(steps),
+        "receiver_gc": "disabled (diagnostic)" if gc_off else "default (as the agent)",
     }
 
 
-def _capture_step(tx: Netns, rx: Netns, path: str, rate: int, packets: int) -> dict[str, Any]:
+def _lossless_prefix(steps: list[dict[str, Any]]) -> int:
+    """Highest rate such that it and every lower rate stepped were lossless."""
+    best = 0
+    for s in sorted(steps, key=lambda s: s["rate"]):
+        if not s["lossless"]:
+            break
+        best = s["rate"]
+    return best
+
+
+def _capture_step(
+    tx: Netns, rx: Netns, path: str, rate: int, packets: int, gc_off: bool
+) -> dict[str, Any]:
     budget = packets / rate * 3 + 20
     recv = rx.popen(
         sys.executable, "-m", "sniffover.benchlive", "--inner", "capture", "--iface", "rx0",
         "--expect", str(packets), "--idle", "2", "--deadline", str(budget),
+        *(["--gc-off"] if gc_off else []),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -499,6 +536,10 @@ def _capture_step(tx: Netns, rx: Netns, path: str, rate: int, packets: int) -> d
         "veth_dropped": veth_drops,
         "flows_tracked": got["flows"],
         "tracker_pps": round(got["packets"] / busy) if busy else 0,
+        "receiver_busy_seconds": busy,
+        "receiver_read_seconds": got["read_seconds"],
+        "receiver_track_seconds": got["track_seconds"],
+        "receiver_cpu_seconds": [got["cpu_user_seconds"], got["cpu_system_seconds"]],
         "lossless": lossless,
         "verdicts": got["verdicts"],
     }
@@ -630,7 +671,7 @@ def _inner_main(args: argparse.Namespace) -> int:
     if args.inner == "install":
         doc = inner_install(args.entries)
     elif args.inner == "capture":
-        doc = inner_capture(args.iface, args.expect, args.idle, args.deadline)
+        doc = inner_capture(args.iface, args.expect, args.idle, args.deadline, args.gc_off)
     elif args.inner == "events":
         doc = inner_events(args.count, args.idle, args.deadline)
     else:
@@ -647,12 +688,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--entries", type=int, default=100_000, help="install: entries per run")
     p.add_argument("--runs", type=int, default=3, help="install: runs (median reported)")
-    p.add_argument("--rates", default="100000,200000,300000,400000,500000",
+    p.add_argument("--rates", default="100000,150000,200000,300000,400000,500000",
                    help="capture: comma-separated pps steps")  # fmt: skip
     p.add_argument("--packets", type=int, default=1_000_000, help="capture: frames per step")
     p.add_argument("--flows", type=int, default=0, help="capture: flows (100000) / lag: (2000)")
     p.add_argument("--rate", type=float, default=2000.0, help="lag: handshakes per second")
     p.add_argument("--flush-interval", type=float, default=0.02, help="lag: agent's")
+    p.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="capture, diagnostic: receiver without cyclic GC (the agent keeps it on)",
+    )
     p.add_argument("--dir", default="/tmp", help="where the synthetic capture is written")
     # inner (in-namespace) parts
     p.add_argument(
@@ -706,7 +752,8 @@ def print_report(report: dict[str, Any]) -> None:
         r = report["capture"]
         print(
             f"capture: {r['pcap']} ({r['flows']} flows, {r['packets_per_step']} frames/step): "
-            f"max lossless {r['max_lossless_pps']} pps"
+            f"max lossless {r['max_lossless_pps']} pps, lossless at every step up to "
+            f"{r['lossless_up_to_pps']} pps; receiver GC {r['receiver_gc']}"
         )
         for s in r["steps"]:
             print(
