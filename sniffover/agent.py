@@ -20,6 +20,7 @@ import logging
 import os
 import select
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from .live import LiveCapture, exclude_self_filter, local_macs, prefilter_bpf
 log = logging.getLogger("sniffover.agent")
 
 TICK = 0.05
+PRIME_BUFFER_MAX = 2_000_000  # packets held while the first pull runs
+PRIME_RETRY = 30.0  # seconds between automatic pulls after a failure
+PRIME_AFTER_DROPS = 60.0  # at most one automatic re-prime this often after capture drops
 
 
 @dataclass
@@ -57,6 +61,11 @@ class AgentConfig:
     prefilter: bool = False  # --prefilter control: only control segments + a sample reach Python
     pickup_sample: int = 16
     warmup: float = 30.0  # seconds of full capture before the prefilter applies
+    prime_from: str | None = None  # HOST[:PORT] | ssh://[user@]HOST | FILE
+    key_file: str | None = None
+    prime_required: bool = False
+    prime_timeout: float = 10.0
+    reprime_after_drops: bool = True
 
 
 class RateLimited:
@@ -107,7 +116,16 @@ class Agent:
         self.installer: Installer | None = None
         self.table = self._new_table()
         self.control = ControlServer(cfg.control)
-        self.primed: bool | None = None
+        # Priming: None = not asked for; False = asked, not (yet) done; True = done.
+        self.primed: bool | None = False if cfg.prime_from else None
+        self.prime_thread: threading.Thread | None = None
+        self.prime_result: Any = None  # a Snapshot or the exception the pull raised
+        self.prime_buffer: list[Packet] | None = None  # packets held while the first pull runs
+        self.prime_next: float | None = None  # monotonic time of the next automatic pull
+        self.prime_info: dict[str, Any] = {}
+        self.drops_seen = 0
+        self.packets_primed = 0  # successful pulls
+        self.fatal: str | None = None
         self.metrics: Any = None
 
     def _new_table(self) -> ConntrackTable:
@@ -216,6 +234,15 @@ class Agent:
         return out
 
     def _track(self, packets: list[Packet]) -> None:
+        buf = self.prime_buffer
+        if buf is not None:  # the first pull is running: apply these after its snapshot
+            if len(buf) < PRIME_BUFFER_MAX:
+                buf += packets
+            else:
+                self.counters["prime-buffer-overflow"] += len(packets)
+            self.packets += len(packets)
+            self.last_packet = packets[-1].ts
+            return
         process = self.table.process
         for p in packets:
             process(p)
@@ -248,6 +275,83 @@ class Agent:
             if self.packets == before:
                 break
 
+    # --- priming --------------------------------------------------------------------
+
+    def start_prime(self, buffer: bool) -> bool:
+        """Pull the master's table in a thread; with ``buffer`` hold sniffed packets until
+        the snapshot is in (start-up, after a demotion), so they are applied after it."""
+        if not self.cfg.prime_from or (self.prime_thread and self.prime_thread.is_alive()):
+            return False
+        from .prime import fetch
+
+        source, key, timeout = self.cfg.prime_from, self.cfg.key_file, self.cfg.prime_timeout
+
+        def pull() -> None:
+            try:
+                self.prime_result = fetch(source, key, timeout=timeout)
+            except Exception as exc:  # reported by the main loop, one line
+                self.prime_result = exc
+
+        if buffer:
+            self.prime_buffer = []
+        self.prime_result = None
+        self.prime_thread = threading.Thread(target=pull, name="prime", daemon=True)
+        self.prime_thread.start()
+        log.info("priming from %s", source)
+        return True
+
+    def finish_prime(self) -> None:
+        """The pull ended: seed the tracker (all or nothing), then apply held packets."""
+        thread = self.prime_thread
+        if thread is None or thread.is_alive():
+            return
+        self.prime_thread = None
+        result, self.prime_result = self.prime_result, None
+        held, self.prime_buffer = self.prime_buffer, None
+        from .conntrack.snapshot import seed
+
+        if isinstance(result, Exception) or result is None:
+            why = str(result).splitlines()[0] if result is not None else "no result"
+            self.counters["prime-failed"] += 1
+            self.prime_info = {"ok": False, "error": why}
+            self.prime_next = time.monotonic() + PRIME_RETRY
+            self.ratelog("prime", logging.ERROR, "prime from %s failed: %s (retrying every %d s)",
+                         self.cfg.prime_from, why, PRIME_RETRY)  # fmt: skip
+            if self.cfg.prime_required and self.primed is False and self.packets_primed == 0:
+                self.fatal = f"prime from {self.cfg.prime_from} failed: {why}"
+        else:
+            now = time.time()
+            adopted = 0
+            for entry in result.entries:
+                conn = seed(entry, result.taken_at)
+                if conn.expires > now and self.table.adopt(conn):
+                    adopted += 1
+            self.primed = True
+            self.packets_primed += 1
+            self.prime_next = None
+            self.prime_info = {
+                "ok": True,
+                "source": result.source,
+                "entries": len(result.entries),
+                "adopted": adopted,
+                "bytes": result.bytes,
+                "seconds": round(result.seconds, 3),
+                "at": result.taken_at,
+            }
+            log.warning(
+                "primed from %s: %d entries in %.2f s (%d adopted, %d already known or expired)",
+                result.source, len(result.entries), result.seconds, adopted,
+                len(result.entries) - adopted,
+            )  # fmt: skip
+        if held:
+            held.sort(key=lambda p: p.ts)
+            n = self.packets
+            self._track(held)
+            self.packets = n
+            log.info("applied %d packets captured during the pull", len(held))
+        if self.installer is not None and not self.active:
+            self._flush(self.installer)
+
     # --- takeover -------------------------------------------------------------------
 
     def promote(self) -> dict[str, Any]:
@@ -277,6 +381,9 @@ class Agent:
         self.table = self._new_table()
         self.open_captures()
         self.active = False
+        if self.cfg.prime_from:
+            self.primed = False
+            self.start_prime(buffer=True)
         log.warning("demoted: standby duty resumed with an empty table (mid-stream pickup)")
         return {"ok": True, "state": "standby"}
 
@@ -300,6 +407,7 @@ class Agent:
             "installed": len(inst.shadow) if inst else 0,
             "pending": inst.pending if inst else 0,
             "primed": self.primed,
+            "prime": self.prime_info,
             "capture": self.drops(),
             "install": dict(inst.counters) if inst else {},
             "tracker": dict(self.table.counters),
@@ -329,6 +437,18 @@ class Agent:
                 doc = {"ok": False, "error": str(exc)}
         elif cmd == "status":
             doc = self.status()
+        elif cmd == "prime":
+            if not self.cfg.prime_from:
+                doc = {"ok": False, "error": "no --prime-from configured"}
+            elif self.active:
+                doc = {"ok": False, "error": "active (promoted): nothing to prime"}
+            else:
+                started = self.start_prime(buffer=False)
+                if self.prime_thread is not None:
+                    self.prime_thread.join(self.cfg.prime_timeout * 4 + 5)
+                self.finish_prime()
+                doc = {"ok": bool(self.prime_info.get("ok")), "started": started,
+                       **self.prime_info}  # fmt: skip
         elif cmd == "table":
             from .conntrack.listing import format_table
 
@@ -357,7 +477,9 @@ class Agent:
 
     def run(self) -> int:
         self._signals()
-        self.open_captures()
+        self.open_captures()  # before the pull: nothing sniffed meanwhile is lost
+        if self.cfg.prime_from:
+            self.start_prime(buffer=True)
         log.info(
             "standby agent up (pid %d): installing into %s, control %s",
             os.getpid(),
@@ -371,8 +493,11 @@ class Agent:
         try:
             while not self.stop:
                 fds: list[Any] = [self.control, *self.captures]
+                wait = TICK
+                if self.installer is not None and self.installer.pending:
+                    wait = max(0.0, min(TICK, next_flush - time.monotonic()))
                 try:
-                    ready, _, _ = select.select(fds, [], [], TICK)
+                    ready, _, _ = select.select(fds, [], [], wait)
                 except InterruptedError:
                     ready = []
                 caps = [r for r in ready if isinstance(r, LiveCapture)]
@@ -380,6 +505,12 @@ class Agent:
                     self.read_ready(caps)
                 if self.control in ready:
                     self.handle_control()
+                if self.prime_thread is not None and not self.prime_thread.is_alive():
+                    self.finish_prime()
+                    if self.fatal:
+                        from .prime import PrimeError
+
+                        raise PrimeError(self.fatal + " (--prime-required)")
                 if self.want_promote:
                     self.want_promote = False
                     if not self.active:
@@ -419,6 +550,18 @@ class Agent:
             return
         if self.lost:
             self._reopen_lost()
+        mono = time.monotonic()
+        if self.prime_next is not None and mono >= self.prime_next and not self.active:
+            self.prime_next = None
+            self.start_prime(buffer=False)
+        if self.cfg.prime_from and self.cfg.reprime_after_drops:
+            dropped = sum(d["dropped"] + d["ifdropped"] for d in self.drops().values())
+            if dropped > self.drops_seen:
+                self.drops_seen = dropped
+                last = getattr(self, "_last_drop_prime", -1e9)
+                if mono - last >= PRIME_AFTER_DROPS and self.start_prime(buffer=False):
+                    self._last_drop_prime = mono
+                    log.warning("capture lost packets: re-priming from the master")
         if self.prefilter_at is not None and time.monotonic() >= self.prefilter_at:
             self.prefilter_at = None
             self.bpf = self.bpf_pre

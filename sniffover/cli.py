@@ -147,6 +147,26 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "after a demotion) so every active connection is picked up (default 30)",
     )
     g.add_argument(
+        "--prime-from",
+        metavar="SOURCE",
+        help="pull the master's table once at start-up (and after a demotion or capture "
+        "loss): HOST[:PORT] (sniffover serve, default port 7445), ssh://[user@]HOST "
+        "(runs conntrack -L there) or a saved dump FILE",
+    )
+    g.add_argument(
+        "--key-file", metavar="FILE", help="pre-shared key for sniffover serve (mode 0600)"
+    )
+    g.add_argument(
+        "--prime-required",
+        action="store_true",
+        default=None,
+        help="refuse to run (exit 1) if the first pull fails; otherwise keep retrying "
+        "every 30 s and report not-ready in `sniffover status`",
+    )
+    g.add_argument(
+        "--prime-timeout", type=float, metavar="SECONDS", help="per pull attempt (default 10)"
+    )
+    g.add_argument(
         "--sysctl-dir",
         metavar="DIR",
         help="nf_conntrack_* timeouts to mirror (default /proc/sys/net/netfilter)",
@@ -197,10 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "promote: read what the capture rings still hold, install every tracked entry "
             "into the kernel, then stand down; returns when the kernel table holds "
-            "everything seen so far. demote: resume standby duty. Same as SIGUSR1/SIGUSR2."
+            "everything seen so far. demote: resume standby duty. Same as SIGUSR1/SIGUSR2. "
+            "prime: pull the master's table again now (--prime-from) and merge it."
         ),
     )
-    ctl.add_argument("action", choices=["promote", "demote"])
+    ctl.add_argument("action", choices=["promote", "demote", "prime"])
     ctl.add_argument("--control", dest="ctl_path", metavar="PATH", help="agent's control socket")
     ctl.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     demo = sub.add_parser(
@@ -215,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
     demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
+    from .serve import add_serve_arguments
+
+    add_serve_arguments(sub)
     st = sub.add_parser(
         "status",
         help="show the running agent's state; exit 0 only if it is up and capturing",
@@ -269,6 +293,11 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             f"promoted: {doc.get('installed', 0)} entries in the kernel table "
             f"({doc.get('committed', 0)} messages in {doc.get('seconds', 0)} s)"
         )
+    elif args.action == "prime":
+        print(
+            f"primed from {doc.get('source')}: {doc.get('entries')} entries "
+            f"({doc.get('adopted')} new) in {doc.get('seconds')} s"
+        )
     else:
         print(f"state: {doc.get('state')}")
     return EXIT_OK
@@ -305,7 +334,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.tcp, args.udp)
 
 
-COMMANDS = {"replay": cmd_replay, "ctl": cmd_ctl, "status": cmd_status, "demo": cmd_demo}
+def cmd_serve_lazy(args: argparse.Namespace) -> int:
+    from .serve import cmd_serve
+
+    return cmd_serve(args)
+
+
+COMMANDS = {
+    "replay": cmd_replay,
+    "ctl": cmd_ctl,
+    "status": cmd_status,
+    "demo": cmd_demo,
+    "serve": cmd_serve_lazy,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -33,6 +33,10 @@ CONFIG_KEYS: dict[str, type] = {
     "prefilter": str,
     "pickup_sample": int,
     "warmup": float,
+    "prime_from": str,
+    "key_file": str,
+    "prime_required": bool,
+    "prime_timeout": float,
 }
 DEFAULTS: dict[str, Any] = {
     "zone": 0,
@@ -50,6 +54,8 @@ DEFAULTS: dict[str, Any] = {
     "prefilter": "none",
     "pickup_sample": 16,
     "warmup": 30.0,
+    "prime_required": False,
+    "prime_timeout": 10.0,
 }
 
 
@@ -147,6 +153,10 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         prefilter=opts["prefilter"] == "control",
         pickup_sample=opts["pickup_sample"],
         warmup=opts["warmup"],
+        prime_from=opts.get("prime_from"),
+        key_file=opts.get("key_file"),
+        prime_required=opts["prime_required"],
+        prime_timeout=opts["prime_timeout"],
     )
     if opts["prefilter"] not in ("none", "control"):
         raise CliError(f"--prefilter {opts['prefilter']!r}: expected none or control")

@@ -246,6 +246,28 @@ class ConntrackTable:
             self.listener(EVENT_NEW, conn)
         return res
 
+    def adopt(self, conn: Conn) -> bool:
+        """Insert an entry made elsewhere (a primed one); False if either tuple is taken.
+
+        What the tracker already holds wins: it was sniffed, so it is at least as new.
+        """
+        m = self._map
+        old = m.get(conn.orig) or m.get(conn.reply)
+        if old is not None:
+            if old.expires > conn.last_seen:
+                self.counters["adopt-known"] += 1
+                return False
+            self._destroy(old, "timeout")
+        conn.id = self._next_id
+        self._next_id += 1
+        m[conn.orig] = conn
+        m[conn.reply] = conn
+        self._entries += 1
+        self.counters["adopted"] += 1
+        if self.listener is not None:
+            self.listener(EVENT_NEW, conn)
+        return True
+
     def _picked_up_reversed(self, key: Tuple, reply: Tuple, now: float) -> Conn:
         """A mid-stream segment from the server: make the entry client -> server."""
         conn = Conn(reply, key, now)
