@@ -30,16 +30,22 @@ from dataclasses import dataclass
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.sync import Desired, desired, remaining_timeout
 from .conntrack.tuple import Tuple
-from .ctnetlink import CtnlSocket, TcpInfo, encode_ct_delete, encode_ct_new
+from .ctnetlink import (
+    CtnlSocket,
+    TcpInfo,
+    encode_ct_delete,
+    encode_ct_new,
+    encode_ct_new_fast,
+)
 
 log = logging.getLogger("sniffover.install")
 
-BATCH = 64
+BATCH = 64  # messages per sendmsg (one datagram; only the last asks for an ack)
 REFRESH_FRACTION = 0.3  # re-arm a kernel timer when less than this share of it is left
 REFRESH_MIN = 5.0  # ... or less than this many seconds
 
 
-@dataclass
+@dataclass(slots=True)
 class Installed:
     """Our record of one entry in the kernel."""
 
@@ -49,7 +55,7 @@ class Installed:
     reply: Tuple
 
 
-@dataclass
+@dataclass(slots=True)
 class _Op:
     orig: Tuple
     conn: Conn | None  # None: delete
@@ -159,9 +165,10 @@ class Installer:
         mode = "update" if inst is not None else "create"
         return _Op(orig, conn, want, mode, remaining_timeout(conn, now))
 
-    def _encode(self, op: _Op, seq: int) -> bytes:
+    def _encode(self, op: _Op, seq: int, ack: bool = True) -> bytes:
+        """One message; only the last of a batch asks for an ack (failures always answer)."""
         if op.mode == "delete":
-            return encode_ct_delete(op.orig, zone=self.zone, seq=seq)
+            return encode_ct_delete(op.orig, zone=self.zone, seq=seq, ack=ack)
         conn, want = op.conn, op.want
         assert conn is not None and want is not None
         tcp = None
@@ -175,6 +182,20 @@ class Installer:
                 0x0F,
                 0x0F,
             )
+        if conn.orig[0] not in (1, 58):  # port-based: the one-pack encoder
+            return encode_ct_new_fast(
+                conn.orig,
+                conn.reply,
+                want.status | op.status_extra,
+                op.timeout,
+                tcp,
+                conn.mark or self.mark,
+                conn.zone or self.zone,
+                seq,
+                op.mode == "create",
+                op.mode == "create",
+                ack,
+            )
         return encode_ct_new(
             conn.orig,
             conn.reply,
@@ -186,6 +207,7 @@ class Installer:
             seq=seq,
             create=op.mode == "create",
             exclusive=op.mode == "create",
+            ack=ack,
         )
 
     def _run(self, ops: list[_Op], now: float) -> int:
@@ -198,10 +220,11 @@ class Installer:
                 chunk = ops[i : i + self.batch]
                 bysq: dict[int, _Op] = {}
                 msgs = []
+                last = chunk[-1]
                 for op in chunk:
                     seq = self.sock.next_seq()
                     bysq[seq] = op
-                    msgs.append(self._encode(op, seq))
+                    msgs.append(self._encode(op, seq, op is last))
                 try:
                     results = self.sock.send_batch(msgs)
                 except OSError as exc:

@@ -25,7 +25,7 @@ The rules come from how the kernel treats injected entries
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .entry import (
     IPS_ASSURED,
@@ -55,9 +55,8 @@ SIDE_FLAGS = TCP_FLAG_WINDOW_SCALE | TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
 SIDE_MASK = SIDE_FLAGS | TCP_FLAG_CLOSE_INIT
 
 
-@dataclass(frozen=True)
-class Desired:
-    """The kernel entry we want for a tracked connection."""
+class Desired(NamedTuple):
+    """The kernel entry we want for a tracked connection (a tuple: cheap to make and compare)."""
 
     status: int
     state: int = -1  # TCP state, -1 for other protocols
@@ -65,10 +64,6 @@ class Desired:
     wscale_reply: int = 0
     flags_orig: int = 0
     flags_reply: int = 0
-
-    def same_class(self, other: Desired) -> bool:
-        """Equal apart from the timeout: no need to send anything."""
-        return self == other
 
 
 def remaining_timeout(conn: Conn, now: float) -> int:
