@@ -32,10 +32,11 @@ segment is then processed as the REPLY-direction packet it is.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 
 from .entry import (
+    IPS_ASSURED,
     IPS_CONFIRMED,
     IPS_SEEN_REPLY,
     TCP_FLAG_BE_LIBERAL,
@@ -64,7 +65,7 @@ from .protocols import (
 from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
 from .tcp import TCP_INDEX, tcp_error, tcp_new, tcp_packet
-from .timeouts import TCP_ESTABLISHED, Timeouts
+from .timeouts import TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT, Timeouts
 from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
 
@@ -89,6 +90,9 @@ HANDLERS: dict[int, Handler] = {
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
 
+# Early drop (nf_conntrack_core.c): how many ASSURED entries one new entry may look at.
+EVICTION_RANGE = 8
+
 
 def server_side(sport: int, dport: int) -> bool:
     """True if the packet's *source* port looks like the server's (see module docstring)."""
@@ -110,8 +114,15 @@ class ConntrackTable:
         *,
         infer_direction: bool = True,
         listener: Listener | None = None,
+        max_entries: int | None = None,
     ) -> None:
         self.timeouts = timeouts or Timeouts()
+        # nf_conntrack_max: at the limit a new entry early-drops an old one or is refused.
+        self.max_entries = max_entries
+        # Eviction candidates in insertion order (only with max_entries), and the entries
+        # found ASSURED among them; destroyed ones are skipped lazily and compacted away.
+        self._early: deque[Conn] | None = deque() if max_entries is not None else None
+        self._assured: deque[Conn] = deque()
         self.infer_direction = infer_direction
         self.listener = listener
         # Both tuples of every entry -> the entry; the direction is "is it the ORIGINAL".
@@ -232,6 +243,8 @@ class ConntrackTable:
             # Both tuples must be unique (nf_conntrack_confirm): the packet is dropped.
             self.counters["insert-clash"] += 1
             return INVALID
+        if self._early is not None and not self._admit(now):
+            return INVALID
         conn.id = self._next_id
         self._next_id += 1
         conn.status |= IPS_CONFIRMED
@@ -241,6 +254,8 @@ class ConntrackTable:
         self._map[conn.orig] = conn
         self._map[conn.reply] = conn
         self._entries += 1
+        if self._early is not None:
+            self._enqueue(conn)
         self.counters["created"] += 1
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
@@ -258,11 +273,15 @@ class ConntrackTable:
                 self.counters["adopt-known"] += 1
                 return False
             self._destroy(old, "timeout")
+        if self._early is not None and not self._admit(conn.last_seen):
+            return False
         conn.id = self._next_id
         self._next_id += 1
         m[conn.orig] = conn
         m[conn.reply] = conn
         self._entries += 1
+        if self._early is not None:
+            self._enqueue(conn)
         self.counters["adopted"] += 1
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
@@ -293,6 +312,76 @@ class ConntrackTable:
         if pkt.dst != tup[2]:
             return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
         return RELATED
+
+    # --- resource bound (early drop) ------------------------------------------------
+
+    def _enqueue(self, conn: Conn) -> None:
+        early = self._early
+        assert early is not None
+        early.append(conn)
+        if len(early) + len(self._assured) > 2 * self._entries + 64:
+            # mostly destroyed entries: compact (O(1) amortised)
+            m = self._map
+            self._early = deque(c for c in early if m.get(c.orig) is c)
+            self._assured = deque(c for c in self._assured if m.get(c.orig) is c)
+
+    def _admit(self, now: float) -> bool:
+        """Room for one more entry under ``max_entries``: True, else count "table-full"."""
+        assert self.max_entries is not None
+        if self._entries < self.max_entries or self._make_room(now):
+            return True
+        self.counters["table-full"] += 1
+        return False
+
+    def _make_room(self, now: float) -> bool:
+        """``early_drop``: free one slot, O(1) amortised; False if nothing may go.
+
+        What may go is ``gc_worker_can_early_drop``'s rule: an entry that is not ASSURED,
+        or a TCP one in a closing state (FIN_WAIT .. CLOSE). First up to EVICTION_RANGE
+        ASSURED entries are looked at (oldest first, rotating) for an expired or closing
+        one; then the candidate queue up to EVICTION_RANGE unassured entries, an expired
+        or closing one preferred, else the oldest unassured one goes. Either emits DESTROY
+        ("timeout" for an expired entry, else "early-drop"). An entry found ASSURED in the
+        candidate queue moves to the ASSURED queue (once: ASSURED is never cleared).
+        """
+        early, assured = self._early, self._assured
+        assert early is not None
+        m = self._map
+        chosen: Conn | None = None
+        reason = "early-drop"
+        for _ in range(min(EVICTION_RANGE, len(assured))):
+            conn = assured.popleft()
+            if m.get(conn.orig) is not conn:
+                continue  # destroyed since: stale
+            st = conn.tcp
+            if conn.expires <= now:
+                chosen, reason = conn, "timeout"
+                break
+            if st is not None and TCP_FIN_WAIT <= st.state <= TCP_CLOSE:
+                chosen = conn
+                break
+            assured.append(conn)
+        unassured: list[Conn] = []  # looked at, oldest first
+        while chosen is None and early and len(unassured) < EVICTION_RANGE:
+            conn = early.popleft()
+            if m.get(conn.orig) is not conn:
+                continue
+            st = conn.tcp
+            if conn.expires <= now:
+                chosen, reason = conn, "timeout"
+            elif st is not None and TCP_FIN_WAIT <= st.state <= TCP_CLOSE:
+                chosen = conn
+            elif conn.status & IPS_ASSURED:
+                assured.append(conn)
+            else:
+                unassured.append(conn)
+        if chosen is None:
+            if not unassured:
+                return False
+            chosen = unassured.pop(0)
+        early.extendleft(reversed(unassured))
+        self._destroy(chosen, reason)
+        return True
 
     # --- expiry ---------------------------------------------------------------------
 
