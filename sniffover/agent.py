@@ -27,13 +27,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .capture import CaptureError
+from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.packet import Packet
 from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import Timeouts
 from .control import ControlServer
 from .ctnetlink import CtnlSocket, NetlinkError
 from .install import Installer
-from .live import LiveCapture, exclude_self_filter, local_macs, prefilter_bpf
+from .live import (
+    LiveCapture,
+    MasterLearner,
+    exclude_self_filter,
+    local_macs,
+    local_prefixes,
+    mac_bytes,
+    mac_text,
+    prefilter_bpf,
+)
 
 log = logging.getLogger("sniffover.agent")
 
@@ -66,6 +76,8 @@ class AgentConfig:
     prime_required: bool = False
     prime_timeout: float = 10.0
     reprime_after_drops: bool = True
+    confirm: str = "auto"  # forwarding confirmation: auto | mac | both | off
+    master_macs: list[str] = field(default_factory=list)  # configured; else learned
 
 
 class RateLimited:
@@ -114,6 +126,8 @@ class Agent:
             self.sock = CtnlSocket()
             self._check_ctnetlink()
         self.installer: Installer | None = None
+        self.confirmer: ForwardingConfirmer | None = None
+        self.master: set[bytes] = {mac_bytes(m) for m in cfg.master_macs}
         self.table = self._new_table()
         self.control = ControlServer(cfg.control)
         # Priming: None = not asked for; False = asked, not (yet) done; True = done.
@@ -129,15 +143,25 @@ class Agent:
         self.metrics: Any = None
 
     def _new_table(self) -> ConntrackTable:
+        confirm = self.cfg.confirm != "off"
         if self.sock is not None:
             self.installer = Installer(
                 self.sock,
                 zone=self.cfg.zone,
                 mark=self.cfg.mark,
                 assume_handshake=self.cfg.prefilter,
+                require_forwarded=confirm,
             )
-            return ConntrackTable(self.timeouts, listener=self.installer.on_event)
-        return ConntrackTable(self.timeouts)
+            table = ConntrackTable(self.timeouts, listener=self.installer.on_event)
+        else:
+            table = ConntrackTable(self.timeouts)
+        self.confirmer = None
+        if confirm:
+            two = self.cfg.confirm == "both" or (
+                self.cfg.confirm == "auto" and len(self.cfg.ifaces) >= 2
+            )
+            self.confirmer = ForwardingConfirmer(table, two_segments=two)
+        return table
 
     def _check_ctnetlink(self) -> None:
         """Fail at start, with one line, if we may not write the conntrack table."""
@@ -198,9 +222,31 @@ class Agent:
         self.lost.clear()
 
     def _open_one(self, iface: str) -> LiveCapture:
-        return LiveCapture(
+        cap = LiveCapture(
             iface, snaplen=self.cfg.snaplen, ring_bytes=self.cfg.ring_mb << 20, bpf=self.bpf
         )
+        if self.cfg.confirm != "off":
+            cap.decoder.master = frozenset(self.master)
+            if not self.cfg.master_macs:
+                cap.learner = MasterLearner(local_prefixes(iface))
+        return cap
+
+    def _learned(self) -> None:
+        """Collect MACs the learners found; every decoder then flags the master's frames."""
+        changed = False
+        for c in self.captures:
+            ln = c.learner
+            if ln is not None and ln.learned is not None:
+                if ln.learned not in self.master:
+                    self.master.add(ln.learned)
+                    changed = True
+                    log.warning("master firewall on %s: %s (learned from routed traffic)",
+                                c.iface, mac_text(ln.learned))  # fmt: skip
+                c.learner = None
+        if changed:
+            master = frozenset(self.master)
+            for c in self.captures:
+                c.decoder.master = master
 
     def _lost(self, cap: LiveCapture, why: str) -> None:
         """An interface went away or down: keep going on the others, reopen it later."""
@@ -243,13 +289,15 @@ class Agent:
             self.packets += len(packets)
             self.last_packet = packets[-1].ts
             return
-        process = self.table.process
+        process = self.confirmer.feed if self.confirmer is not None else self.table.process
         for p in packets:
             process(p)
         self.packets += len(packets)
         self.last_packet = packets[-1].ts
 
     def read_ready(self, ready: list[LiveCapture]) -> None:
+        if self.cfg.confirm != "off" and any(c.learner is not None for c in ready):
+            self._learned()
         batches = []
         for c in ready:
             try:
@@ -412,6 +460,15 @@ class Agent:
             "install": dict(inst.counters) if inst else {},
             "tracker": dict(self.table.counters),
             "agent": dict(self.counters),
+            "confirm": {
+                "mode": "off"
+                if self.confirmer is None
+                else "both"
+                if self.confirmer.two_segments
+                else "mac",
+                "master_macs": sorted(mac_text(m) for m in self.master),
+                **(dict(self.confirmer.counters) if self.confirmer else {}),
+            },
             "prefilter": (
                 "off"
                 if not self.cfg.prefilter
@@ -550,6 +607,9 @@ class Agent:
             return
         if self.lost:
             self._reopen_lost()
+        if self.confirmer is not None:
+            self._learned()
+            self.confirmer.expire(now)
         mono = time.monotonic()
         if self.prime_next is not None and mono >= self.prime_next and not self.active:
             self.prime_next = None

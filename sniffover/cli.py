@@ -147,6 +147,21 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "after a demotion) so every active connection is picked up (default 30)",
     )
     g.add_argument(
+        "--confirm",
+        choices=["auto", "mac", "both", "off"],
+        help="install only flows seen forwarded by the master: 'mac' = a frame of the flow "
+        "sent from the master's MAC; 'both' = the same packet seen going into the master on "
+        "one segment and out of it on another (sniff inside and outside); 'auto' = 'both' "
+        "with two or more --iface, else 'mac'; 'off' trusts everything (default auto)",
+    )
+    g.add_argument(
+        "--master-mac",
+        action="append",
+        metavar="MAC",
+        help="the master firewall's MAC on a sniffed segment (repeat per segment); default: "
+        "learned from the traffic it routes",
+    )
+    g.add_argument(
         "--prime-from",
         metavar="SOURCE",
         help="pull the master's table once at start-up (and after a demotion or capture "

@@ -88,7 +88,7 @@ _u32 = struct.Struct("!I").unpack_from
 # Fast path, one unpack: untagged Ethernet + option-less IPv4 + the first 16 bytes of L4:
 # ethertype, version/IHL, total length, flags/fragment offset, TTL, protocol, addresses,
 # then (for TCP) ports, seq, ack, data offset, flags, window.
-_ETH_IP4_L4 = struct.Struct("!12xHBxHxxHBB2x4s4sHHIIBBH")
+_ETH_IP4_L4 = struct.Struct("!12xHBxHHHBB2x4s4sHHIIBBH")
 _FAST_LEN = _ETH_IP4_L4.size  # 50
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
@@ -102,6 +102,9 @@ class Decoder:
             raise ValueError(f"unsupported link type {linktype}")
         self.linktype = linktype
         self.skipped: Counter[str] = Counter()
+        # The master firewall's MAC addresses (6-byte strings); when set, every decoded
+        # Ethernet frame gets Packet.hw saying whether it leaves or enters the master.
+        self.master: frozenset[bytes] = frozenset()
 
     # --- link layer -----------------------------------------------------------------
 
@@ -113,10 +116,14 @@ class Decoder:
         """Decode the frame ``buf[off:end]`` in place (no copy of the frame)."""
         lt = self.linktype
         vlan = 0
+        hw = 0
         if lt == LINKTYPE_ETHERNET:
             if end - off < 14:
                 self.skipped["truncated-link"] += 1
                 return None
+            m = self.master
+            if m:
+                hw = (buf[off + 6 : off + 12] in m) | ((buf[off : off + 6] in m) << 1)
             etype = buf[off + 12] << 8 | buf[off + 13]
             off += 14
             if etype in VLAN_TPIDS:
@@ -168,11 +175,15 @@ class Decoder:
                 off += 4
                 tags += 1
         if etype == ETH_P_IP:
-            return self._ipv4(ts, buf, off, end, vlan)
-        if etype == ETH_P_IPV6:
-            return self._ipv6(ts, buf, off, end, vlan)
-        self.skipped["not-ip"] += 1
-        return None
+            pkt = self._ipv4(ts, buf, off, end, vlan)
+        elif etype == ETH_P_IPV6:
+            pkt = self._ipv6(ts, buf, off, end, vlan)
+        else:
+            self.skipped["not-ip"] += 1
+            return None
+        if hw and pkt is not None:
+            pkt.hw = hw
+        return pkt
 
     # --- network layer --------------------------------------------------------------
 
@@ -193,7 +204,7 @@ class Decoder:
         if l4 > end:
             self.skipped["truncated-ip"] += 1
             return None
-        return self._l4(
+        pkt = self._l4(
             ts,
             FAMILY_IPV4,
             buf[off + 9],
@@ -206,6 +217,9 @@ class Decoder:
             vlan,
             buf[off + 8],
         )
+        if pkt is not None:
+            pkt.ipid = buf[off + 4] << 8 | buf[off + 5]
+        return pkt
 
     def _ipv6(self, ts: float, buf: bytes, off: int, end: int, vlan: int) -> Packet | None:
         if end - off < 40:
@@ -393,11 +407,15 @@ class Decoder:
                     append(pkt)
             return out
         fast = _ETH_IP4_L4.unpack_from
+        m = self.master
+        hw = 0
         for sec, usec, off, caplen in struct.iter_unpack("=IIII", meta):
             ts = sec + usec * 1e-6
             if caplen >= _FAST_LEN:
-                etype, vihl, total, frag, ttl, proto, src, dst, sport, dport, seq, ack, doff, \
-                    flags, win = fast(data, off)  # fmt: skip
+                etype, vihl, total, ipid, frag, ttl, proto, src, dst, sport, dport, seq, ack, \
+                    doff, flags, win = fast(data, off)  # fmt: skip
+                if m:
+                    hw = (data[off + 6 : off + 12] in m) | ((data[off : off + 6] in m) << 1)
                 if etype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and total >= 20:
                     if proto == 6:
                         hlen = (doff >> 4) << 2
@@ -408,11 +426,12 @@ class Decoder:
                                 else b""
                             )
                             append(Packet(ts, 2, 6, src, dst, sport, dport, total - 20 - hlen,
-                                          flags, seq, ack, win, opts, None, 0, ttl))  # fmt: skip
+                                          flags, seq, ack, win, opts, None, 0, ttl, hw,
+                                          ipid))  # fmt: skip
                             continue
                     elif proto == 17 and total >= 28:
                         append(Packet(ts, 2, 17, src, dst, sport, dport, total - 28, 0, 0, 0, 0,
-                                      b"", None, 0, ttl))  # fmt: skip
+                                      b"", None, 0, ttl, hw, ipid))  # fmt: skip
                         continue
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:

@@ -76,6 +76,7 @@ class Installer:
         mark: int | None = None,
         batch: int = BATCH,
         assume_handshake: bool = False,
+        require_forwarded: bool = False,
     ) -> None:
         self.sock = sock
         self.zone = zone
@@ -87,6 +88,7 @@ class Installer:
         self.counters: Counter[str] = Counter()
         self.enabled = True
         self.assume_handshake = assume_handshake
+        self.require_forwarded = require_forwarded
 
     # --- tracker listener -----------------------------------------------------------
 
@@ -157,7 +159,7 @@ class Installer:
 
     def _plan(self, orig: Tuple, conn: Conn, now: float, force: bool = False) -> _Op | None:
         inst = self.shadow.get(orig)
-        want = desired(conn, now, inst is not None, self.assume_handshake)
+        want = desired(conn, now, inst is not None, self.assume_handshake, self.require_forwarded)
         if want is None:
             return _Op(orig, None, None, "delete") if inst is not None else None
         if inst is not None and inst.want == want and not force:

@@ -9,7 +9,10 @@ cut by a kernel BPF filter: its kernel tracks that traffic already.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import struct
+from collections import Counter
 from typing import Any
 
 import pcapy  # type: ignore[import-untyped]
@@ -65,6 +68,83 @@ def prefilter_bpf(sample: int = 16) -> str:
     return f"(({expr}) or (vlan and ({expr})))"
 
 
+def local_prefixes(iface: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of this host's addresses on ``iface`` (its segment's local subnets)."""
+    from pyroute2 import IPRoute
+
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    try:
+        with IPRoute() as ipr:
+            idx = ipr.link_lookup(ifname=iface)
+            if not idx:
+                return nets
+            for msg in ipr.get_addr(index=idx[0]):
+                addr = msg.get_attr("IFA_ADDRESS")
+                if addr:
+                    nets.append(ipaddress.ip_network(f"{addr}/{msg['prefixlen']}", strict=False))
+    except OSError:
+        pass
+    return nets
+
+
+class MasterLearner:
+    """Find the master firewall's MAC on a segment from the traffic it routes.
+
+    A frame whose destination IP is not on the segment's subnets is addressed to
+    the router's MAC; one whose source IP is not on them was sent by the router.
+    With the standby's own subnets known (its addresses on the interface), a few
+    dozen routed frames name the master. Without them (a bare mirror port) the
+    MAC present in most frames wins; configure ``--master-mac`` where that is
+    ambiguous.
+    """
+
+    NEEDED = 8
+    SHARE = 0.9
+
+    def __init__(self, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
+        self.nets = nets
+        self.votes: Counter[bytes] = Counter()
+        self.learned: bytes | None = None
+
+    def _local(self, addr: bytes) -> bool:
+        ip = ipaddress.ip_address(addr)
+        return any(ip in n for n in self.nets)
+
+    def feed(self, data: bytes, meta: bytes) -> bytes | None:
+        for _sec, _usec, off, caplen in struct.iter_unpack("=IIII", meta):
+            if caplen < 34:
+                continue
+            etype = data[off + 12] << 8 | data[off + 13]
+            if etype == 0x0800:
+                src, dst = data[off + 26 : off + 30], data[off + 30 : off + 34]
+            elif etype == 0x86DD and caplen >= 54:
+                src, dst = data[off + 22 : off + 38], data[off + 38 : off + 54]
+            else:
+                continue
+            dmac, smac = data[off : off + 6], data[off + 6 : off + 12]
+            if not dmac[0] & 1 and not self._local(dst):
+                self.votes[dmac] += 1
+            if not self._local(src):
+                self.votes[smac] += 1
+        total = sum(self.votes.values())
+        if total >= self.NEEDED:
+            mac, n = self.votes.most_common(1)[0]
+            if n >= self.SHARE * total or (not self.nets and n >= 0.45 * total):
+                self.learned = mac
+        return self.learned
+
+
+def mac_text(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def mac_bytes(text: str) -> bytes:
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6:
+        raise ValueError(f"bad MAC address {text!r}")
+    return bytes(int(p, 16) for p in parts)
+
+
 def exclude_self_filter(macs: list[str]) -> str:
     return " and ".join(f"not ether host {m}" for m in macs)
 
@@ -105,6 +185,7 @@ class LiveCapture:
             raise CaptureError(f"interface {iface}: unsupported link type {linktype}")
         self.decoder = Decoder(linktype)
         self.frames = 0
+        self.learner: MasterLearner | None = None  # set while the master's MAC is unknown
 
     def set_filter(self, bpf: str) -> None:
         try:
@@ -128,6 +209,11 @@ class LiveCapture:
             if not meta:
                 break
             self.frames += len(meta) >> 4
+            ln = self.learner
+            if ln is not None:
+                mac = ln.feed(data, meta)
+                if mac is not None:  # flag this very batch; the agent tells the others
+                    self.decoder.master = self.decoder.master | {mac}
             out += batch(data, meta)
         return out
 

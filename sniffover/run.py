@@ -37,6 +37,8 @@ CONFIG_KEYS: dict[str, type] = {
     "key_file": str,
     "prime_required": bool,
     "prime_timeout": float,
+    "confirm": str,
+    "master_mac": list,
 }
 DEFAULTS: dict[str, Any] = {
     "zone": 0,
@@ -56,6 +58,7 @@ DEFAULTS: dict[str, Any] = {
     "warmup": 30.0,
     "prime_required": False,
     "prime_timeout": 10.0,
+    "confirm": "auto",
 }
 
 
@@ -157,7 +160,18 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         key_file=opts.get("key_file"),
         prime_required=opts["prime_required"],
         prime_timeout=opts["prime_timeout"],
+        confirm=opts["confirm"],
+        master_macs=list(opts.get("master_mac") or []),
     )
+    if cfg.confirm not in ("auto", "mac", "both", "off"):
+        raise CliError(f"--confirm {cfg.confirm!r}: expected auto, mac, both or off")
+    try:
+        from .live import mac_bytes
+
+        for m in cfg.master_macs:
+            mac_bytes(m)
+    except ValueError as exc:
+        raise CliError(f"--master-mac: {exc}") from None
     if opts["prefilter"] not in ("none", "control"):
         raise CliError(f"--prefilter {opts['prefilter']!r}: expected none or control")
     try:

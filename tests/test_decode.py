@@ -318,7 +318,7 @@ def _fields(p):
         return None
     inner = _fields(p.inner) if p.inner is not None else None
     return (p.ts, p.family, p.proto, p.src, p.dst, p.sport, p.dport, p.l4len, p.tcp_flags,
-            p.seq, p.ack, p.win, p.tcp_opts, inner, p.vlan, p.ttl)  # fmt: skip
+            p.seq, p.ack, p.win, p.tcp_opts, inner, p.vlan, p.ttl, p.hw, p.ipid)  # fmt: skip
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -326,8 +326,9 @@ def _fields(p):
     which=st.integers(0, 3),
     edits=st.lists(st.tuples(st.integers(0, 80), st.integers(0, 255)), max_size=4),
     cut=st.integers(0, 250),
+    master=st.booleans(),
 )
-def test_batch_fast_path_equals_frame_by_frame(which, edits, cut):
+def test_batch_fast_path_equals_frame_by_frame(which, edits, cut, master):
     """decode_batch's inline IPv4 path gives exactly what decode() gives, frame by frame."""
     frame = bytearray(_valid_frames()[which])
     if which == 1:  # drop the VLAN tag so the fast path applies
@@ -339,7 +340,22 @@ def test_batch_fast_path_equals_frame_by_frame(which, edits, cut):
     data = b"".join(frames)
     meta = struct.pack("=IIII", 7, 250000, 0, len(frames[0]))
     meta += struct.pack("=IIII", 8, 0, len(frames[0]), len(frames[1]))
-    batch = Decoder(LINKTYPE_ETHERNET).decode_batch(data, meta)
+    fast = Decoder(LINKTYPE_ETHERNET)
     one = Decoder(LINKTYPE_ETHERNET)
+    if master:
+        fast.master = one.master = frozenset({MAC1})
+    batch = fast.decode_batch(data, meta)
     expected = [one.decode(7.25, frames[0]), one.decode(8.0, frames[1])]
     assert [_fields(p) for p in batch] == [_fields(p) for p in expected if p is not None]
+
+
+def test_master_mac_flags():
+    dec = Decoder(LINKTYPE_ETHERNET)
+    dec.master = frozenset({MAC2})
+    frame = ether(ipv4(tcp_seg(), 6))  # dst MAC1, src MAC2
+    pkt = dec.decode(0.0, frame)
+    assert pkt is not None and pkt.hw == 1  # from the master
+    back = MAC2 + MAC1 + frame[12:]
+    assert dec.decode(0.0, back).hw == 2  # to the master
+    dec.master = frozenset()
+    assert dec.decode(0.0, frame).hw == 0

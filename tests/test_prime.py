@@ -93,6 +93,9 @@ def test_round_trip(server: Server, key_file: str) -> None:
     assert snap.entries == sample_entries()
     assert before - 1 <= snap.taken_at <= time.time()
     assert snap.bytes > 0 and snap.seconds >= 0 and snap.source == addr(server)
+    deadline = time.monotonic() + 5  # the server logs its pull after the client has it
+    while not server.stats and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert server.stats[-1].ok and server.stats[-1].entries == 50
 
 
@@ -103,6 +106,9 @@ def test_wrong_key_is_authentication_failure_without_retry(
     with pytest.raises(PrimeError, match="authentication failed"):
         fetch(addr(server), wrong_key_file, timeout=5, retries=3, backoff=1.0)
     assert time.monotonic() - t0 < 1.0  # not retried
+    deadline = time.monotonic() + 5
+    while not server.stats and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not server.stats[-1].ok
 
 

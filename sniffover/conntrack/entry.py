@@ -99,6 +99,7 @@ class Conn:
         "zone",
         "mark",
         "id",
+        "forwarded",
     )
 
     def __init__(self, orig: Tuple, reply: Tuple, now: float, conn_id: int = 0) -> None:
@@ -112,6 +113,7 @@ class Conn:
         self.zone = 0
         self.mark = 0
         self.id = conn_id
+        self.forwarded = False  # seen leaving the master (see conntrack.confirm)
 
     @property
     def proto(self) -> int:

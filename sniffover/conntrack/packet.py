@@ -27,6 +27,10 @@ PROTO_ICMPV6 = 58
 PROTO_SCTP = 132
 PROTO_UDPLITE = 136
 
+# Packet.hw: what the Ethernet addresses say about the master firewall (when it is known).
+HW_FROM_MASTER = 1  # source MAC is the master's: the master forwarded (or sent) this frame
+HW_TO_MASTER = 2  # destination MAC is the master's: on its way into the master
+
 # TCP header flag bits (byte 13 of the header).
 TH_FIN = 0x01
 TH_SYN = 0x02
@@ -62,6 +66,8 @@ class Packet:
         "inner",
         "vlan",
         "ttl",
+        "hw",
+        "ipid",
     )
 
     def __init__(
@@ -82,6 +88,8 @@ class Packet:
         inner: Packet | None = None,
         vlan: int = 0,
         ttl: int = 0,
+        hw: int = 0,
+        ipid: int = 0,
     ) -> None:
         self.ts = ts
         self.family = family
@@ -99,6 +107,8 @@ class Packet:
         self.inner = inner  # embedded tuple of an ICMP error
         self.vlan = vlan  # innermost VLAN id, 0 if untagged
         self.ttl = ttl  # IPv4 TTL / IPv6 hop limit
+        self.hw = hw  # HW_FROM_MASTER | HW_TO_MASTER: the frame's MACs against the master's
+        self.ipid = ipid  # IPv4 identification (0 for IPv6): pairs a packet's copies
 
     def __repr__(self) -> str:
         return (

@@ -61,6 +61,7 @@ def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
     conn.last_seen = taken_at
     conn.mark = entry.mark
     conn.zone = entry.zone
+    conn.forwarded = True  # the master's own table: no further proof needed
     if entry.orig[0] == PROTO_TCP:
         st = TcpState()
         st.state = entry.tcp_state or 0

@@ -72,7 +72,11 @@ def remaining_timeout(conn: Conn, now: float) -> int:
 
 
 def desired(
-    conn: Conn, now: float, installed: bool, assume_handshake: bool = False
+    conn: Conn,
+    now: float,
+    installed: bool,
+    assume_handshake: bool = False,
+    require_forwarded: bool = False,
 ) -> Desired | None:
     """The entry to hold in the kernel for ``conn``, or None if it should not be there.
 
@@ -81,8 +85,10 @@ def desired(
     (capture prefiltered to control segments, so the handshake's final ACK is
     never seen) installs a SYN_RECV entry that has seen the SYN/ACK as the
     ESTABLISHED, ASSURED entry the master makes of it one round trip later.
+    ``require_forwarded``: only entries the master was seen forwarding
+    (``conntrack.confirm``); anything else on the segment may be forged.
     """
-    if conn.expires <= now:
+    if conn.expires <= now or (require_forwarded and not conn.forwarded):
         return None
     status = IPS_CONFIRMED | (conn.status & (IPS_SEEN_REPLY | IPS_ASSURED))
     st = conn.tcp
