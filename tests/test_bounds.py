@@ -2,7 +2,7 @@
 
 A hostile segment can carry a SYN flood from spoofed sources; the tracker must stay within
 ``max_entries`` like the kernel's ``nf_conntrack_max``, dropping unassured entries (closing
-TCP ones first) and never an ASSURED, established one. ``python tests/test_bounds.py [N]``
+TCP ones first) and never an ASSURED, established one. ``python -m tests.test_bounds [N]``
 measures the full 1,000,000-source flood (time and tracemalloc peak).
 """
 
