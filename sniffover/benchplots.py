@@ -56,10 +56,12 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for r in curves:
             pts = r["cold_start_curve"]
-            ax.plot([p["t"] for p in pts], [100 * p["established_coverage"] for p in pts],
-                    marker="o", label=f"{r['subject']} (ESTABLISHED)")  # fmt: skip
-            ax.plot([p["t"] for p in pts], [100 * p["coverage"] for p in pts],
-                    linestyle="--", alpha=0.6, label=f"{r['subject']} (all entries)")  # fmt: skip
+            (line,) = ax.plot([p["t"] for p in pts],
+                              [100 * p["established_coverage"] for p in pts],
+                              marker="o", label=f"{r['subject']} (ESTABLISHED)")  # fmt: skip
+            ax.plot([p["t"] for p in pts], [100 * p["coverage"] for p in pts], linestyle="--",
+                    color=line.get_color(), alpha=0.6,
+                    label=f"{r['subject']} (all entries)")  # fmt: skip
         ax.set_xlabel("seconds after the standby's agent/daemon started")
         ax.set_ylabel("fw1's entries held by the standby (%)")
         ax.set_ylim(-2, 105)

@@ -75,6 +75,7 @@ TCP_STATES = frozenset({
     "NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
     "TIME_WAIT", "CLOSE", "SYN_SENT2",
 })  # fmt: skip
+CLOSED_STATES = frozenset({"TIME_WAIT", "CLOSE"})
 PROTOS = frozenset({"tcp", "udp", "icmp", "udplite", "sctp", "dccp", "gre", "icmpv6"})
 # addresses of the firewalls themselves: their own traffic (sync link, pulls) is not state
 # the standby needs, and each kernel tracks it itself
@@ -149,6 +150,8 @@ def coverage(master: str | dict[Key, str], standby: str | dict[Key, str]) -> dic
     present = [k for k in m if k in s]
     same = sum(1 for k in present if s[k] == m[k])
     est = [k for k, v in m.items() if k[0] == "tcp" and v == "ESTABLISHED"]
+    live = [k for k, v in m.items() if v not in CLOSED_STATES]
+    live_same = sum(1 for k in live if k in s and s[k] == m[k])
     est_same = sum(1 for k in est if s.get(k) == "ESTABLISHED")
     by_proto: dict[str, list[int]] = {}
     for k, v in m.items():
@@ -160,6 +163,7 @@ def coverage(master: str | dict[Key, str], standby: str | dict[Key, str]) -> dic
         "standby": len(s),
         "coverage": round(same / len(m), 4) if m else 1.0,
         "present": round(len(present) / len(m), 4) if m else 1.0,
+        "open_coverage": round(live_same / len(live), 4) if live else 1.0,
         "established": len(est),
         "established_coverage": round(est_same / len(est), 4) if est else 1.0,
         "wrong_state": len(present) - same,
@@ -1028,6 +1032,7 @@ def _summarize(res: dict[str, Any]) -> dict[str, Any]:
         "udp": list(_frac(probe.get("udp"))),
         "icmp": list(_frac(probe.get("icmp"))),
         "coverage": res.get("coverage", {}).get("coverage"),
+        "open_coverage": res.get("coverage", {}).get("open_coverage"),
         "established_coverage": res.get("coverage", {}).get("established_coverage"),
         "wrong_state": res.get("coverage", {}).get("wrong_state"),
         "extra": res.get("coverage", {}).get("extra"),
@@ -1113,7 +1118,7 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
 def format_markdown(results: dict[str, Any]) -> str:
     cfg = results.get("config", {})
     head = [
-        "subject", "coverage", "ESTABLISHED cov.", "wrong / extra", "TCP survived",
+        "subject", "coverage", "w/o TIME_WAIT", "ESTABLISHED cov.", "wrong / extra", "TCP survived",
         "old (idle) survived", "UDP", "ICMP", "commit s", "takeover s", "sync bytes",
         "CPU s master", "CPU s standby", "standby RSS MiB",
     ]  # fmt: skip
@@ -1136,6 +1141,7 @@ def format_markdown(results: dict[str, Any]) -> str:
             + " | ".join([
                 r["subject"],
                 _pct(s["coverage"]) + f" of {s['master_entries']}",
+                _pct(s["open_coverage"]),
                 _pct(s["established_coverage"]),
                 f"{s['wrong_state']} / {s['extra']}",
                 _ratio(s["tcp"]),
@@ -1155,7 +1161,9 @@ def format_markdown(results: dict[str, Any]) -> str:
         "",
         "coverage: fw1's forwarded entries present on the standby with the same TCP state, "
         "just before the takeover (sniffover: fw2's kernel table; conntrackd: its external "
-        "cache). takeover s = commit + the lab's link switch and gratuitous ARP. CPU: "
+        "cache); w/o TIME_WAIT: without fw1's TIME_WAIT/CLOSE entries (sniffover never "
+        "installs a connection that closed before its first install). takeover s = commit "
+        "+ the lab's link switch and gratuitous ARP. CPU: "
         "utime+stime of the sync processes over the run (master: sniffover serve / conntrackd "
         "on fw1).",
     ]
