@@ -161,6 +161,7 @@ class Agent:
                 self.cfg.confirm == "auto" and len(self.cfg.ifaces) >= 2
             )
             self.confirmer = ForwardingConfirmer(table, two_segments=two)
+            self.confirmer.master_known = bool(self.cfg.master_macs)
         return table
 
     def _check_ctnetlink(self) -> None:
@@ -247,6 +248,10 @@ class Agent:
             master = frozenset(self.master)
             for c in self.captures:
                 c.decoder.master = master
+        # every segment must know the master before host-to-host frames can be told apart
+        cf = self.confirmer
+        if cf is not None and self.master and not cf.master_known:
+            cf.master_known = all(c.learner is None for c in self.captures)
 
     def _lost(self, cap: LiveCapture, why: str) -> None:
         """An interface went away or down: keep going on the others, reopen it later."""

@@ -120,7 +120,12 @@ class Lab:
     """The lab's namespaces and processes.  Use as ``with Lab(clients=2) as lab: ...``."""
 
     def __init__(
-        self, clients: int = 1, servers: int = 1, prefix: str | None = None, ipv6: bool = False
+        self,
+        clients: int = 1,
+        servers: int = 1,
+        prefix: str | None = None,
+        ipv6: bool = False,
+        hostile: bool = False,
     ) -> None:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
@@ -132,6 +137,10 @@ class Lab:
         self.clients = [f"c{i}" for i in range(1, clients + 1)]
         self.servers = [f"s{i}" for i in range(1, servers + 1)]
         self.nodes = ["hub", *FIREWALLS, *self.clients, *self.servers]
+        # "h1": an attacker with a port on each hub segment (in0, out0), no addresses
+        self.hostile = hostile
+        if hostile:
+            self.nodes.append("h1")
         self.ipv6 = ipv6
         self.active = "fw1"
         self.created: list[str] = []
@@ -144,6 +153,10 @@ class Lab:
         if node not in self.nodes:
             raise KeyError(f"no lab node {node!r}")
         return f"{self.prefix}-{node}"
+
+    def mac(self, node: str, dev: str) -> str:
+        """The MAC address of ``dev`` in ``node``."""
+        return self.run(node, "cat", f"/sys/class/net/{dev}/address").stdout.strip()
 
     def ip(self, node: str) -> str:
         """The node's main address (inside address for firewalls)."""
@@ -263,6 +276,11 @@ class Lab:
             self._ip(node, "link", "set", HOST_IF, "up")
             gw = INSIDE_VIP if node.startswith("c") else OUTSIDE_VIP
             self._ip(node, "route", "add", "default", "via", gw)
+        if self.hostile:
+            self._hub_port("h1-in", "h1", "in0", "brin")
+            self._hub_port("h1-out", "h1", "out0", "brout")
+            for dev in ("in0", "out0"):
+                self._ip("h1", "link", "set", dev, "up")
         # firewalls
         for fw in FIREWALLS:
             self._hub_port(f"{fw}-in", fw, INSIDE_IF, "brin")

@@ -106,7 +106,9 @@ def outside_syn(lab: Lab) -> None:
     lab.run("s1", sys.executable, "-c", code, check=False, timeout=10)
 
 
-def run_failover(with_agent: bool, prefilter: bool = False) -> dict[str, object]:
+def run_failover(
+    with_agent: bool, prefilter: bool = False, extra_args: tuple[str, ...] = ()
+) -> dict[str, object]:
     c, s = client_ip(1), server_ip(1)
     result: dict[str, object] = {}
     with Lab(clients=1, servers=1) as lab:
@@ -116,7 +118,7 @@ def run_failover(with_agent: bool, prefilter: bool = False) -> dict[str, object]
         agent = None
         if with_agent:
             extra = ("--prefilter", "control", "--warmup", "1.5") if prefilter else ()
-            agent = start_agent(lab, *extra)
+            agent = start_agent(lab, *extra, *extra_args)
         if prefilter:
             # inside the warm-up (full capture): the early connections are picked up; after
             # it only control segments (and a 1/16 sample) reach the tracker
@@ -147,7 +149,7 @@ def run_failover(with_agent: bool, prefilter: bool = False) -> dict[str, object]
                 assert agent.wait(timeout=10) == 0
                 result["first_log"] = agent_log(agent)
                 result["fw2_before_restart"] = table(lab, "fw2")
-                agent = start_agent(lab)
+                agent = start_agent(lab, *extra_args)
             # traffic after (re)start: every connection speaks at least once
             assert late.probe()["tcp_ok"] == 95
             assert early.probe()["tcp_ok"] == 10
@@ -195,6 +197,19 @@ def test_connections_survive_failover_with_sniffover() -> None:
     assert r["outside"] not in fw2 and r["outside"] not in fw1
     # the agent stood down after the interface flap and the restart with everything installed
     assert "promoted:" in str(r["promote"])
+
+
+def test_connections_survive_failover_sniffing_both_segments() -> None:
+    """Inside and outside sniffed: each packet seen twice, tracked once, confirmed by its
+    copy leaving fw1."""
+    r = run_failover(with_agent=True, extra_args=("--iface", "outside0"))
+    log = r.get("agent_log", "")
+    assert r["late"]["tcp_ok"] == 95 and r["late"]["udp_ok"] == 20, (r["late"], log)  # type: ignore[index]
+    assert r["early"]["tcp_ok"] == 10, (r["early"], log)  # type: ignore[index]
+    fw1: dict = r["fw1"]  # type: ignore[assignment]
+    fw2: dict = r["fw2"]  # type: ignore[assignment]
+    live = {k: v for k, v in fw1.items() if k[0] == "tcp" and v == "ESTABLISHED"}
+    assert len(live) == 105 and {k: fw2.get(k) for k in live} == live
 
 
 def test_connections_survive_failover_with_prefilter() -> None:

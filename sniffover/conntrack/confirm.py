@@ -21,6 +21,10 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
   would have to put the same packet on both segments, the outgoing copy with
   the master's MAC, at the right moment.
 
+Once the master's MACs are known, frames that neither enter nor leave it (host to
+host on the segment, or addressed to a MAC nobody has) are ignored: the master
+never saw them, so they cannot change its state.
+
 Pure logic over decoded packets and the table; the agent feeds it.
 """
 
@@ -56,6 +60,10 @@ class ForwardingConfirmer:
         self.order: deque[tuple[Key, float]] = deque()
         self.held: dict[Key, Packet] = {}  # RST/FIN waiting for their egress copy
         self.counters: Counter[str] = Counter()
+        # Set once the master's MACs are known: from then on a frame that neither enters
+        # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
+        # and is ignored; before, everything is tracked (and nothing confirmed).
+        self.master_known = False
 
     def _confirm(self, pkt: Packet) -> None:
         t = self.table
@@ -72,6 +80,9 @@ class ForwardingConfirmer:
     def feed(self, pkt: Packet) -> None:
         """Track ``pkt`` as the confirmation rules say."""
         hw = pkt.hw
+        if not hw and self.master_known:
+            self.counters["not-via-master"] += 1
+            return
         if not self.two_segments:
             self.table.process(pkt)
             if hw & HW_FROM_MASTER:

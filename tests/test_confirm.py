@@ -1,0 +1,105 @@
+"""Forwarding confirmation on crafted packets (no root): what the master did not forward
+is never confirmed, and a teardown it did not forward never closes a connection."""
+
+from __future__ import annotations
+
+import pytest
+
+from sniffover.conntrack.confirm import ForwardingConfirmer
+from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER
+from sniffover.conntrack.sync import desired
+from sniffover.conntrack.table import ConntrackTable
+from sniffover.conntrack.timeouts import TCP_ESTABLISHED
+
+from .helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp
+
+pytestmark = pytest.mark.unit
+
+IN, OUT = HW_TO_MASTER, HW_FROM_MASTER
+
+
+def handshake(feed, t=0.0, hw_c=IN, hw_s=IN, copies=False):
+    """Client A -> server B through the master; with ``copies`` each packet also leaves it."""
+    pkts = [
+        tcp(t, SYN, 1000, opts=syn_opts()),
+        tcp(t + 0.01, SYN | ACK, 5000, 1001, src=B, dst=A, sport=80, dport=40000, opts=syn_opts()),
+        tcp(t + 0.02, ACK, 1001, 5001),
+    ]
+    for i, p in enumerate(pkts):
+        p.hw = hw_c if i != 1 else hw_s
+        p.ipid = 100 + i
+        feed(p)
+        if copies:
+            c = tcp(p.ts + 0.0001, p.tcp_flags, p.seq, p.ack, src=p.src, dst=p.dst,
+                    sport=p.sport, dport=p.dport, opts=p.tcp_opts)  # fmt: skip
+            c.hw, c.ipid = OUT, p.ipid
+            feed(c)
+
+
+def conn_of(table):
+    (conn,) = table.entries(1.0)
+    return conn
+
+
+def test_one_segment_needs_a_frame_from_the_master():
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=False)
+    handshake(f.feed)  # every frame goes *to* the master: nothing proves it forwarded any
+    conn = conn_of(t)
+    assert conn.tcp.state == TCP_ESTABLISHED and not conn.forwarded
+    assert desired(conn, 1.0, False, require_forwarded=True) is None
+    t2 = ConntrackTable()
+    f2 = ForwardingConfirmer(t2, two_segments=False)
+    handshake(f2.feed, hw_s=OUT)  # the SYN/ACK left the master (inside leg of the reply)
+    conn = conn_of(t2)
+    assert conn.forwarded and desired(conn, 1.0, False, require_forwarded=True) is not None
+
+
+def test_two_segments_track_once_and_confirm_by_the_copy():
+    events = []
+    t = ConntrackTable(listener=lambda kind, c: events.append(kind))
+    f = ForwardingConfirmer(t, two_segments=True)
+    handshake(f.feed, copies=True)
+    conn = conn_of(t)
+    assert conn.forwarded and conn.tcp.state == TCP_ESTABLISHED
+    assert f.counters["confirmed"] == 1 and f.counters["egress-unmatched"] == 0
+    assert events.count("new") == 1  # the copies were not tracked a second time
+
+
+def test_forged_handshake_never_forwarded_is_not_confirmed():
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+    handshake(f.feed, copies=False)  # into the master only: it dropped them
+    assert not conn_of(t).forwarded
+
+
+def test_teardown_the_master_dropped_does_not_close():
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+    handshake(f.feed, copies=True)
+    forged = tcp(0.5, RST | ACK, 1001, 5001)
+    forged.hw, forged.ipid = IN, 999
+    f.feed(forged)  # never leaves the master
+    f.expire(3.0)
+    assert f.counters["teardown-not-forwarded"] == 1
+    assert conn_of(t).tcp.state == TCP_ESTABLISHED
+    # the same teardown forwarded by the master does close it
+    fin = tcp(4.0, FIN | ACK, 1001, 5001)
+    fin.hw, fin.ipid = IN, 7
+    f.feed(fin)
+    assert t.entries(4.0)[0].tcp.state == TCP_ESTABLISHED  # held
+    out = tcp(4.0001, FIN | ACK, 1001, 5001)
+    out.hw, out.ipid = OUT, 7
+    f.feed(out)
+    assert t.entries(4.1)[0].tcp.state != TCP_ESTABLISHED
+    assert f.counters["teardown-confirmed"] == 1
+
+
+def test_recent_copies_are_bounded():
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True, max_recent=100)
+    for i in range(1000):
+        p = tcp(i * 0.001, ACK, 1000 + i, 1, sport=1024 + i)
+        p.hw, p.ipid = IN, i
+        f.feed(p)
+    assert len(f.recent) <= 101 and len(f.order) <= 101
