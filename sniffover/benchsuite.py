@@ -48,6 +48,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -784,7 +785,7 @@ class Sniffover(Subject):
                 if self.ready_after is None:
                     self.ready_after = round(time.monotonic() - self.started_at, 3)
                 return True
-            time.sleep(0.1)
+            time.sleep(0.2)
         return False
 
     def commit(self) -> dict[str, float]:
@@ -957,6 +958,11 @@ def run_subject(name: str, cfg: BenchConfig, progress: Progress) -> dict[str, An
             # the standby starts: coverage over time
             subject.start_standby()
             t0 = time.monotonic()
+            ready_ok: list[bool] = []
+            waiter = threading.Thread(
+                target=lambda: ready_ok.append(subject.wait_ready(30)), daemon=True
+            )
+            waiter.start()  # records when the standby became ready, during the sampling
             curve = []
             for i in range(int(cfg.cold_window / cfg.sample_interval) + 1):
                 due = t0 + i * cfg.sample_interval
@@ -967,11 +973,12 @@ def run_subject(name: str, cfg: BenchConfig, progress: Progress) -> dict[str, An
                     "established_coverage": cov["established_coverage"],
                 })  # fmt: skip
             res["cold_start_curve"] = curve
-            if not subject.wait_ready(30):
+            waiter.join(35)
+            if not ready_ok or not ready_ok[0]:
                 raise LabError(f"{name}: standby not ready: {subject.log_tail()}")
             res["standby_ready_s"] = subject.ready_after
-            progress(f"{name}: standby up (ready after {subject.ready_after} s); "
-                     f"main traffic for {cfg.duration:g} s")  # fmt: skip
+            ready = "" if subject.ready_after is None else f" (ready after {subject.ready_after} s)"
+            progress(f"{name}: standby up{ready}; main traffic for {cfg.duration:g} s")
             driver.command(f"open long {cfg.long} 1")
             driver.command(f"udp {cfg.udp}")
             driver.command(f"icmp {cfg.icmp}")
