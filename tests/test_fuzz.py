@@ -640,3 +640,41 @@ def test_slow_writer_fails_eventually(key_file: str, tmp_path: Path) -> None:
     greeting = HELLO.pack(MAGIC, PROTOCOL_VERSION, bytes(32))
     with hostile(dribble(greeting[:20], 0.1, 1.0)) as src:
         expect_failure(src, key_file, "truncated stream", tmp_path, timeout=0.5, within=3.0)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="serve: the timeout bounds each recv, so a dribbling client holds a slot (issue 6)",
+)
+def test_serve_slot_not_held_by_a_dribbling_client(key_file: str, tmp_path: Path) -> None:
+    """An unauthenticated client dribbling its 64-byte request one byte per 0.2 s must
+    lose its slot after the server's timeout (0.5 s), so a standby can pull after it."""
+    from sniffover.serve import Server
+
+    srv = Server("127.0.0.1:0", KEY, max_clients=1, timeout=0.5, dump=list)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    attacker = socket.create_connection(("127.0.0.1", srv.address[1]), timeout=5)
+    stop = threading.Event()
+
+    def drip() -> None:
+        with suppress(OSError):
+            recv_exact(attacker, HELLO.size)
+            for _ in range(15):  # at most 3 s
+                if stop.is_set():
+                    return
+                attacker.sendall(b"x")
+                time.sleep(0.2)
+
+    d = threading.Thread(target=drip, daemon=True)
+    d.start()
+    try:
+        time.sleep(1.0)  # twice the server's timeout
+        snap = fetch(f"127.0.0.1:{srv.address[1]}", key_file, timeout=2, retries=0)
+        assert snap.entries == []
+    finally:
+        stop.set()
+        d.join(5)
+        attacker.close()
+        srv.close()
+        t.join(5)
