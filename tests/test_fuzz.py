@@ -68,9 +68,7 @@ pytestmark = pytest.mark.unit
 
 MAX_TIMEOUT = max([*Timeouts().tcp, *(v for k, v in vars(Timeouts()).items()
                                        if k.endswith("timeout") or "timeout_" in k)])  # fmt: skip
-FUZZ = settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # --- frame builders ---------------------------------------------------------------------
 
