@@ -256,7 +256,7 @@ class Driver:
     """Long-lived TCP groups (periodic or idle), UDP and ICMP flows, TCP churn; one event loop.
 
     Commands (stdin, one per line) and one JSON answer line each:
-    ``open GROUP N PERIODIC`` (0/1), ``udp N``, ``icmp N``, ``churn RATE``, ``stats``,
+    ``open GROUP N PERIODIC`` (0/1), ``udp N``, ``icmp N``, ``churn RATE [MAX]``, ``stats``,
     ``probe`` (stops periodic traffic and churn, one request on every flow), ``quit``.
     """
 
@@ -275,6 +275,7 @@ class Driver:
         self.seq = 0
         self.paused = False
         self.churn_rate = 0.0
+        self.churn_limit = 0
         self.churn_next = 0.0
         self.churn: dict[socket.socket, tuple[str, float]] = {}  # sock -> (phase, deadline)
         self.churn_stats = {"started": 0, "ok": 0, "failed": 0}
@@ -356,8 +357,9 @@ class Driver:
             self._add(f, now)
         return {"icmp": n}
 
-    def set_churn(self, rate: float) -> dict[str, Any]:
+    def set_churn(self, rate: float, limit: int = 1_000_000) -> dict[str, Any]:
         self.churn_rate = max(0.0, min(rate, 1000.0))
+        self.churn_limit = limit
         self.churn_next = time.monotonic()
         return {"churn": self.churn_rate}
 
@@ -396,6 +398,8 @@ class Driver:
             return
         for _ in range(100):
             if self.churn_next > now or len(self.churn) >= 200:
+                return
+            if self.churn_stats["started"] >= self.churn_limit:
                 return
             self.churn_next += self.rng.expovariate(self.churn_rate)
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -535,7 +539,7 @@ class Driver:
             if cmd == "icmp":
                 return self.open_icmp(int(args[0]))
             if cmd == "churn":
-                return self.set_churn(float(args[0]))
+                return self.set_churn(float(args[0]), *(int(a) for a in args[1:2]))
             if cmd == "stats":
                 return self.stats()
         except (IndexError, ValueError) as e:
@@ -982,7 +986,8 @@ def run_subject(name: str, cfg: BenchConfig, progress: Progress) -> dict[str, An
             driver.command(f"open long {cfg.long} 1")
             driver.command(f"udp {cfg.udp}")
             driver.command(f"icmp {cfg.icmp}")
-            driver.command(f"churn {cfg.churn}")
+            # the same number of short connections for every subject
+            driver.command(f"churn {cfg.churn} {round(cfg.churn * cfg.duration)}")
             time.sleep(cfg.duration)
             # just before the failover
             master_text = lab.conntrack("fw1")
@@ -1045,6 +1050,7 @@ def _summarize(res: dict[str, Any]) -> dict[str, Any]:
         "extra": res.get("coverage", {}).get("extra"),
         "master_entries": res.get("coverage", {}).get("master"),
         "kernel_coverage_after_commit": res.get("coverage_after_commit", {}).get("coverage"),
+        "standby_ready_s": res.get("standby_ready_s"),
         "commit_s": res.get("commit_s"),
         "takeover_s": res.get("takeover_s"),
         "sync_bytes": res.get("sync_bytes"),
@@ -1125,7 +1131,8 @@ def _num(v: float | None, fmt: str = "{:.2f}") -> str:
 def format_markdown(results: dict[str, Any]) -> str:
     cfg = results.get("config", {})
     head = [
-        "subject", "coverage", "w/o TIME_WAIT", "ESTABLISHED cov.", "wrong / extra", "TCP survived",
+        "subject", "standby ready s", "coverage", "w/o TIME_WAIT", "ESTABLISHED cov.",
+        "wrong / extra", "TCP survived",
         "old (idle) survived", "UDP", "ICMP", "commit s", "takeover s", "sync bytes",
         "CPU s master", "CPU s standby", "standby RSS MiB",
     ]  # fmt: skip
@@ -1147,6 +1154,7 @@ def format_markdown(results: dict[str, Any]) -> str:
             "| "
             + " | ".join([
                 r["subject"],
+                _num(s["standby_ready_s"]),
                 _pct(s["coverage"]) + f" of {s['master_entries']}",
                 _pct(s["open_coverage"]),
                 _pct(s["established_coverage"]),
@@ -1168,7 +1176,9 @@ def format_markdown(results: dict[str, Any]) -> str:
         "",
         "coverage: fw1's forwarded entries present on the standby with the same TCP state, "
         "just before the takeover (sniffover: fw2's kernel table; conntrackd: its external "
-        "cache); w/o TIME_WAIT: without fw1's TIME_WAIT/CLOSE entries (sniffover never "
+        "cache); standby ready: from its start until `sniffover status` exits 0 (capturing, "
+        "primed) / conntrackd answers and `-n` returned; w/o TIME_WAIT: without fw1's "
+        "TIME_WAIT/CLOSE entries (sniffover never "
         "installs a connection that closed before its first install). takeover s = commit "
         "+ the lab's link switch and gratuitous ARP. CPU: "
         "utime+stime of the sync processes over the run (master: sniffover serve / conntrackd "
