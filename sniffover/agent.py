@@ -15,6 +15,7 @@ mid-stream pickup (and a prime) rebuild it.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import os
@@ -28,7 +29,7 @@ from typing import Any
 
 from .capture import CaptureError
 from .conntrack.confirm import ForwardingConfirmer
-from .conntrack.packet import Packet
+from .conntrack.packet import HW_TO_MASTER, Packet
 from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import Timeouts
 from .control import ControlServer
@@ -48,6 +49,10 @@ from .live import (
 log = logging.getLogger("sniffover.agent")
 
 TICK = 0.05
+# Two segments: each interface's capture ring hands frames over on its own timer, so the
+# copy of a packet leaving the master can be read before the copy that entered it. Frames
+# wait this long and are then tracked in timestamp order across interfaces.
+REORDER = 0.02
 PRIME_BUFFER_MAX = 2_000_000  # packets held while the first pull runs
 PRIME_RETRY = 30.0  # seconds between automatic pulls after a failure
 PRIME_AFTER_DROPS = 60.0  # at most one automatic re-prime this often after capture drops
@@ -78,6 +83,10 @@ class AgentConfig:
     reprime_after_drops: bool = True
     confirm: str = "auto"  # forwarding confirmation: auto | mac | both | off
     master_macs: list[str] = field(default_factory=list)  # configured; else learned
+
+
+def _ts(p: Packet) -> float:
+    return p.ts
 
 
 class RateLimited:
@@ -128,6 +137,9 @@ class Agent:
         self.installer: Installer | None = None
         self.confirmer: ForwardingConfirmer | None = None
         self.master: set[bytes] = {mac_bytes(m) for m in cfg.master_macs}
+        self.ingress_keys: set[tuple[int, ...]] = set()
+        self.reorder: dict[LiveCapture, list[Packet]] = {}
+        self.reordering = len(cfg.ifaces) >= 2
         self.table = self._new_table()
         self.control = ControlServer(cfg.control)
         # Priming: None = not asked for; False = asked, not (yet) done; True = done.
@@ -230,7 +242,25 @@ class Agent:
             cap.decoder.master = frozenset(self.master)
             if not self.cfg.master_macs:
                 cap.learner = MasterLearner(local_prefixes(iface))
+                cap.ingress_keys = self.ingress_keys
         return cap
+
+    def _note_ingress(self, packets: list[Packet]) -> None:
+        """Remember packets entering the master where it is known, so a segment where it is
+        not can recognise their copies coming out (see MasterLearner.feed)."""
+        keys = self.ingress_keys
+        if len(keys) > 65536:
+            keys.clear()
+        new = [
+            (p.proto, p.ipid, p.seq, p.ack, p.l4len)
+            for p in packets
+            if p.hw & HW_TO_MASTER and p.family == 2
+        ]
+        keys.update(new)
+        for c in self.captures:
+            mac = c.learner.match(new) if c.learner is not None else None
+            if mac is not None:
+                c.decoder.master = c.decoder.master | {mac}
 
     def _learned(self) -> None:
         """Collect MACs the learners found; every decoder then flags the master's frames."""
@@ -300,18 +330,50 @@ class Agent:
         self.packets += len(packets)
         self.last_packet = packets[-1].ts
 
+    def _release(self, cutoff: float) -> None:
+        """Track the held frames of every interface up to ``cutoff``, in timestamp order."""
+        parts = []
+        for held in self.reorder.values():
+            if held:
+                i = bisect.bisect_right(held, cutoff, key=_ts)
+                if i:
+                    parts.append(held[:i])
+                    del held[:i]
+        if len(parts) == 1:
+            self._track(parts[0])
+        elif parts:
+            self._track(list(heapq.merge(*parts, key=_ts)))
+
     def read_ready(self, ready: list[LiveCapture]) -> None:
         if self.cfg.confirm != "off" and any(c.learner is not None for c in ready):
             self._learned()
         batches = []
+        ready_read: list[LiveCapture] = []
+        batches_all: list[list[Packet]] = []
         for c in ready:
             try:
                 got = c.read()
             except CaptureError as exc:
                 self._lost(c, str(exc))
                 continue
+            ready_read.append(c)
+            batches_all.append(got)
             if got:
                 batches.append(got)
+        if self.cfg.confirm != "off" and any(c.learner is not None for c in self.captures):
+            # a segment still learning the master's MAC: show it the packets that went
+            # into the master where it is known, so it can spot their copies coming out
+            self._learned()
+            for c, got in zip(ready_read, batches_all, strict=True):
+                if got and c.learner is None and self.master:
+                    self._note_ingress(got)
+            self._learned()
+        if self.reordering:
+            for c, got in zip(ready_read, batches_all, strict=True):
+                if got:
+                    self.reorder.setdefault(c, []).extend(got)
+            self._release(time.time() - REORDER)
+            return
         if not batches:
             return
         if len(batches) == 1:
@@ -320,13 +382,14 @@ class Agent:
             self._track(list(heapq.merge(*batches, key=lambda p: p.ts)))
 
     def drain(self) -> None:
-        """Read until every capture ring is empty (bounded: 2 s)."""
+        """Read until every capture ring is empty (bounded: 2 s), then track all held."""
         deadline = time.monotonic() + 2.0
         while self.captures and time.monotonic() < deadline:
-            before = self.packets
+            before = self.packets + sum(len(h) for h in self.reorder.values())
             self.read_ready(self.captures)
-            if self.packets == before:
+            if self.packets + sum(len(h) for h in self.reorder.values()) == before:
                 break
+        self._release(float("inf"))
 
     # --- priming --------------------------------------------------------------------
 
@@ -558,6 +621,9 @@ class Agent:
                 wait = TICK
                 if self.installer is not None and self.installer.pending:
                     wait = max(0.0, min(TICK, next_flush - time.monotonic()))
+                if self.reordering and any(self.reorder.values()):
+                    self._release(time.time() - REORDER)
+                    wait = min(wait, REORDER / 2)
                 try:
                     ready, _, _ = select.select(fds, [], [], wait)
                 except InterruptedError:

@@ -42,6 +42,15 @@ CTA_TIMEOUT = 7
 CTA_MARK = 8
 CTA_ID = 12
 CTA_ZONE = 18
+CTA_NAT_SRC = 6
+CTA_NAT_DST = 13
+CTA_NAT_V4_MINIP = 1
+CTA_NAT_V4_MAXIP = 2
+CTA_NAT_PROTO = 3
+CTA_NAT_V6_MINIP = 4
+CTA_NAT_V6_MAXIP = 5
+CTA_PROTONAT_PORT_MIN = 1
+CTA_PROTONAT_PORT_MAX = 2
 CTA_TUPLE_IP = 1
 CTA_TUPLE_PROTO = 2
 CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
@@ -135,6 +144,18 @@ def encode_tcp_info(info: TcpInfo) -> bytes:
     )
 
 
+def encode_nat(kind: int, addr: bytes, port: int) -> bytes:
+    """CTA_NAT_SRC/DST binding one address and port (ICMP: the id); create only."""
+    lo, hi = (CTA_NAT_V4_MINIP, CTA_NAT_V4_MAXIP) if len(addr) == 4 else (
+        CTA_NAT_V6_MINIP, CTA_NAT_V6_MAXIP)  # fmt: skip
+    ports = _nest(
+        CTA_NAT_PROTO,
+        _attr(CTA_PROTONAT_PORT_MIN, _be16(port)),
+        _attr(CTA_PROTONAT_PORT_MAX, _be16(port)),
+    )
+    return _nest(kind, _attr(lo, addr), _attr(hi, addr), ports)
+
+
 def encode_ct_new(
     orig: Tuple,
     reply: Tuple,
@@ -148,12 +169,18 @@ def encode_ct_new(
     create: bool = True,
     exclusive: bool = False,
     ack: bool = True,
+    nat_src: tuple[bytes, int] | None = None,
+    nat_dst: tuple[bytes, int] | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``)."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_TUPLE_ORIG, orig) + encode_tuple(CTA_TUPLE_REPLY, reply)
     body += _attr(CTA_STATUS, _be32(status | IPS_CONFIRMED))
     body += _attr(CTA_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
+    if nat_src is not None:
+        body += encode_nat(CTA_NAT_SRC, *nat_src)
+    if nat_dst is not None:
+        body += encode_nat(CTA_NAT_DST, *nat_dst)
     if tcp is not None:
         body += encode_tcp_info(tcp)
     if mark is not None:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.sync import Desired, desired, remaining_timeout
-from .conntrack.tuple import Tuple
+from .conntrack.tuple import Tuple, invert
 from .ctnetlink import (
     CtnlSocket,
     TcpInfo,
@@ -119,11 +119,10 @@ class Installer:
         self.doomed.clear()
         dirty, self.dirty = self.dirty, {}
         for orig, conn in dirty.items():
-            op = self._plan(orig, conn, now)
+            planned = self._plan(orig, conn, now)
             if debug:
-                log.debug("plan %s -> %s", conn, op and (op.mode, op.want))
-            if op is not None:
-                ops.append(op)
+                log.debug("plan %s -> %s", conn, [(op.mode, op.want) for op in planned])
+            ops += planned
         return self._run(ops, now)
 
     def refresh(self, now: float, lookup: Callable[[Tuple], object], exact: bool = False) -> int:
@@ -152,20 +151,24 @@ class Installer:
                 closing = left <= max(REFRESH_MIN, inst.timeout * REFRESH_FRACTION)
                 if not closing and ahead < max(60.0, 0.1 * (conn.expires - now)):
                     continue
-            op = self._plan(orig, conn, now, force=True)
-            if op is not None:
-                ops.append(op)
+            ops += self._plan(orig, conn, now, force=True)
         return self._run(ops, now)
 
-    def _plan(self, orig: Tuple, conn: Conn, now: float, force: bool = False) -> _Op | None:
+    def _plan(self, orig: Tuple, conn: Conn, now: float, force: bool = False) -> list[_Op]:
         inst = self.shadow.get(orig)
         want = desired(conn, now, inst is not None, self.assume_handshake, self.require_forwarded)
         if want is None:
-            return _Op(orig, None, None, "delete") if inst is not None else None
+            return [_Op(orig, None, None, "delete")] if inst is not None else []
+        timeout = remaining_timeout(conn, now)
+        if inst is not None and inst.reply != conn.reply:
+            # NAT seen after the entry went in: the kernel cannot add NAT to an entry
+            return [
+                _Op(orig, None, None, "delete"),
+                _Op(orig, conn, want, "create", timeout),
+            ]
         if inst is not None and inst.want == want and not force:
-            return None
-        mode = "update" if inst is not None else "create"
-        return _Op(orig, conn, want, mode, remaining_timeout(conn, now))
+            return []
+        return [_Op(orig, conn, want, "update" if inst is not None else "create", timeout)]
 
     def _encode(self, op: _Op, seq: int, ack: bool = True) -> bytes:
         """One message; only the last of a batch asks for an ack (failures always answer)."""
@@ -184,6 +187,9 @@ class Installer:
                 0x0F,
                 0x0F,
             )
+        plain = invert(conn.orig)
+        if plain is not None and plain != conn.reply:
+            return self._encode_nat(op, conn, want, tcp, plain, seq, ack)
         if conn.orig[0] not in (1, 58):  # port-based: the one-pack encoder
             return encode_ct_new_fast(
                 conn.orig,
@@ -210,6 +216,35 @@ class Installer:
             create=op.mode == "create",
             exclusive=op.mode == "create",
             ack=ack,
+        )
+
+    def _encode_nat(
+        self, op: _Op, conn: Conn, want: Desired, tcp: TcpInfo | None, plain: Tuple,
+        seq: int, ack: bool,
+    ) -> bytes:  # fmt: skip
+        """A translated entry: the plain reply plus the binding; the kernel derives the
+        translated reply from them (conntrack-semantics §4.3). Only a create may carry NAT."""
+        orig, reply = conn.orig, conn.reply
+        nat_src = nat_dst = None
+        if op.mode == "create":
+            if reply[2] != orig[1] or reply[4] != orig[3]:  # SNAT: the reply goes elsewhere
+                nat_src = (reply[2], reply[4])
+            if reply[1] != orig[2] or reply[3] != orig[4]:  # DNAT: the reply comes from elsewhere
+                nat_dst = (reply[1], reply[3])
+        return encode_ct_new(
+            orig,
+            plain,
+            status=want.status | op.status_extra,
+            timeout=op.timeout,
+            tcp=tcp,
+            mark=conn.mark or self.mark,
+            zone=conn.zone or self.zone,
+            seq=seq,
+            create=op.mode == "create",
+            exclusive=op.mode == "create",
+            ack=ack,
+            nat_src=nat_src,
+            nat_dst=nat_dst,
         )
 
     def _run(self, ops: list[_Op], now: float) -> int:

@@ -69,6 +69,31 @@ counter name "new_accept" accept
 }}
 """
 
+# NAT variants (both firewalls get the same rules, as an HA pair must):
+# "snat": everything leaving by the outside is source-NATed to the outside VIP (which moves
+#         with a failover, so the mapping stays valid on the new master);
+# "dnat": port forwards on the outside VIP to the first client: tcp 8080 -> :8000,
+#         udp 9090 -> :9000 (and the forward chain admits new DNATed connections).
+NAT_RULES = {
+    "snat": f"""\
+table ip {NFT_TABLE}nat {{
+    chain postrouting_nat {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "{OUTSIDE_IF}" snat to {OUTSIDE_VIP}
+    }}
+}}
+""",
+    "dnat": f"""\
+table ip {NFT_TABLE}nat {{
+    chain prerouting_nat {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "{OUTSIDE_IF}" ip daddr {OUTSIDE_VIP} tcp dport 8080 dnat to 192.0.2.10:8000
+        iifname "{OUTSIDE_IF}" ip daddr {OUTSIDE_VIP} udp dport 9090 dnat to 192.0.2.10:9000
+    }}
+}}
+""",
+}
+
 _PKG_PARENT = str(Path(__file__).resolve().parent.parent)
 _counter = itertools.count(1)
 _live: weakref.WeakSet[Lab] = weakref.WeakSet()
@@ -126,6 +151,7 @@ class Lab:
         prefix: str | None = None,
         ipv6: bool = False,
         hostile: bool = False,
+        nat: str | None = None,
     ) -> None:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
@@ -139,6 +165,9 @@ class Lab:
         self.nodes = ["hub", *FIREWALLS, *self.clients, *self.servers]
         # "h1": an attacker with a port on each hub segment (in0, out0), no addresses
         self.hostile = hostile
+        if nat is not None and nat not in NAT_RULES:
+            raise ValueError(f"nat must be one of {sorted(NAT_RULES)}")
+        self.nat = nat
         if hostile:
             self.nodes.append("h1")
         self.ipv6 = ipv6
@@ -310,7 +339,17 @@ class Lab:
             self.sysctl(fw, "net.ipv4.ip_forward", 1)
             if self.ipv6:
                 self.sysctl(fw, "net.ipv6.conf.all.forwarding", 1)
-            self.run(fw, "nft", "-f", "-", input=RULESET)
+            ruleset = RULESET
+            if self.nat == "dnat":
+                # the DNAT rule must come before the catch-all drop: insert it at the top
+                ruleset = ruleset.replace(
+                    "        ct state established,related accept\n",
+                    "        ct state established,related accept\n"
+                    "        ct status dnat ct state new accept\n",
+                )
+            self.run(fw, "nft", "-f", "-", input=ruleset)
+            if self.nat:
+                self.run(fw, "nft", "-f", "-", input=NAT_RULES[self.nat])
             # the conntrack sysctls exist in the namespace once the ruleset uses conntrack
             self.sysctl(fw, "net.netfilter.nf_conntrack_tcp_loose", 0)
             loose = self.read_sysctl(fw, "net.netfilter.nf_conntrack_tcp_loose")

@@ -13,6 +13,7 @@ import ipaddress
 import os
 import struct
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pcapy  # type: ignore[import-untyped]
@@ -105,16 +106,51 @@ class MasterLearner:
         self.nets = nets
         self.votes: Counter[bytes] = Counter()
         self.learned: bytes | None = None
+        self.recent: dict[tuple[int, ...], bytes] = {}  # frames here: copy key -> source MAC
+
+    def match(self, keys: Sequence[tuple[int, ...]]) -> bytes | None:
+        """Packets just seen entering the master elsewhere: their copies already seen here
+        came out of it."""
+        for k in keys:
+            smac = self.recent.pop(k, None)
+            if smac is not None:
+                self.votes[smac] += 4
+        return self._decide()
 
     def _local(self, addr: bytes) -> bool:
         ip = ipaddress.ip_address(addr)
         return any(ip in n for n in self.nets)
 
-    def feed(self, data: bytes, meta: bytes) -> bytes | None:
+    def feed(
+        self, data: bytes, meta: bytes, ingress: set[tuple[int, ...]] | None = None
+    ) -> bytes | None:
+        """Vote on a batch. ``ingress``: packets seen going into the master on a segment
+        where it is already known, as (proto, IP ID, seq, ack, L4 length); a frame here
+        that is the copy of one of them came out of the master (this finds the master
+        behind source NAT, where every address on the segment looks local)."""
         for _sec, _usec, off, caplen in struct.iter_unpack("=IIII", meta):
             if caplen < 34:
                 continue
             etype = data[off + 12] << 8 | data[off + 13]
+            if etype == 0x0800 and ingress is not None and caplen >= 42:
+                proto = data[off + 23]
+                ihl = (data[off + 14] & 0x0F) << 2
+                total = data[off + 16] << 8 | data[off + 17]
+                l4 = off + 14 + ihl
+                key = None
+                if proto == 6 and caplen >= 14 + ihl + 20:
+                    seq, ack = struct.unpack_from("!II", data, l4 + 4)
+                    hlen = (data[l4 + 12] >> 4) << 2
+                    key = (6, data[off + 18] << 8 | data[off + 19], seq, ack, total - ihl - hlen)
+                elif proto == 17:
+                    key = (17, data[off + 18] << 8 | data[off + 19], 0, 0, total - ihl - 8)
+                if key is not None:
+                    if key in ingress:
+                        self.votes[data[off + 6 : off + 12]] += 4
+                    else:  # its ingress copy may be noted later (see match)
+                        if len(self.recent) > 8192:
+                            self.recent.clear()
+                        self.recent[key] = data[off + 6 : off + 12]
             if etype == 0x0800:
                 src, dst = data[off + 26 : off + 30], data[off + 30 : off + 34]
             elif etype == 0x86DD and caplen >= 54:
@@ -126,8 +162,11 @@ class MasterLearner:
                 self.votes[dmac] += 1
             if not self._local(src):
                 self.votes[smac] += 1
+        return self._decide()
+
+    def _decide(self) -> bytes | None:
         total = sum(self.votes.values())
-        if total >= self.NEEDED:
+        if self.learned is None and total >= self.NEEDED:
             mac, n = self.votes.most_common(1)[0]
             if n >= self.SHARE * total or (not self.nets and n >= 0.45 * total):
                 self.learned = mac
@@ -186,6 +225,7 @@ class LiveCapture:
         self.decoder = Decoder(linktype)
         self.frames = 0
         self.learner: MasterLearner | None = None  # set while the master's MAC is unknown
+        self.ingress_keys: set[tuple[int, ...]] | None = None  # shared by the agent
 
     def set_filter(self, bpf: str) -> None:
         try:
@@ -211,7 +251,7 @@ class LiveCapture:
             self.frames += len(meta) >> 4
             ln = self.learner
             if ln is not None:
-                mac = ln.feed(data, meta)
+                mac = ln.feed(data, meta, self.ingress_keys)
                 if mac is not None:  # flag this very batch; the agent tells the others
                     self.decoder.master = self.decoder.master | {mac}
             out += batch(data, meta)

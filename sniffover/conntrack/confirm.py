@@ -21,6 +21,13 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
   would have to put the same packet on both segments, the outgoing copy with
   the master's MAC, at the right moment.
 
+NAT: the two copies of a translated packet differ in the addresses/ports the
+master rewrote, so copies are also paired on what NAT leaves alone (protocol, IP
+ID, sequence and acknowledgement numbers, length, and the untranslated side's
+address and port). A translated pair rebinds the entry: the copy leaving the
+master shows what the reply (or, for a connection picked up mid-stream from a
+reply, the original) really looks like, as the master's own entry has it.
+
 Once the master's MACs are known, frames that neither enter nor leave it (host to
 host on the segment, or addressed to a MAC nobody has) are ignored: the master
 never saw them, so they cannot change its state.
@@ -35,13 +42,27 @@ from collections import Counter, deque
 from .entry import Conn
 from .packet import HW_FROM_MASTER, HW_TO_MASTER, PROTO_TCP, TH_FIN, TH_RST, Packet
 from .table import EVENT_UPDATE, ConntrackTable
+from .tuple import Tuple, invert
 
-Key = tuple[int, bytes, bytes, int, int, int, int, int]
+Key = tuple[object, ...]
 
 
-def copy_key(pkt: Packet) -> Key:
-    """What two copies of one forwarded packet (without NAT) have in common."""
-    return (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.ipid, pkt.seq, pkt.l4len)
+def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
+    """Exact key, and the keys that survive source NAT and destination NAT."""
+    proto, ipid, seq, ack, n = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len
+    return (
+        (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n),
+        ("snat", proto, ipid, seq, ack, n, pkt.dst, pkt.dport),
+        ("dnat", proto, ipid, seq, ack, n, pkt.src, pkt.sport),
+    )
+
+
+class _Held:
+    __slots__ = ("pkt", "done")
+
+    def __init__(self, pkt: Packet) -> None:
+        self.pkt = pkt
+        self.done = False
 
 
 class ForwardingConfirmer:
@@ -56,26 +77,46 @@ class ForwardingConfirmer:
         self.two_segments = two_segments
         self.window = window
         self.max_recent = max_recent
-        self.recent: dict[Key, float] = {}  # ingress copies: key -> ts
+        # ingress copies: key -> (ts, the packet's tuple); three keys per packet
+        self.recent: dict[Key, tuple[float, Tuple]] = {}
         self.order: deque[tuple[Key, float]] = deque()
-        self.held: dict[Key, Packet] = {}  # RST/FIN waiting for their egress copy
+        self.held: dict[Key, _Held] = {}  # RST/FIN waiting for their egress copy
         self.counters: Counter[str] = Counter()
         # Set once the master's MACs are known: from then on a frame that neither enters
         # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
         # and is ignored; before, everything is tracked (and nothing confirmed).
         self.master_known = False
 
-    def _confirm(self, pkt: Packet) -> None:
-        t = self.table
-        found = t.get((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
+    def _confirm(self, t: Tuple) -> Conn | None:
+        table = self.table
+        found = table.get(t)
         if found is None:
-            return
+            return None
         conn: Conn = found[0]
         if not conn.forwarded:
             conn.forwarded = True
             self.counters["confirmed"] += 1
-            if t.listener is not None:
-                t.listener(EVENT_UPDATE, conn)
+            if table.listener is not None:
+                table.listener(EVENT_UPDATE, conn)
+        return conn
+
+    def _translated(self, t_in: Tuple, pkt: Packet) -> None:
+        """The master rewrote this packet: bind the entry to what it really looks like."""
+        found = self.table.get(t_in)
+        if found is None:
+            return
+        conn, direction = found
+        t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        other = invert(t_out)
+        if other is None:
+            return
+        conn.forwarded = True
+        if direction == 0 and other != conn.reply:
+            if self.table.rebind(conn, reply=other):
+                self.counters["nat-bound"] += 1
+        elif direction == 1 and other != conn.orig and self.table.rebind(conn, orig=other):
+            self.counters["nat-bound"] += 1
+        self._confirm(conn.orig)
 
     def feed(self, pkt: Packet) -> None:
         """Track ``pkt`` as the confirmation rules say."""
@@ -86,32 +127,50 @@ class ForwardingConfirmer:
         if not self.two_segments:
             self.table.process(pkt)
             if hw & HW_FROM_MASTER:
-                self._confirm(pkt)
+                self._confirm((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
             return
         if hw & HW_TO_MASTER:
-            key = copy_key(pkt)
+            keys = copy_keys(pkt)
+            ts = pkt.ts
+            order = self.order
             if pkt.proto == PROTO_TCP and pkt.tcp_flags & (TH_RST | TH_FIN):
-                self.held[key] = pkt  # applied only once it is seen forwarded
-                self.order.append((key, pkt.ts))
+                h = _Held(pkt)  # applied only once it is seen forwarded
+                for k in keys:
+                    self.held[k] = h
+                    order.append((k, ts))
                 return
             self.table.process(pkt)
-            self.recent[key] = pkt.ts
-            self.order.append((key, pkt.ts))
-            if len(self.order) > self.max_recent:
-                self._prune(pkt.ts)
+            t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+            recent = self.recent
+            for k in keys:
+                recent[k] = (ts, t)
+                order.append((k, ts))
+            if len(order) > self.max_recent:
+                self._prune(ts)
             return
         if hw & HW_FROM_MASTER:
-            key = copy_key(pkt)
-            held = self.held.pop(key, None)
-            if held is not None:
-                self.table.process(held)
-                self._confirm(pkt)
-                self.counters["teardown-confirmed"] += 1
-                return
-            seen = self.recent.pop(key, None)
-            if seen is not None and pkt.ts - seen <= self.window:
-                self._confirm(pkt)  # the outgoing copy of a packet already tracked
-                return
+            keys = copy_keys(pkt)
+            t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+            for i, k in enumerate(keys):
+                waiting = self.held.get(k)
+                if waiting is not None and not waiting.done:
+                    waiting.done = True
+                    held = waiting.pkt
+                    t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
+                    if i:
+                        self._translated(t_in, pkt)
+                    self.table.process(held)
+                    self._confirm(t_in)
+                    self.counters["teardown-confirmed"] += 1
+                    return
+            for i, k in enumerate(keys):
+                seen = self.recent.get(k)
+                if seen is not None and pkt.ts - seen[0] <= self.window:
+                    if i == 0 or seen[1] == t_out:
+                        self._confirm(seen[1])  # the outgoing copy of a tracked packet
+                    else:
+                        self._translated(seen[1], pkt)
+                    return
             self.counters["egress-unmatched"] += 1
         self.table.process(pkt)
 
@@ -124,9 +183,12 @@ class ForwardingConfirmer:
         order, recent, held = self.order, self.recent, self.held
         while order and (order[0][1] < limit or len(order) > self.max_recent):
             key, ts = order.popleft()
-            if recent.get(key) == ts:
+            got = recent.get(key)
+            if got is not None and got[0] == ts:
                 del recent[key]
             h = held.get(key)
-            if h is not None and h.ts == ts:
+            if h is not None and h.pkt.ts == ts:
                 del held[key]
-                self.counters["teardown-not-forwarded"] += 1
+                if not h.done:
+                    h.done = True
+                    self.counters["teardown-not-forwarded"] += 1

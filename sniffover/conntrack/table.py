@@ -261,6 +261,40 @@ class ConntrackTable:
             self.listener(EVENT_NEW, conn)
         return res
 
+    def rebind(self, conn: Conn, orig: Tuple | None = None, reply: Tuple | None = None) -> bool:
+        """Give ``conn`` other tuples (NAT seen on the wire: the translated copy of a packet
+        says what the reply, or for a mid-stream pickup the original, really looks like).
+
+        Listeners hear DESTROY then NEW: for the kernel this is another entry (NAT cannot
+        be changed on an existing one). False if a new tuple belongs to another entry.
+        """
+        m = self._map
+        new_orig = orig if orig is not None else conn.orig
+        new_reply = reply if reply is not None else conn.reply
+        if new_orig == conn.orig and new_reply == conn.reply:
+            return True
+        for t in (new_orig, new_reply):
+            other = m.get(t)
+            if other is not None and other is not conn:
+                if other.forwarded:
+                    self.counters["nat-clash"] += 1
+                    return False
+                # the other copy of this very flow, tracked on its own before the master's
+                # MACs were known: this entry replaces it
+                self._destroy(other, "nat-duplicate")
+        if self.listener is not None:
+            self.listener(EVENT_DESTROY, conn)
+        for t in (conn.orig, conn.reply):
+            if m.get(t) is conn:
+                del m[t]
+        conn.orig, conn.reply = new_orig, new_reply
+        m[new_orig] = conn
+        m[new_reply] = conn
+        self.counters["nat-rebound"] += 1
+        if self.listener is not None:
+            self.listener(EVENT_NEW, conn)
+        return True
+
     def adopt(self, conn: Conn) -> bool:
         """Insert an entry made elsewhere (a primed one); False if either tuple is taken.
 
