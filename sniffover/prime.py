@@ -237,21 +237,29 @@ def _port(p: str, text: str) -> int:
     return int(p)
 
 
-def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
+def _recv_exact(sock: socket.socket, n: int, what: str, deadline: float) -> bytes:
+    """``n`` bytes before ``deadline`` (monotonic); memory grows only with what arrives."""
+    chunks: list[bytes] = []
     got = 0
     while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Retryable(f"truncated stream: timed out reading {what}")
         try:
-            k = sock.recv_into(view[got:], min(n - got, 1 << 20))
+            sock.settimeout(left)
+            chunk = sock.recv(min(n - got, 1 << 20))
         except TimeoutError:
             raise _Retryable(f"truncated stream: timed out reading {what}") from None
         except OSError as exc:
             raise _Retryable(f"truncated stream: {what}: {exc.strerror or exc}") from None
-        if k == 0:
+        if not chunk:
             raise _Retryable(f"truncated stream: connection closed during {what} ({got}/{n} B)")
-        got += k
-    return bytes(buf)
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+MIN_RATE = 1 << 20  # bytes/s a pull may not fall below, on top of the timeout
 
 
 def pull(host: str, port: int, key: bytes, timeout: float = 10.0) -> tuple[bytes, bytes, bytes]:
@@ -265,7 +273,8 @@ def pull(host: str, port: int, key: bytes, timeout: float = 10.0) -> tuple[bytes
     except OSError as exc:
         raise _Retryable(f"{host}:{port} unreachable: {exc.strerror or exc}") from None
     with sock:
-        hello = _recv_exact(sock, HELLO.size, "the greeting")
+        deadline = time.monotonic() + timeout  # greeting + authentication, in all
+        hello = _recv_exact(sock, HELLO.size, "the greeting", deadline)
         magic, version, sn = HELLO.unpack(hello)
         if magic != MAGIC:
             raise PrimeError(f"bad format: {host}:{port} is not a sniffover serve")
@@ -276,18 +285,20 @@ def pull(host: str, port: int, key: bytes, timeout: float = 10.0) -> tuple[bytes
             sock.sendall(cn + client_proof(key, sn, cn))
         except OSError as exc:
             raise _Retryable(f"{host}:{port}: {exc.strerror or exc}") from None
-        answer = _recv_exact(sock, 1 + MAC_LEN, "the authentication answer")
+        answer = _recv_exact(sock, 1 + MAC_LEN, "the authentication answer", deadline)
         if answer[0] != STATUS_OK:
             raise PrimeError(f"authentication failed at {host}:{port} (wrong key?)")
         if not hmac.compare_digest(answer[1:], server_proof(key, sn, cn)):
             raise PrimeError(f"authentication failed: {host}:{port} does not know the key")
-        head = _recv_exact(sock, HEADER.size, "the stream header")
+        deadline = time.monotonic() + timeout  # the dump may take a while on the master
+        head = _recv_exact(sock, HEADER.size, "the stream header", deadline)
         magic2, _v, _r, _t, _count, body_len = HEADER.unpack(head)
         if magic2 != STREAM_MAGIC:
             raise PrimeError("bad format: not a sniffover snapshot stream")
         if body_len > MAX_STREAM_BYTES:
             raise PrimeError(f"bad format: stream of {body_len} bytes is over the limit")
-        rest = _recv_exact(sock, body_len + TRAILER.size + MAC_LEN, "the snapshot")
+        deadline = time.monotonic() + timeout + body_len / MIN_RATE
+        rest = _recv_exact(sock, body_len + TRAILER.size + MAC_LEN, "the snapshot", deadline)
     return sn, cn, head + rest
 
 

@@ -216,9 +216,15 @@ class PullStats:
     ok: bool
 
 
-def _recv_exact(conn: socket.socket, n: int) -> bytes:
+def _recv_exact(conn: socket.socket, n: int, timeout: float) -> bytes:
+    """``n`` bytes within ``timeout`` seconds in all (not per recv: no slowloris)."""
+    deadline = time.monotonic() + timeout
     buf = bytearray()
     while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not complete within the timeout")
+        conn.settimeout(left)
         chunk = conn.recv(n - len(buf))
         if not chunk:
             raise ConnectionError("peer closed the connection")
@@ -304,12 +310,13 @@ class Server:
             conn.settimeout(self.timeout)
             sn = secrets.token_bytes(NONCE_LEN)
             conn.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, sn))
-            req = _recv_exact(conn, NONCE_LEN + MAC_LEN)
+            req = _recv_exact(conn, NONCE_LEN + MAC_LEN, self.timeout)
             cn, proof = req[:NONCE_LEN], req[NONCE_LEN:]
             if not hmac.compare_digest(proof, client_proof(self.key, sn, cn)):
                 conn.sendall(bytes((STATUS_AUTH_FAILED,)) + bytes(MAC_LEN))
                 why = "authentication failed"
             else:
+                conn.settimeout(self.timeout)
                 conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
                 taken_at = time.time()
                 entries = self.dump()
