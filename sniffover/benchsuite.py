@@ -1216,7 +1216,7 @@ def micro_commands(quick: bool) -> list[tuple[str, list[str]]]:
               "--entries", "20000", "--runs", "1", "--flows", "500"]),
             ("live capture rate without drops",
              [py, "-m", "sniffover.benchlive", "--only", "capture", "--packets", "200000",
-              "--flows", "10000", "--rates", "50000,100000"]),
+              "--flows", "10000", "--rates", "100000,200000,300000"]),
             ("prime time per table size", [py, "-m", "sniffover.prime", "bench", "2000", "10000"]),
         ]  # fmt: skip
     return [
