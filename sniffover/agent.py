@@ -81,6 +81,10 @@ class AgentConfig:
     prime_required: bool = False
     prime_timeout: float = 10.0
     reprime_after_drops: bool = True
+    max_flows: int | None = None  # bound of the tracker's table (early drop beyond it)
+    drop_privileges: bool = True  # keep only CAP_NET_ADMIN + CAP_NET_RAW once sockets are open
+    user: str | None = None  # and run as this user
+    metrics_listen: str | None = None
     confirm: str = "auto"  # forwarding confirmation: auto | mac | both | off
     master_macs: list[str] = field(default_factory=list)  # configured; else learned
 
@@ -164,9 +168,11 @@ class Agent:
                 assume_handshake=self.cfg.prefilter,
                 require_forwarded=confirm,
             )
-            table = ConntrackTable(self.timeouts, listener=self.installer.on_event)
+            table = ConntrackTable(
+                self.timeouts, listener=self.installer.on_event, max_entries=self.cfg.max_flows
+            )
         else:
-            table = ConntrackTable(self.timeouts)
+            table = ConntrackTable(self.timeouts, max_entries=self.cfg.max_flows)
         self.confirmer = None
         if confirm:
             two = self.cfg.confirm == "both" or (
@@ -603,6 +609,21 @@ class Agent:
     def run(self) -> int:
         self._signals()
         self.open_captures()  # before the pull: nothing sniffed meanwhile is lost
+        if self.cfg.drop_privileges and os.geteuid() == 0:
+            from .privs import drop_privileges
+
+            # before any thread starts: capabilities are per thread
+            done = drop_privileges(user=self.cfg.user)
+            log.info("privileges dropped: %s", "; ".join(done))
+        if self.cfg.metrics_listen:
+            from .metrics import Metrics
+
+            try:
+                self.metrics = Metrics(self.cfg.metrics_listen)
+            except (OSError, ValueError) as exc:
+                from .errors import CliError
+
+                raise CliError(f"metrics: {exc}") from None
         if self.cfg.prime_from:
             self.start_prime(buffer=True)
         log.info(

@@ -147,6 +147,26 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "after a demotion) so every active connection is picked up (default 30)",
     )
     g.add_argument(
+        "--max-flows",
+        type=int,
+        metavar="N",
+        help="bound of the agent's own table; beyond it unassured entries are dropped first, "
+        "like the kernel's early drop (default: this host's nf_conntrack_max)",
+    )
+    g.add_argument(
+        "--user",
+        metavar="USER",
+        help="after opening its sockets, run as this user (keeping only CAP_NET_ADMIN and "
+        "CAP_NET_RAW)",
+    )
+    g.add_argument(
+        "--keep-privileges",
+        action="store_true",
+        default=None,
+        help="do not drop capabilities after start-up (default: keep only CAP_NET_ADMIN and "
+        "CAP_NET_RAW, no new privileges)",
+    )
+    g.add_argument(
         "--confirm",
         choices=["auto", "mac", "both", "off"],
         help="install only flows seen forwarded by the master: 'mac' = a frame of the flow "

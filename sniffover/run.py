@@ -38,6 +38,9 @@ CONFIG_KEYS: dict[str, type] = {
     "prime_required": bool,
     "prime_timeout": float,
     "confirm": str,
+    "max_flows": int,
+    "keep_privileges": bool,
+    "user": str,
     "master_mac": list,
 }
 DEFAULTS: dict[str, Any] = {
@@ -59,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "prime_required": False,
     "prime_timeout": 10.0,
     "confirm": "auto",
+    "keep_privileges": False,
 }
 
 
@@ -137,7 +141,8 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from .capture import CaptureError
     from .control import ControlError
     from .ctnetlink import NetlinkError
-    from .sysctl import host_timeouts
+    from .privs import PrivilegeError
+    from .sysctl import conntrack_max, host_timeouts
 
     cfg = AgentConfig(
         ifaces=list(opts["iface"]),
@@ -161,6 +166,10 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         prime_required=opts["prime_required"],
         prime_timeout=opts["prime_timeout"],
         confirm=opts["confirm"],
+        max_flows=opts.get("max_flows") or conntrack_max(opts["sysctl_dir"]),
+        drop_privileges=not opts["keep_privileges"],
+        user=opts.get("user"),
+        metrics_listen=opts.get("metrics"),
         master_macs=list(opts.get("master_mac") or []),
     )
     if cfg.confirm not in ("auto", "mac", "both", "off"):
@@ -176,15 +185,8 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         raise CliError(f"--prefilter {opts['prefilter']!r}: expected none or control")
     try:
         agent = Agent(cfg)
-        if opts.get("metrics"):
-            from .metrics import Metrics
-
-            try:
-                agent.metrics = Metrics(opts["metrics"])
-            except (OSError, ValueError) as exc:
-                raise CliError(f"metrics: {exc}") from None
         return agent.run()
     except NetlinkError as exc:
         raise CliError(exc.strerror or str(exc)) from None
-    except (CaptureError, ControlError) as exc:
+    except (CaptureError, ControlError, PrivilegeError) as exc:
         raise CliError(str(exc)) from None

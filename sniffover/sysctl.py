@@ -24,3 +24,12 @@ def read_netfilter_sysctls(directory: str | Path = NETFILTER_SYSCTL_DIR) -> dict
 def host_timeouts(directory: str | Path = NETFILTER_SYSCTL_DIR) -> Timeouts:
     """Timeouts of the namespace this process runs in (kernel defaults where absent)."""
     return Timeouts.from_sysctl(read_netfilter_sysctls(directory))
+
+
+def conntrack_max(directory: str | Path = NETFILTER_SYSCTL_DIR) -> int | None:
+    """This host's ``nf_conntrack_max`` (the default bound of the agent's own table)."""
+    try:
+        value = int((Path(directory) / "nf_conntrack_max").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return value if value > 0 else None
