@@ -563,6 +563,7 @@ def bench_lag(
         agent = agent_ns.popen(
             sys.executable, "-m", "sniffover.cli", "--iface", "fw0",
             "--flush-interval", str(flush_interval), "--stats-interval", "3600",
+            "--confirm", "off",  # synthetic frames: there is no master to confirm against
             stdout=subprocess.DEVNULL, stderr=log,
         )  # fmt: skip
         deadline = time.monotonic() + 20
