@@ -67,7 +67,7 @@ class AgentConfig:
     mark: int | None = None
     flush_interval: float = 0.02
     install: bool = True
-    snaplen: int = 128
+    snaplen: int = 256  # headers + an FTP control line (conntrack.ftp)
     ring_mb: int = 8
     exclude_self: bool = True
     bpf: str = ""

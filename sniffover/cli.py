@@ -106,7 +106,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how often changed entries are written to the kernel (default 0.02)",
     )
-    g.add_argument("--snaplen", type=int, metavar="BYTES", help="capture length (default 128)")
+    g.add_argument("--snaplen", type=int, metavar="BYTES", help="capture length (default 256)")
     g.add_argument(
         "--ring-mb", type=int, metavar="MIB", help="kernel capture ring per interface (default 8)"
     )

@@ -92,6 +92,7 @@ _ETH_IP4_L4 = struct.Struct("!12xHBxHHHBB2x4s4sHHIIBBH")
 _FAST_LEN = _ETH_IP4_L4.size  # 50
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+FTP_PORT = 21  # TCP segments to or from it keep their payload (Packet.payload)
 
 
 class Decoder:
@@ -286,10 +287,13 @@ class Decoder:
                 self.skipped["bad-tcp-header"] += 1
                 return None
             opts = buf[l4 + 20 : min(l4 + hlen, stop)] if hlen > 20 else b""
-            return Packet(
+            pkt = Packet(
                 ts, family, proto, src, dst, sport, dport, payload - hlen,
                 flags, seq, ack, win, opts, None, vlan, ttl,
             )  # fmt: skip
+            if sport == FTP_PORT or dport == FTP_PORT:  # FTP control: conntrack.ftp reads it
+                pkt.payload = bytes(buf[l4 + hlen : stop])
+            return pkt
         if proto in (PROTO_UDP, PROTO_UDPLITE):
             if caplen < 8:
                 self.skipped["truncated-l4"] += 1
@@ -419,7 +423,12 @@ class Decoder:
                 if etype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and total >= 20:
                     if proto == 6:
                         hlen = (doff >> 4) << 2
-                        if 20 <= hlen <= total - 20 and caplen >= 54:
+                        if (
+                            20 <= hlen <= total - 20
+                            and caplen >= 54
+                            and sport != FTP_PORT  # FTP control carries its payload:
+                            and dport != FTP_PORT  # decode_at does that
+                        ):
                             opts = (
                                 data[off + 54 : min(off + 34 + hlen, off + caplen)]
                                 if hlen > 20

@@ -318,7 +318,8 @@ def _fields(p):
         return None
     inner = _fields(p.inner) if p.inner is not None else None
     return (p.ts, p.family, p.proto, p.src, p.dst, p.sport, p.dport, p.l4len, p.tcp_flags,
-            p.seq, p.ack, p.win, p.tcp_opts, inner, p.vlan, p.ttl, p.hw, p.ipid)  # fmt: skip
+            p.seq, p.ack, p.win, p.tcp_opts, inner, p.vlan, p.ttl, p.hw, p.ipid,
+            p.payload)  # fmt: skip
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -359,3 +360,41 @@ def test_master_mac_flags():
     assert dec.decode(0.0, back).hw == 2  # to the master
     dec.master = frozenset()
     assert dec.decode(0.0, frame).hw == 0
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    which=st.integers(0, 3),
+    edits=st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=4),
+    cut=st.integers(0, 140),
+)
+def test_ftp_control_payload_batch_equals_frame_by_frame(which, edits, cut):
+    """Port-21 segments keep their payload (IP length bound, snap length cut), in the batch
+    path exactly as frame by frame; other segments carry none."""
+    line = b"227 Entering Passive Mode (198,51,100,10,39,16).\r\n"
+    port = b"PORT 192,0,2,10,39,17\r\n"
+    frames = [
+        ether(ipv4(tcp_seg(sport=40000, dport=21, flags=0x18, data=port), 6)),
+        ether(ipv4(tcp_seg(sport=21, dport=40000, flags=0x18, opts=b"\x01" * 12, data=line), 6)),
+        ether(ipv4(tcp_seg(sport=21, dport=40000, flags=0x18, data=b"229 (|||5000|)\r\n"), 6))
+        + b"\0" * 6,  # Ethernet padding is not payload
+        ether(ipv4(tcp_seg(sport=40000, dport=80, flags=0x18, data=b"GET / HTTP/1.0\r\n"), 6)),
+    ]
+    frame = bytearray(frames[which])
+    for pos, val in edits:
+        if pos < len(frame):
+            frame[pos] = val
+    got = [bytes(frame[:cut]), bytes(frame)]
+    data = b"".join(got)
+    meta = struct.pack("=IIII", 7, 0, 0, len(got[0])) + struct.pack(
+        "=IIII", 8, 0, len(got[0]), len(got[1])
+    )
+    batch = Decoder(LINKTYPE_ETHERNET).decode_batch(data, meta)
+    one = Decoder(LINKTYPE_ETHERNET)
+    expected = [one.decode(7.0, got[0]), one.decode(8.0, got[1])]
+    assert [_fields(p) for p in batch] == [_fields(p) for p in expected if p is not None]
+    if not edits:
+        pkt = expected[1]
+        assert pkt is not None
+        want = {0: port, 1: line, 2: b"229 (|||5000|)\r\n", 3: b""}
+        assert pkt.payload == want[which]

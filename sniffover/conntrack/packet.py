@@ -68,6 +68,7 @@ class Packet:
         "ttl",
         "hw",
         "ipid",
+        "payload",
     )
 
     def __init__(
@@ -90,6 +91,7 @@ class Packet:
         ttl: int = 0,
         hw: int = 0,
         ipid: int = 0,
+        payload: bytes = b"",
     ) -> None:
         self.ts = ts
         self.family = family
@@ -109,6 +111,9 @@ class Packet:
         self.ttl = ttl  # IPv4 TTL / IPv6 hop limit
         self.hw = hw  # HW_FROM_MASTER | HW_TO_MASTER: the frame's MACs against the master's
         self.ipid = ipid  # IPv4 identification (0 for IPv6): pairs a packet's copies
+        # TCP payload as captured (up to the snap length), only for port 21 (FTP control,
+        # read by ``conntrack.ftp``); empty for everything else
+        self.payload = payload
 
     def __repr__(self) -> str:
         return (
