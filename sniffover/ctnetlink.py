@@ -23,6 +23,9 @@ NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
 IPCTNL_MSG_CT_DELETE = 2
+NFNL_SUBSYS_CTNETLINK_EXP = 2  # expectations (conntrack-semantics §6.3)
+IPCTNL_MSG_EXP_NEW = 0
+IPCTNL_MSG_EXP_DELETE = 2
 
 NLM_F_REQUEST = 0x01
 NLM_F_MULTI = 0x02
@@ -38,10 +41,17 @@ CTA_TUPLE_ORIG = 1
 CTA_TUPLE_REPLY = 2
 CTA_STATUS = 3
 CTA_PROTOINFO = 4
+CTA_HELP = 5
+CTA_HELP_NAME = 1
 CTA_TIMEOUT = 7
 CTA_MARK = 8
 CTA_ID = 12
 CTA_ZONE = 18
+CTA_EXPECT_MASTER = 1
+CTA_EXPECT_TUPLE = 2
+CTA_EXPECT_MASK = 3
+CTA_EXPECT_TIMEOUT = 4
+CTA_EXPECT_ZONE = 7
 CTA_NAT_SRC = 6
 CTA_NAT_DST = 13
 CTA_NAT_V4_MINIP = 1
@@ -171,8 +181,12 @@ def encode_ct_new(
     ack: bool = True,
     nat_src: tuple[bytes, int] | None = None,
     nat_dst: tuple[bytes, int] | None = None,
+    helper: str | None = None,
 ) -> bytes:
-    """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``)."""
+    """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``).
+
+    ``helper`` (CTA_HELP, create only: a helper cannot be added later) attaches a kernel
+    helper by name, e.g. "ftp", so the entry's RELATED connections can be expected."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_TUPLE_ORIG, orig) + encode_tuple(CTA_TUPLE_REPLY, reply)
     body += _attr(CTA_STATUS, _be32(status | IPS_CONFIRMED))
@@ -183,6 +197,8 @@ def encode_ct_new(
         body += encode_nat(CTA_NAT_DST, *nat_dst)
     if tcp is not None:
         body += encode_tcp_info(tcp)
+    if helper is not None:
+        body += _nest(CTA_HELP, _attr(CTA_HELP_NAME, helper.encode() + b"\0"))
     if mark is not None:
         body += _attr(CTA_MARK, _be32(mark))
     if zone:
@@ -193,6 +209,42 @@ def encode_ct_new(
     if exclusive:
         flags |= NLM_F_EXCL
     return _message(IPCTNL_MSG_CT_NEW, flags, seq, family, body)
+
+
+def encode_exp_new(
+    master: Tuple,
+    expected: Tuple,
+    mask: Tuple,
+    *,
+    timeout: int,
+    zone: int = 0,
+    seq: int = 0,
+    ack: bool = True,
+) -> bytes:
+    """One IPCTNL_MSG_EXP_NEW: create the expectation (or update its timeout if it exists).
+
+    ``master`` is the ORIGINAL tuple of an entry that exists and has a helper (else ENOENT
+    / EOPNOTSUPP); the mask needs every tuple field, only its source address and port
+    count (destination always exact). The kernel takes the helper's policy timeout on
+    create and CTA_EXPECT_TIMEOUT on update (conntrack-semantics §6.3)."""
+    family = AF_INET if len(master[1]) == 4 else AF_INET6
+    body = encode_tuple(CTA_EXPECT_MASTER, master) + encode_tuple(CTA_EXPECT_TUPLE, expected)
+    body += encode_tuple(CTA_EXPECT_MASK, mask)
+    body += _attr(CTA_EXPECT_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
+    if zone:
+        body += _attr(CTA_EXPECT_ZONE, _be16(zone))
+    flags = NLM_F_REQUEST | NLM_F_CREATE | (NLM_F_ACK if ack else 0)
+    return _message(IPCTNL_MSG_EXP_NEW, flags, seq, family, body, NFNL_SUBSYS_CTNETLINK_EXP)
+
+
+def encode_exp_delete(expected: Tuple, zone: int = 0, seq: int = 0, ack: bool = True) -> bytes:
+    """Delete one expectation by its tuple (never a tuple-less flush)."""
+    family = AF_INET if len(expected[1]) == 4 else AF_INET6
+    body = encode_tuple(CTA_EXPECT_TUPLE, expected)
+    if zone:
+        body += _attr(CTA_EXPECT_ZONE, _be16(zone))
+    flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
+    return _message(IPCTNL_MSG_EXP_DELETE, flags, seq, family, body, NFNL_SUBSYS_CTNETLINK_EXP)
 
 
 # --- the hot path: one struct.pack per message -----------------------------------------
@@ -308,9 +360,11 @@ def encode_ct_delete(orig: Tuple, zone: int = 0, seq: int = 0, ack: bool = True)
     )
 
 
-def _message(msg: int, flags: int, seq: int, family: int, body: bytes) -> bytes:
+def _message(
+    msg: int, flags: int, seq: int, family: int, body: bytes, subsys: int = NFNL_SUBSYS_CTNETLINK
+) -> bytes:
     payload = _NFGEN.pack(family, 0, 0) + body
-    kind = (NFNL_SUBSYS_CTNETLINK << 8) | msg
+    kind = (subsys << 8) | msg
     return _NLMSG.pack(16 + len(payload), kind, flags, seq, 0) + payload
 
 
