@@ -66,6 +66,7 @@ def run_nat(kind: str, with_agent: bool) -> dict:
                         break
                     cl.probe()
                 assert len(status["confirm"]["master_macs"]) == 2, status["confirm"]
+                cl.probe()  # every flow speaks once more with both MACs known
             assert cl.probe()["tcp_ok"] == 20
             time.sleep(0.3)
             if agent is not None:
