@@ -999,8 +999,10 @@ def run_subject(name: str, cfg: BenchConfig, progress: Progress) -> dict[str, An
             res["sync_bytes"] = sum(v["tx_bytes"] for v in res["sync_link"].values())
             res["procs_before"] = _snapshot_procs(subject)
             res["agent"] = subject.extra_stats()
-            progress(f"{name}: coverage {res['coverage']['coverage']:.3f} "
-                     f"(ESTABLISHED {res['coverage']['established_coverage']:.3f}); taking over")
+            progress(
+                f"{name}: coverage {res['coverage']['coverage']:.3f} "
+                f"(ESTABLISHED {res['coverage']['established_coverage']:.3f}); taking over"
+            )
             steps = subject.commit()
             res["commit_steps_s"] = {k: round(v, 3) for k, v in steps.items()}
             res["commit_s"] = round(sum(steps.values()), 3)
@@ -1090,8 +1092,11 @@ def run_suite(cfg: BenchConfig, progress: Progress) -> dict[str, Any]:
     _raise_nofile()  # children (server, driver) inherit it: thousands of sockets
     results: dict[str, Any] = {
         "config": dataclasses.asdict(cfg),
-        "host": {"kernel": os.uname().release, "cpus": os.cpu_count(),
-                 "python": sys.version.split()[0]},  # fmt: skip
+        "host": {
+            "kernel": os.uname().release,
+            "cpus": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },  # fmt: skip
         "conntrackd_config_fw2": conntrackd_config("fw2", Path("$TMP"))
         if "conntrackd" in cfg.subjects
         else None,
@@ -1152,24 +1157,26 @@ def format_markdown(results: dict[str, Any]) -> str:
             continue
         lines.append(
             "| "
-            + " | ".join([
-                r["subject"],
-                _num(s["standby_ready_s"]),
-                _pct(s["coverage"]) + f" of {s['master_entries']}",
-                _pct(s["open_coverage"]),
-                _pct(s["established_coverage"]),
-                f"{s['wrong_state']} / {s['extra']}",
-                _ratio(s["tcp"]),
-                f"{_ratio(s['old'])} ({_ratio(s['old_idle'])})",
-                _ratio(s["udp"]),
-                _ratio(s["icmp"]),
-                _num(s["commit_s"]),
-                _num(s["takeover_s"]),
-                _num(s["sync_bytes"], "{:,}"),
-                _num(s["master_cpu_s"]),
-                _num(s["standby_cpu_s"]),
-                _num(s["standby_rss_mib"], "{:.1f}"),
-            ])
+            + " | ".join(
+                [
+                    r["subject"],
+                    _num(s["standby_ready_s"]),
+                    _pct(s["coverage"]) + f" of {s['master_entries']}",
+                    _pct(s["open_coverage"]),
+                    _pct(s["established_coverage"]),
+                    f"{s['wrong_state']} / {s['extra']}",
+                    _ratio(s["tcp"]),
+                    f"{_ratio(s['old'])} ({_ratio(s['old_idle'])})",
+                    _ratio(s["udp"]),
+                    _ratio(s["icmp"]),
+                    _num(s["commit_s"]),
+                    _num(s["takeover_s"]),
+                    _num(s["sync_bytes"], "{:,}"),
+                    _num(s["master_cpu_s"]),
+                    _num(s["standby_cpu_s"]),
+                    _num(s["standby_rss_mib"], "{:.1f}"),
+                ]
+            )
             + " |"
         )
     lines += [
@@ -1259,18 +1266,30 @@ def _progress(msg: str) -> None:
 
 def _add_arguments(p: argparse.ArgumentParser) -> None:
     d = BenchConfig()
-    p.add_argument("what", nargs="?", choices=["suite", "micro"], default="suite",
-                   help="suite: the failover comparison (default); micro: the micro-benchmarks")
+    p.add_argument(
+        "what",
+        nargs="?",
+        choices=["suite", "micro"],
+        default="suite",
+        help="suite: the failover comparison (default); micro: the micro-benchmarks",
+    )
     p.add_argument("--micro", action="store_true", help="same as 'micro'")
     p.add_argument("--quick", action="store_true", help="small sizes (suite well under 2 min)")
     p.add_argument("--out", metavar="DIR", help="write results.json, results.md and PNG plots")
-    p.add_argument("--subjects", default=",".join(SUBJECTS),
-                   help=f"comma-separated, from {', '.join(SUBJECTS)} (default: all)")
+    p.add_argument(
+        "--subjects",
+        default=",".join(SUBJECTS),
+        help=f"comma-separated, from {', '.join(SUBJECTS)} (default: all)",
+    )
     p.add_argument("--long", type=int, help=f"long-lived TCP connections (default {d.long})")
-    p.add_argument("--old-active", type=int,
-                   help=f"connections opened before the standby, active ({d.old_active})")
-    p.add_argument("--old-idle", type=int,
-                   help=f"connections opened before the standby, idle ({d.old_idle})")
+    p.add_argument(
+        "--old-active",
+        type=int,
+        help=f"connections opened before the standby, active ({d.old_active})",
+    )
+    p.add_argument(
+        "--old-idle", type=int, help=f"connections opened before the standby, idle ({d.old_idle})"
+    )
     p.add_argument("--udp", type=int, help=f"UDP request/response flows ({d.udp})")
     p.add_argument("--icmp", type=int, help=f"ICMP echo ids ({d.icmp})")
     p.add_argument("--churn", type=float, help=f"short TCP connections per second ({d.churn})")
