@@ -271,9 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
     demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
+    from .benchsuite import add_bench_arguments
     from .serve import add_serve_arguments
 
     add_serve_arguments(sub)
+    add_bench_arguments(sub)
     st = sub.add_parser(
         "status",
         help="show the running agent's state; exit 0 only if it is up and capturing",
@@ -375,7 +377,14 @@ def cmd_serve_lazy(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
+def cmd_bench_lazy(args: argparse.Namespace) -> int:
+    from .benchsuite import cmd_bench
+
+    return cmd_bench(args)
+
+
 COMMANDS = {
+    "bench": cmd_bench_lazy,
     "replay": cmd_replay,
     "ctl": cmd_ctl,
     "status": cmd_status,

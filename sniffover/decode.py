@@ -127,16 +127,6 @@ class Decoder:
                 hw = (buf[off + 6 : off + 12] in m) | ((buf[off : off + 6] in m) << 1)
             etype = buf[off + 12] << 8 | buf[off + 13]
             off += 14
-            if etype in VLAN_TPIDS:
-                tags = 0
-                while etype in VLAN_TPIDS:
-                    if end - off < 4 or tags == MAX_VLAN_TAGS:
-                        self.skipped["truncated-link"] += 1
-                        return None
-                    vlan = (buf[off] << 8 | buf[off + 1]) & 0x0FFF
-                    etype = buf[off + 2] << 8 | buf[off + 3]
-                    off += 4
-                    tags += 1
         elif lt == LINKTYPE_LINUX_SLL:
             if end - off < 16:
                 self.skipped["truncated-link"] += 1
@@ -165,9 +155,9 @@ class Decoder:
                 return None
             version = buf[off] >> 4
             etype = ETH_P_IP if version == 4 else ETH_P_IPV6 if version == 6 else 0
-        if lt in (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2):
+        if etype in VLAN_TPIDS:  # Ethernet, or cooked captures that kept the tags
             tags = 0
-            while etype in VLAN_TPIDS:  # cooked captures may keep tags in the payload
+            while etype in VLAN_TPIDS:
                 if end - off < 4 or tags == MAX_VLAN_TAGS:
                     self.skipped["truncated-link"] += 1
                     return None

@@ -59,6 +59,7 @@ from .serve import (
     client_proof,
     read_key,
     server_proof,
+    split_hostport,
     stream_key,
 )
 
@@ -214,27 +215,9 @@ def _decode_tail(e: SnapshotEntry, data: bytes, t: int, end: int) -> None:
 
 def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
-    port = default_port
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise PrimeError(f"bad source {text!r}: expected [ADDR]:PORT")
-        if rest:
-            port = _port(rest[1:], text)
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = _port(p, text)
-    else:
-        host = text
-    if not host:
-        raise PrimeError(f"bad source {text!r}: no host")
-    return host, port
-
-
-def _port(p: str, text: str) -> int:
-    if not p.isdigit() or not 0 < int(p) < 65536:
-        raise PrimeError(f"bad source {text!r}: bad port {p!r}")
-    return int(p)
+    return split_hostport(
+        text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError
+    )
 
 
 def _recv_exact(sock: socket.socket, n: int, what: str, deadline: float) -> bytes:

@@ -176,34 +176,36 @@ def encode_stream(entries: Sequence[SnapshotEntry], taken_at: float, mac_key: by
     return head + body + tail + mac.digest()
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
-    text = listen.strip()
-    port = DEFAULT_PORT
+def split_hostport(
+    text: str, label: str, default_port: int = DEFAULT_PORT, min_port: int = 0,
+    error: type[Exception] = CliError,
+) -> tuple[str, int]:  # fmt: skip
+    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address;
+    errors name ``label`` (e.g. ``--listen '...'``) and are raised as ``error``."""
+    text = text.strip()
+    port = default_port
+    rest_port = ""
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
         if not sep or (rest and not rest.startswith(":")):
-            raise CliError(f"--listen {listen!r}: expected [ADDR]:PORT")
-        if rest:
-            port = _port(rest[1:], listen)
+            raise error(f"{label}: expected [ADDR]:PORT")
+        rest_port = rest[1:] if rest else ""
     elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        port = _port(p, listen)
+        host, _, rest_port = text.partition(":")
     else:
         host = text
+    if rest_port or (text.endswith(":") and text.count(":") == 1):
+        if not rest_port.isdigit() or not min_port <= int(rest_port) <= 65535:
+            raise error(f"{label}: bad port {rest_port!r}")
+        port = int(rest_port)
     if not host:
-        raise CliError(f"--listen {listen!r}: no address")
+        raise error(f"{label}: no address")
     return host, port
 
 
-def _port(text: str, listen: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise CliError(f"--listen {listen!r}: bad port {text!r}")
-    return port
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``sniffover serve --listen``: port 0 means any free port."""
+    return split_hostport(listen, f"--listen {listen!r}")
 
 
 @dataclass
