@@ -24,16 +24,20 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .capture import CaptureError
 from .conntrack.confirm import ForwardingConfirmer
+from .conntrack.entry import Conn
+from .conntrack.ftp import FTP_PORT, FtpFollower
 from .conntrack.packet import HW_TO_MASTER, Packet
 from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import Timeouts
 from .control import ControlServer
 from .ctnetlink import CtnlSocket, NetlinkError
+from .expect import ExpectInstaller
 from .install import Installer
 from .live import (
     LiveCapture,
@@ -87,6 +91,7 @@ class AgentConfig:
     metrics_listen: str | None = None
     confirm: str = "auto"  # forwarding confirmation: auto | mac | both | off
     master_macs: list[str] = field(default_factory=list)  # configured; else learned
+    ftp: bool = True  # FTP control entries get the kernel's ftp helper, expectations follow
 
 
 def _ts(p: Packet) -> float:
@@ -140,6 +145,8 @@ class Agent:
             self._check_ctnetlink()
         self.installer: Installer | None = None
         self.confirmer: ForwardingConfirmer | None = None
+        self.ftp: FtpFollower | None = None
+        self.expect: ExpectInstaller | None = None
         self.master: set[bytes] = {mac_bytes(m) for m in cfg.master_macs}
         self.ingress_keys: set[tuple[int, ...]] = set()
         self.reorder: dict[LiveCapture, list[Packet]] = {}
@@ -167,10 +174,14 @@ class Agent:
                 mark=self.cfg.mark,
                 assume_handshake=self.cfg.prefilter,
                 require_forwarded=confirm,
+                ftp_helper=self.cfg.ftp,
             )
-            table = ConntrackTable(
-                self.timeouts, listener=self.installer.on_event, max_entries=self.cfg.max_flows
-            )
+            listener: Callable[[str, Conn], None] = self.installer.on_event
+            if self.cfg.ftp:
+                self.ftp = FtpFollower()
+                self.expect = ExpectInstaller(self.sock, self.installer, self.cfg.zone)
+                listener = self._ftp_listener(self.installer, self.ftp, self.expect)
+            table = ConntrackTable(self.timeouts, listener=listener, max_entries=self.cfg.max_flows)
         else:
             table = ConntrackTable(self.timeouts, max_entries=self.cfg.max_flows)
         self.confirmer = None
@@ -181,6 +192,36 @@ class Agent:
             self.confirmer = ForwardingConfirmer(table, two_segments=two)
             self.confirmer.master_known = bool(self.cfg.master_macs)
         return table
+
+    @staticmethod
+    def _ftp_listener(
+        inst: Installer, ftp: FtpFollower, expect: ExpectInstaller
+    ) -> Callable[[str, Conn], None]:
+        """Table events to the installer, and to the FTP expectations they consume or end."""
+        on_event = inst.on_event
+
+        def listener(kind: str, conn: Conn) -> None:
+            on_event(kind, conn)
+            if kind == "new":
+                if ftp.by_master:
+                    exp = ftp.on_new(conn)
+                    if exp is not None:
+                        expect.consumed(exp)
+            elif kind == "destroy" and conn.orig[4] == FTP_PORT:
+                ftp.on_destroy(conn)
+                expect.master_gone(conn.orig)
+
+        return listener
+
+    def _ftp_segment(self, p: Packet) -> None:
+        """An FTP control segment: the expectation the master's helper made of it."""
+        assert self.ftp is not None
+        found = self.table.get((p.proto, p.src, p.dst, p.sport, p.dport))
+        if found is None:
+            return
+        exp = self.ftp.feed(found[0], found[1], p.payload, p.ts)
+        if exp is not None and self.expect is not None:
+            self.expect.add(exp)
 
     def _check_ctnetlink(self) -> None:
         """Fail at start, with one line, if we may not write the conntrack table."""
@@ -331,8 +372,14 @@ class Agent:
             self.last_packet = packets[-1].ts
             return
         process = self.confirmer.feed if self.confirmer is not None else self.table.process
-        for p in packets:
-            process(p)
+        if self.ftp is None:
+            for p in packets:
+                process(p)
+        else:
+            for p in packets:
+                process(p)
+                if p.payload:
+                    self._ftp_segment(p)
         self.packets += len(packets)
         self.last_packet = packets[-1].ts
 
@@ -483,6 +530,8 @@ class Agent:
         sent = 0
         if self.installer is not None:
             sent = self.installer.install_all(self.table.entries(now), now)
+            if self.expect is not None:
+                sent += self.expect.flush(now)
         self.close_captures()
         self.active = True
         took = time.monotonic() - start
@@ -542,6 +591,11 @@ class Agent:
                 else "mac",
                 "master_macs": sorted(mac_text(m) for m in self.master),
                 **(dict(self.confirmer.counters) if self.confirmer else {}),
+            },
+            "ftp": {
+                "outstanding": len(self.ftp.by_master) if self.ftp else 0,
+                **(self.ftp.counters if self.ftp else {}),
+                **(dict(self.expect.counters) if self.expect else {}),
             },
             "prefilter": (
                 "off"
@@ -689,7 +743,10 @@ class Agent:
 
     def _flush(self, inst: Installer) -> None:
         try:
-            inst.flush(time.time())
+            now = time.time()
+            inst.flush(now)
+            if self.expect is not None:
+                self.expect.flush(now)
         except OSError as exc:
             self.ratelog("netlink", logging.ERROR, "ctnetlink write failed: %s", exc)
 
@@ -722,6 +779,8 @@ class Agent:
             log.info("warm-up over: prefilter on (control segments + 1/%d sample)",
                      self.cfg.pickup_sample)  # fmt: skip
         self.table.expire(now)
+        if self.ftp is not None:
+            self.ftp.expire(now)
         if self.installer is not None:
             try:
                 self.installer.refresh(now, self.table.get)

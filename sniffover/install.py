@@ -63,6 +63,7 @@ class _Op:
     mode: str  # "create" | "update" | "delete"
     timeout: int = 0
     status_extra: int = 0
+    plain: bool = False  # no helper even where one is wanted (the kernel has none)
 
 
 class Installer:
@@ -77,8 +78,12 @@ class Installer:
         batch: int = BATCH,
         assume_handshake: bool = False,
         require_forwarded: bool = False,
+        ftp_helper: bool = False,
     ) -> None:
         self.sock = sock
+        # create FTP control entries (TCP to port 21) with CTA_HELP "ftp": the kernel then
+        # follows the session after a takeover and accepts its expectations (sniffover.expect)
+        self.ftp_helper = ftp_helper
         self.zone = zone
         self.mark = mark
         self.batch = batch
@@ -187,10 +192,11 @@ class Installer:
                 0x0F,
                 0x0F,
             )
+        helper = self._helper(op, conn)
         plain = invert(conn.orig)
         if plain is not None and plain != conn.reply:
-            return self._encode_nat(op, conn, want, tcp, plain, seq, ack)
-        if conn.orig[0] not in (1, 58):  # port-based: the one-pack encoder
+            return self._encode_nat(op, conn, want, tcp, plain, seq, ack, helper)
+        if conn.orig[0] not in (1, 58) and helper is None:  # port-based: the one-pack encoder
             return encode_ct_new_fast(
                 conn.orig,
                 conn.reply,
@@ -216,11 +222,20 @@ class Installer:
             create=op.mode == "create",
             exclusive=op.mode == "create",
             ack=ack,
+            helper=helper,
         )
+
+    def _helper(self, op: _Op, conn: Conn) -> str | None:
+        """The kernel helper to attach: only on create (it cannot be added later)."""
+        if self.ftp_helper and op.mode == "create" and not op.plain:
+            o = conn.orig
+            if o[0] == 6 and o[4] == 21:
+                return "ftp"
+        return None
 
     def _encode_nat(
         self, op: _Op, conn: Conn, want: Desired, tcp: TcpInfo | None, plain: Tuple,
-        seq: int, ack: bool,
+        seq: int, ack: bool, helper: str | None = None,
     ) -> bytes:  # fmt: skip
         """A translated entry: the plain reply plus the binding; the kernel derives the
         translated reply from them (conntrack-semantics §4.3). Only a create may carry NAT."""
@@ -245,6 +260,7 @@ class Installer:
             ack=ack,
             nat_src=nat_src,
             nat_dst=nat_dst,
+            helper=helper,
         )
 
     def _run(self, ops: list[_Op], now: float) -> int:
@@ -301,6 +317,9 @@ class Installer:
             c["vanished-recreated"] += 1
             self.shadow.pop(op.orig, None)
             return _Op(op.orig, op.conn, op.want, "create", op.timeout)
+        if err == errno.EOPNOTSUPP and op.conn is not None and self._helper(op, op.conn):
+            c["helper-unavailable"] += 1  # no such helper in this kernel: go without
+            return _Op(op.orig, op.conn, op.want, op.mode, op.timeout, op.status_extra, True)
         if err == errno.EBUSY and not op.status_extra:
             c["status-kept"] += 1
             return _Op(op.orig, op.conn, op.want, op.mode, op.timeout, IPS_SEEN_REPLY | IPS_ASSURED)
