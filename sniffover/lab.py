@@ -94,6 +94,20 @@ table ip {NFT_TABLE}nat {{
 """,
 }
 
+# ftp=True: both firewalls attach the kernel's FTP helper to control connections (helper
+# assignment is explicit only since 6.0; prerouting, after conntrack) and new TCP from the
+# inside is limited to port 21, so FTP data connections pass only as RELATED.
+FTP_HELPER = """\
+    ct helper ftp-std {
+        type "ftp" protocol tcp;
+        l3proto inet;
+    }
+    chain prerouting_helper {
+        type filter hook prerouting priority filter; policy accept;
+        tcp dport 21 ct helper set "ftp-std"
+    }
+"""
+
 _PKG_PARENT = str(Path(__file__).resolve().parent.parent)
 _counter = itertools.count(1)
 _live: weakref.WeakSet[Lab] = weakref.WeakSet()
@@ -152,6 +166,7 @@ class Lab:
         ipv6: bool = False,
         hostile: bool = False,
         nat: str | None = None,
+        ftp: bool = False,
     ) -> None:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
@@ -168,6 +183,7 @@ class Lab:
         if nat is not None and nat not in NAT_RULES:
             raise ValueError(f"nat must be one of {sorted(NAT_RULES)}")
         self.nat = nat
+        self.ftp = ftp
         if hostile:
             self.nodes.append("h1")
         self.ipv6 = ipv6
@@ -346,6 +362,12 @@ class Lab:
                     "        ct state established,related accept\n",
                     "        ct state established,related accept\n"
                     "        ct status dnat ct state new accept\n",
+                )
+            if self.ftp:
+                ruleset = ruleset.replace(
+                    "== syn ct state new", "== syn tcp dport 21 ct state new"
+                ).replace(
+                    "    counter new_accept { }\n", "    counter new_accept { }\n" + FTP_HELPER
                 )
             self.run(fw, "nft", "-f", "-", input=ruleset)
             if self.nat:
