@@ -8,8 +8,8 @@ The rules come from how the kernel treats injected entries
 * TCP is installed once the handshake has completed (state ESTABLISHED or a
   later state reached from it): a SYN flood must not become an install flood,
   and an injected SYN_SENT entry turns the SYN/ACK INVALID. A connection that
-  was closed before it was ever installed is not installed at all: it must not
-  be resurrected, and fw1's entry for it is only a TIME_WAIT/CLOSE tombstone.
+  closed is installed (or updated) in its closing state, TIME_WAIT or CLOSE, as
+  the master holds it: never resurrected as ESTABLISHED.
 * The window scales and the per-direction WINDOW_SCALE/SACK_PERM flags seen in
   the SYNs go with the entry; without them the kernel mis-scales windows and
   drops most segments after takeover. Connections picked up mid-stream carry
@@ -80,8 +80,9 @@ def desired(
 ) -> Desired | None:
     """The entry to hold in the kernel for ``conn``, or None if it should not be there.
 
-    ``installed`` says whether the kernel already holds our copy: closing TCP
-    states are only carried over onto an entry that exists. ``assume_handshake``
+    ``installed`` says whether the kernel already holds our copy: a closing TCP
+    state goes in for an entry that exists or a connection that had completed
+    (ASSURED); a SYN answered by RST never does. ``assume_handshake``
     (capture prefiltered to control segments, so the handshake's final ACK is
     never seen) installs a SYN_RECV entry that has seen the SYN/ACK as the
     ESTABLISHED, ASSURED entry the master makes of it one round trip later.
@@ -101,7 +102,9 @@ def desired(
             status |= IPS_ASSURED
         if state in TCP_LIVE:
             extra = 0
-        elif state in TCP_CLOSING and installed:
+        elif state in TCP_CLOSING and (installed or conn.status & IPS_ASSURED):
+            # the master keeps closed connections for a while (TIME_WAIT 120 s): so do we,
+            # with CLOSE_INIT so a new SYN on the same ports reopens cleanly
             extra = TCP_FLAG_CLOSE_INIT
         else:
             return None
