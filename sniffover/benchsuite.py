@@ -1185,8 +1185,7 @@ def format_markdown(results: dict[str, Any]) -> str:
         "just before the takeover (sniffover: fw2's kernel table; conntrackd: its external "
         "cache); standby ready: from its start until `sniffover status` exits 0 (capturing, "
         "primed) / conntrackd answers and `-n` returned; w/o TIME_WAIT: without fw1's "
-        "TIME_WAIT/CLOSE entries (sniffover never "
-        "installs a connection that closed before its first install). takeover s = commit "
+        "TIME_WAIT/CLOSE entries (the short connections of the churn). takeover s = commit "
         "+ the lab's link switch and gratuitous ARP. CPU: "
         "utime+stime of the sync processes over the run (master: sniffover serve / conntrackd "
         "on fw1).",
