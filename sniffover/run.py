@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "zone": 0,
     "no_install": False,
     "flush_interval": 0.02,
-    "snaplen": 128,
+    "snaplen": 256,  # headers + an FTP control line (conntrack.ftp)
     "ring_mb": 8,
     "bpf": "",
     "include_self": False,
