@@ -252,6 +252,8 @@ class Agent:
             # Warm-up: everything for a while, so every active connection is picked up
             # mid-stream; then only control segments and a sample.
             pre = prefilter_bpf(self.cfg.pickup_sample)
+            if self.cfg.ftp:  # FTP control lines pass whole (first: "vlan" shifts what follows)
+                pre = f"(tcp port {FTP_PORT}) or {pre}"
             self.bpf_pre = f"({bpf}) and {pre}" if bpf else pre
             self.prefilter_at = time.monotonic() + self.cfg.warmup
         caps = []
