@@ -93,6 +93,7 @@ class Installer:
         self.counters: Counter[str] = Counter()
         self.enabled = True
         self.assume_handshake = assume_handshake
+        self._tcp_info: dict[Desired, TcpInfo] = {}
         self.require_forwarded = require_forwarded
 
     # --- tracker listener -----------------------------------------------------------
@@ -183,19 +184,23 @@ class Installer:
         assert conn is not None and want is not None
         tcp = None
         if want.state >= 0:
-            tcp = TcpInfo(
-                want.state,
-                want.wscale_orig,
-                want.wscale_reply,
-                want.flags_orig,
-                want.flags_reply,
-                0x0F,
-                0x0F,
-            )
+            tcp = self._tcp_info.get(want)
+            if tcp is None:  # a handful of distinct values: cache them
+                tcp = self._tcp_info[want] = TcpInfo(
+                    want.state,
+                    want.wscale_orig,
+                    want.wscale_reply,
+                    want.flags_orig,
+                    want.flags_reply,
+                    0x0F,
+                    0x0F,
+                )
         helper = self._helper(op, conn)
-        plain = invert(conn.orig)
-        if plain is not None and plain != conn.reply:
-            return self._encode_nat(op, conn, want, tcp, plain, seq, ack, helper)
+        o, r = conn.orig, conn.reply
+        if r[1] != o[2] or r[2] != o[1] or r[3] != o[4] or r[4] != o[3] or o[0] in (1, 58):
+            plain = invert(o)  # translated (or ICMP, whose inverse swaps types)
+            if plain is not None and plain != r:
+                return self._encode_nat(op, conn, want, tcp, plain, seq, ack, helper)
         if conn.orig[0] not in (1, 58) and helper is None:  # port-based: the one-pack encoder
             return encode_ct_new_fast(
                 conn.orig,
@@ -274,10 +279,12 @@ class Installer:
                 bysq: dict[int, _Op] = {}
                 msgs = []
                 last = chunk[-1]
+                next_seq = self.sock.next_seq
+                encode = self._encode
                 for op in chunk:
-                    seq = self.sock.next_seq()
+                    seq = next_seq()
                     bysq[seq] = op
-                    msgs.append(self._encode(op, seq, op is last))
+                    msgs.append(encode(op, seq, op is last))
                 try:
                     results = self.sock.send_batch(msgs)
                 except OSError as exc:
@@ -289,10 +296,25 @@ class Installer:
                             self.dirty[op.orig] = op.conn
                     continue
                 sent += len(msgs)
+                shadow = self.shadow
+                done = {"create": 0, "update": 0}
                 for seq, op in bysq.items():
-                    again = self._result(op, results.get(seq, 0), now)
+                    err = results.get(seq, 0)
+                    if not err and op.conn is not None and op.want is not None:
+                        # the common case inline: the kernel took it
+                        done[op.mode] += 1
+                        shadow[op.orig] = Installed(
+                            op.want, now + op.timeout, op.timeout, op.conn.reply
+                        )
+                        continue
+                    again = self._result(op, err, now)
                     if again is not None:
                         retry.append(again)
+                c = self.counters
+                if done["create"]:
+                    c["created"] += done["create"]
+                if done["update"]:
+                    c["updated"] += done["update"]
             ops = retry
         self.counters["gave-up"] += len(ops)
         return sent
