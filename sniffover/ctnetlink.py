@@ -52,6 +52,7 @@ CTA_EXPECT_TUPLE = 2
 CTA_EXPECT_MASK = 3
 CTA_EXPECT_TIMEOUT = 4
 CTA_EXPECT_ZONE = 7
+CTA_LABELS = 22
 CTA_NAT_SRC = 6
 CTA_NAT_DST = 13
 CTA_NAT_V4_MINIP = 1
@@ -181,6 +182,7 @@ def encode_ct_new(
     ack: bool = True,
     nat_src: tuple[bytes, int] | None = None,
     nat_dst: tuple[bytes, int] | None = None,
+    labels: bytes = b"",
     helper: str | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``).
@@ -201,6 +203,9 @@ def encode_ct_new(
         body += _nest(CTA_HELP, _attr(CTA_HELP_NAME, helper.encode() + b"\0"))
     if mark is not None:
         body += _attr(CTA_MARK, _be32(mark))
+    if labels and create:
+        # applied only where a rule uses `ct label`, silently dropped elsewhere (§5.4)
+        body += _attr(CTA_LABELS, labels)
     if zone:
         body += _attr(CTA_ZONE, _be16(zone))
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)

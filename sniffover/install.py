@@ -201,7 +201,7 @@ class Installer:
             plain = invert(o)  # translated (or ICMP, whose inverse swaps types)
             if plain is not None and plain != r:
                 return self._encode_nat(op, conn, want, tcp, plain, seq, ack, helper)
-        if conn.orig[0] not in (1, 58) and helper is None:  # port-based: the one-pack encoder
+        if conn.orig[0] not in (1, 58) and helper is None and not conn.labels:  # one-pack
             return encode_ct_new_fast(
                 conn.orig,
                 conn.reply,
@@ -228,6 +228,7 @@ class Installer:
             exclusive=op.mode == "create",
             ack=ack,
             helper=helper,
+            labels=conn.labels,
         )
 
     def _helper(self, op: _Op, conn: Conn) -> str | None:
@@ -265,6 +266,7 @@ class Installer:
             ack=ack,
             nat_src=nat_src,
             nat_dst=nat_dst,
+            labels=conn.labels,
             helper=helper,
         )
 

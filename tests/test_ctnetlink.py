@@ -104,3 +104,12 @@ def test_fast_encoder_is_byte_identical(
     )
     assert fast == slow
     assert struct.unpack_from("=I", fast)[0] == len(fast)
+
+
+def test_labels_go_with_a_create_only():
+    orig, reply = (6, A4, B4, 40000, 80), (6, B4, A4, 80, 40000)
+    labels = bytes([0x08]) + bytes(15)
+    msg = decode(encode_ct_new(orig, reply, status=0, timeout=9, labels=labels, seq=1))
+    assert msg.get_attr("CTA_LABELS") is not None
+    upd = decode(encode_ct_new(orig, reply, status=0, timeout=9, labels=labels, create=False))
+    assert upd.get_attr("CTA_LABELS") is None

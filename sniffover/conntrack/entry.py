@@ -100,6 +100,7 @@ class Conn:
         "mark",
         "id",
         "forwarded",
+        "labels",
     )
 
     def __init__(self, orig: Tuple, reply: Tuple, now: float, conn_id: int = 0) -> None:
@@ -114,6 +115,7 @@ class Conn:
         self.mark = 0
         self.id = conn_id
         self.forwarded = False  # seen leaving the master (see conntrack.confirm)
+        self.labels = b""  # ct labels (a primed entry's, as the master had them)
 
     @property
     def proto(self) -> int:

@@ -62,6 +62,7 @@ def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
     conn.mark = entry.mark
     conn.zone = entry.zone
     conn.forwarded = True  # the master's own table: no further proof needed
+    conn.labels = entry.labels
     if entry.orig[0] == PROTO_TCP:
         st = TcpState()
         st.state = entry.tcp_state or 0
