@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.listing import ListedEntry, format_entry, remaining_seconds
+from .conntrack.sctp import SCTP_STATE_NAMES
 from .conntrack.timeouts import TCP_STATE_NAMES
 from .conntrack.tuple import Tuple
 
@@ -57,6 +58,8 @@ def compare_tables(
         if conn.reply != k.reply:
             problems.append(f"reply {conn.reply} != kernel {k.reply}")
         state = TCP_STATE_NAMES[conn.tcp.state] if conn.tcp is not None else None
+        if conn.sctp is not None:
+            state = SCTP_STATE_NAMES[conn.sctp.state]
         if k.state is not None and state != k.state:
             problems.append(f"state {state} != kernel {k.state}")
         if bool(conn.status & IPS_ASSURED) != k.assured:

@@ -16,8 +16,8 @@ What a sniffer on a segment sees and what the kernel's conntrack does with it:
   skipped ("ip-fragment"), the first fragment is tracked with its own ports;
 * IPv6 with its extension-header chain (hop-by-hop, routing, destination
   options, fragment, AH), as ``ipv6_skip_exthdr()`` walks it;
-* TCP, UDP, UDP-Lite, SCTP (ports), GRE (v0: no keys; v1/PPTP: the call id),
-  ICMP and ICMPv6 (echo id; errors carry the quoted tuple in ``inner``); any
+* TCP, UDP, UDP-Lite, SCTP (ports, verification tag, chunk types), GRE (v0: no keys;
+  v1/PPTP: the call id), ICMP and ICMPv6 (echo id; errors carry the quoted tuple in ``inner``); any
   other protocol is tracked as generic (ports 0/0).
 """
 
@@ -85,6 +85,7 @@ _u16 = struct.Struct("!H").unpack_from
 _u16u16 = struct.Struct("!HH").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from  # sport dport seq ack doff/res flags win
 _u32 = struct.Struct("!I").unpack_from
+_sctp = struct.Struct("!HHI").unpack_from  # sport dport vtag
 # Fast path, one unpack: untagged Ethernet + option-less IPv4 + the first 16 bytes of L4:
 # ethertype, version/IHL, total length, flags/fragment offset, TTL, protocol, addresses,
 # then (for TCP) ports, seq, ack, data offset, flags, window.
@@ -310,9 +311,32 @@ class Decoder:
             if caplen < 12:
                 self.skipped["truncated-l4"] += 1
                 return None
-            sport, dport = _u16u16(buf, l4)
-            return Packet(ts, family, proto, src, dst, sport, dport, payload - 12, 0, 0, 0, 0, b"",
-                          None, vlan, ttl)  # fmt: skip
+            sport, dport, vtag = _sctp(buf, l4)
+            pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 12, 0, 0, 0, 0, b"",
+                         None, vlan, ttl)  # fmt: skip
+            pkt.sctp_vtag = vtag
+            # the chunk walk of for_each_sctp_chunk (bounded: every step moves >= 4 bytes); a
+            # zero-length chunk makes the packet invalid for the kernel: no chunks then
+            types = bytearray()
+            flags = bytearray()
+            off = l4 + 12
+            while off + 4 <= stop:
+                clen = buf[off + 2] << 8 | buf[off + 3]
+                if not clen:
+                    types.clear()
+                    flags.clear()
+                    break
+                types.append(buf[off])
+                flags.append(buf[off + 1])
+                off += (clen + 3) & ~3
+            pkt.sctp_chunks = bytes(types)
+            pkt.sctp_flags = bytes(flags)
+            # initiate tag of a leading INIT / INIT_ACK (its 16-byte header must be there)
+            if types and types[0] in (1, 2) and l4 + 32 <= stop:
+                pkt.sctp_init_tag = _u32(buf, l4 + 16)[0]
+            else:
+                pkt.sctp_init_tag = -1
+            return pkt
         if proto == PROTO_GRE:
             if caplen < 4:
                 self.skipped["truncated-l4"] += 1

@@ -2,8 +2,8 @@
 
 An entry owns its ORIGINAL and REPLY tuples, the ``IPS_*`` status bits, an
 absolute expiry time (seconds, on the clock of the packets that fed it) and the
-protocol's private state (``TcpState`` for TCP). It knows nothing about how it
-was observed or where it will be installed.
+protocol's private state (``TcpState`` for TCP, ``SctpState`` for SCTP). It knows
+nothing about how it was observed or where it will be installed.
 """
 
 from __future__ import annotations
@@ -85,6 +85,24 @@ class TcpState:
         self.retrans = 0
 
 
+class SctpState:
+    """``struct ip_ct_sctp``: the association state and the verification tags.
+
+    ``vtag[d]`` is the tag packets in direction ``d`` must carry; ``init[d]`` says an
+    INIT was seen from ``d`` (cleared by COOKIE_ACK); ``flags`` holds
+    HEARTBEAT_VTAG_FAILED and ``last_dir`` the direction that failed it.
+    """
+
+    __slots__ = ("state", "vtag", "init", "flags", "last_dir")
+
+    def __init__(self) -> None:
+        self.state = 0
+        self.vtag = [0, 0]
+        self.init = [False, False]
+        self.flags = 0
+        self.last_dir = 0
+
+
 class Conn:
     """A tracked connection."""
 
@@ -96,6 +114,7 @@ class Conn:
         "created",
         "last_seen",
         "tcp",
+        "sctp",
         "zone",
         "mark",
         "id",
@@ -111,6 +130,7 @@ class Conn:
         self.created = now  # also the UDP "stream_ts" reference (created + 2 s)
         self.last_seen = now
         self.tcp: TcpState | None = None
+        self.sctp: SctpState | None = None
         self.zone = 0
         self.mark = 0
         self.id = conn_id

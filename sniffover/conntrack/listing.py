@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .packet import PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP
+from .sctp import SCTP_STATE_NAMES
 from .timeouts import TCP_STATE_NAMES
 from .tuple import Tuple, addr_bytes, addr_text
 
@@ -56,6 +57,8 @@ def format_entry(conn: Conn, now: float, extended: bool = False) -> str:
     line += f"{PROTO_NAMES.get(proto, 'unknown'):<8} {proto} {remaining_seconds(conn, now)} "
     if conn.tcp is not None:
         line += TCP_STATE_NAMES[conn.tcp.state] + " "
+    elif conn.sctp is not None:
+        line += SCTP_STATE_NAMES[conn.sctp.state] + " "
     line += _tuple_text(conn.orig)
     if not conn.status & IPS_SEEN_REPLY:
         line += "[UNREPLIED] "

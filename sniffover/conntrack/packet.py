@@ -69,7 +69,18 @@ class Packet:
         "hw",
         "ipid",
         "payload",
+        # SCTP only (set by the decoder for protocol 132, never for others: read them with
+        # getattr and a default): the common header's verification tag, the chunk types and
+        # chunk flags in order, and the initiate tag of a leading INIT/INIT_ACK (-1 if none)
+        "sctp_vtag",
+        "sctp_chunks",
+        "sctp_flags",
+        "sctp_init_tag",
     )
+    sctp_vtag: int
+    sctp_chunks: bytes
+    sctp_flags: bytes
+    sctp_init_tag: int
 
     def __init__(
         self,

@@ -16,7 +16,7 @@ How a packet is handled:
 3. A miss creates a candidate entry (ORIGINAL = this packet) which the
    protocol may refuse (TCP only from SYN, or ACK with ``tcp_loose``; ICMP
    only from requests). It is confirmed into the table after the protocol
-   accepted the packet.
+   accepted the packet. SCTP entries are made by ``sctp.sctp_new``.
 4. A reply-direction packet that was not INVALID sets SEEN_REPLY after the
    protocol handler ran, as the core does.
 
@@ -62,6 +62,7 @@ from .protocols import (
     udp_packet,
     udplite_packet,
 )
+from .sctp import sctp_can_early_drop, sctp_new, sctp_packet
 from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
 from .tcp import TCP_INDEX, tcp_error, tcp_new, tcp_packet
@@ -83,9 +84,7 @@ HANDLERS: dict[int, Handler] = {
     PROTO_ICMP: icmp_packet,
     PROTO_ICMPV6: icmp_packet,
     PROTO_GRE: gre_packet,
-    # SCTP has a chunk-driven tracker in the kernel; it is tracked here with its
-    # ports but generic timing (see README, "Limits").
-    PROTO_SCTP: generic_packet,
+    PROTO_SCTP: sctp_packet,
 }
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
@@ -189,7 +188,7 @@ class ConntrackTable:
 
     def _existing(self, conn: Conn, direction: int, pkt: Packet, key: Tuple) -> int:
         status0 = conn.status
-        st = conn.tcp
+        st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
         res = HANDLERS.get(pkt.proto, generic_packet)(conn, direction, pkt, self.timeouts)
         if res == INVALID:
@@ -232,6 +231,10 @@ class ConntrackTable:
                     return INVALID
         elif (proto in (PROTO_ICMP, PROTO_ICMPV6)) and not icmp_new(pkt):
             return INVALID
+        elif proto == PROTO_SCTP:
+            conn = Conn(key, reply, now)
+            if not sctp_new(conn, pkt, self.timeouts):
+                return INVALID
         else:
             conn = Conn(key, reply, now)
         res = HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
@@ -391,7 +394,9 @@ class ConntrackTable:
             if conn.expires <= now:
                 chosen, reason = conn, "timeout"
                 break
-            if st is not None and TCP_FIN_WAIT <= st.state <= TCP_CLOSE:
+            if (st is not None and TCP_FIN_WAIT <= st.state <= TCP_CLOSE) or (
+                conn.sctp is not None and sctp_can_early_drop(conn)
+            ):
                 chosen = conn
                 break
             assured.append(conn)
@@ -403,7 +408,9 @@ class ConntrackTable:
             st = conn.tcp
             if conn.expires <= now:
                 chosen, reason = conn, "timeout"
-            elif st is not None and TCP_FIN_WAIT <= st.state <= TCP_CLOSE:
+            elif (st is not None and TCP_FIN_WAIT <= st.state <= TCP_CLOSE) or (
+                conn.sctp is not None and sctp_can_early_drop(conn)
+            ):
                 chosen = conn
             elif conn.status & IPS_ASSURED:
                 assured.append(conn)

@@ -41,6 +41,9 @@ TCP_STATE_NAMES = (
 )
 
 
+_TABLES = ("tcp", "sctp")  # derived per-state arrays, not sysctls
+
+
 @dataclass
 class Timeouts:
     """Tracker settings of one network namespace (``net.netfilter.nf_conntrack_*``)."""
@@ -66,8 +69,18 @@ class Timeouts:
     tcp_be_liberal: int = 0
     tcp_ignore_invalid_rst: int = 0
     tcp_max_retrans: int = 3
+    sctp_timeout_closed: float = 10
+    sctp_timeout_cookie_wait: float = 3
+    sctp_timeout_cookie_echoed: float = 3
+    sctp_timeout_established: float = 210
+    sctp_timeout_shutdown_sent: float = 3
+    sctp_timeout_shutdown_recd: float = 3
+    sctp_timeout_shutdown_ack_sent: float = 3
+    sctp_timeout_heartbeat_sent: float = 30
     # Index = TCP state (0..9) then RETRANS (12) and UNACK (13), like tn->timeouts[].
     tcp: list[float] = field(default_factory=list, repr=False)
+    # Index = SCTP state (0..8), like nf_sctp_net.timeouts[] (NONE uses the CLOSED value).
+    sctp: list[float] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         self.tcp = [
@@ -86,13 +99,24 @@ class Timeouts:
             self.tcp_timeout_max_retrans,
             self.tcp_timeout_unacknowledged,
         ]
+        self.sctp = [
+            self.sctp_timeout_closed,
+            self.sctp_timeout_closed,
+            self.sctp_timeout_cookie_wait,
+            self.sctp_timeout_cookie_echoed,
+            self.sctp_timeout_established,
+            self.sctp_timeout_shutdown_sent,
+            self.sctp_timeout_shutdown_recd,
+            self.sctp_timeout_shutdown_ack_sent,
+            self.sctp_timeout_heartbeat_sent,
+        ]
 
     @classmethod
     def from_sysctl(cls, values: Mapping[str, str | int | float]) -> Timeouts:
         """Build from sysctl names (with or without the ``nf_conntrack_`` prefix)."""
         kwargs: dict[str, float | int] = {}
         for f in fields(cls):
-            if f.name == "tcp":
+            if f.name in _TABLES:
                 continue
             for name in (f"nf_conntrack_{f.name}", f.name):
                 if name in values:
@@ -107,4 +131,4 @@ class Timeouts:
     @staticmethod
     def sysctl_names() -> list[str]:
         """The sysctl file names this class reads."""
-        return [f"nf_conntrack_{f.name}" for f in fields(Timeouts) if f.name != "tcp"]
+        return [f"nf_conntrack_{f.name}" for f in fields(Timeouts) if f.name not in _TABLES]
