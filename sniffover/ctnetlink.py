@@ -76,6 +76,10 @@ CTA_PROTOINFO_TCP_WSCALE_ORIGINAL = 2
 CTA_PROTOINFO_TCP_WSCALE_REPLY = 3
 CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = 4
 CTA_PROTOINFO_TCP_FLAGS_REPLY = 5
+CTA_PROTOINFO_SCTP = 3
+CTA_PROTOINFO_SCTP_STATE = 1
+CTA_PROTOINFO_SCTP_VTAG_ORIGINAL = 2
+CTA_PROTOINFO_SCTP_VTAG_REPLY = 3
 
 IPS_CONFIRMED = 0x8
 AF_INET, AF_INET6 = 2, 10
@@ -155,6 +159,19 @@ def encode_tcp_info(info: TcpInfo) -> bytes:
     )
 
 
+def encode_sctp_info(state: int, vtag_orig: int, vtag_reply: int) -> bytes:
+    """CTA_PROTOINFO_SCTP: the kernel wants the state and both vtags (else EINVAL)."""
+    return _nest(
+        CTA_PROTOINFO,
+        _nest(
+            CTA_PROTOINFO_SCTP,
+            _attr(CTA_PROTOINFO_SCTP_STATE, _u8(state)),
+            _attr(CTA_PROTOINFO_SCTP_VTAG_ORIGINAL, _be32(vtag_orig)),
+            _attr(CTA_PROTOINFO_SCTP_VTAG_REPLY, _be32(vtag_reply)),
+        ),
+    )
+
+
 def encode_nat(kind: int, addr: bytes, port: int) -> bytes:
     """CTA_NAT_SRC/DST binding one address and port (ICMP: the id); create only."""
     lo, hi = (CTA_NAT_V4_MINIP, CTA_NAT_V4_MAXIP) if len(addr) == 4 else (
@@ -184,6 +201,7 @@ def encode_ct_new(
     nat_dst: tuple[bytes, int] | None = None,
     labels: bytes = b"",
     helper: str | None = None,
+    sctp: tuple[int, int, int] | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``).
 
@@ -199,6 +217,8 @@ def encode_ct_new(
         body += encode_nat(CTA_NAT_DST, *nat_dst)
     if tcp is not None:
         body += encode_tcp_info(tcp)
+    elif sctp is not None:  # (state, vtag ORIGINAL, vtag REPLY)
+        body += encode_sctp_info(*sctp)
     if helper is not None:
         body += _nest(CTA_HELP, _attr(CTA_HELP_NAME, helper.encode() + b"\0"))
     if mark is not None:

@@ -197,6 +197,13 @@ class Installer:
                 )
         helper = self._helper(op, conn)
         o, r = conn.orig, conn.reply
+        if want.sctp_state >= 0:  # SCTP: state and vtags (not NAT-translated entries)
+            return encode_ct_new(
+                o, r, status=want.status | op.status_extra, timeout=op.timeout,
+                mark=conn.mark or self.mark, zone=conn.zone or self.zone, seq=seq,
+                create=op.mode == "create", exclusive=op.mode == "create", ack=ack,
+                sctp=(want.sctp_state, want.vtag_orig, want.vtag_reply),
+            )  # fmt: skip
         if r[1] != o[2] or r[2] != o[1] or r[3] != o[4] or r[4] != o[3] or o[0] in (1, 58):
             plain = invert(o)  # translated (or ICMP, whose inverse swaps types)
             if plain is not None and plain != r:

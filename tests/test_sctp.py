@@ -272,3 +272,28 @@ def test_timeouts_from_sysctl() -> None:
     f = Flow(t)
     f.handshake()
     assert f.left() == pytest.approx(100)
+
+
+def test_sync_installs_established_sctp_with_its_vtags() -> None:
+    from sniffover.conntrack.sync import desired
+    from sniffover.ctnetlink import encode_ct_new
+
+    f = Flow()
+    f.c(sc_init(TC), vtag=0)
+    f.s(sc_init_ack(TS))
+    assert desired(f.entry(), f.now, installed=False) is None  # not before ESTABLISHED
+    f.c(sc_cookie_echo())
+    f.s(SC_COOKIE_ACK)
+    want = desired(f.entry(), f.now, installed=False)
+    assert want is not None and want.state == -1
+    assert (want.sctp_state, want.vtag_orig, want.vtag_reply) == (4, TS, TC)
+    msg = encode_ct_new(f.entry().orig, f.entry().reply, status=want.status, timeout=200,
+                        sctp=(want.sctp_state, want.vtag_orig, want.vtag_reply))  # fmt: skip
+    # CTA_PROTOINFO { CTA_PROTOINFO_SCTP { STATE 4, VTAG_ORIGINAL, VTAG_REPLY } }
+    assert struct.pack("!I", TS) + struct.pack("=HH", 8, 3) + struct.pack("!I", TC) in msg
+    f.c(sc_shutdown(5000))
+    assert desired(f.entry(), f.now, installed=True) is not None  # closing: as an update
+    g = Flow()
+    g.c(sc_init(TC), vtag=0)
+    g.s(sc_abort())
+    assert desired(g.entry(), g.now, installed=False) is None  # never established

@@ -15,6 +15,10 @@ The rules come from how the kernel treats injected entries
   drops most segments after takeover. Connections picked up mid-stream carry
   SACK_PERM|BE_LIBERAL instead (no SYN, no scale: let the kernel be liberal).
   TIME_WAIT and CLOSE add CLOSE_INIT so a reused port reopens cleanly.
+* SCTP is installed once ESTABLISHED, with its state and both verification tags
+  (CTA_PROTOINFO_SCTP: the kernel checks the tags on every chunk, and an entry
+  without them would turn the association's DATA INVALID); its closing states go in
+  only for an association that was established.
 * UDP, UDP-Lite, ICMP echo, GRE and generic entries are installed once a reply
   was seen (SEEN_REPLY): unreplied traffic is allowed as NEW from the inside by
   any sane ruleset, and one-way floods stay out of the kernel.
@@ -37,7 +41,14 @@ from .entry import (
     TCP_FLAG_WINDOW_SCALE,
     Conn,
 )
-from .packet import PROTO_TCP
+from .packet import PROTO_SCTP, PROTO_TCP
+from .sctp import (
+    SCTP_CONNTRACK_CLOSED,
+    SCTP_CONNTRACK_ESTABLISHED,
+    SCTP_CONNTRACK_SHUTDOWN_ACK_SENT,
+    SCTP_CONNTRACK_SHUTDOWN_RECD,
+    SCTP_CONNTRACK_SHUTDOWN_SENT,
+)
 from .timeouts import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
@@ -51,6 +62,16 @@ from .timeouts import (
 # TCP states worth installing; the closing ones only as updates of an installed entry.
 TCP_LIVE = frozenset((TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_CLOSE_WAIT, TCP_LAST_ACK))
 TCP_CLOSING = frozenset((TCP_TIME_WAIT, TCP_CLOSE))
+# SCTP: installed once ESTABLISHED (with its vtags: the kernel checks them on every chunk);
+# the closing states only for an association that was established.
+SCTP_CLOSING = frozenset(
+    (
+        SCTP_CONNTRACK_SHUTDOWN_SENT,
+        SCTP_CONNTRACK_SHUTDOWN_RECD,
+        SCTP_CONNTRACK_SHUTDOWN_ACK_SENT,
+        SCTP_CONNTRACK_CLOSED,
+    )
+)
 SIDE_FLAGS = TCP_FLAG_WINDOW_SCALE | TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
 SIDE_MASK = SIDE_FLAGS | TCP_FLAG_CLOSE_INIT
 
@@ -64,6 +85,9 @@ class Desired(NamedTuple):
     wscale_reply: int = 0
     flags_orig: int = 0
     flags_reply: int = 0
+    sctp_state: int = -1  # SCTP state, -1 for other protocols
+    vtag_orig: int = 0
+    vtag_reply: int = 0
 
 
 def remaining_timeout(conn: Conn, now: float) -> int:
@@ -118,6 +142,15 @@ def desired(
             (o.flags & SIDE_FLAGS) | extra,
             (r.flags & SIDE_FLAGS) | extra,
         )
+    if conn.orig[0] == PROTO_SCTP:
+        sc = conn.sctp
+        if sc is None:
+            return None
+        if sc.state == SCTP_CONNTRACK_ESTABLISHED or (
+            sc.state in SCTP_CLOSING and (installed or conn.status & IPS_ASSURED)
+        ):
+            return Desired(status, -1, 0, 0, 0, 0, sc.state, sc.vtag[0], sc.vtag[1])
+        return None
     if not conn.status & IPS_SEEN_REPLY:
         return None
     return Desired(status)
