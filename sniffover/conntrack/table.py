@@ -89,6 +89,11 @@ HANDLERS: dict[int, Handler] = {
 
 EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
 
+# ICMP "time exceeded in transit" (type << 8 | code) per protocol, and how many entries
+# created by TTL-1 packets are remembered for it (see ConntrackTable._icmp_error).
+TIME_EXCEEDED = {PROTO_ICMP: 11 << 8, PROTO_ICMPV6: 3 << 8}
+TTL_PROBES_MAX = 4096
+
 # Early drop (nf_conntrack_core.c): how many ASSURED entries one new entry may look at.
 EVICTION_RANGE = 8
 
@@ -130,6 +135,10 @@ class ConntrackTable:
         self._entries = 0
         self.verdicts = [0] * 7  # indexed by verdict
         self.counters: Counter[str] = Counter()
+        # Entries created by a packet arriving with TTL / hop limit 1 and not seen since
+        # with another TTL (ORIGINAL tuple -> entry; bounded, oldest dropped): see
+        # _icmp_error for why.
+        self._ttl_probes: dict[Tuple, Conn] = {}
 
     # --- lookup ---------------------------------------------------------------------
 
@@ -187,6 +196,8 @@ class ConntrackTable:
         return verdict
 
     def _existing(self, conn: Conn, direction: int, pkt: Packet, key: Tuple) -> int:
+        if self._ttl_probes and pkt.ttl != 1:
+            self._ttl_probes.pop(conn.orig, None)  # a packet that can live on: keep it
         status0 = conn.status
         st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
@@ -260,6 +271,11 @@ class ConntrackTable:
         if self._early is not None:
             self._enqueue(conn)
         self.counters["created"] += 1
+        if pkt.ttl == 1:  # 0 = not known (crafted packets)
+            probes = self._ttl_probes
+            probes[conn.orig] = conn
+            if len(probes) > TTL_PROBES_MAX:
+                del probes[next(iter(probes))]
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
         return res
@@ -348,6 +364,18 @@ class ConntrackTable:
         tup = conn.reply if quoted == conn.reply else conn.orig
         if pkt.dst != tup[2]:
             return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
+        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(conn.orig) is conn:
+            # "TTL exceeded in transit" about an entry whose every packet so far arrived
+            # with TTL 1: the capture point's router dropped them in ip_forward() (ttl <= 1)
+            # and sent this error itself. In the kernel the entry made in PRE_ROUTING is
+            # only inserted by nf_conntrack_confirm() at POSTROUTING / LOCAL_IN, which such
+            # a packet never reaches, so the router's table has no entry for it
+            # (traceroute's first hop; verified: pcaps/icmp_ttl_exceeded). The error
+            # itself finds nothing in the kernel's hash either.
+            del self._ttl_probes[conn.orig]
+            if not conn.status & IPS_SEEN_REPLY:
+                self._destroy(conn, "ttl-expired")
+                return INVALID
         return RELATED
 
     # --- resource bound (early drop) ------------------------------------------------
