@@ -197,7 +197,7 @@ class Installer:
                 )
         helper = self._helper(op, conn)
         o, r = conn.orig, conn.reply
-        if want.sctp_state >= 0:  # SCTP: state and vtags (not NAT-translated entries)
+        if want.sctp_state >= 0 and invert(o) == r:  # SCTP: state and vtags (NAT: below)
             return encode_ct_new(
                 o, r, status=want.status | op.status_extra, timeout=op.timeout,
                 mark=conn.mark or self.mark, zone=conn.zone or self.zone, seq=seq,
