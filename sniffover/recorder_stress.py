@@ -489,6 +489,48 @@ hold(30)
     server.expect("done", 5)
 
 
+def sc_tcp_syn_on_established(lab: Lab) -> None:
+    # The client's abort RST is dropped in its own output chain, so the server still holds
+    # the connection when the client reconnects from the same port: new ISN on an
+    # ESTABLISHED entry (ignored SYN), the server's RFC 5961 challenge ACK, the client's
+    # RST to it, then the SYN retransmission that reopens the entry.
+    lab.echo_server(tcp=[(SERVER4, 8080)])
+    lab.sh(
+        lab.client,
+        "nft",
+        "-f",
+        "-",
+        stdin=(
+            "table inet snfcliout {\n chain output_filter {\n"
+            "  type filter hook output priority 0; policy accept;\n"
+            "  tcp sport 40800 tcp flags & rst == rst drop\n }\n}\n"
+        ),
+    )
+    client = lab.spawn(
+        lab.client,
+        r"""
+src = (A["src"], 40800)
+s = connect(A["dst"], 8080, src=src, reuse=True)
+s.sendall(payload(1200, b"a"))
+say("echoed", len(recv_n(s, 1200)))
+rst_close(s)  # the RST never leaves the client
+say("aborted")
+until(A["t"])
+s = connect(A["dst"], 8080, src=src, reuse=True, timeout=5.0)
+s.sendall(payload(800, b"b"))
+say("echoed again", len(recv_n(s, 800)))
+say("done")
+hold(30)
+""",
+        {"dst": SERVER4, "src": CLIENT4, "t": time.time() + 1.5},
+        label="client",
+    )
+    client.expect("aborted", 5)
+    lab.sh(lab.client, "nft", "delete table inet snfcliout")
+    client.expect("done", 8)
+    time.sleep(0.3)
+
+
 # --------------------------------------------------------------------------------------
 # UDP / ICMP
 # --------------------------------------------------------------------------------------
@@ -689,6 +731,12 @@ STRESS: tuple[Scenario, ...] = (
         "IPv4 TCP from fixed ports: client RST then reconnect; "
         "server RST then reconnect (resynchronised through the ignored SYN).",
         sc_tcp_reuse_after_rst,
+    ),
+    Scenario(
+        "tcp_syn_on_established",
+        "IPv4 TCP: the client's abort RST is lost, it reconnects from the same port: SYN "
+        "with a new ISN on the ESTABLISHED entry, challenge ACK, RST, SYN retransmission.",
+        sc_tcp_syn_on_established,
     ),
     Scenario(
         "udp_many_flows",
