@@ -35,6 +35,13 @@ def test_there_are_golden_captures() -> None:
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
+def test_capture_is_complete(name: str) -> None:
+    """A capture that lost packets is no oracle: the kernel saw what the pcap does not."""
+    meta = json.loads((PCAPS / f"{name}.json").read_text())
+    assert meta.get("tcpdump", {}).get("dropped_by_kernel", 0) == 0, meta.get("tcpdump")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
 def test_replay_matches_kernel_table(name: str) -> None:
     meta, kernel, timeouts = load_scenario(name)
     at = float(meta["dump_time"])
