@@ -404,7 +404,7 @@ class Lab:
             return
         proc = self._popen(
             ["ip", "netns", "exec", self.router, "tcpdump", "-i", INSIDE, "-w", str(pcap),
-             "-U", "--immediate-mode", "-s", "0", "-n", "-Z", "root"],
+             "-U", "--immediate-mode", "-s", "0", "-B", "65536", "-n", "-Z", "root"],
             "tcpdump",
         )
         self.procs.remove(proc)
