@@ -65,7 +65,7 @@ from .protocols import (
 from .sctp import sctp_can_early_drop, sctp_new, sctp_packet
 from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
-from .tcp import TCP_INDEX, tcp_error, tcp_new, tcp_packet
+from .tcp import TCP_INDEX, VALID_FLAGS, tcp_new, tcp_packet
 from .timeouts import TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT, Timeouts
 from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
@@ -176,7 +176,7 @@ class ConntrackTable:
                 return self._count(self._icmp_error(pkt))
             if icmp_type in ICMPV6_UNTRACKED:
                 return self._count(UNTRACKED)
-        elif proto == PROTO_TCP and tcp_error(pkt):
+        elif proto == PROTO_TCP and not VALID_FLAGS[pkt.tcp_flags & 0x37]:  # tcp_error()
             self.counters["tcp-bad-flags"] += 1
             return self._count(INVALID)
 
@@ -187,7 +187,9 @@ class ConntrackTable:
                 # Reply first: if both tuples are equal (a host talking to itself on one
                 # port) the kernel's hash chain finds the REPLY node first.
                 direction = 1 if key == conn.reply else 0
-                return self._count(self._existing(conn, direction, pkt, key))
+                verdict = self._existing(conn, direction, pkt, key)
+                self.verdicts[verdict] += 1
+                return verdict
             self._destroy(conn, "timeout")
         return self._count(self._new(pkt, key))
 

@@ -359,105 +359,106 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
     index = TCP_INDEX[flags]
     new_state = TCP_CONNTRACKS[direction][index][old_state]
 
-    if new_state == TCP_SYN_SENT and old_state >= TCP_TIME_WAIT:
-        # Reopen after close (RFC 1122) if a side closed or we saw its RST.
-        if (st.seen[direction].flags | st.seen[1 - direction].flags) & TCP_FLAG_CLOSE_INIT or (
-            st.last_dir == direction and st.last_index == RST
-        ):
-            return REPEAT
-        new_state = TCP_IGNORE  # otherwise handled like an ignored packet
-    if new_state == TCP_IGNORE:
-        if (
-            index == SYNACK
-            and st.last_index == SYN
-            and st.last_dir != direction
-            and pkt.ack == st.last_end
-        ):
-            # This SYN/ACK answers a SYN we ignored: both ends are in sync, we are not.
-            old_state = TCP_SYN_SENT
-            new_state = TCP_SYN_RECV
-            last = st.seen[st.last_dir]
-            last.td_end = st.last_end
-            last.td_maxend = st.last_end
-            last.td_maxwin = st.last_win or 1
-            last.td_scale = st.last_wscale
-            st.last_flags &= ~TCP_EXP_CHALLENGE_ACK
-            last.flags = st.last_flags
-            st.seen[direction].reset()
-        else:
-            st.last_index = index
-            st.last_dir = direction
-            st.last_seq = pkt.seq
-            st.last_end = segment_end(pkt)
-            st.last_win = pkt.win
-            if index == SYN and direction == 0:
-                # Remember its options: a SYN/ACK may prove this SYN right.
-                seen = TcpSide()
-                st.last_flags = st.last_wscale = 0
-                tcp_options(pkt, seen)
-                if seen.flags & TCP_FLAG_WINDOW_SCALE:
-                    st.last_flags |= TCP_FLAG_WINDOW_SCALE
-                    st.last_wscale = seen.td_scale
-                if seen.flags & TCP_FLAG_SACK_PERM:
-                    st.last_flags |= TCP_FLAG_SACK_PERM
-                if old_state == TCP_LAST_ACK:
-                    st.last_flags |= TCP_EXP_CHALLENGE_ACK  # RFC 5961 challenge ACK expected
-            if old_state == TCP_SYN_SENT and index == ACK and direction == 1:
-                st.last_ack = pkt.ack  # possible challenge ACK to our SYN
-            return IGNORE
-    elif new_state == TCP_MAX:
-        return INVALID
-    elif new_state == TCP_TIME_WAIT:
-        if (
-            old_state == TCP_LAST_ACK
-            and index == ACK
-            and st.last_dir != direction
-            and st.last_index == SYN
-            and st.last_flags & TCP_EXP_CHALLENGE_ACK
-        ):
-            # An RFC 5961 challenge ACK, not the final ACK of the close.
-            st.last_flags &= ~TCP_EXP_CHALLENGE_ACK
-            return IGNORE
-    elif new_state == TCP_SYN_SENT2:
-        st.last_flags |= TCP_SIMULTANEOUS_OPEN
-    elif new_state == TCP_SYN_RECV:
-        if direction == 1 and index == ACK and st.last_flags & TCP_SIMULTANEOUS_OPEN:
-            new_state = TCP_ESTABLISHED
-    elif new_state == TCP_CLOSE and index == RST:
-        skip_window = _can_early_drop(old_state)
-        if not skip_window:
-            peer = st.seen[1 - direction]
-            if peer.flags & TCP_FLAG_MAXACK_SET and st.last_index != SYN:
-                seq = pkt.seq
-                if seq == 0 and not _established(conn):
-                    pass  # answer to a SYN we let through: normal window check
-                elif before(seq, peer.td_maxack) and not t.tcp_ignore_invalid_rst:
-                    return INVALID
-                elif not _established(conn) or seq == peer.td_maxack:
-                    pass
-                elif st.last_index == ACK and st.last_dir == direction and seq == st.last_end:
-                    pass  # RST right after a data train
-                else:
-                    new_state = old_state  # inexact: keep state, wait for a challenge ACK
-            if (
-                (conn.status & IPS_SEEN_REPLY and st.last_index == SYN)
-                or (not conn.status & IPS_ASSURED and st.last_index == ACK)
-            ) and pkt.ack == st.last_end:
-                skip_window = True  # RST to a SYN/ACK we let through out of sync
-            elif (
-                old_state == TCP_SYN_SENT
-                and st.last_index == ACK
-                and st.last_dir == 1
-                and pkt.seq == st.last_ack
+    if new_state != TCP_ESTABLISHED:  # the common case needs none of this
+        if new_state == TCP_SYN_SENT and old_state >= TCP_TIME_WAIT:
+            # Reopen after close (RFC 1122) if a side closed or we saw its RST.
+            if (st.seen[direction].flags | st.seen[1 - direction].flags) & TCP_FLAG_CLOSE_INIT or (
+                st.last_dir == direction and st.last_index == RST
             ):
-                skip_window = True  # RST answering a challenge ACK
-        if not skip_window:
-            res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal)
-            if res != ACCEPT:
-                if res == INVALID:
-                    _handle_invalid(conn, direction, index, now, t)
-                return res
-        return _in_window(conn, st, direction, index, old_state, new_state, pkt, t)
+                return REPEAT
+            new_state = TCP_IGNORE  # otherwise handled like an ignored packet
+        if new_state == TCP_IGNORE:
+            if (
+                index == SYNACK
+                and st.last_index == SYN
+                and st.last_dir != direction
+                and pkt.ack == st.last_end
+            ):
+                # This SYN/ACK answers a SYN we ignored: both ends are in sync, we are not.
+                old_state = TCP_SYN_SENT
+                new_state = TCP_SYN_RECV
+                last = st.seen[st.last_dir]
+                last.td_end = st.last_end
+                last.td_maxend = st.last_end
+                last.td_maxwin = st.last_win or 1
+                last.td_scale = st.last_wscale
+                st.last_flags &= ~TCP_EXP_CHALLENGE_ACK
+                last.flags = st.last_flags
+                st.seen[direction].reset()
+            else:
+                st.last_index = index
+                st.last_dir = direction
+                st.last_seq = pkt.seq
+                st.last_end = segment_end(pkt)
+                st.last_win = pkt.win
+                if index == SYN and direction == 0:
+                    # Remember its options: a SYN/ACK may prove this SYN right.
+                    seen = TcpSide()
+                    st.last_flags = st.last_wscale = 0
+                    tcp_options(pkt, seen)
+                    if seen.flags & TCP_FLAG_WINDOW_SCALE:
+                        st.last_flags |= TCP_FLAG_WINDOW_SCALE
+                        st.last_wscale = seen.td_scale
+                    if seen.flags & TCP_FLAG_SACK_PERM:
+                        st.last_flags |= TCP_FLAG_SACK_PERM
+                    if old_state == TCP_LAST_ACK:
+                        st.last_flags |= TCP_EXP_CHALLENGE_ACK  # RFC 5961 challenge ACK expected
+                if old_state == TCP_SYN_SENT and index == ACK and direction == 1:
+                    st.last_ack = pkt.ack  # possible challenge ACK to our SYN
+                return IGNORE
+        elif new_state == TCP_MAX:
+            return INVALID
+        elif new_state == TCP_TIME_WAIT:
+            if (
+                old_state == TCP_LAST_ACK
+                and index == ACK
+                and st.last_dir != direction
+                and st.last_index == SYN
+                and st.last_flags & TCP_EXP_CHALLENGE_ACK
+            ):
+                # An RFC 5961 challenge ACK, not the final ACK of the close.
+                st.last_flags &= ~TCP_EXP_CHALLENGE_ACK
+                return IGNORE
+        elif new_state == TCP_SYN_SENT2:
+            st.last_flags |= TCP_SIMULTANEOUS_OPEN
+        elif new_state == TCP_SYN_RECV:
+            if direction == 1 and index == ACK and st.last_flags & TCP_SIMULTANEOUS_OPEN:
+                new_state = TCP_ESTABLISHED
+        elif new_state == TCP_CLOSE and index == RST:
+            skip_window = _can_early_drop(old_state)
+            if not skip_window:
+                peer = st.seen[1 - direction]
+                if peer.flags & TCP_FLAG_MAXACK_SET and st.last_index != SYN:
+                    seq = pkt.seq
+                    if seq == 0 and not _established(conn):
+                        pass  # answer to a SYN we let through: normal window check
+                    elif before(seq, peer.td_maxack) and not t.tcp_ignore_invalid_rst:
+                        return INVALID
+                    elif not _established(conn) or seq == peer.td_maxack:
+                        pass
+                    elif st.last_index == ACK and st.last_dir == direction and seq == st.last_end:
+                        pass  # RST right after a data train
+                    else:
+                        new_state = old_state  # inexact: keep state, wait for a challenge ACK
+                if (
+                    (conn.status & IPS_SEEN_REPLY and st.last_index == SYN)
+                    or (not conn.status & IPS_ASSURED and st.last_index == ACK)
+                ) and pkt.ack == st.last_end:
+                    skip_window = True  # RST to a SYN/ACK we let through out of sync
+                elif (
+                    old_state == TCP_SYN_SENT
+                    and st.last_index == ACK
+                    and st.last_dir == 1
+                    and pkt.seq == st.last_ack
+                ):
+                    skip_window = True  # RST answering a challenge ACK
+            if not skip_window:
+                res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal)
+                if res != ACCEPT:
+                    if res == INVALID:
+                        _handle_invalid(conn, direction, index, now, t)
+                    return res
+            return _in_window(conn, st, direction, index, old_state, new_state, pkt, t)
 
     res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal)
     if res != ACCEPT:
