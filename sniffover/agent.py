@@ -32,6 +32,7 @@ from .capture import CaptureError
 from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import Conn
 from .conntrack.ftp import FTP_PORT, FtpFollower
+from .conntrack.helpers import HELPER_PORTS, HelperFollower
 from .conntrack.packet import HW_TO_MASTER, Packet
 from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import Timeouts
@@ -92,6 +93,7 @@ class AgentConfig:
     confirm: str = "auto"  # forwarding confirmation: auto | mac | both | off
     master_macs: list[str] = field(default_factory=list)  # configured; else learned
     ftp: bool = True  # FTP control entries get the kernel's ftp helper, expectations follow
+    tftp: bool = True  # TFTP requests (UDP to 69) likewise, with the tftp helper
 
 
 def _ts(p: Packet) -> float:
@@ -175,10 +177,11 @@ class Agent:
                 assume_handshake=self.cfg.prefilter,
                 require_forwarded=confirm,
                 ftp_helper=self.cfg.ftp,
+                tftp_helper=self.cfg.tftp,
             )
             listener: Callable[[str, Conn], None] = self.installer.on_event
-            if self.cfg.ftp:
-                self.ftp = FtpFollower()
+            if self.cfg.ftp or self.cfg.tftp:
+                self.ftp = HelperFollower(self.cfg.ftp, self.cfg.tftp)
                 self.expect = ExpectInstaller(self.sock, self.installer, self.cfg.zone)
                 listener = self._ftp_listener(self.installer, self.ftp, self.expect)
             table = ConntrackTable(self.timeouts, listener=listener, max_entries=self.cfg.max_flows)
@@ -207,7 +210,7 @@ class Agent:
                     exp = ftp.on_new(conn)
                     if exp is not None:
                         expect.consumed(exp)
-            elif kind == "destroy" and conn.orig[4] == FTP_PORT:
+            elif kind == "destroy" and conn.orig[4] in HELPER_PORTS:
                 ftp.on_destroy(conn)
                 expect.master_gone(conn.orig)
 

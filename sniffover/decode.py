@@ -94,6 +94,7 @@ _FAST_LEN = _ETH_IP4_L4.size  # 50
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 FTP_PORT = 21  # TCP segments to or from it keep their payload (Packet.payload)
+TFTP_PORT = 69  # so do UDP datagrams (conntrack.tftp reads the request's opcode)
 
 
 class Decoder:
@@ -293,8 +294,11 @@ class Decoder:
                 self.skipped["bad-udp-header"] += 1
                 return None
             sport, dport = _u16u16(buf, l4)
-            return Packet(ts, family, proto, src, dst, sport, dport, payload - 8, 0, 0, 0, 0, b"",
-                          None, vlan, ttl)  # fmt: skip
+            pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 8, 0, 0, 0, 0, b"",
+                         None, vlan, ttl)  # fmt: skip
+            if (sport == TFTP_PORT or dport == TFTP_PORT) and proto == PROTO_UDP:  # TFTP request
+                pkt.payload = bytes(buf[l4 + 8 : stop])
+            return pkt
         if proto in (PROTO_ICMP, PROTO_ICMPV6):
             if caplen < 8:
                 self.skipped["truncated-l4"] += 1
@@ -452,7 +456,12 @@ class Decoder:
                                           flags, seq, ack, win, opts, None, 0, ttl, hw,
                                           ipid))  # fmt: skip
                             continue
-                    elif proto == 17 and total >= 28:
+                    elif (
+                        proto == 17
+                        and total >= 28
+                        and sport != TFTP_PORT  # TFTP requests carry their payload too
+                        and dport != TFTP_PORT
+                    ):
                         append(Packet(ts, 2, 17, src, dst, sport, dport, total - 28, 0, 0, 0, 0,
                                       b"", None, 0, ttl, hw, ipid))  # fmt: skip
                         continue

@@ -1,12 +1,15 @@
 """Expectations into the standby's kernel (ctnetlink ``IPCTNL_MSG_EXP_NEW`` / ``EXP_DELETE``).
 
 ``conntrack.ftp`` finds, in the sniffed FTP control channels, the expectations the
-master's FTP helper registered; this adapter mirrors them into the standby's kernel so a
-data connection opened after a takeover on an older control connection is RELATED there
-too (conntrack-semantics §6). The kernel accepts an expectation only for a master entry
-that exists (else ENOENT) and has a helper (else EOPNOTSUPP): the installer creates FTP
-control entries with CTA_HELP "ftp", and an expectation is sent only once its master is
-in the installer's shadow. Attributes: CTA_EXPECT_MASTER (the control connection's
+master's FTP helper registered (``conntrack.tftp`` likewise for TFTP requests); this
+adapter mirrors them into the standby's kernel so a data connection opened after a
+takeover on an older control connection (a TFTP server's answer to a request seen
+before it) is RELATED there too (conntrack-semantics §6). The kernel accepts an
+expectation only for a master entry that exists (else ENOENT) and has a helper (else
+EOPNOTSUPP): the installer creates FTP control entries with CTA_HELP "ftp" and TFTP
+request flows (UDP to port 69, unreplied) with CTA_HELP "tftp", and an expectation is
+sent only once its master is in the installer's shadow. The messages are the same for
+both (TCP or UDP tuples). Attributes: CTA_EXPECT_MASTER (the control connection's
 ORIGINAL tuple), CTA_EXPECT_TUPLE, CTA_EXPECT_MASK (source address exact, source port
 wildcard), CTA_EXPECT_TIMEOUT (what is left of the helper's 300 s; the kernel uses its
 policy timeout on create anyway), CTA_EXPECT_ZONE with a zone. An expectation the master
@@ -41,7 +44,7 @@ class ExpectInstaller:
         self.counters: Counter[str] = Counter()
 
     def add(self, exp: Expectation) -> None:
-        self.pending[exp.master] = exp  # one per master, as the FTP helper keeps
+        self.pending[exp.master] = exp  # one per master, as the FTP and TFTP helpers keep
 
     def consumed(self, exp: Expectation) -> None:
         """The master's data connection appeared: the master's expectation is used up."""

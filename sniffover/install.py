@@ -79,11 +79,14 @@ class Installer:
         assume_handshake: bool = False,
         require_forwarded: bool = False,
         ftp_helper: bool = False,
+        tftp_helper: bool = False,
     ) -> None:
         self.sock = sock
         # create FTP control entries (TCP to port 21) with CTA_HELP "ftp": the kernel then
         # follows the session after a takeover and accepts its expectations (sniffover.expect)
         self.ftp_helper = ftp_helper
+        # the same for TFTP requests (UDP to port 69, CTA_HELP "tftp"), installed unreplied
+        self.tftp_helper = tftp_helper
         self.zone = zone
         self.mark = mark
         self.batch = batch
@@ -162,7 +165,10 @@ class Installer:
 
     def _plan(self, orig: Tuple, conn: Conn, now: float, force: bool = False) -> list[_Op]:
         inst = self.shadow.get(orig)
-        want = desired(conn, now, inst is not None, self.assume_handshake, self.require_forwarded)
+        want = desired(
+            conn, now, inst is not None, self.assume_handshake, self.require_forwarded,
+            self.tftp_helper,
+        )  # fmt: skip
         if want is None:
             return [_Op(orig, None, None, "delete")] if inst is not None else []
         timeout = remaining_timeout(conn, now)
@@ -240,10 +246,12 @@ class Installer:
 
     def _helper(self, op: _Op, conn: Conn) -> str | None:
         """The kernel helper to attach: only on create (it cannot be added later)."""
-        if self.ftp_helper and op.mode == "create" and not op.plain:
+        if op.mode == "create" and not op.plain:
             o = conn.orig
-            if o[0] == 6 and o[4] == 21:
+            if self.ftp_helper and o[0] == 6 and o[4] == 21:
                 return "ftp"
+            if self.tftp_helper and o[0] == 17 and o[4] == 69:
+                return "tftp"
         return None
 
     def _encode_nat(

@@ -108,6 +108,20 @@ FTP_HELPER = """\
     }
 """
 
+# tftp=True: both firewalls attach the kernel's TFTP helper to UDP flows to port 69. The
+# server answers a request from a new port: a new flow from the outside, which the strict
+# ruleset admits only as RELATED (the helper's expectation).
+TFTP_HELPER = """\
+    ct helper tftp-std {
+        type "tftp" protocol udp;
+        l3proto inet;
+    }
+    chain prerouting_tftp_helper {
+        type filter hook prerouting priority filter; policy accept;
+        udp dport 69 ct helper set "tftp-std"
+    }
+"""
+
 _PKG_PARENT = str(Path(__file__).resolve().parent.parent)
 _counter = itertools.count(1)
 _live: weakref.WeakSet[Lab] = weakref.WeakSet()
@@ -167,6 +181,7 @@ class Lab:
         hostile: bool = False,
         nat: str | None = None,
         ftp: bool = False,
+        tftp: bool = False,
     ) -> None:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
@@ -184,6 +199,7 @@ class Lab:
             raise ValueError(f"nat must be one of {sorted(NAT_RULES)}")
         self.nat = nat
         self.ftp = ftp
+        self.tftp = tftp
         if hostile:
             self.nodes.append("h1")
         self.ipv6 = ipv6
@@ -368,6 +384,10 @@ class Lab:
                     "== syn ct state new", "== syn tcp dport 21 ct state new"
                 ).replace(
                     "    counter new_accept { }\n", "    counter new_accept { }\n" + FTP_HELPER
+                )
+            if self.tftp:
+                ruleset = ruleset.replace(
+                    "    counter new_accept { }\n", "    counter new_accept { }\n" + TFTP_HELPER
                 )
             self.run(fw, "nft", "-f", "-", input=ruleset)
             if self.nat:

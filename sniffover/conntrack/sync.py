@@ -21,7 +21,10 @@ The rules come from how the kernel treats injected entries
   only for an association that was established.
 * UDP, UDP-Lite, ICMP echo, GRE and generic entries are installed once a reply
   was seen (SEEN_REPLY): unreplied traffic is allowed as NEW from the inside by
-  any sane ruleset, and one-way floods stay out of the kernel.
+  any sane ruleset, and one-way floods stay out of the kernel. Exception (``tftp``): a
+  UDP flow to port 69 goes in unreplied, since a TFTP server answers from another port
+  (the request's flow never sees a reply) and the kernel accepts the expectation for
+  that answer (``conntrack.tftp``) only on a master it holds.
 * Status is CONFIRMED (which ctnetlink demands) | SEEN_REPLY | ASSURED as the
   tracker has them; the timeout is what remains of the tracker's timer.
 """
@@ -41,7 +44,7 @@ from .entry import (
     TCP_FLAG_WINDOW_SCALE,
     Conn,
 )
-from .packet import PROTO_SCTP, PROTO_TCP
+from .packet import PROTO_SCTP, PROTO_TCP, PROTO_UDP
 from .sctp import (
     SCTP_CONNTRACK_CLOSED,
     SCTP_CONNTRACK_ESTABLISHED,
@@ -49,6 +52,7 @@ from .sctp import (
     SCTP_CONNTRACK_SHUTDOWN_RECD,
     SCTP_CONNTRACK_SHUTDOWN_SENT,
 )
+from .tftp import TFTP_PORT
 from .timeouts import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
@@ -101,6 +105,7 @@ def desired(
     installed: bool,
     assume_handshake: bool = False,
     require_forwarded: bool = False,
+    tftp: bool = False,
 ) -> Desired | None:
     """The entry to hold in the kernel for ``conn``, or None if it should not be there.
 
@@ -112,6 +117,7 @@ def desired(
     ESTABLISHED, ASSURED entry the master makes of it one round trip later.
     ``require_forwarded``: only entries the master was seen forwarding
     (``conntrack.confirm``); anything else on the segment may be forged.
+    ``tftp``: UDP to port 69 goes in unreplied (the master of a TFTP expectation).
     """
     if conn.expires <= now or (require_forwarded and not conn.forwarded):
         return None
@@ -151,6 +157,8 @@ def desired(
         ):
             return Desired(status, -1, 0, 0, 0, 0, sc.state, sc.vtag[0], sc.vtag[1])
         return None
-    if not conn.status & IPS_SEEN_REPLY:
+    if not conn.status & IPS_SEEN_REPLY and not (
+        tftp and conn.orig[0] == PROTO_UDP and conn.orig[4] == TFTP_PORT
+    ):
         return None
     return Desired(status)
