@@ -500,6 +500,7 @@ class Agent:
                 conn = seed(entry, result.taken_at)
                 if conn.expires > now and self.table.adopt(conn):
                     adopted += 1
+            expects = self._prime_expectations(result.expectations, result.taken_at, now)
             self.primed = True
             self.packets_primed += 1
             self.prime_next = None
@@ -508,6 +509,8 @@ class Agent:
                 "source": result.source,
                 "entries": len(result.entries),
                 "adopted": adopted,
+                "expectations": len(result.expectations),
+                "expectations_queued": expects,
                 "bytes": result.bytes,
                 "seconds": round(result.seconds, 3),
                 "at": result.taken_at,
@@ -525,6 +528,36 @@ class Agent:
             log.info("applied %d packets captured during the pull", len(held))
         if self.installer is not None and not self.active:
             self._flush(self.installer)
+
+    def _prime_expectations(self, exps: list[Any], taken_at: float, now: float) -> int:
+        """The master's outstanding expectations from a prime: to the kernel (``expect``:
+        sent once their master entry, created with its helper, is in) and to the helper
+        follower, so a data connection sniffed later consumes them like sniffed ones.
+        One per master (FTP and TFTP keep one); a sniffed one newer than the snapshot
+        wins. Returns how many were queued."""
+        if self.expect is None or self.ftp is None:
+            return 0
+        from .conntrack.ftp import EXPECT_TIMEOUT, Expectation
+
+        queued = 0
+        for x in exps:
+            found = self.table.get(x.master)
+            if found is None:  # neither primed nor sniffed (expired, or not adopted)
+                self.counters["prime-expect-no-master"] += 1
+                continue
+            master = found[0]  # the kernel finds a master by either of its tuples
+            if (master.zone or self.cfg.zone) != self.cfg.zone:
+                self.counters["prime-expect-other-zone"] += 1
+                continue
+            created = taken_at + x.timeout - EXPECT_TIMEOUT
+            exp = Expectation(master.orig, x.tuple, x.mask, created, "prime")
+            old = self.ftp.by_master.get(master.orig)
+            if exp.expires <= now or (old is not None and old.created > taken_at):
+                continue
+            self.ftp.by_master[master.orig] = exp
+            self.expect.add(exp)
+            queued += 1
+        return queued
 
     # --- takeover -------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import struct
 import sys
 import time
 
-from .conntrack.snapshot import SnapshotEntry
+from .conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .ctnetlink import (
     _NLMSG,
     CTA_MARK,
@@ -39,6 +39,7 @@ from .ctnetlink import (
     IPCTNL_MSG_CT_GET,
     IPCTNL_MSG_CT_NEW,
     NFNL_SUBSYS_CTNETLINK,
+    NFNL_SUBSYS_CTNETLINK_EXP,
     NLM_F_DUMP,
     NLM_F_REQUEST,
     NLMSG_DONE,
@@ -419,6 +420,82 @@ def _dump(ctnl: CtnlSocket, family: int) -> list[SnapshotEntry]:
                             known.append(compiled)
             off += (length + 3) & ~3
     raise NetlinkError(0, "ctnetlink dump did not end")
+
+
+# --- expectations ----------------------------------------------------------------------
+
+IPCTNL_MSG_EXP_GET = 1
+CTA_EXPECT_MASTER, CTA_EXPECT_TUPLE, CTA_EXPECT_MASK, CTA_EXPECT_TIMEOUT = 1, 2, 3, 4
+CTA_EXPECT_HELP_NAME, CTA_EXPECT_ZONE, CTA_EXPECT_FLAGS, CTA_EXPECT_CLASS = 6, 7, 8, 9
+
+
+def decode_expectation(buf: bytes, start: int, end: int) -> SnapshotExpectation:
+    """One IPCTNL_MSG_EXP_NEW message buf[start:end] (from its nlmsghdr)."""
+    empty: Tuple = (0, b"", b"", 0, 0)
+    exp = SnapshotExpectation(empty, empty, empty, 0)
+    for kind, s, e in iter_attrs(buf, start + 20, end):
+        if kind == CTA_EXPECT_MASTER:
+            exp.master = _decode_tuple(buf, s, e)
+        elif kind == CTA_EXPECT_TUPLE:
+            exp.tuple = _decode_tuple(buf, s, e)
+        elif kind == CTA_EXPECT_MASK:
+            exp.mask = _decode_tuple(buf, s, e)
+        elif kind == CTA_EXPECT_TIMEOUT and e - s == 4:
+            exp.timeout = _BE32.unpack_from(buf, s)[0]
+        elif kind == CTA_EXPECT_HELP_NAME:
+            exp.helper = bytes(buf[s:e]).split(b"\0", 1)[0].decode("ascii", "replace")
+        elif kind == CTA_EXPECT_ZONE and e - s == 2:
+            exp.zone = _BE16.unpack_from(buf, s)[0]
+        elif kind == CTA_EXPECT_FLAGS and e - s == 4:
+            exp.flags = _BE32.unpack_from(buf, s)[0]
+        elif kind == CTA_EXPECT_CLASS and e - s == 4:
+            exp.klass = _BE32.unpack_from(buf, s)[0]
+    return exp
+
+
+def dump_expectations(
+    sock: CtnlSocket | None = None, family: int = 0
+) -> list[SnapshotExpectation]:
+    """Every expectation of the current network namespace (``IPCTNL_MSG_EXP_GET`` dump on
+    ``NFNL_SUBSYS_CTNETLINK_EXP``; family 0 = IPv4 and IPv6). A handful on any real
+    firewall (one per FTP session with an announced port), so decoded generically.
+
+    Raises ``NetlinkError`` when ctnetlink refuses the dump.
+    """
+    own = sock is None
+    ctnl = CtnlSocket() if sock is None else sock
+    try:
+        seq = ctnl.next_seq()
+        payload = _NFGEN.pack(family, 0, 0)
+        kind = (NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_EXP_GET
+        ctnl.sock.send(
+            _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+        )
+        new_kind = (NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_CT_NEW  # EXP_NEW is 0 too
+        buf = bytearray(1 << 20)
+        out: list[SnapshotExpectation] = []
+        for _ in range(1 << 24):  # bounded: ends at NLMSG_DONE
+            n = ctnl.sock.recv_into(buf)
+            if n <= 0:
+                raise NetlinkError(0, "expectation dump ended without NLMSG_DONE")
+            off = 0
+            while off + 16 <= n:
+                length, mkind, _flags, mseq, _pid = _NLMSG.unpack_from(buf, off)
+                if length < 16 or off + length > n:
+                    raise NetlinkError(0, "malformed expectation dump message")
+                if mkind == NLMSG_DONE:
+                    return out
+                if mkind == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", buf, off + 16)[0]
+                    if err:
+                        raise NetlinkError(err, f"expectation dump: {os.strerror(err)}")
+                elif mseq == seq and mkind == new_kind:
+                    out.append(decode_expectation(bytes(buf[off : off + length]), 0, length))
+                off += (length + 3) & ~3
+        raise NetlinkError(0, "expectation dump did not end")
+    finally:
+        if own:
+            ctnl.close()
 
 
 def main(argv: list[str] | None = None) -> int:

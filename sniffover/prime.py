@@ -3,10 +3,13 @@
 ``fetch(source, key_file)`` accepts
 
 * ``HOST[:PORT]`` / ``[V6ADDR]:PORT`` - a ``sniffover serve`` on the master (needs the key);
+  the table and the master's expectations;
 * ``ssh://[user@]HOST[:PORT]`` - runs ``conntrack -L -o extended`` there with the system
-  ``ssh`` (BatchMode, ConnectTimeout) and parses the text;
-* a file path - a saved ``conntrack -L`` text dump (with or without ``-o extended``;
-  taken at the file's mtime) or a stream saved by ``fetch(..., save_to=...)``.
+  ``ssh`` (BatchMode, ConnectTimeout), then ``conntrack -L expect`` (both families; its
+  failure is ignored), and parses the text;
+* a file path - a saved ``conntrack -L`` text dump (with or without ``-o extended``,
+  optionally with ``conntrack -L expect`` lines; taken at the file's mtime) or a stream
+  saved by ``fetch(..., save_to=...)``.
 
 Everything is all-or-nothing: a stream is authenticated (MAC) before a single entry
 is decoded, so a truncated or tampered pull yields ``PrimeError`` and no entries.
@@ -30,14 +33,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
-from .conntrack.listing import ListingError, parse_listing
-from .conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry
+from .conntrack.listing import TUPLE_KEYS, ListingError, _build_tuple, parse_listing
+from .conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from .errors import CliError
 from .serve import (
     DEFAULT_PORT,
+    EXP_HEADER,
+    EXP_MAGIC,
+    EXP_RECORD,
+    FLAG_EXPECT,
     FORMAT_VERSION,
     HAS_FL_O,
     HAS_FL_R,
@@ -83,6 +90,8 @@ class Snapshot:
     source: str
     bytes: int
     seconds: float
+    # the master's outstanding expectations (empty from a source that carries none)
+    expectations: list[SnapshotExpectation] = field(default_factory=list)
 
 
 # --- the stream ------------------------------------------------------------------------
@@ -90,10 +99,19 @@ class Snapshot:
 
 def decode_stream(data: bytes, mac_key: bytes) -> tuple[float, list[SnapshotEntry]]:
     """(dump time, entries) of a complete stream; PrimeError unless intact and authentic."""
+    taken_at, entries, _exps = decode_stream_full(data, mac_key)
+    return taken_at, entries
+
+
+def decode_stream_full(
+    data: bytes, mac_key: bytes
+) -> tuple[float, list[SnapshotEntry], list[SnapshotExpectation]]:
+    """(dump time, entries, expectations) of a complete stream, with the expectation
+    section if the header announces one; PrimeError unless intact and authentic."""
     hl, tl = HEADER.size, TRAILER.size
     if len(data) < hl:
         raise PrimeError(f"truncated stream: {len(data)} bytes, header needs {hl}")
-    magic, version, _res, taken_at, count, body_len = HEADER.unpack_from(data, 0)
+    magic, version, flags, taken_at, count, body_len = HEADER.unpack_from(data, 0)
     if magic != STREAM_MAGIC:
         raise PrimeError("bad format: not a sniffover snapshot stream")
     if version != FORMAT_VERSION:
@@ -101,12 +119,29 @@ def decode_stream(data: bytes, mac_key: bytes) -> tuple[float, list[SnapshotEntr
     need = hl + body_len + tl + MAC_LEN
     if len(data) < need:
         raise PrimeError(f"truncated stream: {len(data)} of {need} bytes")
+    xlen = xcount = -1
+    if flags & FLAG_EXPECT:
+        if len(data) < need + EXP_HEADER.size:
+            raise PrimeError(f"truncated stream: no expectation section after {need} bytes")
+        xmagic, xcount, xlen = EXP_HEADER.unpack_from(data, need)
+        total = need + EXP_HEADER.size + xlen + MAC_LEN
+        if xmagic != EXP_MAGIC or xlen > MAX_STREAM_BYTES:
+            raise PrimeError("bad format: bad expectation section header")
+        if len(data) < total:
+            raise PrimeError(f"truncated stream: {len(data)} of {total} bytes")
+        need = total
     if len(data) > need:
         raise PrimeError(f"bad format: {len(data) - need} bytes after the trailer")
     end = hl + body_len
-    mac = hmac.new(mac_key, memoryview(data)[: end + tl], hashlib.sha256).digest()
-    if not hmac.compare_digest(mac, data[end + tl :]):
+    hm = hmac.new(mac_key, memoryview(data)[: end + tl], hashlib.sha256)
+    first_mac = hm.digest()
+    if not hmac.compare_digest(first_mac, data[end + tl : end + tl + MAC_LEN]):
         raise PrimeError("authentication failed: stream MAC mismatch (tampered or wrong key)")
+    xstart = end + tl + MAC_LEN + EXP_HEADER.size
+    if xlen >= 0:
+        hm.update(memoryview(data)[end + tl : xstart + xlen])
+        if not hmac.compare_digest(hm.digest(), data[xstart + xlen :]):
+            raise PrimeError("authentication failed: expectation section MAC mismatch")
     tmagic, tcount = TRAILER.unpack_from(data, end)
     if tmagic != TRAILER_MAGIC or tcount != count:
         raise PrimeError("bad format: trailer does not match the header")
@@ -115,10 +150,44 @@ def decode_stream(data: bytes, mac_key: bytes) -> tuple[float, list[SnapshotEntr
     gc_was_on = gc.isenabled()
     gc.disable()  # many small acyclic objects
     try:
-        return taken_at, decode_body(data, hl, end, count)
+        entries = decode_body(data, hl, end, count)
     finally:
         if gc_was_on:
             gc.enable()
+    exps = decode_expect_body(data, xstart, xstart + xlen, xcount) if xlen >= 0 else []
+    return taken_at, entries, exps
+
+
+def decode_expect_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotExpectation]:
+    """The expectation records in data[off:end]; PrimeError unless exactly ``count``."""
+    out: list[SnapshotExpectation] = []
+    rsize = EXP_RECORD.size
+    try:
+        for _ in range(count):
+            n = int.from_bytes(data[off : off + 2], "big")
+            s = off + 2
+            off = s + n
+            if off > end or n < rsize:
+                raise PrimeError("bad format: expectation record overruns the section")
+            alen, mproto, proto, hlen, msp, mdp, tsp, tdp, ksp, kdp, tmo, flags, klass, zone = (
+                EXP_RECORD.unpack_from(data, s)
+            )
+            if alen not in (4, 16) or rsize + 6 * alen + hlen != n:
+                raise PrimeError("bad format: expectation record length mismatch")
+            a = [data[s + rsize + i * alen : s + rsize + (i + 1) * alen] for i in range(6)]
+            h = s + rsize + 6 * alen
+            out.append(
+                SnapshotExpectation(
+                    (mproto, a[0], a[1], msp, mdp), (proto, a[2], a[3], tsp, tdp),
+                    (proto, a[4], a[5], ksp, kdp), tmo, data[h : h + hlen].decode(),
+                    zone, flags, klass,
+                )  # fmt: skip
+            )
+    except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise PrimeError(f"bad format: {exc}") from None
+    if off != end:
+        raise PrimeError("bad format: section length does not match the records")
+    return out
 
 
 def decode_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotEntry]:
@@ -275,13 +344,20 @@ def pull(host: str, port: int, key: bytes, timeout: float = 10.0) -> tuple[bytes
             raise PrimeError(f"authentication failed: {host}:{port} does not know the key")
         deadline = time.monotonic() + timeout  # the dump may take a while on the master
         head = _recv_exact(sock, HEADER.size, "the stream header", deadline)
-        magic2, _v, _r, _t, _count, body_len = HEADER.unpack(head)
+        magic2, _v, flags, _t, _count, body_len = HEADER.unpack(head)
         if magic2 != STREAM_MAGIC:
             raise PrimeError("bad format: not a sniffover snapshot stream")
         if body_len > MAX_STREAM_BYTES:
             raise PrimeError(f"bad format: stream of {body_len} bytes is over the limit")
         deadline = time.monotonic() + timeout + body_len / MIN_RATE
         rest = _recv_exact(sock, body_len + TRAILER.size + MAC_LEN, "the snapshot", deadline)
+        if flags & FLAG_EXPECT:  # the expectation section (authenticated by the decoder)
+            xhead = _recv_exact(sock, EXP_HEADER.size, "the expectation header", deadline)
+            xmagic, _xcount, xlen = EXP_HEADER.unpack(xhead)
+            if xmagic != EXP_MAGIC or xlen > MAX_STREAM_BYTES:
+                raise PrimeError("bad format: bad expectation section header")
+            deadline = time.monotonic() + timeout + xlen / MIN_RATE
+            rest += xhead + _recv_exact(sock, xlen + MAC_LEN, "the expectations", deadline)
     return sn, cn, head + rest
 
 
@@ -289,16 +365,78 @@ def _fetch_serve(source: str, key: bytes, timeout: float, save_to: str | None) -
     host, port = parse_hostport(source)
     t0 = time.perf_counter()
     sn, cn, data = pull(host, port, key, timeout)
-    taken_at, entries = decode_stream(data, stream_key(key, sn, cn))
+    taken_at, entries, exps = decode_stream_full(data, stream_key(key, sn, cn))
     if save_to:
         tmp = f"{save_to}.tmp{os.getpid()}"
         with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
             f.write(SAVE_MAGIC + sn + cn + data)
         os.replace(tmp, save_to)
-    return Snapshot(entries, taken_at, source, len(data), time.perf_counter() - t0)
+    return Snapshot(entries, taken_at, source, len(data), time.perf_counter() - t0, exps)
 
 
 # --- conntrack -L text (ssh, files) ----------------------------------------------------
+
+
+def is_expect_line(line: str) -> bool:
+    """A line of ``conntrack -L expect`` (``<timeout> proto=<n> ...``), not of ``-L``."""
+    head, _, rest = line.strip().partition(" ")
+    return head.isdigit() and rest.startswith("proto=")
+
+
+def parse_expect_line(line: str) -> SnapshotExpectation:
+    """One line of ``conntrack -L expect``: timeout, expected tuple, mask, master tuple,
+    [zone], [PERMANENT,INACTIVE,USERSPACE], class, helper (libnetfilter_conntrack's
+    default format). The master's protocol is not printed: the expected one is assumed
+    (``listing_snapshot`` corrects it from the master entry)."""
+    tokens = line.split()
+    try:
+        timeout = int(tokens[0])
+        proto = int(tokens[1].partition("=")[2])
+        groups: list[dict[str, str]] = [{}, {}, {}]  # expected, mask, master
+        g = 0
+        x = SnapshotExpectation((0, b"", b"", 0, 0), (0, b"", b"", 0, 0), (0, b"", b"", 0, 0), 0)
+        for tok in tokens[2:]:
+            key, sep, value = tok.partition("=")
+            if not sep:
+                for word in tok.split(","):
+                    x.flags |= {"PERMANENT": 1, "INACTIVE": 2, "USERSPACE": 4}.get(word, 0)
+                continue
+            for i, prefix in ((1, "mask-"), (2, "master-")):
+                if key.startswith(prefix):
+                    g, key = i, key[len(prefix) :]
+            if key in TUPLE_KEYS and key not in groups[g]:
+                groups[g][key] = value
+            elif key == "zone":
+                x.zone = int(value)
+            elif key == "class":
+                x.klass = int(value)
+            elif key == "helper":
+                x.helper = value
+        x.tuple = _build_tuple(proto, groups[0])
+        x.mask = _build_tuple(proto, groups[1])
+        x.master = _build_tuple(proto, groups[2])
+        x.timeout = timeout
+        return x
+    except (IndexError, KeyError, ValueError) as exc:
+        raise PrimeError(f"bad format: not a conntrack -L expect line: {line.strip()!r}") from exc
+
+
+def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpectation]]:
+    """``conntrack -L [-o extended]`` text, possibly followed (or interleaved) by
+    ``conntrack -L expect`` lines: (entries, expectations). An expectation takes its zone
+    and its master's protocol from the master entry when the listing has it (the text
+    shows neither)."""
+    lines = text.splitlines()
+    exps = [parse_expect_line(ln) for ln in lines if is_expect_line(ln)]
+    entries = listing_entries("\n".join(ln for ln in lines if not is_expect_line(ln)))
+    if exps:
+        by_ports = {(e.orig[1], e.orig[2], e.orig[3], e.orig[4]): e for e in entries}
+        for x in exps:
+            m = by_ports.get(x.master[1:])
+            if m is not None:
+                x.master = m.orig
+                x.zone = x.zone or m.zone
+    return entries, exps
 
 
 def listing_entries(text: str) -> list[SnapshotEntry]:
@@ -349,7 +487,9 @@ def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snaps
         str(port),
         *ssh_options,
         target,
-        "conntrack -L -o extended",
+        # the table, then the expectations (both families) if this conntrack lists them
+        "conntrack -L -o extended && "
+        "(conntrack -L expect -f ipv4; conntrack -L expect -f ipv6; exit 0)",
     ]
     t0 = time.perf_counter()
     try:
@@ -369,8 +509,8 @@ def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snaps
         text = proc.stdout.decode()
     except UnicodeDecodeError:
         raise PrimeError(f"{source}: bad format: output is not text") from None
-    entries = listing_entries(text)
-    return Snapshot(entries, taken_at, source, len(proc.stdout), time.perf_counter() - t0)
+    entries, exps = listing_snapshot(text)
+    return Snapshot(entries, taken_at, source, len(proc.stdout), time.perf_counter() - t0, exps)
 
 
 def _fetch_file(path: str, key_file: str | None) -> Snapshot:
@@ -387,7 +527,9 @@ def _fetch_file(path: str, key_file: str | None) -> Snapshot:
         key = read_key(key_file, PrimeError)
         o = len(SAVE_MAGIC)
         sn, cn = data[o : o + NONCE_LEN], data[o + NONCE_LEN : o + 2 * NONCE_LEN]
-        taken_at, entries = decode_stream(data[o + 2 * NONCE_LEN :], stream_key(key, sn, cn))
+        taken_at, entries, exps = decode_stream_full(
+            data[o + 2 * NONCE_LEN :], stream_key(key, sn, cn)
+        )
     else:
         try:
             text = data.decode()
@@ -395,9 +537,9 @@ def _fetch_file(path: str, key_file: str | None) -> Snapshot:
             raise PrimeError(
                 f"{path}: bad format: neither conntrack -L text nor a stream"
             ) from None
-        entries = listing_entries(text)
+        entries, exps = listing_snapshot(text)
         taken_at = mtime
-    return Snapshot(entries, taken_at, path, len(data), time.perf_counter() - t0)
+    return Snapshot(entries, taken_at, path, len(data), time.perf_counter() - t0, exps)
 
 
 # --- the entry point -------------------------------------------------------------------

@@ -13,6 +13,13 @@ A small read-only TCP service. Each connection is one pull:
    * body: ``count`` records, each a big-endian u16 length then ``encode_entry`` bytes
    * trailer ``!4sQ``: ``b"SNFE"``, entry count, then 32 bytes
      ``HMAC(HMAC(key, b"sniffover-stream" + sn + cn), header + body + b"SNFE" + count)``
+   * if the header's flags (the u16 after the version) have bit 0 (``FLAG_EXPECT``): the
+     master's expectations follow, ``!4sQQ`` ``b"SNFX"``, count, section length; then
+     ``count`` records (u16 length + ``encode_expectation`` bytes); then 32 bytes of
+     the same keyed HMAC over *everything* sent before it (header to this section).
+     A client that predates the section reads up to the first MAC and stops: the
+     header is unchanged (format version 1; the flags field was reserved, 0) and
+     the first MAC still covers entries and header.
 
 Both sides prove knowledge of the pre-shared key with fresh nonces (constant-time
 compares); the stream MAC is keyed per session, so a recorded stream cannot be replayed
@@ -39,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .conntrack.snapshot import SnapshotEntry
+from .conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .errors import EXIT_ERROR, CliError
 
 log = logging.getLogger("sniffover.serve")
@@ -51,10 +58,13 @@ MAGIC = b"SNFOVR"
 NONCE_LEN = 32
 MAC_LEN = 32
 HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
-HEADER = struct.Struct("!4sHHdQQ")  # b"SNFS", format version, reserved, taken_at, count, body
+HEADER = struct.Struct("!4sHHdQQ")  # b"SNFS", format version, flags, taken_at, count, body
 TRAILER = struct.Struct("!4sQ")  # b"SNFE", count; then the MAC
+EXP_HEADER = struct.Struct("!4sQQ")  # b"SNFX", count, section length; then the MAC
 STREAM_MAGIC = b"SNFS"
 TRAILER_MAGIC = b"SNFE"
+EXP_MAGIC = b"SNFX"
+FLAG_EXPECT = 1  # header flags: the expectation section follows the first MAC
 STATUS_OK = 0
 STATUS_AUTH_FAILED = 1
 MAX_KEY_BYTES = 4096
@@ -65,7 +75,14 @@ MAX_KEY_BYTES = 4096
 RECORD = struct.Struct("!BBBBBBBBHHHHIIIH")
 HAS_STATE, HAS_WS_O, HAS_WS_R, HAS_FL_O, HAS_FL_R, HAS_TAIL = 1, 2, 4, 8, 16, 32
 
+# Expectation record: addr length, master proto, expected proto (the mask's too), helper
+# name length, master sport/dport, expected sport/dport, mask sport/dport, timeout, flags,
+# class, zone; then 6 addresses (master src, dst, expected src, dst, mask src, dst) and
+# the helper name.
+EXP_RECORD = struct.Struct("!BBBBHHHHHHIIIH")
+
 Dumper = Callable[[], list[SnapshotEntry]]
+ExpectDumper = Callable[[], list[SnapshotExpectation]]
 
 
 def client_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
@@ -165,15 +182,81 @@ def encode_body(entries: Sequence[SnapshotEntry]) -> bytes:
     return b"".join(parts)
 
 
-def encode_stream(entries: Sequence[SnapshotEntry], taken_at: float, mac_key: bytes) -> bytes:
-    """Header + body + trailer (with the MAC keyed by ``mac_key``) for ``entries``."""
+def encode_expectation(x: SnapshotExpectation) -> bytes:
+    """One expectation record (without its length prefix)."""
+    m, t, k = x.master, x.tuple, x.mask
+    alen = len(m[1])
+    helper = x.helper.encode()[:255]
+    addrs = (m[1], m[2], t[1], t[2], k[1], k[2])
+    if any(len(a) != alen for a in addrs) or alen not in (4, 16):
+        raise ValueError("expectation with mixed or bad address lengths")
+    return (
+        EXP_RECORD.pack(
+            alen, m[0], t[0], len(helper),
+            m[3] & 0xFFFF, m[4] & 0xFFFF, t[3] & 0xFFFF, t[4] & 0xFFFF,
+            k[3] & 0xFFFF, k[4] & 0xFFFF,
+            max(0, min(x.timeout, 0xFFFFFFFF)), x.flags & 0xFFFFFFFF, x.klass & 0xFFFFFFFF,
+            x.zone & 0xFFFF,
+        )  # fmt: skip
+        + b"".join(addrs)
+        + helper
+    )
+
+
+def encode_expect_body(expectations: Sequence[SnapshotExpectation]) -> tuple[int, bytes]:
+    """(record count, records); an expectation that cannot be represented (mixed address
+    families: never from a kernel dump) is left out."""
+    parts = []
+    for x in expectations:
+        try:
+            rec = encode_expectation(x)
+        except ValueError:
+            continue
+        parts.append(len(rec).to_bytes(2, "big") + rec)
+    return len(parts), b"".join(parts)
+
+
+def encode_stream(
+    entries: Sequence[SnapshotEntry],
+    taken_at: float,
+    mac_key: bytes,
+    expectations: Sequence[SnapshotExpectation] | None = None,
+) -> bytes:
+    """Header + body + trailer (with the MAC keyed by ``mac_key``) for ``entries``; with
+    ``expectations`` (even empty) also the expectation section and its MAC."""
+    return b"".join(encode_stream_parts(entries, taken_at, mac_key, expectations))
+
+
+def encode_stream_parts(
+    entries: Sequence[SnapshotEntry],
+    taken_at: float,
+    mac_key: bytes,
+    expectations: Sequence[SnapshotExpectation] | None = None,
+) -> tuple[bytes, bytes]:
+    """(header to the first MAC: what every client reads, the expectation section or b"")."""
     body = encode_body(entries)
-    head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, taken_at, len(entries), len(body))
+    flags = 0 if expectations is None else FLAG_EXPECT
+    head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, flags, taken_at, len(entries), len(body))
     tail = TRAILER.pack(TRAILER_MAGIC, len(entries))
     mac = hmac.new(mac_key, head, hashlib.sha256)
     mac.update(body)
     mac.update(tail)
-    return head + body + tail + mac.digest()
+    first_mac = mac.digest()
+    if expectations is None:
+        return head + body + tail + first_mac, b""
+    count, xbody = encode_expect_body(expectations)
+    xhead = EXP_HEADER.pack(EXP_MAGIC, count, len(xbody))
+    mac.update(first_mac)  # the second MAC covers everything before it
+    mac.update(xhead)
+    mac.update(xbody)
+    return head + body + tail + first_mac, xhead + xbody + mac.digest()
+
+
+def first_part_length(data: bytes) -> int:
+    """Bytes of a stream up to its first MAC (what a client predating sections reads)."""
+    if len(data) < HEADER.size:
+        return len(data)
+    return min(len(data), HEADER.size + HEADER.unpack_from(data, 0)[5] + TRAILER.size + MAC_LEN)
 
 
 def split_hostport(
@@ -216,6 +299,7 @@ class PullStats:
     seconds: float
     cpu_seconds: float
     ok: bool
+    expectations: int = 0
 
 
 def _recv_exact(conn: socket.socket, n: int, timeout: float) -> bytes:
@@ -240,6 +324,12 @@ def default_dumper() -> list[SnapshotEntry]:
     return dump_table()
 
 
+def default_expect_dumper() -> list[SnapshotExpectation]:
+    from .ctdump import dump_expectations
+
+    return dump_expectations()
+
+
 class Server:
     """The listening socket and the per-pull handling; ``serve()`` runs one forever."""
 
@@ -251,11 +341,15 @@ class Server:
         max_clients: int = 4,
         timeout: float = 10.0,
         dump: Dumper | None = None,
+        dump_expect: ExpectDumper | None = None,
     ) -> None:
         host, port = parse_listen(listen)
         self.key = key
         self.timeout = timeout
         self.dump = dump or default_dumper
+        # the kernel's expectations go with the kernel's table; a test's own dumper
+        # sends none (no section) unless it brings its own
+        self.dump_expect = dump_expect or (default_expect_dumper if dump is None else None)
         self.slots = threading.BoundedSemaphore(max(1, max_clients))
         self.stop_event = threading.Event()
         self.stats: list[PullStats] = []
@@ -322,9 +416,23 @@ class Server:
                 conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
                 taken_at = time.time()
                 entries = self.dump()
-                data = encode_stream(entries, taken_at, stream_key(self.key, sn, cn))
-                conn.sendall(data)
-                stats.entries, stats.bytes, stats.ok = len(entries), len(data), True
+                expectations = None
+                if self.dump_expect is not None:
+                    try:
+                        expectations = self.dump_expect()
+                    except Exception as exc:  # the table alone is still worth sending
+                        log.warning("expectation dump failed: %s", exc)
+                data = encode_stream(entries, taken_at, stream_key(self.key, sn, cn), expectations)
+                cut = first_part_length(data)
+                conn.sendall(memoryview(data)[:cut])
+                stats.entries, stats.bytes, stats.ok = len(entries), cut, True
+                stats.expectations = len(expectations or ())
+                if cut < len(data):
+                    try:  # a client from before the section has stopped reading
+                        conn.sendall(memoryview(data)[cut:])
+                        stats.bytes = len(data)
+                    except OSError:
+                        pass
                 conn.shutdown(socket.SHUT_WR)
         except (OSError, ConnectionError) as exc:
             why = f"{type(exc).__name__}: {exc}"
@@ -339,9 +447,10 @@ class Server:
         del self.stats[:-100]
         if stats.ok:
             log.info(
-                "pull from %s: %d entries, %d bytes, %.3f s (cpu %.3f s)",
+                "pull from %s: %d entries, %d expectations, %d bytes, %.3f s (cpu %.3f s)",
                 peer,
                 stats.entries,
+                stats.expectations,
                 stats.bytes,
                 stats.seconds,
                 stats.cpu_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
 import threading
 import time
@@ -16,10 +17,26 @@ from hypothesis import strategies as st
 from sniffover import serve as serve_mod
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from sniffover.conntrack.listing import parse_listing
-from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry
+from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from sniffover.errors import CliError
-from sniffover.prime import PrimeError, decode_body, decode_stream, fetch, parse_hostport
-from sniffover.serve import Server, encode_body, encode_stream, parse_listen, read_key
+from sniffover.prime import (
+    PrimeError,
+    decode_body,
+    decode_expect_body,
+    decode_stream,
+    decode_stream_full,
+    fetch,
+    parse_expect_line,
+    parse_hostport,
+)
+from sniffover.serve import (
+    Server,
+    encode_body,
+    encode_stream,
+    first_part_length,
+    parse_listen,
+    read_key,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -276,3 +293,138 @@ def test_fuzz_stream(data: bytes) -> None:
     for blob in (data, valid[: len(data)], valid[:32] + data):
         with contextlib.suppress(PrimeError):
             decode_stream(blob, b"k")
+
+
+# --- expectations ------------------------------------------------------------------------
+
+FULL4 = b"\xff" * 4
+
+
+def sample_expectations() -> list[SnapshotExpectation]:
+    return [
+        SnapshotExpectation(
+            (6, A, B, 40000, 21), (6, A, B, 0, 40001), (6, FULL4, FULL4, 0, 0xFFFF), 299, "ftp"
+        ),
+        SnapshotExpectation(
+            (6, A6, B6, 40002, 21), (6, B6, A6, 0, 50000),
+            (6, b"\xff" * 16, b"\xff" * 16, 0, 0xFFFF), 12, "ftp", zone=3, flags=1, klass=0,
+        ),  # fmt: skip
+        SnapshotExpectation(  # a master of another protocol than the expected connection
+            (6, A, B, 1720, 1720), (17, B, A, 0, 5004), (17, FULL4, FULL4, 0, 0xFFFF), 170,
+            "RAS", klass=1,
+        ),  # fmt: skip
+    ]
+
+
+def test_stream_with_expectations_round_trip_and_old_clients() -> None:
+    entries, exps = sample_entries(5), sample_expectations()
+    data = encode_stream(entries, 7.0, b"s", exps)
+    assert decode_stream_full(data, b"s") == (7.0, entries, exps)
+    # what a client from before the section reads (up to the first MAC) and how it
+    # decodes it (the flags field was reserved and ignored): still valid, same entries
+    first = data[: first_part_length(data)]
+    end = len(first) - serve_mod.MAC_LEN
+    assert hmac.compare_digest(hmac.digest(b"s", first[:end], "sha256"), first[end:])
+    assert decode_body(first, serve_mod.HEADER.size, end - serve_mod.TRAILER.size, 5) == entries
+    # an empty section is announced and carried; no section at all gives no expectations
+    assert decode_stream_full(encode_stream(entries, 7.0, b"s", []), b"s")[2] == []
+    assert decode_stream_full(encode_stream(entries, 7.0, b"s"), b"s")[2] == []
+    for cut in (first_part_length(data), first_part_length(data) + 5, len(data) - 1):
+        with pytest.raises(PrimeError, match="truncated"):
+            decode_stream_full(data[:cut], b"s")
+    for i in (first_part_length(data) + 25, len(data) - 40, len(data) - 1):
+        bad = bytearray(data)
+        bad[i] ^= 0x20
+        with pytest.raises(PrimeError, match="authentication failed|bad format"):
+            decode_stream_full(bytes(bad), b"s")
+    with pytest.raises(PrimeError, match="authentication"):
+        decode_stream_full(data, b"other")
+
+
+def test_serve_pull_carries_expectations(key_file: str) -> None:
+    entries, exps = sample_entries(6), sample_expectations()
+    srv = Server(
+        "127.0.0.1:0", read_key(key_file), timeout=5, dump=lambda: entries, dump_expect=lambda: exps
+    )
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        snap = fetch(addr(srv), key_file, timeout=5, retries=0)
+        assert snap.entries == entries and snap.expectations == exps
+        deadline = time.monotonic() + 5
+        while not srv.stats and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.stats[-1].ok and srv.stats[-1].expectations == 3
+    finally:
+        srv.close()
+        t.join(5)
+
+
+def test_server_without_expectations_gives_none(server: Server, key_file: str) -> None:
+    assert fetch(addr(server), key_file, timeout=5, retries=0).expectations == []
+
+
+EXPECT_TEXT = (
+    "ipv4     2 tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=41000 "
+    "dport=21 src=198.51.100.10 dst=192.0.2.10 sport=21 dport=41000 [ASSURED] mark=0 zone=4 "
+    "helper=ftp use=1\n"
+    "299 proto=6 src=192.0.2.10 dst=198.51.100.10 sport=0 dport=40001 mask-src=255.255.255.255 "
+    "mask-dst=255.255.255.255 sport=0 dport=65535 master-src=192.0.2.10 "
+    "master-dst=198.51.100.10 sport=41000 dport=21 class=0 helper=ftp\n"
+    "conntrack v1.4.7 (conntrack-tools): 1 expectations have been shown.\n"
+    "120 proto=6 src=2001:db8:2::10 dst=2001:db8:1::10 sport=0 dport=40002 "
+    "mask-src=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+    "mask-dst=ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+    "sport=0 dport=65535 master-src=2001:db8:1::10 master-dst=2001:db8:2::10 sport=41001 "
+    "dport=21 PERMANENT,INACTIVE class=2 helper=ftp\n"
+)
+
+
+def test_listing_with_expectation_lines(tmp_path: Path) -> None:
+    p = tmp_path / "with-expect.conntrack"
+    p.write_text(EXPECT_TEXT)
+    snap = fetch(str(p), None)
+    (e,) = snap.entries
+    x4, x6 = snap.expectations
+    a, b = bytes([192, 0, 2, 10]), bytes([198, 51, 100, 10])
+    assert x4 == SnapshotExpectation(
+        e.orig, (6, a, b, 0, 40001), (6, FULL4, FULL4, 0, 65535), 299, "ftp", zone=4
+    )  # zone from the master entry (the text does not show it)
+    assert x6.master[3:] == (41001, 21) and x6.tuple[4] == 40002 and x6.timeout == 120
+    assert (x6.flags, x6.klass, x6.zone) == (3, 2, 0) and x6.mask[1] == b"\xff" * 16
+    assert parse_expect_line(EXPECT_TEXT.splitlines()[1]) == SnapshotExpectation(
+        e.orig, (6, a, b, 0, 40001), (6, FULL4, FULL4, 0, 65535), 299, "ftp"
+    )
+    with pytest.raises(PrimeError, match="bad format"):
+        parse_expect_line("12 proto=6 src=nonsense")
+
+
+def test_expectation_message_decoder() -> None:
+    from sniffover.ctdump import decode_expectation
+    from sniffover.ctnetlink import encode_exp_new
+
+    x = sample_expectations()[1]
+    msg = encode_exp_new(x.master, x.tuple, x.mask, timeout=77, zone=3, seq=5)
+    got = decode_expectation(msg, 0, len(msg))
+    assert (got.master, got.tuple, got.mask, got.timeout, got.zone) == (
+        x.master, x.tuple, x.mask, 77, 3,
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(0, 5))
+def test_fuzz_expect_body_parser(data: bytes, count: int) -> None:
+    with contextlib.suppress(PrimeError):
+        decode_expect_body(data, 0, len(data), count)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_fuzz_stream_with_expectations(data: st.DataObject) -> None:
+    blob = bytearray(encode_stream(sample_entries(2), 1.0, b"k", sample_expectations()))
+    for _ in range(data.draw(st.integers(0, 4))):
+        i = data.draw(st.integers(0, len(blob) - 1))
+        blob[i] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(0, len(blob)))
+    with contextlib.suppress(PrimeError):
+        decode_stream_full(bytes(blob[:cut]), b"k")

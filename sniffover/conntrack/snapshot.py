@@ -1,8 +1,9 @@
 """A master's table as pulled at start-up (``--prime-from``), and how it seeds the tracker.
 
 The prime adapters (``sniffover.prime``: the ``sniffover serve`` stream, ``conntrack
--L`` over ssh, a saved file) all produce ``SnapshotEntry`` records. ``seed()`` turns
-one into a tracked ``Conn`` so that packets sniffed after the snapshot continue it:
+-L`` over ssh, a saved file) all produce ``SnapshotEntry`` records, and
+``SnapshotExpectation`` records for the master's outstanding expectations. ``seed()``
+turns an entry into a tracked ``Conn`` so that packets sniffed after the snapshot continue it:
 the master's orientation, state and status are kept; the TCP window history is
 unknown, so both directions are BE_LIBERAL (like a mid-stream pickup, and like
 conntrackd's commits), with the window scales when the master reported them.
@@ -48,6 +49,21 @@ class SnapshotEntry:
     labels: bytes = b""
     helper: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SnapshotExpectation:
+    """One expectation of the master's table (``conntrack -L expect``): a helper's note that
+    a connection matching ``tuple`` under ``mask`` is RELATED to the entry ``master``."""
+
+    master: Tuple  # ORIGINAL tuple of the master entry
+    tuple: Tuple  # first packet of the expected connection
+    mask: Tuple  # as the kernel dumps it: source address/port masks, the rest exact
+    timeout: int  # seconds left when the master dumped it
+    helper: str = ""  # the master's helper ("ftp", "tftp", ...)
+    zone: int = 0
+    flags: int = 0  # NF_CT_EXPECT_PERMANENT 1, INACTIVE 2, USERSPACE 4
+    klass: int = 0  # expectation class (SIP: 0 signalling, 1 audio, ...)
 
 
 TCP_STATE_BY_NAME = {name: i for i, name in enumerate(TCP_STATE_NAMES)}
