@@ -272,3 +272,39 @@ def test_tftp_payload_batch_equals_frame_by_frame(which, edits, cut):
         assert pkt is not None
         want = {0: RRQ, 1: b"\x00\x05\x00\x01x\x00", 2: b"", 3: b"", 4: WRQ}
         assert pkt.payload == want[which]
+
+
+def test_helper_follower_index():
+    f = HelperFollower()
+    table = ConntrackTable()
+    table.listener = lambda kind, conn: (
+        f.on_new(conn) if kind == "new" else f.on_destroy(conn) if kind == "destroy" else None
+    )
+    masters = []
+    for i in range(200):  # many outstanding requests: each new flow is one lookup
+        table.process(udp(0.0, sport=30000 + i, dport=69))
+        found = table.get((17, A, B, 30000 + i, 69))
+        assert found is not None
+        masters.append(found[0])
+        assert f.feed(found[0], 0, RRQ, 0.0) is not None
+    assert len(f.by_master) == 200
+    table.process(udp(0.1, src=B, dst=A, sport=50000, dport=30007))
+    assert len(f.by_master) == 199 and masters[7].orig not in f.by_master
+    assert f.counters["expect-consumed"] == 1
+    # the same expected flow from another master (a NATed client port reused, say): the
+    # kernel refuses it (expect_clash) and keeps the first
+    clash = Conn((17, A, B, 30008, 69), (17, B, A, 69, 30008), 0.0)
+    clash.orig = (17, A, bytes([198, 51, 100, 2]), 30008, 69)  # another server ...
+    clash.reply = (17, B, A, 69, 30008)  # ... answering from B (a translated reply)
+    assert f.feed(clash, 0, RRQ, 0.2) is None and f.counters["expect-clash"] == 1
+    # a master gone leaves a stale index entry: the flow it expected consumes nothing
+    table.process(udp(0.3, sport=30009, dport=69, src=A, dst=B))
+    f.on_destroy(masters[9])
+    table.process(udp(0.4, src=B, dst=A, sport=50000, dport=30009))
+    assert f.counters["expect-consumed"] == 1 and len(f.by_master) == 198
+    f.expire(400.0)  # the index is rebuilt as it grows past the live expectations
+    for i in range(100):
+        c = request(sport=20000 + i)
+        f.feed(c, 0, RRQ, 400.0)
+        f.on_destroy(c)
+    assert len(f._by_key) <= 2 * len(f.by_master) + 65
