@@ -307,4 +307,10 @@ def test_helper_follower_index():
         c = request(sport=20000 + i)
         f.feed(c, 0, RRQ, 400.0)
         f.on_destroy(c)
-    assert len(f._by_key) <= 2 * len(f.by_master) + 65
+    assert len(f.outstanding.by_key) <= 2 * len(f.by_master) + 65
+    # written straight into by_master (as the agent does with primed expectations): indexed
+    primed = expectation(request(sport=12345), 0, RRQ, 400.0)
+    assert primed is not None
+    f.by_master[primed.master] = primed
+    table.process(udp(400.1, src=B, dst=A, sport=50001, dport=12345))
+    assert primed.master not in f.by_master and f.counters["expect-consumed"] == 2

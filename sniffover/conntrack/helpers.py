@@ -20,14 +20,36 @@ from .tuple import Tuple
 HELPER_PORTS = (ftp.FTP_PORT, tftp.TFTP_PORT)  # a master's ORIGINAL destination port
 
 
+Key = tuple[int, bytes, bytes, int]  # (proto, src, dst, dport) of an expected flow
+
+
+def _key(t: Tuple) -> Key:
+    return (t[0], t[1], t[2], t[4])
+
+
+class Outstanding(dict[Tuple, Expectation]):
+    """``by_master`` that indexes what is put in it by expected flow, whoever puts it there
+    (``feed``, or primed expectations written straight in). Entries whose expectation
+    went (consumed, replaced, expired, master gone) leave the index lazily."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_key: dict[Key, Tuple] = {}
+
+    def __setitem__(self, master: Tuple, exp: Expectation) -> None:
+        super().__setitem__(master, exp)
+        self.by_key[_key(exp.tuple)] = master
+        if len(self.by_key) > 2 * len(self) + 64:
+            self.by_key = {_key(e.tuple): m for m, e in self.items()}
+
+
 class HelperFollower(FtpFollower):
     def __init__(self, ftp: bool = True, tftp: bool = True) -> None:
         super().__init__()
         self.ftp = ftp
         self.tftp = tftp
-        # (proto, src, dst, dport) of an expected flow -> its master; entries whose
-        # expectation went (replaced, expired, master gone) are dropped lazily
-        self._by_key: dict[tuple[int, bytes, bytes, int], Tuple] = {}
+        self.outstanding = Outstanding()
+        self.by_master = self.outstanding
 
     def feed(self, conn: Conn, direction: int, payload: bytes, now: float) -> Expectation | None:
         proto = conn.orig[0]
@@ -38,37 +60,30 @@ class HelperFollower(FtpFollower):
         else:
             return None
         if exp is not None:
-            t = exp.tuple
-            key = (t[0], t[1], t[2], t[4])
-            other = self._by_key.get(key)
+            other = self.outstanding.by_key.get(_key(exp.tuple))
             if other is not None and other != conn.orig:
-                old = self.by_master.get(other)
-                if old is not None and old.tuple == t:
+                old = self.outstanding.get(other)
+                if old is not None and old.tuple == exp.tuple:
                     # another master expects the same flow: the kernel refuses the new one
                     # (expect_clash, -EBUSY) and keeps the old
                     self._count("expect-clash")
                     return None
-            self.by_master[conn.orig] = exp  # one per master: a new one evicts the old
-            self._by_key[key] = conn.orig
-            if len(self._by_key) > 2 * len(self.by_master) + 64:
-                self._by_key = {
-                    (e.tuple[0], e.tuple[1], e.tuple[2], e.tuple[4]): m
-                    for m, e in self.by_master.items()
-                }
+            self.outstanding[conn.orig] = exp  # one per master: a new one evicts the old
             self._count("expect-" + exp.kind)
         return exp
 
     def on_new(self, conn: Conn) -> Expectation | None:
         """The expectation ``conn`` consumes, if it is an expected flow (one dict lookup)."""
         o = conn.orig
-        key = (o[0], o[1], o[2], o[4])
-        master = self._by_key.get(key)
+        key = _key(o)
+        by_key = self.outstanding.by_key
+        master = by_key.get(key)
         if master is None:
             return None
-        del self._by_key[key]
-        exp = self.by_master.get(master)
+        del by_key[key]
+        exp = self.outstanding.get(master)
         if exp is None or not exp.matches(o):
             return None  # a stale index entry
-        del self.by_master[master]
+        del self.outstanding[master]
         self._count("expect-consumed")
         return exp
