@@ -72,9 +72,18 @@ counter name "new_accept" accept
 # NAT variants (both firewalls get the same rules, as an HA pair must):
 # "snat": everything leaving by the outside is source-NATed to the outside VIP (which moves
 #         with a failover, so the mapping stays valid on the new master);
+# "masquerade": the same with masquerade, fw1's outside VIP made the primary address;
 # "dnat": port forwards on the outside VIP to the first client: tcp 8080 -> :8000,
 #         udp 9090 -> :9000 (and the forward chain admits new DNATed connections).
 NAT_RULES = {
+    "masquerade": f"""\
+table ip {NFT_TABLE}nat {{
+    chain postrouting_nat {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "{OUTSIDE_IF}" masquerade
+    }}
+}}
+""",
     "snat": f"""\
 table ip {NFT_TABLE}nat {{
     chain postrouting_nat {{
@@ -365,6 +374,12 @@ class Lab:
             self._ip(fw, "addr", "add", f"{FW_SYNC[fw]}/24", "dev", SYNC_IF)
         self._ip("fw1", "addr", "add", f"{INSIDE_VIP}/24", "dev", INSIDE_IF)
         self._ip("fw1", "addr", "add", f"{OUTSIDE_VIP}/24", "dev", OUTSIDE_IF)
+        if self.nat == "masquerade":
+            # masquerade takes the interface's primary address: make it the VIP (which
+            # moves with a failover) by re-adding fw1's own address behind it
+            self.sysctl("fw1", f"net.ipv4.conf.{OUTSIDE_IF}.promote_secondaries", 1)
+            self._ip("fw1", "addr", "del", f"{FW_OUTSIDE['fw1']}/24", "dev", OUTSIDE_IF)
+            self._ip("fw1", "addr", "add", f"{FW_OUTSIDE['fw1']}/24", "dev", OUTSIDE_IF)
         for fw in FIREWALLS:
             for dev in (INSIDE_IF, OUTSIDE_IF, SYNC_IF):
                 self._ip(fw, "link", "set", dev, "up")

@@ -46,7 +46,7 @@ def nat_table(lab: Lab, node: str) -> dict[tuple, tuple]:
 def run_nat(kind: str, with_agent: bool) -> dict:
     r: dict = {}
     with Lab(nat=kind) as lab:
-        if kind == "snat":
+        if kind in ("snat", "masquerade"):
             lab.start_server("s1", duration=90)
             node, kw = "c1", {}
         else:  # port forward on the outside VIP to a server on the inside host c1
@@ -82,7 +82,7 @@ def run_nat(kind: str, with_agent: bool) -> dict:
     return r
 
 
-@pytest.mark.parametrize("kind", ["snat", "dnat"])
+@pytest.mark.parametrize("kind", ["snat", "masquerade", "dnat"])
 def test_nat_connections_survive_failover(kind: str) -> None:
     r = run_nat(kind, with_agent=True)
     fw1, fw2 = r["fw1"], r["fw2"]
