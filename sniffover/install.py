@@ -203,45 +203,46 @@ class Installer:
                 )
         helper = self._helper(op, conn)
         o, r = conn.orig, conn.reply
-        if want.sctp_state >= 0 and invert(o) == r:  # SCTP: state and vtags (NAT: below)
-            return encode_ct_new(
-                o, r, status=want.status | op.status_extra, timeout=op.timeout,
-                mark=conn.mark or self.mark, zone=conn.zone or self.zone, seq=seq,
-                create=op.mode == "create", exclusive=op.mode == "create", ack=ack,
-                sctp=(want.sctp_state, want.vtag_orig, want.vtag_reply),
-            )  # fmt: skip
+        create = op.mode == "create"
+        plain = r
+        nat_src = nat_dst = None
         if r[1] != o[2] or r[2] != o[1] or r[3] != o[4] or r[4] != o[3] or o[0] in (1, 58):
-            plain = invert(o)  # translated (or ICMP, whose inverse swaps types)
-            if plain is not None and plain != r:
-                return self._encode_nat(op, conn, want, tcp, plain, seq, ack, helper)
-        if conn.orig[0] not in (1, 58) and helper is None and not conn.labels:  # one-pack
-            return encode_ct_new_fast(
-                conn.orig,
-                conn.reply,
-                want.status | op.status_extra,
-                op.timeout,
-                tcp,
-                conn.mark or self.mark,
-                conn.zone or self.zone,
-                seq,
-                op.mode == "create",
-                op.mode == "create",
-                ack,
-            )
+            inverse = invert(o)  # translated (or ICMP, whose inverse swaps types)
+            if inverse is not None and inverse != r:
+                # NAT: the plain reply plus the binding; the kernel derives the translated
+                # reply from them (conntrack-semantics §4.3). Only a create may carry it.
+                plain = inverse
+                if create and (r[2] != o[1] or r[4] != o[3]):  # SNAT: the reply goes elsewhere
+                    nat_src = (r[2], r[4])
+                if create and (r[1] != o[2] or r[3] != o[4]):  # DNAT: it comes from elsewhere
+                    nat_dst = (r[1], r[3])
+        sctp = None
+        if want.sctp_state >= 0 and plain is r:  # SCTP: state and vtags (not with NAT)
+            sctp = (want.sctp_state, want.vtag_orig, want.vtag_reply)
+        if plain is r and sctp is None and helper is None and not conn.labels and o[0] not in (
+            1, 58,
+        ):  # fmt: skip
+            return encode_ct_new_fast(  # the common case: one struct.pack
+                o, r, want.status | op.status_extra, op.timeout, tcp, conn.mark or self.mark,
+                conn.zone or self.zone, seq, create, create, ack,
+            )  # fmt: skip
         return encode_ct_new(
-            conn.orig,
-            conn.reply,
+            o,
+            plain,
             status=want.status | op.status_extra,
             timeout=op.timeout,
             tcp=tcp,
             mark=conn.mark or self.mark,
             zone=conn.zone or self.zone,
             seq=seq,
-            create=op.mode == "create",
-            exclusive=op.mode == "create",
+            create=create,
+            exclusive=create,
             ack=ack,
-            helper=helper,
+            nat_src=nat_src,
+            nat_dst=nat_dst,
             labels=conn.labels,
+            helper=helper,
+            sctp=sctp,
         )
 
     def _helper(self, op: _Op, conn: Conn) -> str | None:
@@ -253,37 +254,6 @@ class Installer:
             if self.tftp_helper and o[0] == 17 and o[4] == 69:
                 return "tftp"
         return None
-
-    def _encode_nat(
-        self, op: _Op, conn: Conn, want: Desired, tcp: TcpInfo | None, plain: Tuple,
-        seq: int, ack: bool, helper: str | None = None,
-    ) -> bytes:  # fmt: skip
-        """A translated entry: the plain reply plus the binding; the kernel derives the
-        translated reply from them (conntrack-semantics §4.3). Only a create may carry NAT."""
-        orig, reply = conn.orig, conn.reply
-        nat_src = nat_dst = None
-        if op.mode == "create":
-            if reply[2] != orig[1] or reply[4] != orig[3]:  # SNAT: the reply goes elsewhere
-                nat_src = (reply[2], reply[4])
-            if reply[1] != orig[2] or reply[3] != orig[4]:  # DNAT: the reply comes from elsewhere
-                nat_dst = (reply[1], reply[3])
-        return encode_ct_new(
-            orig,
-            plain,
-            status=want.status | op.status_extra,
-            timeout=op.timeout,
-            tcp=tcp,
-            mark=conn.mark or self.mark,
-            zone=conn.zone or self.zone,
-            seq=seq,
-            create=op.mode == "create",
-            exclusive=op.mode == "create",
-            ack=ack,
-            nat_src=nat_src,
-            nat_dst=nat_dst,
-            labels=conn.labels,
-            helper=helper,
-        )
 
     def _run(self, ops: list[_Op], now: float) -> int:
         sent = 0
