@@ -97,6 +97,28 @@ FTP_PORT = 21  # TCP segments to or from it keep their payload (Packet.payload)
 TFTP_PORT = 69  # so do UDP datagrams (conntrack.tftp reads the request's opcode)
 
 
+def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, bool] | None:
+    """Walk the extension-header chain like ``ipv6_skip_exthdr()``: (upper-layer protocol,
+    its offset, whether a fragment header says this is not the first fragment); None if
+    the chain runs past ``stop`` or is absurdly long."""
+    hdrs = 0
+    while nexthdr in (IPV6_HOPOPTS, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_AH, IPV6_DSTOPTS):
+        if stop - l4 < 8 or hdrs == MAX_IPV6_EXTHDRS:
+            return None
+        if nexthdr == IPV6_FRAGMENT:
+            if (buf[l4 + 2] << 8 | buf[l4 + 3]) & 0xFFF8:  # offset != 0: no L4 header here
+                return buf[l4], l4 + 8, True
+            hlen = 8
+        elif nexthdr == IPV6_AH:
+            hlen = (buf[l4 + 1] + 2) << 2
+        else:
+            hlen = (buf[l4 + 1] + 1) << 3
+        nexthdr = buf[l4]
+        l4 += hlen
+        hdrs += 1
+    return nexthdr, l4, False
+
+
 class Decoder:
     """Decode frames of one link type; ``skipped`` counts undecodable frames by reason."""
 
@@ -226,25 +248,15 @@ class Decoder:
         src = buf[off + 8 : off + 24]
         dst = buf[off + 24 : off + 40]
         hop = buf[off + 7]
-        l4 = off + 40
-        stop = min(end, l4 + plen)
-        hdrs = 0
-        while nexthdr in (IPV6_HOPOPTS, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_AH, IPV6_DSTOPTS):
-            if stop - l4 < 8 or hdrs == MAX_IPV6_EXTHDRS:
-                self.skipped["truncated-ip"] += 1
-                return None
-            if nexthdr == IPV6_FRAGMENT:
-                if (buf[l4 + 2] << 8 | buf[l4 + 3]) & 0xFFF8:  # offset != 0
-                    self.skipped["ip-fragment"] += 1
-                    return None
-                hlen = 8
-            elif nexthdr == IPV6_AH:
-                hlen = (buf[l4 + 1] + 2) << 2
-            else:
-                hlen = (buf[l4 + 1] + 1) << 3
-            nexthdr = buf[l4]
-            l4 += hlen
-            hdrs += 1
+        stop = min(end, off + 40 + plen)
+        walked = _skip_ipv6_ext(buf, nexthdr, off + 40, stop)
+        if walked is None:
+            self.skipped["truncated-ip"] += 1
+            return None
+        nexthdr, l4, later_fragment = walked
+        if later_fragment:
+            self.skipped["ip-fragment"] += 1
+            return None
         payload = plen - (l4 - off - 40)
         if payload < 0:
             self.skipped["bad-ip-header"] += 1
@@ -377,20 +389,10 @@ class Decoder:
             proto = buf[off + 6]
             src = buf[off + 8 : off + 24]
             dst = buf[off + 24 : off + 40]
-            l4 = off + 40
-            hdrs = 0
-            while proto in (IPV6_HOPOPTS, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_AH, IPV6_DSTOPTS):
-                if end - l4 < 8 or hdrs == MAX_IPV6_EXTHDRS:
-                    return None
-                if proto == IPV6_FRAGMENT:
-                    hlen = 8
-                elif proto == IPV6_AH:
-                    hlen = (buf[l4 + 1] + 2) << 2
-                else:
-                    hlen = (buf[l4 + 1] + 1) << 3
-                proto = buf[l4]
-                l4 += hlen
-                hdrs += 1
+            walked = _skip_ipv6_ext(buf, proto, off + 40, end)
+            if walked is None:
+                return None
+            proto, l4, _ = walked
         if proto in (PROTO_TCP, PROTO_UDP, PROTO_UDPLITE, PROTO_SCTP):
             if end - l4 < 8:
                 return None
