@@ -17,8 +17,6 @@ comparison can tell which rule picked the timeout.
 
 from __future__ import annotations
 
-import os
-import select
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,46 +27,10 @@ from .recorder import CLIENT4, SERVER4, SERVER6, Lab, Scenario
 
 
 def _start_capture(lab: Lab, pcap: Path) -> None:
-    """``Lab.start_capture`` with a 64 MiB ring and snaplen 256: bulk TCP through veth
-    comes as 64 KiB GSO frames, which overflow tcpdump's default 2 MiB buffer (the tracker
-    reads lengths from the IP headers, so the cut payload does not matter)."""
-    proc = lab._popen(
-        [
-            "ip",
-            "netns",
-            "exec",
-            lab.router,
-            "tcpdump",
-            "-i",
-            recorder.INSIDE,
-            "-w",
-            str(pcap),
-            "-U",
-            "--immediate-mode",
-            "-B",
-            "65536",
-            "-s",
-            "256",
-            "-n",
-            "-Z",
-            "root",
-        ],
-        "tcpdump",
-    )
-    lab.procs.remove(proc)
-    lab.tcpdump = proc
-    end = time.monotonic() + 10
-    err = b""
-    stderr = proc.popen.stderr
-    assert stderr is not None
-    while b"listening on" not in err:
-        if time.monotonic() > end or proc.popen.poll() is not None:
-            raise recorder.RecorderError(f"tcpdump did not start: {err.decode(errors='replace')}")
-        ready, _, _ = select.select([stderr], [], [], 0.2)
-        if ready:
-            err += os.read(stderr.fileno(), 4096)
-    time.sleep(0.2)
-    lab.capturing = True
+    """``Lab.start_capture`` with snaplen 256: bulk TCP through veth comes as 64 KiB GSO
+    frames (the tracker reads lengths from the IP headers, so the cut payload does not
+    matter; the recorder's 64 MiB capture buffer keeps tcpdump from dropping them)."""
+    lab.start_capture(pcap, snaplen=256)
 
 
 def _captured(run: Callable[[Lab], None]) -> Callable[[Lab, Path], None]:
