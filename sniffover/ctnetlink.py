@@ -15,7 +15,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 NETLINK_NETFILTER = 12
@@ -574,17 +574,6 @@ class CtnlSocket:
                 elif mseq == seq and (kind & 0xFF) == IPCTNL_MSG_CT_NEW:
                     out.append(decode_ct_message(bytes(self._buf[off : off + length]), 16, length))
                 off += (length + 3) & ~3
-
-
-def batched(messages: Iterable[bytes], size: int = 64) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for m in messages:
-        batch.append(m)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 __all__ = [

@@ -521,4 +521,4 @@ def _in_window(
 
 def tcp_error(pkt: Packet) -> bool:
     """True if the kernel's ``tcp_error`` would reject the segment (bad flag combination)."""
-    return not VALID_FLAGS[pkt.tcp_flags & 0x3F & ~0x08]
+    return not VALID_FLAGS[pkt.tcp_flags & 0x37]  # PSH (0x08) and the ECN bits do not count
