@@ -628,6 +628,7 @@ class Agent:
                 if self.confirmer.two_segments
                 else "mac",
                 "master_macs": sorted(mac_text(m) for m in self.master),
+                "learning": [c.iface for c in self.captures if c.learner is not None],
                 **(dict(self.confirmer.counters) if self.confirmer else {}),
             },
             "ftp": {
@@ -797,6 +798,14 @@ class Agent:
         if self.confirmer is not None:
             self._learned()
             self.confirmer.expire(now)
+            waiting = [c.iface for c in self.captures if c.learner is not None and c.frames]
+            if waiting and now - self.started > 10:
+                self.ratelog(
+                    "learning", logging.WARNING,
+                    "master firewall's MAC not known yet on %s: flows there are tracked but "
+                    "not installed (forwarding confirmation); give --master-mac, or --confirm "
+                    "off to trust the segment", ", ".join(waiting),
+                )  # fmt: skip
         mono = time.monotonic()
         if self.prime_next is not None and mono >= self.prime_next and not self.active:
             self.prime_next = None
