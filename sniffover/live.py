@@ -94,9 +94,11 @@ class MasterLearner:
     A frame whose destination IP is not on the segment's subnets is addressed to
     the router's MAC; one whose source IP is not on them was sent by the router.
     With the standby's own subnets known (its addresses on the interface), a few
-    dozen routed frames name the master. Without them (a bare mirror port) the
-    MAC present in most frames wins; configure ``--master-mac`` where that is
-    ambiguous.
+    routed frames name the master. Without them (a bare mirror port) the on-link
+    hosts are the ones seen in ARP; until ARP has been seen nothing is decided
+    (``--master-mac`` avoids the wait). Behind source NAT, where every address on
+    a segment looks local, copies of packets that entered the master on another
+    segment give it away (``match``).
     """
 
     NEEDED = 8
@@ -107,6 +109,9 @@ class MasterLearner:
         self.votes: Counter[bytes] = Counter()
         self.learned: bytes | None = None
         self.recent: dict[tuple[int, ...], bytes] = {}  # frames here: copy key -> source MAC
+        # Without addresses of our own on the segment (a bare mirror port), the hosts that
+        # answer or send ARP here are the on-link ones: everything else is routed.
+        self.arp_local: set[bytes] = set()
 
     def match(self, keys: Sequence[tuple[int, ...]]) -> bytes | None:
         """Packets just seen entering the master elsewhere: their copies already seen here
@@ -118,6 +123,8 @@ class MasterLearner:
         return self._decide()
 
     def _local(self, addr: bytes) -> bool:
+        if not self.nets:
+            return addr in self.arp_local
         ip = ipaddress.ip_address(addr)
         return any(ip in n for n in self.nets)
 
@@ -156,7 +163,11 @@ class MasterLearner:
             elif etype == 0x86DD and caplen >= 54:
                 src, dst = data[off + 22 : off + 38], data[off + 38 : off + 54]
             else:
+                if etype == 0x0806 and caplen >= 42 and not self.nets:
+                    self.arp_local.add(data[off + 28 : off + 32])  # ARP sender address
                 continue
+            if not self.nets and not self.arp_local:
+                continue  # nothing tells on-link from routed yet
             dmac, smac = data[off : off + 6], data[off + 6 : off + 12]
             if not dmac[0] & 1 and not self._local(dst):
                 self.votes[dmac] += 1
@@ -168,7 +179,7 @@ class MasterLearner:
         total = sum(self.votes.values())
         if self.learned is None and total >= self.NEEDED:
             mac, n = self.votes.most_common(1)[0]
-            if n >= self.SHARE * total or (not self.nets and n >= 0.45 * total):
+            if n >= self.SHARE * total:
                 self.learned = mac
         return self.learned
 
