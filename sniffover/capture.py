@@ -56,18 +56,22 @@ class PcapSource:
     were not decoded, by reason, over all files.
     """
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], sll_direction: bool = False) -> None:
         self.paths = list(paths)
         self.skipped: Counter[str] = Counter()
         self.frames = 0
+        self.sll_direction = sll_direction
+        self.linktypes: list[int] = []
         for path in self.paths:  # fail before any work if a file is missing or unreadable
-            reader, _ = open_pcap(path)
+            reader, decoder = open_pcap(path)
+            self.linktypes.append(decoder.linktype)
             reader.close()
 
     def __iter__(self) -> Iterator[Packet]:
         for path in self.paths:
             reader, decoder = open_pcap(path)
             decoder.skipped = self.skipped
+            decoder.sll_direction = self.sll_direction
             batch = decoder.decode_batch
             try:
                 while True:
@@ -83,6 +87,6 @@ class PcapSource:
                 reader.close()
 
 
-def iter_pcap_packets(paths: list[str]) -> PcapSource:
+def iter_pcap_packets(paths: list[str], sll_direction: bool = False) -> PcapSource:
     """The packets of ``paths``; raises ``CaptureError`` at once for a missing or bad file."""
-    return PcapSource(paths)
+    return PcapSource(paths, sll_direction)

@@ -29,6 +29,8 @@ from collections import Counter
 from .conntrack.packet import (
     FAMILY_IPV4,
     FAMILY_IPV6,
+    HW_FROM_MASTER,
+    HW_TO_MASTER,
     PROTO_GRE,
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -64,6 +66,7 @@ LINKTYPES = {
     LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
 }
 
+PACKET_OUTGOING = 4  # Linux sll_pkttype of a frame the host sent
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))  # 802.1Q, 802.1ad, pre-standard QinQ
@@ -130,6 +133,10 @@ class Decoder:
         # The master firewall's MAC addresses (6-byte strings); when set, every decoded
         # Ethernet frame gets Packet.hw saying whether it leaves or enters the master.
         self.master: frozenset[bytes] = frozenset()
+        # A cooked capture of a router (``tcpdump -i any``) says which way each frame went:
+        # with this set, frames the router sent out are flagged as leaving "the master"
+        # and all others as entering it, so both copies of a forwarded packet pair up.
+        self.sll_direction = False
 
     # --- link layer -----------------------------------------------------------------
 
@@ -155,12 +162,16 @@ class Decoder:
             if end - off < 16:
                 self.skipped["truncated-link"] += 1
                 return None
+            if self.sll_direction:
+                hw = HW_FROM_MASTER if buf[off + 1] == PACKET_OUTGOING else HW_TO_MASTER
             etype = buf[off + 14] << 8 | buf[off + 15]
             off += 16
         elif lt == LINKTYPE_LINUX_SLL2:
             if end - off < 20:
                 self.skipped["truncated-link"] += 1
                 return None
+            if self.sll_direction:
+                hw = HW_FROM_MASTER if buf[off + 10] == PACKET_OUTGOING else HW_TO_MASTER
             etype = buf[off] << 8 | buf[off + 1]
             off += 20
         elif lt in (LINKTYPE_NULL, LINKTYPE_LOOP):

@@ -399,11 +399,11 @@ class Lab:
             self.sh(self.server, "nft", "flush chain inet snfsrv input_filter")
 
     # --- capture and dump -----------------------------------------------------------
-    def start_capture(self, pcap: Path, snaplen: int = 0) -> None:
+    def start_capture(self, pcap: Path, snaplen: int = 0, iface: str = INSIDE) -> None:
         if self.capturing:
             return
         proc = self._popen(
-            ["ip", "netns", "exec", self.router, "tcpdump", "-i", INSIDE, "-w", str(pcap),
+            ["ip", "netns", "exec", self.router, "tcpdump", "-i", iface, "-w", str(pcap),
              "-U", "--immediate-mode", "-s", str(snaplen), "-B", "65536", "-n", "-Z", "root"],
             "tcpdump",
         )

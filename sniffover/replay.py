@@ -10,17 +10,22 @@ from __future__ import annotations
 import gc
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .capture import iter_pcap_packets
+from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.listing import PROTO_NAMES, remaining_seconds
+from .conntrack.packet import Packet
 from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import TCP_STATE_NAMES, Timeouts
 from .conntrack.tuple import Tuple, addr_text
 from .conntrack.verdict import NAMES as VERDICT_NAMES
+from .decode import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 
+COOKED = (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2)
 EXPIRE_EVERY = 60.0  # seconds of capture time between sweeps of expired entries
 
 
@@ -61,11 +66,18 @@ def replay(
 ) -> ReplayResult:
     """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet."""
     table = ConntrackTable(timeouts, infer_direction=infer_direction)
-    source = iter_pcap_packets(paths)
+    source = iter_pcap_packets(paths, sll_direction=True)
     packets = 0
     last_ts: float | None = None
     next_sweep = None
-    process = table.process
+    process: Callable[[Packet], object] = table.process
+    confirmer = None
+    if any(lt in COOKED for lt in source.linktypes):
+        # A cooked capture may hold every packet twice (``tcpdump -i any`` on a router: in
+        # on one interface, out of another, translated if the router does NAT): pair the
+        # copies like the agent does with two segments, track each packet once.
+        confirmer = ForwardingConfirmer(table, two_segments=True, hold_teardowns=False)
+        process = confirmer.feed
     gc_was_enabled = gc.isenabled()
     gc.freeze()  # entries live long: spare them the cyclic collector's scans
     gc.disable()
@@ -82,6 +94,8 @@ def replay(
                 next_sweep = ts + EXPIRE_EVERY
             elif ts >= next_sweep:
                 table.expire(ts)
+                if confirmer is not None:
+                    confirmer.expire(ts)
                 next_sweep = ts + EXPIRE_EVERY
     finally:
         wall = time.perf_counter() - start

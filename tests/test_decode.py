@@ -398,3 +398,21 @@ def test_ftp_control_payload_batch_equals_frame_by_frame(which, edits, cut):
         assert pkt is not None
         want = {0: port, 1: line, 2: b"229 (|||5000|)\r\n", 3: b""}
         assert pkt.payload == want[which]
+
+
+def test_cooked_capture_direction():
+    """SLL/SLL2 say whether the capturing host sent the frame: with ``sll_direction`` the
+    outgoing copy of a packet is flagged as leaving "the master", any other as entering."""
+    ip = bytes(ipv4(dpkt.udp.UDP(sport=10, dport=20, data=b"abc"), 17))
+    for linktype, head in (
+        (LINKTYPE_LINUX_SLL, lambda t: struct.pack("!HHH", t, 1, 6) + MAC1 + b"\0\0\x08\x00"),
+        (
+            LINKTYPE_LINUX_SLL2,
+            lambda t: struct.pack("!HHIHBB", 0x0800, 0, 2, 1, t, 6) + MAC1 + b"\0\0",
+        ),
+    ):
+        dec = Decoder(linktype)
+        assert dec.decode(0.0, head(4) + ip).hw == 0  # off by default
+        dec.sll_direction = True
+        assert dec.decode(0.0, head(4) + ip).hw == 1  # outgoing: left the router
+        assert dec.decode(0.0, head(0) + ip).hw == 2  # to us: entered it

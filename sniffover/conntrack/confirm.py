@@ -72,11 +72,16 @@ class ForwardingConfirmer:
         two_segments: bool,
         window: float = 1.0,
         max_recent: int = 1 << 17,
+        hold_teardowns: bool = True,
     ) -> None:
         self.table = table
         self.two_segments = two_segments
         self.window = window
         self.max_recent = max_recent
+        # Live, RST/FIN into the master wait for proof it let them through. Replaying a
+        # router's own capture there is nothing to defend against, and a router that is
+        # itself the endpoint never forwards the teardowns it receives.
+        self.hold_teardowns = hold_teardowns
         # ingress copies: key -> (ts, the packet's tuple); three keys per packet
         self.recent: dict[Key, tuple[float, Tuple]] = {}
         self.order: deque[tuple[Key, float]] = deque()
@@ -133,7 +138,11 @@ class ForwardingConfirmer:
             keys = copy_keys(pkt)
             ts = pkt.ts
             order = self.order
-            if pkt.proto == PROTO_TCP and pkt.tcp_flags & (TH_RST | TH_FIN):
+            if (
+                self.hold_teardowns
+                and pkt.proto == PROTO_TCP
+                and pkt.tcp_flags & (TH_RST | TH_FIN)
+            ):
                 h = _Held(pkt)  # applied only once it is seen forwarded
                 for k in keys:
                     self.held[k] = h
