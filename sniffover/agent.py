@@ -152,6 +152,7 @@ class Agent:
         self.master: set[bytes] = {mac_bytes(m) for m in cfg.master_macs}
         self.ingress_keys: set[tuple[int, ...]] = set()
         self.reorder: dict[LiveCapture, list[Packet]] = {}
+        self.confirm_later: list[tuple[int, bytes, bytes, int, int]] = []
         self.reordering = len(cfg.ifaces) >= 2
         self.table = self._new_table()
         self.control = ControlServer(cfg.control)
@@ -325,6 +326,13 @@ class Agent:
                     changed = True
                     log.warning("master firewall on %s: %s (learned from routed traffic)",
                                 c.iface, mac_text(ln.learned))  # fmt: skip
+                if self.confirmer is not None:
+                    # flows it forwarded before we knew its MAC are proven all the same
+                    # (again at the next tick: some may still wait in the reorder buffer)
+                    before = ln.confirmed_before()
+                    for t in before:
+                        self.confirmer.confirm(t)
+                    self.confirm_later += before
                 c.learner = None
         if changed:
             master = frozenset(self.master)
@@ -798,6 +806,9 @@ class Agent:
         if self.confirmer is not None:
             self._learned()
             self.confirmer.expire(now)
+            later, self.confirm_later = self.confirm_later, []
+            for t in later:
+                self.confirmer.confirm(t)
             waiting = [c.iface for c in self.captures if c.learner is not None and c.frames]
             if waiting and now - self.started > 10:
                 self.ratelog(

@@ -103,6 +103,7 @@ class MasterLearner:
 
     NEEDED = 8
     SHARE = 0.9
+    MAX_SOURCES = 200_000  # frames remembered while learning (bounded)
 
     def __init__(self, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> None:
         self.nets = nets
@@ -112,6 +113,7 @@ class MasterLearner:
         # Without addresses of our own on the segment (a bare mirror port), the hosts that
         # answer or send ARP here are the on-link ones: everything else is routed.
         self.arp_local: set[bytes] = set()
+        self.sources: list[tuple[tuple[int, bytes, bytes, int, int], bytes]] = []
 
     def match(self, keys: Sequence[tuple[int, ...]]) -> bytes | None:
         """Packets just seen entering the master elsewhere: their copies already seen here
@@ -160,12 +162,24 @@ class MasterLearner:
                         self.recent[key] = data[off + 6 : off + 12]
             if etype == 0x0800:
                 src, dst = data[off + 26 : off + 30], data[off + 30 : off + 34]
+                proto, l4 = data[off + 23], off + 14 + ((data[off + 14] & 0x0F) << 2)
             elif etype == 0x86DD and caplen >= 54:
                 src, dst = data[off + 22 : off + 38], data[off + 38 : off + 54]
+                proto, l4 = data[off + 20], off + 54
             else:
                 if etype == 0x0806 and caplen >= 42 and not self.nets:
                     self.arp_local.add(data[off + 28 : off + 32])  # ARP sender address
                 continue
+            if l4 + 8 <= off + caplen and len(self.sources) < self.MAX_SOURCES:
+                # who sent what, so flows seen before the master was known can be
+                # confirmed once it is (``confirmed_before``)
+                if proto in (6, 17, 132, 136):
+                    sport, dport = struct.unpack_from("!HH", data, l4)
+                elif proto in (1, 58):
+                    sport, dport = data[l4 + 4] << 8 | data[l4 + 5], data[l4] << 8 | data[l4 + 1]
+                else:
+                    sport = dport = 0
+                self.sources.append(((proto, src, dst, sport, dport), data[off + 6 : off + 12]))
             if not self.nets and not self.arp_local:
                 continue  # nothing tells on-link from routed yet
             dmac, smac = data[off : off + 6], data[off + 6 : off + 12]
@@ -174,6 +188,11 @@ class MasterLearner:
             if not self._local(src):
                 self.votes[smac] += 1
         return self._decide()
+
+    def confirmed_before(self) -> list[tuple[int, bytes, bytes, int, int]]:
+        """Tuples of the frames the (now learned) master sent while it was still unknown."""
+        mac = self.learned
+        return [t for t, smac in self.sources if smac == mac]
 
     def _decide(self) -> bytes | None:
         total = sum(self.votes.values())

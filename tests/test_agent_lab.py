@@ -233,3 +233,52 @@ def test_control_run_without_sniffover_loses_tcp() -> None:
     r = run_failover(with_agent=False)
     assert r["late"]["tcp_ok"] == 0 and r["early"]["tcp_ok"] == 0, r  # type: ignore[index]
     assert int(r["invalid_drops"]) > 0  # type: ignore[call-overload]
+
+
+HOLDER = r"""
+import socket, sys, time
+socks = []
+for i in range(int(sys.argv[1])):
+    s = socket.create_connection((sys.argv[2], 8000), timeout=5)
+    socks.append(s)
+    time.sleep(0.05)  # one capture batch each: the first ones come before fw1 is known
+print("ready", flush=True)
+sys.stdin.readline()  # silent until told: the handshake is all the agent sees
+ok = 0
+for i, s in enumerate(socks):
+    try:
+        s.sendall(b"ping %d\n" % i)
+        if s.recv(100).startswith(b"pong"):
+            ok += 1
+    except OSError:
+        pass
+print(ok, flush=True)
+"""
+
+
+def test_idle_connections_opened_while_the_master_mac_is_learned_survive() -> None:
+    """Handshakes only, the moment the agent is up (those first routed frames are what
+    teaches it fw1's MAC), then silence until the failover: the SYN/ACKs fw1 sent before
+    its MAC was known must still count as proof that it forwarded these connections."""
+    with Lab(clients=1, servers=1) as lab:
+        lab.start_server("s1", duration=60)
+        agent = start_agent(lab)
+        holder = lab.popen(
+            "c1", sys.executable, "-c", HOLDER, "12", server_ip(1),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            assert holder.stdout is not None and holder.stdin is not None
+            assert holder.stdout.readline().strip() == "ready"
+            time.sleep(1.2)  # an agent tick
+            assert sniffover_ctl(lab, "ctl", "promote").returncode == 0
+            fw2 = table(lab, "fw2")
+            lab.failover()
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            ok = int(holder.stdout.readline().strip() or 0)
+        finally:
+            stop_process(holder)
+            stop_process(agent)
+    assert len([k for k in fw2 if k[4] == 8000]) == 12, fw2
+    assert ok == 12

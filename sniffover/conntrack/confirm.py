@@ -105,6 +105,11 @@ class ForwardingConfirmer:
                 table.listener(EVENT_UPDATE, conn)
         return conn
 
+    def confirm(self, t: Tuple) -> None:
+        """The master was seen sending a packet with tuple ``t`` (e.g. before its MAC was
+        known): the flow, if tracked, counts as forwarded."""
+        self._confirm(t)
+
     def _translated(self, t_in: Tuple, pkt: Packet) -> None:
         """The master rewrote this packet: bind the entry to what it really looks like."""
         found = self.table.get(t_in)
