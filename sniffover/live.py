@@ -95,8 +95,9 @@ class MasterLearner:
     the router's MAC; one whose source IP is not on them was sent by the router.
     With the standby's own subnets known (its addresses on the interface), a few
     routed frames name the master. Without them (a bare mirror port) the on-link
-    hosts are the ones seen in ARP; until ARP has been seen nothing is decided
-    (``--master-mac`` avoids the wait). Behind source NAT, where every address on
+    hosts are the ones seen in ARP, and a frame whose TTL is one below a usual
+    initial value (63, 127, 254) was routed by the MAC that sent it
+    (``--master-mac`` avoids any guessing). Behind source NAT, where every address on
     a segment looks local, copies of packets that entered the master on another
     segment give it away (``match``).
     """
@@ -180,8 +181,14 @@ class MasterLearner:
                 else:
                     sport = dport = 0
                 self.sources.append(((proto, src, dst, sport, dport), data[off + 6 : off + 12]))
-            if not self.nets and not self.arp_local:
-                continue  # nothing tells on-link from routed yet
+            if not self.nets:
+                # a hop limit one below the usual initial values (64, 128, 255): routed
+                # once, and the MAC it came from is the router's
+                ttl = data[off + 22] if etype == 0x0800 else data[off + 21]
+                if ttl in (63, 127, 254):
+                    self.votes[data[off + 6 : off + 12]] += 1
+                if not self.arp_local:
+                    continue  # nothing else tells on-link from routed yet
             dmac, smac = data[off : off + 6], data[off + 6 : off + 12]
             if not dmac[0] & 1 and not self._local(dst):
                 self.votes[dmac] += 1

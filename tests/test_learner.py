@@ -17,8 +17,10 @@ CLIENT, SERVER, VIP = (
 )
 
 
-def ip_frame(dmac: bytes, smac: bytes, src: bytes, dst: bytes, ipid: int = 0) -> bytes:
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, ipid, 0, 64, 17, 0, src, dst)
+def ip_frame(
+    dmac: bytes, smac: bytes, src: bytes, dst: bytes, ipid: int = 0, ttl: int = 64
+) -> bytes:
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, ipid, 0, ttl, 17, 0, src, dst)
     return dmac + smac + b"\x08\x00" + ip + struct.pack("!HHHH", 40000, 53, 8, 0)
 
 
@@ -71,3 +73,12 @@ def test_behind_source_nat_copies_name_the_router():
     frames = [ip_frame(OTHER_MAC, FW_MAC, vip_out, SERVER, ipid=i) for i in (1, 2)]
     assert ln.feed(*batch(frames), ingress=set()) is None
     assert ln.match([(17, 1, 0, 0, 0), (17, 2, 0, 0, 0)]) == FW_MAC  # they entered it elsewhere
+
+
+def test_bare_mirror_port_without_arp_finds_the_router_by_ttl():
+    ln = MasterLearner([])
+    frames = []
+    for _ in range(10):
+        frames.append(ip_frame(FW_MAC, CLIENT_MAC, CLIENT, SERVER, ttl=64))
+        frames.append(ip_frame(CLIENT_MAC, FW_MAC, SERVER, CLIENT, ttl=63))  # routed by fw1
+    assert ln.feed(*batch(frames)) == FW_MAC
