@@ -282,3 +282,25 @@ def test_idle_connections_opened_while_the_master_mac_is_learned_survive() -> No
             stop_process(agent)
     assert len([k for k in fw2 if k[4] == 8000]) == 12, fw2
     assert ok == 12
+
+
+def test_standby_without_an_address_on_the_segment() -> None:
+    """A bare sniffing port (fw2 has no address on inside0 until it takes the VIP): the
+    master's MAC is learned from the traffic alone and the connections survive."""
+    with Lab(clients=1, servers=1) as lab:
+        lab.run("fw2", "ip", "addr", "flush", "dev", "inside0")
+        lab.start_server("s1", duration=60)
+        agent = start_agent(lab)
+        cl = lab.traffic_client("c1", tcp=10, udp=3, duration=60)
+        try:
+            cl.probe()
+            time.sleep(1.2)
+            status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+            assert sniffover_ctl(lab, "ctl", "promote").returncode == 0
+            lab.failover()
+            after = cl.probe()
+        finally:
+            cl.stop()
+            stop_process(agent)
+    assert len(status["confirm"]["master_macs"]) == 1, status["confirm"]
+    assert after["tcp_ok"] == 10 and after["udp_ok"] == 3, after
