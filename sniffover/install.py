@@ -103,6 +103,14 @@ class Installer:
 
     def on_event(self, kind: str, conn: Conn) -> None:
         if kind == "destroy":
+            # The tracker let it go (timed out, dropped for room, reopened): the kernel's
+            # copy ages out on its own timer. Never deleted from here: after a takeover
+            # without `ctl promote` the agent no longer sees the traffic that keeps the
+            # kernel's copy alive, and deleting it would cut a live connection.
+            self.dirty.pop(conn.orig, None)
+            self.shadow.pop(conn.orig, None)
+            return
+        if kind == "replace":  # same flow, new tuples (NAT): the old kernel copy goes
             self.dirty.pop(conn.orig, None)
             if conn.orig in self.shadow:
                 self.doomed[conn.orig] = conn

@@ -73,6 +73,9 @@ from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
 EVENT_NEW = "new"
 EVENT_UPDATE = "update"
 EVENT_DESTROY = "destroy"
+# The entry stays but its tuples change (NAT seen on the wire): for a kernel copy this is
+# another entry (its NAT binding cannot be changed), so listeners replace it.
+EVENT_REPLACE = "replace"
 
 Listener = Callable[[str, Conn], None]
 Handler = Callable[[Conn, int, Packet, Timeouts], int]
@@ -286,8 +289,9 @@ class ConntrackTable:
         """Give ``conn`` other tuples (NAT seen on the wire: the translated copy of a packet
         says what the reply, or for a mid-stream pickup the original, really looks like).
 
-        Listeners hear DESTROY then NEW: for the kernel this is another entry (NAT cannot
-        be changed on an existing one). False if a new tuple belongs to another entry.
+        Listeners hear REPLACE (with the old tuples) then NEW: for the kernel this is
+        another entry (NAT cannot be changed on an existing one). False if a new tuple
+        belongs to another entry.
         """
         m = self._map
         new_orig = orig if orig is not None else conn.orig
@@ -304,7 +308,7 @@ class ConntrackTable:
                 # MACs were known: this entry replaces it
                 self._destroy(other, "nat-duplicate")
         if self.listener is not None:
-            self.listener(EVENT_DESTROY, conn)
+            self.listener(EVENT_REPLACE, conn)
         for t in (conn.orig, conn.reply):
             if m.get(t) is conn:
                 del m[t]
