@@ -304,3 +304,33 @@ def test_standby_without_an_address_on_the_segment() -> None:
             stop_process(agent)
     assert len(status["confirm"]["master_macs"]) == 1, status["confirm"]
     assert after["tcp_ok"] == 10 and after["udp_ok"] == 3, after
+
+
+def test_takeover_without_promote_keeps_connections_alive(tmp_path) -> None:
+    """fw1 dies and nobody tells the agent: fw2 forwards with the installed state while the
+    agent, seeing none of that traffic any more (fw2's own MACs are filtered out), lets its
+    flows time out. Short tracker timeouts (its own sysctl dir) make that happen within
+    seconds: the kernel's entries, kept alive by the live traffic, must not be deleted."""
+    for name in (
+        "nf_conntrack_tcp_timeout_established",
+        "nf_conntrack_tcp_timeout_unacknowledged",
+        "nf_conntrack_udp_timeout",
+        "nf_conntrack_udp_timeout_stream",
+    ):
+        (tmp_path / name).write_text("3\n")
+    with Lab(clients=1, servers=1) as lab:
+        lab.start_server("s1", duration=60)
+        agent = start_agent(lab, "--sysctl-dir", str(tmp_path))
+        cl = lab.traffic_client("c1", tcp=10, udp=3, duration=60)
+        try:
+            cl.probe()
+            time.sleep(0.5)
+            lab.failover()  # no ctl promote, no signal
+            results = []
+            for _ in range(8):  # past the tracker's 3 s timers several times
+                results.append(cl.probe())
+                time.sleep(0.5)
+        finally:
+            cl.stop()
+            stop_process(agent)
+    assert all(r["tcp_ok"] == 10 and r["udp_ok"] == 3 for r in results), results
