@@ -117,12 +117,11 @@ class Conn:
         "sctp",
         "zone",
         "mark",
-        "id",
         "forwarded",
         "labels",
     )
 
-    def __init__(self, orig: Tuple, reply: Tuple, now: float, conn_id: int = 0) -> None:
+    def __init__(self, orig: Tuple, reply: Tuple, now: float) -> None:
         self.orig = orig
         self.reply = reply
         self.status = 0
@@ -133,7 +132,6 @@ class Conn:
         self.sctp: SctpState | None = None
         self.zone = 0
         self.mark = 0
-        self.id = conn_id
         self.forwarded = False  # seen leaving the master (see conntrack.confirm)
         self.labels = b""  # ct labels (a primed entry's, as the master had them)
 

@@ -134,7 +134,6 @@ class ConntrackTable:
         self.listener = listener
         # Both tuples of every entry -> the entry; the direction is "is it the ORIGINAL".
         self._map: dict[Tuple, Conn] = {}
-        self._next_id = 1
         self._entries = 0
         self.verdicts = [0] * 7  # indexed by verdict
         self.counters: Counter[str] = Counter()
@@ -264,8 +263,6 @@ class ConntrackTable:
             return INVALID
         if self._early is not None and not self._admit(now):
             return INVALID
-        conn.id = self._next_id
-        self._next_id += 1
         conn.status |= IPS_CONFIRMED
         if direction == 1:
             conn.status |= IPS_SEEN_REPLY
@@ -334,8 +331,6 @@ class ConntrackTable:
             self._destroy(old, "timeout")
         if self._early is not None and not self._admit(conn.last_seen):
             return False
-        conn.id = self._next_id
-        self._next_id += 1
         m[conn.orig] = conn
         m[conn.reply] = conn
         self._entries += 1
