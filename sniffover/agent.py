@@ -164,6 +164,7 @@ class Agent:
         self.prime_next: float | None = None  # monotonic time of the next automatic pull
         self.prime_info: dict[str, Any] = {}
         self.drops_seen = 0
+        self.last_drop_prime = -1e9  # monotonic time of the last re-prime after drops
         self.packets_primed = 0  # successful pulls
         self.fatal: str | None = None
         self.metrics: Any = None
@@ -411,8 +412,6 @@ class Agent:
             self._track(list(heapq.merge(*parts, key=_ts)))
 
     def read_ready(self, ready: list[LiveCapture]) -> None:
-        if self.cfg.confirm != "off" and any(c.learner is not None for c in ready):
-            self._learned()
         batches = []
         ready_read: list[LiveCapture] = []
         batches_all: list[list[Packet]] = []
@@ -821,15 +820,17 @@ class Agent:
         if self.prime_next is not None and mono >= self.prime_next and not self.active:
             self.prime_next = None
             self.start_prime(buffer=False)
+        drops = self.drops()
         if self.cfg.prime_from and self.cfg.reprime_after_drops:
-            dropped = sum(d["dropped"] + d["ifdropped"] for d in self.drops().values())
+            dropped = sum(d["dropped"] + d["ifdropped"] for d in drops.values())
             if dropped > self.drops_seen:
                 self.drops_seen = dropped
-                last = getattr(self, "_last_drop_prime", -1e9)
-                if mono - last >= PRIME_AFTER_DROPS and self.start_prime(buffer=False):
-                    self._last_drop_prime = mono
+                if mono - self.last_drop_prime >= PRIME_AFTER_DROPS and self.start_prime(
+                    buffer=False
+                ):
+                    self.last_drop_prime = mono
                     log.warning("capture lost packets: re-priming from the master")
-        if self.prefilter_at is not None and time.monotonic() >= self.prefilter_at:
+        if self.prefilter_at is not None and mono >= self.prefilter_at:
             self.prefilter_at = None
             self.bpf = self.bpf_pre
             for c in self.captures:
@@ -841,10 +842,10 @@ class Agent:
             self.ftp.expire(now)
         if self.installer is not None:
             try:
-                self.installer.refresh(now, self.table.get)
+                self.installer.refresh(now, self.table.conn)
             except OSError as exc:
                 self.ratelog("netlink", logging.ERROR, "ctnetlink refresh failed: %s", exc)
-        for iface, d in self.drops().items():
+        for iface, d in drops.items():
             if d["dropped"] or d["ifdropped"]:
                 self.ratelog(
                     f"drops-{iface}", logging.WARNING,

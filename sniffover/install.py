@@ -92,7 +92,7 @@ class Installer:
         self.batch = batch
         self.shadow: dict[Tuple, Installed] = {}
         self.dirty: dict[Tuple, Conn] = {}
-        self.doomed: dict[Tuple, Conn] = {}  # destroyed by the tracker while installed
+        self.doomed: dict[Tuple, Conn] = {}  # installed, then rebound (NAT): delete the old
         self.counters: Counter[str] = Counter()
         self.enabled = True
         self.assume_handshake = assume_handshake
@@ -142,7 +142,9 @@ class Installer:
             ops += planned
         return self._run(ops, now)
 
-    def refresh(self, now: float, lookup: Callable[[Tuple], object], exact: bool = False) -> int:
+    def refresh(
+        self, now: float, lookup: Callable[[Tuple], Conn | None], exact: bool = False
+    ) -> int:
         """Re-arm kernel timers that would run out well before the tracker's.
 
         A kernel timer is re-sent when it is about to expire while the tracker
@@ -154,11 +156,8 @@ class Installer:
         """
         ops: list[_Op] = []
         for orig, inst in self.shadow.items():
-            found = lookup(orig)
-            if not found:
-                continue
-            conn = found[0] if isinstance(found, tuple) else found
-            if not isinstance(conn, Conn) or conn.orig != orig:
+            conn = lookup(orig)
+            if conn is None or conn.orig != orig:
                 continue
             ahead = conn.expires - inst.expires
             if ahead <= 1:
@@ -357,4 +356,4 @@ class Installer:
         conns_by_orig = {c.orig: c for c in conns}
         for conn in conns:
             self.dirty.setdefault(conn.orig, conn)
-        return self.flush(now) + self.refresh(now, lambda t: conns_by_orig.get(t), exact=True)
+        return self.flush(now) + self.refresh(now, conns_by_orig.get, exact=True)

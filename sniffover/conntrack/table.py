@@ -147,6 +147,10 @@ class ConntrackTable:
     def __len__(self) -> int:
         return self._entries
 
+    def conn(self, t: Tuple) -> Conn | None:
+        """The entry holding tuple ``t`` in either direction."""
+        return self._map.get(t)
+
     def get(self, t: Tuple) -> tuple[Conn, int] | None:
         """The entry holding tuple ``t`` (either direction) and that direction."""
         conn = self._map.get(t)
