@@ -313,6 +313,23 @@ def test_mutated_frames_never_raise_and_agree_with_dpkt(which, edits, cut):
         check_against_dpkt(pkt, ip)
 
 
+def decoded_both_ways(frame: bytes, edits, cut: int, master: frozenset = frozenset()):
+    """``frame`` mutated by ``edits``, cut at ``cut`` and whole, decoded by ``decode_batch``
+    and frame by frame: (batch packets, frame-by-frame packets without the undecodable)."""
+    mutated = bytearray(frame)
+    for pos, val in edits:
+        if pos < len(mutated):
+            mutated[pos] = val
+    frames = [bytes(mutated[:cut]), bytes(mutated)]
+    meta = struct.pack("=IIII", 7, 250000, 0, len(frames[0]))
+    meta += struct.pack("=IIII", 8, 0, len(frames[0]), len(frames[1]))
+    fast, one = Decoder(LINKTYPE_ETHERNET), Decoder(LINKTYPE_ETHERNET)
+    fast.master = one.master = master
+    batch = fast.decode_batch(b"".join(frames), meta)
+    expected = [one.decode(7.25, frames[0]), one.decode(8.0, frames[1])]
+    return batch, [p for p in expected if p is not None], expected[1]
+
+
 def _fields(p):
     if p is None:
         return None
@@ -331,23 +348,13 @@ def _fields(p):
 )
 def test_batch_fast_path_equals_frame_by_frame(which, edits, cut, master):
     """decode_batch's inline IPv4 path gives exactly what decode() gives, frame by frame."""
-    frame = bytearray(_valid_frames()[which])
+    frame = _valid_frames()[which]
     if which == 1:  # drop the VLAN tag so the fast path applies
         frame = frame[:12] + frame[16:]
-    for pos, val in edits:
-        if pos < len(frame):
-            frame[pos] = val
-    frames = [bytes(frame[:cut]), bytes(frame)]
-    data = b"".join(frames)
-    meta = struct.pack("=IIII", 7, 250000, 0, len(frames[0]))
-    meta += struct.pack("=IIII", 8, 0, len(frames[0]), len(frames[1]))
-    fast = Decoder(LINKTYPE_ETHERNET)
-    one = Decoder(LINKTYPE_ETHERNET)
-    if master:
-        fast.master = one.master = frozenset({MAC1})
-    batch = fast.decode_batch(data, meta)
-    expected = [one.decode(7.25, frames[0]), one.decode(8.0, frames[1])]
-    assert [_fields(p) for p in batch] == [_fields(p) for p in expected if p is not None]
+    batch, expected, _ = decoded_both_ways(
+        frame, edits, cut, frozenset({MAC1}) if master else frozenset()
+    )
+    assert [_fields(p) for p in batch] == [_fields(p) for p in expected]
 
 
 def test_master_mac_flags():
@@ -380,21 +387,9 @@ def test_ftp_control_payload_batch_equals_frame_by_frame(which, edits, cut):
         + b"\0" * 6,  # Ethernet padding is not payload
         ether(ipv4(tcp_seg(sport=40000, dport=80, flags=0x18, data=b"GET / HTTP/1.0\r\n"), 6)),
     ]
-    frame = bytearray(frames[which])
-    for pos, val in edits:
-        if pos < len(frame):
-            frame[pos] = val
-    got = [bytes(frame[:cut]), bytes(frame)]
-    data = b"".join(got)
-    meta = struct.pack("=IIII", 7, 0, 0, len(got[0])) + struct.pack(
-        "=IIII", 8, 0, len(got[0]), len(got[1])
-    )
-    batch = Decoder(LINKTYPE_ETHERNET).decode_batch(data, meta)
-    one = Decoder(LINKTYPE_ETHERNET)
-    expected = [one.decode(7.0, got[0]), one.decode(8.0, got[1])]
-    assert [_fields(p) for p in batch] == [_fields(p) for p in expected if p is not None]
+    batch, expected, pkt = decoded_both_ways(frames[which], edits, cut)
+    assert [_fields(p) for p in batch] == [_fields(p) for p in expected]
     if not edits:
-        pkt = expected[1]
         assert pkt is not None
         want = {0: port, 1: line, 2: b"229 (|||5000|)\r\n", 3: b""}
         assert pkt.payload == want[which]

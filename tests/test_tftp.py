@@ -22,12 +22,11 @@ from sniffover.ctnetlink import (
     _decode_tuple,
     iter_attrs,
 )
-from sniffover.decode import LINKTYPE_ETHERNET, Decoder
 from sniffover.expect import ExpectInstaller
 from sniffover.install import Installer
 
 from .helpers import A6, B6, A, B, udp
-from .test_decode import _fields, ether, ipv4, ipv6
+from .test_decode import _fields, decoded_both_ways, ether, ipv4, ipv6
 
 pytestmark = pytest.mark.unit
 
@@ -254,21 +253,9 @@ def test_tftp_payload_batch_equals_frame_by_frame(which, edits, cut):
         ether(ipv4(_udp(40000, 53, b"\x00\x01dns"), 17)),
         ether(ipv6(_udp(40000, 69, WRQ), 17), etype=0x86DD),
     ]
-    frame = bytearray(frames[which])
-    for pos, val in edits:
-        if pos < len(frame):
-            frame[pos] = val
-    got = [bytes(frame[:cut]), bytes(frame)]
-    data = b"".join(got)
-    meta = struct.pack("=IIII", 7, 0, 0, len(got[0])) + struct.pack(
-        "=IIII", 8, 0, len(got[0]), len(got[1])
-    )
-    batch = Decoder(LINKTYPE_ETHERNET).decode_batch(data, meta)
-    one = Decoder(LINKTYPE_ETHERNET)
-    expected = [one.decode(7.0, got[0]), one.decode(8.0, got[1])]
-    assert [_fields(p) for p in batch] == [_fields(p) for p in expected if p is not None]
+    batch, expected, pkt = decoded_both_ways(frames[which], edits, cut)
+    assert [_fields(p) for p in batch] == [_fields(p) for p in expected]
     if not edits:
-        pkt = expected[1]
         assert pkt is not None
         want = {0: RRQ, 1: b"\x00\x05\x00\x01x\x00", 2: b"", 3: b"", 4: WRQ}
         assert pkt.payload == want[which]
