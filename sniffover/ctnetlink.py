@@ -17,6 +17,7 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -84,7 +85,7 @@ CTA_PROTOINFO_SCTP_VTAG_REPLY = 3
 IPS_CONFIRMED = 0x8
 AF_INET, AF_INET6 = 2, 10
 
-Tuple = tuple[int, bytes, bytes, int, int]  # (proto, src, dst, sport, dport) as in the core
+Tuple = tuple[Any, ...]  # (proto, src, dst, sport, dport) as in the core (conntrack.tuple)
 
 _NLMSG = struct.Struct("=IHHII")
 _NLA = struct.Struct("=HH")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from dataclasses import asdict
 
 import atheris
 
@@ -28,7 +29,7 @@ with atheris.instrument_imports():
     from sniffover.decode import LINKTYPES, Decoder
 
 LINKS = sorted(LINKTYPES)
-MAX_TIMEOUT = max([*Timeouts().tcp, *(v for k, v in vars(Timeouts()).items()
+MAX_TIMEOUT = max([*Timeouts().tcp, *(v for k, v in asdict(Timeouts()).items()
                                        if k.endswith("timeout") or "timeout_" in k)])  # fmt: skip
 GAPS = (0.0, 0.001, 0.5, 2.5, 31.0, 121.0, 700.0, 1e6)
 

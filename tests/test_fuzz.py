@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ from sniffover.serve import (
 
 pytestmark = pytest.mark.unit
 
-MAX_TIMEOUT = max([*Timeouts().tcp, *(v for k, v in vars(Timeouts()).items()
+MAX_TIMEOUT = max([*Timeouts().tcp, *(v for k, v in asdict(Timeouts()).items()
                                        if k.endswith("timeout") or "timeout_" in k)])  # fmt: skip
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

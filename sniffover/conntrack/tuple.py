@@ -22,10 +22,15 @@ pays per packet, and they need no allocation beyond the tuple itself.
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from .packet import PROTO_ICMP, PROTO_ICMPV6, Packet
 
-Tuple = tuple[int, bytes, bytes, int, int]
+# (proto, src, dst, sport, dport): typed as a variable-length tuple on purpose. The hot
+# modules are compiled with mypyc, which stores a fixed-length tuple type unboxed in a C
+# struct and builds a new tuple object on every read: the dict keys would then be copies
+# of Conn.orig/reply (twice the memory, and ``key is conn.orig`` never true).
+Tuple = tuple[Any, ...]
 
 ORIGINAL = 0
 REPLY = 1
