@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from typing import Final
 
 from .conntrack.packet import (
     FAMILY_IPV4,
@@ -42,16 +43,16 @@ from .conntrack.packet import (
 )
 
 # pcap link-layer header types (https://www.tcpdump.org/linktypes.html)
-LINKTYPE_NULL = 0
-LINKTYPE_ETHERNET = 1
-LINKTYPE_RAW_OLD = 12  # DLT_RAW on most BSDs
-LINKTYPE_RAW_OBSD = 14
-LINKTYPE_RAW = 101
-LINKTYPE_LOOP = 108
-LINKTYPE_LINUX_SLL = 113
-LINKTYPE_IPV4 = 228
-LINKTYPE_IPV6 = 229
-LINKTYPE_LINUX_SLL2 = 276
+LINKTYPE_NULL: Final = 0
+LINKTYPE_ETHERNET: Final = 1
+LINKTYPE_RAW_OLD: Final = 12  # DLT_RAW on most BSDs
+LINKTYPE_RAW_OBSD: Final = 14
+LINKTYPE_RAW: Final = 101
+LINKTYPE_LOOP: Final = 108
+LINKTYPE_LINUX_SLL: Final = 113
+LINKTYPE_IPV4: Final = 228
+LINKTYPE_IPV6: Final = 229
+LINKTYPE_LINUX_SLL2: Final = 276
 
 LINKTYPES = {
     LINKTYPE_NULL: "NULL",
@@ -66,20 +67,20 @@ LINKTYPES = {
     LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
 }
 
-PACKET_OUTGOING = 4  # Linux sll_pkttype of a frame the host sent
-ETH_P_IP = 0x0800
-ETH_P_IPV6 = 0x86DD
+PACKET_OUTGOING: Final = 4  # Linux sll_pkttype of a frame the host sent
+ETH_P_IP: Final = 0x0800
+ETH_P_IPV6: Final = 0x86DD
 VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))  # 802.1Q, 802.1ad, pre-standard QinQ
-MAX_VLAN_TAGS = 8
+MAX_VLAN_TAGS: Final = 8
 
 # IPv6 extension headers conntrack skips (ipv6_ext_hdr() minus NONE).
-IPV6_HOPOPTS = 0
-IPV6_ROUTING = 43
-IPV6_FRAGMENT = 44
-IPV6_AH = 51
-IPV6_DSTOPTS = 60
-IPV6_NONE = 59
-MAX_IPV6_EXTHDRS = 16
+IPV6_HOPOPTS: Final = 0
+IPV6_ROUTING: Final = 43
+IPV6_FRAGMENT: Final = 44
+IPV6_AH: Final = 51
+IPV6_DSTOPTS: Final = 60
+IPV6_NONE: Final = 59
+MAX_IPV6_EXTHDRS: Final = 16
 
 # BSD loopback address families that mean IPv6 (Linux/BSD/macOS/FreeBSD values).
 BSD_AF_INET6 = frozenset((10, 24, 28, 30))
@@ -96,8 +97,8 @@ _ETH_IP4_L4 = struct.Struct("!12xHBxHHHBB2x4s4sHHIIBBH")
 _FAST_LEN = _ETH_IP4_L4.size  # 50
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
-FTP_PORT = 21  # TCP segments to or from it keep their payload (Packet.payload)
-TFTP_PORT = 69  # so do UDP datagrams (conntrack.tftp reads the request's opcode)
+FTP_PORT: Final = 21  # TCP segments to or from it keep their payload (Packet.payload)
+TFTP_PORT: Final = 69  # so do UDP datagrams (conntrack.tftp reads the request's opcode)
 
 
 def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, bool] | None:

@@ -8,30 +8,32 @@ nothing about how it was observed or where it will be installed.
 
 from __future__ import annotations
 
+from typing import Final
+
 from .tuple import Tuple
 
 # enum ip_conntrack_status (include/uapi/linux/netfilter/nf_conntrack_common.h)
-IPS_EXPECTED = 1 << 0
-IPS_SEEN_REPLY = 1 << 1
-IPS_ASSURED = 1 << 2
-IPS_CONFIRMED = 1 << 3
-IPS_SRC_NAT = 1 << 4
-IPS_DST_NAT = 1 << 5
-IPS_SRC_NAT_DONE = 1 << 7
-IPS_DST_NAT_DONE = 1 << 8
-IPS_DYING = 1 << 9
-IPS_FIXED_TIMEOUT = 1 << 10
+IPS_EXPECTED: Final = 1 << 0
+IPS_SEEN_REPLY: Final = 1 << 1
+IPS_ASSURED: Final = 1 << 2
+IPS_CONFIRMED: Final = 1 << 3
+IPS_SRC_NAT: Final = 1 << 4
+IPS_DST_NAT: Final = 1 << 5
+IPS_SRC_NAT_DONE: Final = 1 << 7
+IPS_DST_NAT_DONE: Final = 1 << 8
+IPS_DYING: Final = 1 << 9
+IPS_FIXED_TIMEOUT: Final = 1 << 10
 
 # Per-direction TCP flags (CTA_PROTOINFO_TCP_FLAGS_*; nf_conntrack_tcp.h)
-TCP_FLAG_WINDOW_SCALE = 0x01
-TCP_FLAG_SACK_PERM = 0x02
-TCP_FLAG_CLOSE_INIT = 0x04
-TCP_FLAG_BE_LIBERAL = 0x08
-TCP_FLAG_DATA_UNACKNOWLEDGED = 0x10
-TCP_FLAG_MAXACK_SET = 0x20
+TCP_FLAG_WINDOW_SCALE: Final = 0x01
+TCP_FLAG_SACK_PERM: Final = 0x02
+TCP_FLAG_CLOSE_INIT: Final = 0x04
+TCP_FLAG_BE_LIBERAL: Final = 0x08
+TCP_FLAG_DATA_UNACKNOWLEDGED: Final = 0x10
+TCP_FLAG_MAXACK_SET: Final = 0x20
 # Kept only in last_flags:
-TCP_EXP_CHALLENGE_ACK = 0x40
-TCP_SIMULTANEOUS_OPEN = 0x80
+TCP_EXP_CHALLENGE_ACK: Final = 0x40
+TCP_SIMULTANEOUS_OPEN: Final = 0x80
 
 
 class TcpSide:
@@ -59,7 +61,8 @@ class TcpState:
 
     __slots__ = (
         "state",
-        "seen",
+        "s0",
+        "s1",
         "last_dir",
         "last_index",
         "last_seq",
@@ -73,7 +76,8 @@ class TcpState:
 
     def __init__(self) -> None:
         self.state = 0
-        self.seen = (TcpSide(), TcpSide())
+        self.s0 = TcpSide()  # ORIGINAL direction's window data
+        self.s1 = TcpSide()  # REPLY direction's
         self.last_dir = 0
         self.last_index = 0
         self.last_seq = 0
@@ -83,6 +87,14 @@ class TcpState:
         self.last_wscale = 0
         self.last_flags = 0
         self.retrans = 0
+
+    @property
+    def seen(self) -> tuple[TcpSide, TcpSide]:
+        """Both directions, indexed like the kernel's ``seen[dir]`` (read-only view)."""
+        return self.s0, self.s1
+
+    def side(self, direction: int) -> TcpSide:
+        return self.s1 if direction else self.s0
 
 
 class SctpState:

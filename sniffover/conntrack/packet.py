@@ -16,30 +16,32 @@ Field conventions follow the kernel's tuple (``nf_conntrack_tuple``):
 
 from __future__ import annotations
 
-FAMILY_IPV4 = 2  # AF_INET
-FAMILY_IPV6 = 10  # AF_INET6
+from typing import Final
 
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_GRE = 47
-PROTO_ICMPV6 = 58
-PROTO_SCTP = 132
-PROTO_UDPLITE = 136
+FAMILY_IPV4: Final = 2  # AF_INET
+FAMILY_IPV6: Final = 10  # AF_INET6
+
+PROTO_ICMP: Final = 1
+PROTO_TCP: Final = 6
+PROTO_UDP: Final = 17
+PROTO_GRE: Final = 47
+PROTO_ICMPV6: Final = 58
+PROTO_SCTP: Final = 132
+PROTO_UDPLITE: Final = 136
 
 # Packet.hw: what the Ethernet addresses say about the master firewall (when it is known).
-HW_FROM_MASTER = 1  # source MAC is the master's: the master forwarded (or sent) this frame
-HW_TO_MASTER = 2  # destination MAC is the master's: on its way into the master
+HW_FROM_MASTER: Final = 1  # source MAC is the master's: the master forwarded (or sent) this frame
+HW_TO_MASTER: Final = 2  # destination MAC is the master's: on its way into the master
 
 # TCP header flag bits (byte 13 of the header).
-TH_FIN = 0x01
-TH_SYN = 0x02
-TH_RST = 0x04
-TH_PSH = 0x08
-TH_ACK = 0x10
-TH_URG = 0x20
-TH_ECE = 0x40
-TH_CWR = 0x80
+TH_FIN: Final = 0x01
+TH_SYN: Final = 0x02
+TH_RST: Final = 0x04
+TH_PSH: Final = 0x08
+TH_ACK: Final = 0x10
+TH_URG: Final = 0x20
+TH_ECE: Final = 0x40
+TH_CWR: Final = 0x80
 
 
 class Packet:
@@ -137,14 +139,14 @@ class Packet:
 
 # --- TCP options, parsed the way the kernel's tcp_options()/tcp_sack() do -------------
 
-TCPOPT_EOL = 0
-TCPOPT_NOP = 1
-TCPOPT_MSS = 2
-TCPOPT_WINDOW = 3
-TCPOPT_SACK_PERM = 4
-TCPOPT_SACK = 5
-TCPOPT_TIMESTAMP = 8
-TCP_MAX_WSCALE = 14
+TCPOPT_EOL: Final = 0
+TCPOPT_NOP: Final = 1
+TCPOPT_MSS: Final = 2
+TCPOPT_WINDOW: Final = 3
+TCPOPT_SACK_PERM: Final = 4
+TCPOPT_SACK: Final = 5
+TCPOPT_TIMESTAMP: Final = 8
+TCP_MAX_WSCALE: Final = 14
 
 
 def tcp_syn_options(opts: bytes) -> tuple[int | None, bool]:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
+from typing import Final
 
 from .entry import (
     IPS_ASSURED,
@@ -90,15 +91,16 @@ HANDLERS: dict[int, Handler] = {
     PROTO_SCTP: sctp_packet,
 }
 
-EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
+EPHEMERAL_LOW: Final = 32768
+EPHEMERAL_HIGH: Final = 60999
 
 # ICMP "time exceeded in transit" (type << 8 | code) per protocol, and how many entries
 # created by TTL-1 packets are remembered for it (see ConntrackTable._icmp_error).
 TIME_EXCEEDED = {PROTO_ICMP: 11 << 8, PROTO_ICMPV6: 3 << 8}
-TTL_PROBES_MAX = 4096
+TTL_PROBES_MAX: Final = 4096
 
 # Early drop (nf_conntrack_core.c): how many ASSURED entries one new entry may look at.
-EVICTION_RANGE = 8
+EVICTION_RANGE: Final = 8
 
 
 def server_side(sport: int, dport: int) -> bool:
@@ -209,7 +211,14 @@ class ConntrackTable:
         status0 = conn.status
         st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
-        res = HANDLERS.get(pkt.proto, generic_packet)(conn, direction, pkt, self.timeouts)
+        proto = pkt.proto
+        # direct calls for the common protocols: compiled, they are native calls
+        if proto == PROTO_TCP:
+            res = tcp_packet(conn, direction, pkt, self.timeouts)
+        elif proto == PROTO_UDP:
+            res = udp_packet(conn, direction, pkt, self.timeouts)
+        else:
+            res = HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
         if res == INVALID:
             return INVALID
         if res == REPEAT:
@@ -350,7 +359,7 @@ class ConntrackTable:
         conn = Conn(reply, key, now)
         st = TcpState()
         st.state = TCP_ESTABLISHED
-        st.seen[0].flags = st.seen[1].flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
+        st.s0.flags = st.s1.flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
         st.last_index = TCP_INDEX_NONE
         conn.tcp = st
         return conn

@@ -25,6 +25,8 @@ Sequence numbers are u32 and compared with the kernel's wrap-around
 
 from __future__ import annotations
 
+from typing import Final
+
 from .entry import (
     IPS_ASSURED,
     IPS_FIXED_TIMEOUT,
@@ -62,17 +64,26 @@ from .timeouts import (
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, REPEAT
 
 # Packet classes (enum tcp_bit_set), in the order the kernel checks them.
-SYN = 0
-SYNACK = 1
-FIN = 2
-ACK = 3
-RST = 4
-NONE = 5
+SYN: Final = 0
+SYNACK: Final = 1
+FIN: Final = 2
+ACK: Final = 3
+RST: Final = 4
+NONE: Final = 5
 INDEX_NAMES = ("SYN", "SYNACK", "FIN", "ACK", "RST", "NONE")
 
-sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2 = range(10)
-sIV = TCP_MAX
-sIG = TCP_IGNORE
+sNO: Final = 0
+sSS: Final = 1
+sSR: Final = 2
+sES: Final = 3
+sFW: Final = 4
+sCW: Final = 5
+sLA: Final = 6
+sTW: Final = 7
+sCL: Final = 8
+sS2: Final = 9
+sIV: Final = TCP_MAX
+sIG: Final = TCP_IGNORE
 
 # tcp_conntracks[dir][index][state] -- the kernel's table, row for row.
 # Columns:       sNO, sSS, sSR, sES, sFW, sCW, sLA, sTW, sCL, sS2
@@ -115,8 +126,8 @@ for _f in range(256):
         _INDEX.append(NONE)
 TCP_INDEX: tuple[int, ...] = tuple(_INDEX)
 
-U32 = 0xFFFFFFFF
-MAXACKWINCONST = 66000
+U32: Final = 0xFFFFFFFF
+MAXACKWINCONST: Final = 66000
 
 
 def before(a: int, b: int) -> bool:
@@ -156,7 +167,7 @@ def tcp_new(conn: Conn, pkt: Packet, timeouts: Timeouts) -> bool:
     if new_state >= TCP_MAX:
         return False
     st = TcpState()
-    orig = st.seen[0]
+    orig = st.s0
     orig.td_end = segment_end(pkt)
     orig.td_maxwin = pkt.win or 1
     if new_state == TCP_SYN_SENT:
@@ -167,7 +178,7 @@ def tcp_new(conn: Conn, pkt: Packet, timeouts: Timeouts) -> bool:
     else:
         # Mid-stream pickup: history lost; assume SACK and be liberal about windows.
         orig.td_maxend = (orig.td_end + orig.td_maxwin) & U32
-        orig.flags = st.seen[1].flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
+        orig.flags = st.s1.flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
     st.last_index = NONE
     conn.tcp = st
     return True
@@ -190,8 +201,10 @@ def tcp_in_window(
     st: TcpState, direction: int, index: int, pkt: Packet, liberal_sysctl: int
 ) -> int:
     """The four window bounds; returns ACCEPT, IGNORE or INVALID (``tcp_in_window``)."""
-    sender = st.seen[direction]
-    receiver = st.seen[1 - direction]
+    if direction:
+        sender, receiver = st.s1, st.s0
+    else:
+        sender, receiver = st.s0, st.s1
     flags = pkt.tcp_flags
     seq = pkt.seq
     ack = sack = pkt.ack
@@ -362,7 +375,7 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
     if new_state != TCP_ESTABLISHED:  # the common case needs none of this
         if new_state == TCP_SYN_SENT and old_state >= TCP_TIME_WAIT:
             # Reopen after close (RFC 1122) if a side closed or we saw its RST.
-            if (st.seen[direction].flags | st.seen[1 - direction].flags) & TCP_FLAG_CLOSE_INIT or (
+            if (st.s0.flags | st.s1.flags) & TCP_FLAG_CLOSE_INIT or (
                 st.last_dir == direction and st.last_index == RST
             ):
                 return REPEAT
@@ -377,14 +390,14 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
                 # This SYN/ACK answers a SYN we ignored: both ends are in sync, we are not.
                 old_state = TCP_SYN_SENT
                 new_state = TCP_SYN_RECV
-                last = st.seen[st.last_dir]
+                last = st.s1 if st.last_dir else st.s0
                 last.td_end = st.last_end
                 last.td_maxend = st.last_end
                 last.td_maxwin = st.last_win or 1
                 last.td_scale = st.last_wscale
                 st.last_flags &= ~TCP_EXP_CHALLENGE_ACK
                 last.flags = st.last_flags
-                st.seen[direction].reset()
+                st.side(direction).reset()
             else:
                 st.last_index = index
                 st.last_dir = direction
@@ -427,7 +440,7 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
         elif new_state == TCP_CLOSE and index == RST:
             skip_window = _can_early_drop(old_state)
             if not skip_window:
-                peer = st.seen[1 - direction]
+                peer = st.s0 if direction else st.s1
                 if peer.flags & TCP_FLAG_MAXACK_SET and st.last_index != SYN:
                     seq = pkt.seq
                     if seq == 0 and not _established(conn):
@@ -483,7 +496,7 @@ def _in_window(
     st.last_dir = direction
     st.state = new_state
     if old_state != new_state and new_state == TCP_FIN_WAIT:
-        st.seen[direction].flags |= TCP_FLAG_CLOSE_INIT
+        st.side(direction).flags |= TCP_FLAG_CLOSE_INIT
 
     tt = t.tcp
     state_timeout = tt[new_state]
@@ -491,9 +504,9 @@ def _in_window(
         timeout = tt[TCP_RETRANS]
     elif index == RST:
         timeout = tt[TCP_CLOSE]
-    elif (
-        st.seen[0].flags | st.seen[1].flags
-    ) & TCP_FLAG_DATA_UNACKNOWLEDGED and state_timeout > tt[TCP_UNACK]:
+    elif (st.s0.flags | st.s1.flags) & TCP_FLAG_DATA_UNACKNOWLEDGED and state_timeout > tt[
+        TCP_UNACK
+    ]:
         timeout = tt[TCP_UNACK]
     elif st.last_win == 0 and state_timeout > tt[TCP_RETRANS]:
         timeout = tt[TCP_RETRANS]

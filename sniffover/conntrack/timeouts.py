@@ -9,23 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from typing import Final
 
 # TCP conntrack states, numbered as ctnetlink exports them (CTA_PROTOINFO_TCP_STATE).
-TCP_NONE = 0
-TCP_SYN_SENT = 1
-TCP_SYN_RECV = 2
-TCP_ESTABLISHED = 3
-TCP_FIN_WAIT = 4
-TCP_CLOSE_WAIT = 5
-TCP_LAST_ACK = 6
-TCP_TIME_WAIT = 7
-TCP_CLOSE = 8
-TCP_SYN_SENT2 = 9
+TCP_NONE: Final = 0
+TCP_SYN_SENT: Final = 1
+TCP_SYN_RECV: Final = 2
+TCP_ESTABLISHED: Final = 3
+TCP_FIN_WAIT: Final = 4
+TCP_CLOSE_WAIT: Final = 5
+TCP_LAST_ACK: Final = 6
+TCP_TIME_WAIT: Final = 7
+TCP_CLOSE: Final = 8
+TCP_SYN_SENT2: Final = 9
 # Internal pseudo-states of the table / timeout array.
-TCP_MAX = 10  # "invalid" (sIV)
-TCP_IGNORE = 11  # "ignore" (sIG)
-TCP_RETRANS = 12
-TCP_UNACK = 13
+TCP_MAX: Final = 10  # "invalid" (sIV)
+TCP_IGNORE: Final = 11  # "ignore" (sIG)
+TCP_RETRANS: Final = 12
+TCP_UNACK: Final = 13
 
 TCP_STATE_NAMES = (
     "NONE",

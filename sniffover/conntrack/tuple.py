@@ -22,7 +22,7 @@ pays per packet, and they need no allocation beyond the tuple itself.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Final
 
 from .packet import PROTO_ICMP, PROTO_ICMPV6, Packet
 
@@ -32,8 +32,8 @@ from .packet import PROTO_ICMP, PROTO_ICMPV6, Packet
 # of Conn.orig/reply (twice the memory, and ``key is conn.orig`` never true).
 Tuple = tuple[Any, ...]
 
-ORIGINAL = 0
-REPLY = 1
+ORIGINAL: Final = 0
+REPLY: Final = 1
 
 # ICMP types that have an inverse (request <-> reply); kernel invmap in
 # nf_conntrack_proto_icmp.c / icmpv6.c.
