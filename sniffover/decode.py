@@ -24,6 +24,7 @@ What a sniffer on a segment sees and what the kernel's conntrack does with it:
 from __future__ import annotations
 
 import struct
+import sys
 from collections import Counter
 from typing import Final
 
@@ -90,11 +91,11 @@ _u16u16 = struct.Struct("!HH").unpack_from
 _tcp = struct.Struct("!HHIIBBH").unpack_from  # sport dport seq ack doff/res flags win
 _u32 = struct.Struct("!I").unpack_from
 _sctp = struct.Struct("!HHI").unpack_from  # sport dport vtag
-# Fast path, one unpack: untagged Ethernet + option-less IPv4 + the first 16 bytes of L4:
-# ethertype, version/IHL, total length, flags/fragment offset, TTL, protocol, addresses,
-# then (for TCP) ports, seq, ack, data offset, flags, window.
-_ETH_IP4_L4 = struct.Struct("!12xHBxHHHBB2x4s4sHHIIBBH")
-_FAST_LEN = _ETH_IP4_L4.size  # 50
+# Fast path: untagged Ethernet + option-less IPv4 + the first 16 bytes of L4 (through the
+# TCP window field) must be captured.
+_FAST_LEN: Final = 50
+_META = struct.Struct("=IIII").unpack_from  # next_batch's per-frame record, native order
+LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 FTP_PORT: Final = 21  # TCP segments to or from it keep their payload (Packet.payload)
@@ -430,55 +431,95 @@ class Decoder:
         16 bytes of native u32 (ts seconds, ts microseconds, offset in data, captured length).
 
         The common frame (untagged Ethernet, IPv4 without options, not a later fragment,
-        TCP or UDP) is decoded inline with one ``unpack_from``; anything else goes
+        TCP or UDP) is decoded inline, field by field; anything else goes
         through ``decode_at``. Both give identical packets (checked in the tests).
         """
         out: list[Packet] = []
         append = out.append
         decode_at = self.decode_at
         if self.linktype != LINKTYPE_ETHERNET:
-            for sec, usec, off, caplen in struct.iter_unpack("=IIII", meta):
-                pkt = decode_at(sec + usec * 1e-6, data, off, off + caplen)
+            for rec in struct.iter_unpack("=IIII", meta):
+                start: int = rec[2]
+                pkt = decode_at(rec[0] + rec[1] * 1e-6, data, start, start + rec[3])
                 if pkt is not None:
                     append(pkt)
             return out
-        fast = _ETH_IP4_L4.unpack_from
+        # Every field read by indexing: compiled (see setup.py) a bytes index is a plain
+        # load, cheaper than struct's call and its tuple of boxed values.
         m = self.master
         hw = 0
-        for sec, usec, off, caplen in struct.iter_unpack("=IIII", meta):
-            ts = sec + usec * 1e-6
-            if caplen >= _FAST_LEN:
-                etype, vihl, total, ipid, frag, ttl, proto, src, dst, sport, dport, seq, ack, \
-                    doff, flags, win = fast(data, off)  # fmt: skip
+        little = LITTLE_ENDIAN
+        ts: float
+        off: int  # typed: compiled, these stay machine integers, never boxed
+        caplen: int
+        for i in range(0, len(meta) - 15, 16):
+            if little:
+                ts = (meta[i] | meta[i + 1] << 8 | meta[i + 2] << 16 | meta[i + 3] << 24) + (
+                    meta[i + 4] | meta[i + 5] << 8 | meta[i + 6] << 16 | meta[i + 7] << 24
+                ) * 1e-6
+                off = meta[i + 8] | meta[i + 9] << 8 | meta[i + 10] << 16 | meta[i + 11] << 24
+                caplen = meta[i + 12] | meta[i + 13] << 8 | meta[i + 14] << 16 | meta[i + 15] << 24
+            else:
+                rec = _META(meta, i)
+                ts = rec[0] + rec[1] * 1e-6
+                off = rec[2]
+                caplen = rec[3]
+            if (
+                caplen >= _FAST_LEN
+                and data[off + 12] == 0x08
+                and data[off + 13] == 0x00
+                and data[off + 14] == 0x45
+                and not (data[off + 20] & 0x1F or data[off + 21])  # not a later fragment
+            ):
+                total = data[off + 16] << 8 | data[off + 17]
+                proto = data[off + 23]
+                sport = data[off + 34] << 8 | data[off + 35]
+                dport = data[off + 36] << 8 | data[off + 37]
                 if m:
                     hw = (data[off + 6 : off + 12] in m) | ((data[off : off + 6] in m) << 1)
-                if etype == 0x0800 and vihl == 0x45 and not frag & 0x1FFF and total >= 20:
-                    if proto == 6:
-                        hlen = (doff >> 4) << 2
-                        if (
-                            20 <= hlen <= total - 20
-                            and caplen >= 54
-                            and sport != FTP_PORT  # FTP control carries its payload:
-                            and dport != FTP_PORT  # decode_at does that
-                        ):
-                            opts = (
-                                data[off + 54 : min(off + 34 + hlen, off + caplen)]
-                                if hlen > 20
-                                else b""
-                            )
-                            append(Packet(ts, 2, 6, src, dst, sport, dport, total - 20 - hlen,
-                                          flags, seq, ack, win, opts, None, 0, ttl, hw,
-                                          ipid))  # fmt: skip
-                            continue
-                    elif (
-                        proto == 17
-                        and total >= 28
-                        and sport != TFTP_PORT  # TFTP requests carry their payload too
-                        and dport != TFTP_PORT
+                if proto == 6:
+                    hlen = (data[off + 46] >> 4) << 2
+                    if (
+                        20 <= hlen <= total - 20
+                        and caplen >= 54
+                        and sport != FTP_PORT  # FTP control carries its payload:
+                        and dport != FTP_PORT  # decode_at does that
                     ):
-                        append(Packet(ts, 2, 17, src, dst, sport, dport, total - 28, 0, 0, 0, 0,
-                                      b"", None, 0, ttl, hw, ipid))  # fmt: skip
+                        opts = (
+                            data[off + 54 : min(off + 34 + hlen, off + caplen)]
+                            if hlen > 20
+                            else b""
+                        )
+                        seq = (
+                            data[off + 38] << 24
+                            | data[off + 39] << 16
+                            | data[off + 40] << 8
+                            | data[off + 41]
+                        )
+                        ack = (
+                            data[off + 42] << 24
+                            | data[off + 43] << 16
+                            | data[off + 44] << 8
+                            | data[off + 45]
+                        )
+                        append(Packet(ts, 2, 6, data[off + 26 : off + 30],
+                                      data[off + 30 : off + 34], sport, dport, total - 20 - hlen,
+                                      data[off + 47], seq, ack,
+                                      data[off + 48] << 8 | data[off + 49], opts, None, 0,
+                                      data[off + 22], hw,
+                                      data[off + 18] << 8 | data[off + 19]))  # fmt: skip
                         continue
+                elif (
+                    proto == 17
+                    and total >= 28
+                    and sport != TFTP_PORT  # TFTP requests carry their payload too
+                    and dport != TFTP_PORT
+                ):
+                    append(Packet(ts, 2, 17, data[off + 26 : off + 30], data[off + 30 : off + 34],
+                                  sport, dport, total - 28, 0, 0, 0, 0, b"", None, 0,
+                                  data[off + 22], hw,
+                                  data[off + 18] << 8 | data[off + 19]))  # fmt: skip
+                    continue
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:
                 append(pkt)
