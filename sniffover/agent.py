@@ -73,7 +73,7 @@ class AgentConfig:
     flush_interval: float = 0.02
     install: bool = True
     snaplen: int = 256  # headers + an FTP control line (conntrack.ftp)
-    ring_mb: int = 8
+    ring_mb: int = 32
     exclude_self: bool = True
     bpf: str = ""
     stats_interval: float = 60.0

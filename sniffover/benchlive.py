@@ -15,7 +15,7 @@ deleted in ``finally`` and at exit); the root namespace is never touched.
 * ``capture``: two namespaces joined by a veth pair; ``tcpreplay`` sends a fixed
   number of frames of the 64-byte ACK worst case (``bench.ack64_frames``: 100k
   handshakes, then pure ACKs round robin) at stepped rates; a child process in the
-  other namespace reads them with ``LiveCapture`` (promiscuous, snaplen 128, 8 MiB
+  other namespace reads them with ``LiveCapture`` (promiscuous, snaplen 128, 32 MiB
   ring, non-blocking, select()) and tracks every frame with ``ConntrackTable``
   (the agent's loop with install disabled). pcap's drop counters decide.
 * ``lag``: the real agent (``python -m sniffover.cli``) in one namespace; from the
@@ -257,7 +257,7 @@ def inner_capture(
     if prefilter:
         timeouts.tcp_be_liberal = 1  # as the agent does with --prefilter control
     table = ConntrackTable(timeouts)
-    # promiscuous, 8 MiB ring, like the agent; with the prefilter past its warm-up
+    # promiscuous, 32 MiB ring, like the agent; with the prefilter past its warm-up
     cap = LiveCapture(iface, bpf=prefilter_bpf(16) if prefilter else "")
     process = table.process
     packets = 0

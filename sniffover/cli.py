@@ -108,7 +108,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--snaplen", type=int, metavar="BYTES", help="capture length (default 256)")
     g.add_argument(
-        "--ring-mb", type=int, metavar="MIB", help="kernel capture ring per interface (default 8)"
+        "--ring-mb", type=int, metavar="MIB", help="kernel capture ring per interface (default 32)"
     )
     g.add_argument(
         "--bpf", metavar="FILTER", help="extra capture filter (pcap syntax), ANDed with ours"

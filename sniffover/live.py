@@ -23,7 +23,7 @@ from .conntrack.packet import Packet
 from .decode import LINKTYPES, Decoder
 
 SNAPLEN = 128  # Ethernet + 2 VLAN tags + IPv6 + ext headers + TCP with options
-RING_BYTES = 8 << 20
+RING_BYTES = 32 << 20
 # libpcap's TPACKET_V3 ring hands a block to user space when it fills or this timer runs out:
 # at moderate rates the timer is the lag from wire to tracker (50 ms gave a 50 ms p99).
 CAPTURE_TIMEOUT_MS = 5

@@ -48,7 +48,7 @@ DEFAULTS: dict[str, Any] = {
     "no_install": False,
     "flush_interval": 0.02,
     "snaplen": 256,  # headers + an FTP control line (conntrack.ftp)
-    "ring_mb": 8,
+    "ring_mb": 32,
     "bpf": "",
     "include_self": False,
     "no_pickup": False,
