@@ -29,6 +29,8 @@ HOT_MODULES = [
     "sniffover/conntrack/sctp.py",
     "sniffover/conntrack/table.py",
     "sniffover/decode.py",
+    "sniffover/conntrack/sync.py",
+    "sniffover/install.py",
 ]
 
 
@@ -57,7 +59,7 @@ def ext_modules() -> list:
         print("sniffover: mypyc not available; installing pure Python", file=sys.stderr)
         return []
     try:
-        return mypycify(HOT_MODULES, opt_level="3", debug_level="0", group_name="sniffover")
+        return mypycify(HOT_MODULES, opt_level="3", debug_level="0", group_name="sniffover._hot")
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error
         print(f"sniffover: mypyc failed ({exc}); installing pure Python", file=sys.stderr)
         return []

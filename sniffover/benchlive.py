@@ -213,7 +213,9 @@ def inner_install(entries: int) -> dict[str, Any]:
     build = time.perf_counter() - t0
     if installer.pending != entries:
         raise BenchError(f"{installer.pending} entries pending, expected {entries}")
-    gc.collect()
+    from .agent import settle_gc
+
+    settle_gc()  # what the agent's loop does every GC_FREEZE_EVERY seconds
     t0 = time.perf_counter()
     sent = installer.flush(time.time())
     took = time.perf_counter() - t0
@@ -244,10 +246,15 @@ def inner_capture(
     ``gc_off`` (diagnostic, not what the agent does): no cyclic garbage collection
     during the run, to show what full collections over a large table cost.
     """
+    from .agent import GC_FREEZE_EVERY, settle_gc
+
     if gc_off:
         gc.collect()
         gc.freeze()
         gc.disable()
+    else:  # as the agent's loop: start frozen, then settle_gc() every GC_FREEZE_EVERY s
+        gc.collect()
+        gc.freeze()
     from .conntrack.table import ConntrackTable
     from .conntrack.timeouts import Timeouts
     from .live import LiveCapture, prefilter_bpf
@@ -266,11 +273,15 @@ def inner_capture(
     cpu0 = os.times()
     print("ready", flush=True)
     end = time.monotonic() + deadline
+    next_freeze = time.monotonic() + GC_FREEZE_EVERY
     try:
         while packets < expect:
             now = time.monotonic()
             if now > end or (first and now - last > idle):
                 break
+            if now >= next_freeze and not gc_off:
+                next_freeze = now + GC_FREEZE_EVERY
+                settle_gc()
             ready, _, _ = select.select([cap], [], [], 0.05)
             if not ready:
                 continue
@@ -476,7 +487,9 @@ def bench_capture(
         "steps": steps,
         "max_lossless_pps": max(clean) if clean else 0,
         "lossless_up_to_pps": _lossless_prefix(steps),
-        "receiver_gc": "disabled (diagnostic)" if gc_off else "default (as the agent)",
+        "receiver_gc": "disabled (diagnostic)"
+        if gc_off
+        else "as the agent (survivors frozen every 10 s)",
     }
 
 
@@ -506,9 +519,7 @@ def bench_capture_mix(
     try:
         veth_pair(tx, "tx0", rx, "rx0")
         for prefilter in (False, True):
-            steps = [
-                _capture_step(tx, rx, path, rate, packets, False, prefilter) for rate in rates
-            ]
+            steps = [_capture_step(tx, rx, path, rate, packets, False, prefilter) for rate in rates]
             out["prefilter" if prefilter else "full"] = {
                 "steps": steps,
                 "lossless_up_to_pps": _lossless_prefix(steps),
@@ -735,9 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m sniffover.benchlive", description=(__doc__ or "").split("\n")[0]
     )
-    p.add_argument(
-        "--only", choices=["install", "capture", "capture-mix", "lag"], action="append"
-    )
+    p.add_argument("--only", choices=["install", "capture", "capture-mix", "lag"], action="append")
     p.add_argument("--json", action="store_true")
     p.add_argument("--entries", type=int, default=100_000, help="install: entries per run")
     p.add_argument("--runs", type=int, default=3, help="install: runs (median reported)")

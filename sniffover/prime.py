@@ -178,9 +178,14 @@ def decode_expect_body(data: bytes, off: int, end: int, count: int) -> list[Snap
             h = s + rsize + 6 * alen
             out.append(
                 SnapshotExpectation(
-                    (mproto, a[0], a[1], msp, mdp), (proto, a[2], a[3], tsp, tdp),
-                    (proto, a[4], a[5], ksp, kdp), tmo, data[h : h + hlen].decode(),
-                    zone, flags, klass,
+                    (mproto, a[0], a[1], msp, mdp),
+                    (proto, a[2], a[3], tsp, tdp),
+                    (proto, a[4], a[5], ksp, kdp),
+                    tmo,
+                    data[h : h + hlen].decode(),
+                    zone,
+                    flags,
+                    klass,
                 )  # fmt: skip
             )
     except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
@@ -284,9 +289,7 @@ def _decode_tail(e: SnapshotEntry, data: bytes, t: int, end: int) -> None:
 
 def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
     """``HOST``, ``HOST:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
-    return split_hostport(
-        text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError
-    )
+    return split_hostport(text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError)
 
 
 def _recv_exact(sock: socket.socket, n: int, what: str, deadline: float) -> bytes:
@@ -655,6 +658,93 @@ def _bench_inner(sizes: Sequence[int]) -> None:
             server.close()
 
 
+def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
+    """Agent start -> every primed entry in the standby's kernel table (root).
+
+    Two scratch namespaces ``snfprime-<pid>-m`` (master) and ``-s`` (standby) joined by a
+    veth over 203.0.113.0/24. The master's kernel table is filled with ``populate()``,
+    ``sniffover serve`` runs there; the standby starts the real agent
+    (``python -m sniffover.cli --iface s0 --prime-from ...``) and the clock runs from its
+    start until ``conntrack -C`` in the standby reaches the master's count (polled every
+    20 ms). Both namespaces are deleted in any case.
+    """
+    import json
+    import tempfile
+
+    from .lab import stop_process
+
+    tag = f"snfprime-{os.getpid()}"
+    master, standby = f"{tag}-m", f"{tag}-s"
+
+    def run(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ip", "netns", "exec", ns, *argv], check=True,
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+
+    def count(ns: str) -> int:
+        out = subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-C"],
+                             capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
+        return int(out.stdout.strip() or 0)
+
+    rows: list[dict[str, float]] = []
+    created: list[str] = []
+    try:
+        for ns in (master, standby):
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            created.append(ns)
+        subprocess.run(["ip", "link", "add", "m0", "netns", master, "type", "veth", "peer",
+                        "name", "s0", "netns", standby], check=True)  # fmt: skip
+        for ns, dev, addr in ((master, "m0", "203.0.113.1/24"), (standby, "s0", "203.0.113.2/24")):
+            run(ns, "ip", "link", "set", "lo", "up")
+            run(ns, "ip", "addr", "add", addr, "dev", dev)
+            run(ns, "ip", "link", "set", dev, "up")
+        with tempfile.TemporaryDirectory() as tmp:
+            key_file = os.path.join(tmp, "key")
+            with open(os.open(key_file, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+                f.write(secrets.token_hex(32).encode())
+            have = 0
+            for size in sizes:
+                code = f"from sniffover.ctdump import populate; print(populate({size - have}, "
+                code += f"start={have}))"
+                have += int(run(master, sys.executable, "-c", code).stdout.strip())
+                want = count(master)
+                subprocess.run(["ip", "netns", "exec", standby, "conntrack", "-F"],
+                               capture_output=True, check=False)  # fmt: skip
+                serve = subprocess.Popen(
+                    ["ip", "netns", "exec", master, sys.executable, "-m", "sniffover.cli",
+                     "serve", "--listen", "203.0.113.1", "--key-file", key_file],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
+                agent = None
+                try:
+                    time.sleep(1.0)  # serve is listening
+                    t0 = time.monotonic()
+                    agent = subprocess.Popen(
+                        ["ip", "netns", "exec", standby, sys.executable, "-m", "sniffover.cli",
+                         "--iface", "s0", "--prime-from", "203.0.113.1", "--key-file",
+                         key_file, "--prime-required"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                    )  # fmt: skip
+                    got = 0
+                    deadline = t0 + 120
+                    while time.monotonic() < deadline and agent.poll() is None:
+                        got = count(standby)
+                        if got >= want:
+                            break
+                        time.sleep(0.02)
+                    took = time.monotonic() - t0
+                finally:
+                    if agent is not None:
+                        stop_process(agent)
+                    stop_process(serve)
+                rows.append({"entries": want, "installed": got, "start_to_primed_s": round(took, 2),
+                             "us_per_entry": round(took / max(1, want) * 1e6, 1)})  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    return rows
+
+
 def _netns_name() -> str:
     """Name of the namespace we run in, as ``ip netns identify`` reports it."""
     out = subprocess.run(
@@ -668,11 +758,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:1] == ["bench-inner"]:
         _bench_inner([int(a) for a in args[1:]] or [10_000, 100_000])
         return 0
+    if args[:1] == ["bench-agent"]:
+        bench_agent([int(a) for a in args[1:]] or [10_000, 100_000])
+        return 0
     if args[:1] == ["bench"]:
         for row in bench([int(a) for a in args[1:]] or [10_000, 100_000]):
             print(row)
         return 0
-    print("usage: python -m sniffover.prime bench [N ...]", file=sys.stderr)
+    print("usage: python -m sniffover.prime bench|bench-agent [N ...]", file=sys.stderr)
     return 2
 
 
