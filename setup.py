@@ -31,6 +31,10 @@ HOT_MODULES = [
     "sniffover/decode.py",
     "sniffover/conntrack/sync.py",
     "sniffover/install.py",
+    "sniffover/ctnetlink.py",
+    "sniffover/conntrack/snapshot.py",
+    "sniffover/snapwire.py",
+    "sniffover/ctdump.py",
 ]
 
 

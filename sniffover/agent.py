@@ -516,10 +516,18 @@ class Agent:
         else:
             now = time.time()
             adopted = 0
-            for entry in result.entries:
-                conn = seed(entry, result.taken_at)
-                if conn.expires > now and self.table.adopt(conn):
-                    adopted += 1
+            # a snapshot is hundreds of thousands of long-lived objects at once: no cyclic
+            # collections while they are made (each would walk all made so far), then
+            # frozen with the rest (see GC_FREEZE_EVERY)
+            gc.disable()
+            try:
+                for entry in result.entries:
+                    conn = seed(entry, result.taken_at)
+                    if conn.expires > now and self.table.adopt(conn):
+                        adopted += 1
+            finally:
+                gc.enable()
+            settle_gc()
             expects = self._prime_expectations(result.expectations, result.taken_at, now)
             self.primed = True
             self.packets_primed += 1

@@ -332,31 +332,23 @@ def _compile(buf: bytearray, start: int, end: int) -> _Layout | None:
     return lay
 
 
-_new = object.__new__
-
-
 def _from_layout(lay: _Layout, d: tuple) -> SnapshotEntry:  # type: ignore[type-arg]
     o = lay.orig
     r = lay.reply
     t = lay.tcp
-    entry: SnapshotEntry = _new(SnapshotEntry)
-    entry.__dict__ = {
-        "orig": (d[o + 2], d[o], d[o + 1], d[o + 3], d[o + 4]),
-        "reply": (d[r + 2], d[r], d[r + 1], d[r + 3], d[r + 4]),
-        "status": d[lay.status] if lay.status >= 0 else 0,
-        "timeout": d[lay.timeout] if lay.timeout >= 0 else 0,
-        "tcp_state": d[t] if t >= 0 else None,
-        "wscale_orig": d[t + 1] if t >= 0 else None,
-        "wscale_reply": d[t + 2] if t >= 0 else None,
-        "flags_orig": d[t + 3] if t >= 0 else None,
-        "flags_reply": d[t + 4] if t >= 0 else None,
-        "mark": d[lay.mark] if lay.mark >= 0 else 0,
-        "zone": d[lay.zone] if lay.zone >= 0 else 0,
-        "labels": b"",
-        "helper": "",
-        "extra": {},
-    }
-    return entry
+    return SnapshotEntry(
+        (d[o + 2], d[o], d[o + 1], d[o + 3], d[o + 4]),
+        (d[r + 2], d[r], d[r + 1], d[r + 3], d[r + 4]),
+        d[lay.status] if lay.status >= 0 else 0,
+        d[lay.timeout] if lay.timeout >= 0 else 0,
+        d[t] if t >= 0 else None,
+        d[t + 1] if t >= 0 else None,
+        d[t + 2] if t >= 0 else None,
+        d[t + 3] if t >= 0 else None,
+        d[t + 4] if t >= 0 else None,
+        d[lay.mark] if lay.mark >= 0 else 0,
+        d[lay.zone] if lay.zone >= 0 else 0,
+    )
 
 
 def dump_table(sock: CtnlSocket | None = None, family: int = 0) -> list[SnapshotEntry]:
@@ -453,9 +445,7 @@ def decode_expectation(buf: bytes, start: int, end: int) -> SnapshotExpectation:
     return exp
 
 
-def dump_expectations(
-    sock: CtnlSocket | None = None, family: int = 0
-) -> list[SnapshotExpectation]:
+def dump_expectations(sock: CtnlSocket | None = None, family: int = 0) -> list[SnapshotExpectation]:
     """Every expectation of the current network namespace (``IPCTNL_MSG_EXP_GET`` dump on
     ``NFNL_SUBSYS_CTNETLINK_EXP``; family 0 = IPv4 and IPv6). A handful on any real
     firewall (one per FTP session with an announced port), so decoded generically.

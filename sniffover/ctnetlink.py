@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import NetlinkError
+
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
 IPCTNL_MSG_CT_NEW = 0
@@ -481,10 +483,6 @@ def decode_ct_message(buf: bytes, start: int, end: int) -> DumpedEntry:
 
 
 # --- the socket ----------------------------------------------------------------------
-
-
-class NetlinkError(OSError):
-    """A refused ctnetlink request (errno from the kernel's NLMSG_ERROR)."""
 
 
 class CtnlSocket:

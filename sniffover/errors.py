@@ -7,3 +7,14 @@ EXIT_USAGE = 2
 
 class CliError(Exception):
     """An error to report as one line on stderr, with exit status 1."""
+
+
+class NetlinkError(OSError):
+    """A refused ctnetlink request (errno from the kernel's NLMSG_ERROR).
+
+    Defined here, not in ``ctnetlink`` (which re-exports it): that module is compiled with
+    mypyc, which cannot compile a subclass of ``OSError``."""
+
+
+class PrimeError(CliError):
+    """Priming failed; one line saying what and why."""

@@ -26,12 +26,12 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.sync import Desired, desired, remaining_timeout
 from .conntrack.tuple import Tuple, invert
 from .ctnetlink import (
-    CtnlSocket,
     TcpInfo,
     encode_ct_delete,
     encode_ct_new,
@@ -43,6 +43,15 @@ log = logging.getLogger("sniffover.install")
 BATCH = 64  # messages per sendmsg (one datagram; only the last asks for an ack)
 REFRESH_FRACTION = 0.3  # re-arm a kernel timer when less than this share of it is left
 REFRESH_MIN = 5.0  # ... or less than this many seconds
+
+
+class BatchSender(Protocol):
+    """What the installer needs of a ctnetlink socket (``ctnetlink.CtnlSocket``; tests pass
+    their own). A protocol, not the class: compiled, a class annotation is checked."""
+
+    def next_seq(self) -> int: ...
+
+    def send_batch(self, messages: list[bytes]) -> dict[int, int]: ...
 
 
 @dataclass(slots=True)
@@ -71,7 +80,7 @@ class Installer:
 
     def __init__(
         self,
-        sock: CtnlSocket,
+        sock: BatchSender,
         *,
         zone: int = 0,
         mark: int | None = None,

@@ -241,12 +241,14 @@ class Lab:
     def summary(self) -> str:
         """A few lines describing the lab (for ``sniffover demo`` and logs)."""
         hosts = ", ".join(f"{n}={self.ip(n)}" for n in self.clients + self.servers)
-        return "\n".join([
-            f"lab {self.prefix}: namespaces {', '.join(self.ns(n) for n in self.nodes)}",
-            f"inside {INSIDE_NET} (VIP {INSIDE_VIP}), outside {OUTSIDE_NET} "
-            f"(VIP {OUTSIDE_VIP}), sync {SYNC_NET}; active firewall {self.active}",
-            f"hosts: {hosts}",
-        ])
+        return "\n".join(
+            [
+                f"lab {self.prefix}: namespaces {', '.join(self.ns(n) for n in self.nodes)}",
+                f"inside {INSIDE_NET} (VIP {INSIDE_VIP}), outside {OUTSIDE_NET} "
+                f"(VIP {OUTSIDE_VIP}), sync {SYNC_NET}; active firewall {self.active}",
+                f"hosts: {hosts}",
+            ]
+        )
 
     # --- running things -------------------------------------------------------------------
     def run(

@@ -28,37 +28,29 @@ import os
 import secrets
 import shutil
 import socket
-import struct
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from .conntrack.listing import TUPLE_KEYS, ListingError, _build_tuple, parse_listing
 from .conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
-from .errors import CliError
+from .errors import PrimeError
 from .serve import (
     DEFAULT_PORT,
     EXP_HEADER,
     EXP_MAGIC,
-    EXP_RECORD,
     FLAG_EXPECT,
     FORMAT_VERSION,
-    HAS_FL_O,
-    HAS_FL_R,
-    HAS_STATE,
-    HAS_TAIL,
-    HAS_WS_O,
-    HAS_WS_R,
     HEADER,
     HELLO,
     MAC_LEN,
     MAGIC,
     NONCE_LEN,
     PROTOCOL_VERSION,
-    RECORD,
     STATUS_OK,
     STREAM_MAGIC,
     TRAILER,
@@ -69,14 +61,11 @@ from .serve import (
     split_hostport,
     stream_key,
 )
+from .snapwire import decode_body, decode_expect_body
 
 SAVE_MAGIC = b"SNFOSAVE"
 MAX_STREAM_BYTES = 1 << 30  # 1 GiB: ~20M entries
 MAX_RECORD = 65535
-
-
-class PrimeError(CliError):
-    """Priming failed; one line saying what and why."""
 
 
 class _Retryable(PrimeError):
@@ -156,132 +145,6 @@ def decode_stream_full(
             gc.enable()
     exps = decode_expect_body(data, xstart, xstart + xlen, xcount) if xlen >= 0 else []
     return taken_at, entries, exps
-
-
-def decode_expect_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotExpectation]:
-    """The expectation records in data[off:end]; PrimeError unless exactly ``count``."""
-    out: list[SnapshotExpectation] = []
-    rsize = EXP_RECORD.size
-    try:
-        for _ in range(count):
-            n = int.from_bytes(data[off : off + 2], "big")
-            s = off + 2
-            off = s + n
-            if off > end or n < rsize:
-                raise PrimeError("bad format: expectation record overruns the section")
-            alen, mproto, proto, hlen, msp, mdp, tsp, tdp, ksp, kdp, tmo, flags, klass, zone = (
-                EXP_RECORD.unpack_from(data, s)
-            )
-            if alen not in (4, 16) or rsize + 6 * alen + hlen != n:
-                raise PrimeError("bad format: expectation record length mismatch")
-            a = [data[s + rsize + i * alen : s + rsize + (i + 1) * alen] for i in range(6)]
-            h = s + rsize + 6 * alen
-            out.append(
-                SnapshotExpectation(
-                    (mproto, a[0], a[1], msp, mdp),
-                    (proto, a[2], a[3], tsp, tdp),
-                    (proto, a[4], a[5], ksp, kdp),
-                    tmo,
-                    data[h : h + hlen].decode(),
-                    zone,
-                    flags,
-                    klass,
-                )  # fmt: skip
-            )
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise PrimeError(f"bad format: {exc}") from None
-    if off != end:
-        raise PrimeError("bad format: section length does not match the records")
-    return out
-
-
-def decode_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotEntry]:
-    out: list[SnapshotEntry] = []
-    rec = RECORD.unpack_from
-    rsize = RECORD.size
-    new = object.__new__
-    try:
-        for _ in range(count):
-            n = int.from_bytes(data[off : off + 2], "big")
-            s = off + 2
-            off = s + n
-            if off > end or n < rsize:
-                raise PrimeError("bad format: record overruns the body")
-            (
-                alen,
-                proto,
-                bits,
-                st,
-                wso,
-                wsr,
-                flo,
-                flr,
-                osp,
-                odp,
-                rsp,
-                rdp,
-                status,
-                tmo,
-                mark,
-                zone,
-            ) = rec(data, s)
-            if alen not in (4, 16) or rsize + 4 * alen > n:
-                raise PrimeError("bad format: bad address length in record")
-            a = s + rsize
-            e: SnapshotEntry = new(SnapshotEntry)
-            e.__dict__ = {
-                "orig": (proto, data[a : a + alen], data[a + alen : a + 2 * alen], osp, odp),
-                "reply": (
-                    proto,
-                    data[a + 2 * alen : a + 3 * alen],
-                    data[a + 3 * alen : a + 4 * alen],
-                    rsp,
-                    rdp,
-                ),
-                "status": status,
-                "timeout": tmo,
-                "tcp_state": st if bits & HAS_STATE else None,
-                "wscale_orig": wso if bits & HAS_WS_O else None,
-                "wscale_reply": wsr if bits & HAS_WS_R else None,
-                "flags_orig": flo if bits & HAS_FL_O else None,
-                "flags_reply": flr if bits & HAS_FL_R else None,
-                "mark": mark,
-                "zone": zone,
-                "labels": b"",
-                "helper": "",
-                "extra": {},
-            }
-            t = a + 4 * alen
-            if bits & HAS_TAIL:
-                _decode_tail(e, data, t, off)
-            elif t != off:
-                raise PrimeError("bad format: record length mismatch")
-            out.append(e)
-    except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:
-        raise PrimeError(f"bad format: {exc}") from None
-    if off != end:
-        raise PrimeError("bad format: body length does not match the records")
-    return out
-
-
-def _decode_tail(e: SnapshotEntry, data: bytes, t: int, end: int) -> None:
-    n = data[t]
-    e.labels = data[t + 1 : t + 1 + n]
-    t += 1 + n
-    n = data[t]
-    e.helper = data[t + 1 : t + 1 + n].decode()
-    t += 1 + n
-    items = data[t]
-    t += 1
-    for _ in range(items):
-        kn = data[t]
-        k = data[t + 1 : t + 1 + kn].decode()
-        t += 1 + kn
-        vn = int.from_bytes(data[t : t + 2], "big")
-        e.extra[k] = data[t + 2 : t + 2 + vn].decode()
-        t += 2 + vn
-    if t != end:
-        raise PrimeError("bad format: record length mismatch")
 
 
 # --- sniffover serve -------------------------------------------------------------------
@@ -658,7 +521,7 @@ def _bench_inner(sizes: Sequence[int]) -> None:
             server.close()
 
 
-def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
+def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]]:
     """Agent start -> every primed entry in the standby's kernel table (root).
 
     Two scratch namespaces ``snfprime-<pid>-m`` (master) and ``-s`` (standby) joined by a
@@ -685,8 +548,10 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, floa
                              capture_output=True, text=True, check=False, timeout=30)  # fmt: skip
         return int(out.stdout.strip() or 0)
 
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     created: list[str] = []
+    # diagnostic: SNIFFOVER_BENCH_PROFILE=DIR writes the agent's cProfile there per size
+    prof_dir = os.environ.get("SNIFFOVER_BENCH_PROFILE", "")
     try:
         for ns in (master, standby):
             subprocess.run(["ip", "netns", "add", ns], check=True)
@@ -718,12 +583,17 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, floa
                 try:
                     time.sleep(1.0)  # serve is listening
                     t0 = time.monotonic()
-                    agent = subprocess.Popen(
-                        ["ip", "netns", "exec", standby, sys.executable, "-m", "sniffover.cli",
-                         "--iface", "s0", "--prime-from", "203.0.113.1", "--key-file",
-                         key_file, "--prime-required"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                    )  # fmt: skip
+                    log_path = os.path.join(tmp, f"agent-{size}.log")
+                    profile: list[str] = []
+                    if prof_dir:
+                        profile = ["-m", "cProfile", "-o", f"{prof_dir}/agent-{size}.prof"]
+                    with open(log_path, "w") as log_file:
+                        agent = subprocess.Popen(
+                            ["ip", "netns", "exec", standby, sys.executable, *profile, "-m",
+                             "sniffover.cli", "--iface", "s0", "--prime-from", "203.0.113.1",
+                             "--key-file", key_file, "--prime-required"],
+                            stdout=subprocess.DEVNULL, stderr=log_file,
+                        )  # fmt: skip
                     got = 0
                     deadline = t0 + 120
                     while time.monotonic() < deadline and agent.poll() is None:
@@ -736,8 +606,11 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, floa
                     if agent is not None:
                         stop_process(agent)
                     stop_process(serve)
+                with open(log_path) as lf:
+                    primed = [ln.split(" sniffover ", 1)[-1].strip() for ln in lf if "primed" in ln]
                 rows.append({"entries": want, "installed": got, "start_to_primed_s": round(took, 2),
-                             "us_per_entry": round(took / max(1, want) * 1e6, 1)})  # fmt: skip
+                             "us_per_entry": round(took / max(1, want) * 1e6, 1),
+                             "agent_log": primed[:1]})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         for ns in created:

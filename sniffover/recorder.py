@@ -288,7 +288,9 @@ class Lab:
     def sh(self, ns: str | None, *cmd: str, check: bool = True, stdin: str | None = None) -> str:
         full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
         res = subprocess.run(
-            full, input=stdin.encode() if stdin is not None else None, capture_output=True,
+            full,
+            input=stdin.encode() if stdin is not None else None,
+            capture_output=True,
             timeout=30,
         )
         if check and res.returncode != 0:
@@ -308,10 +310,38 @@ class Lab:
             for scope in ("all", "default"):
                 self.sysctl(ns, f"net.ipv6.conf.{scope}.accept_dad", 0)
                 self.sysctl(ns, f"net.ipv6.conf.{scope}.router_solicitations", 0)
-        self.sh(None, "ip", "-n", self.router, "link", "add", INSIDE, "type", "veth",
-                "peer", "name", HOST_IF, "netns", self.client)
-        self.sh(None, "ip", "-n", self.router, "link", "add", OUTSIDE, "type", "veth",
-                "peer", "name", HOST_IF, "netns", self.server)
+        self.sh(
+            None,
+            "ip",
+            "-n",
+            self.router,
+            "link",
+            "add",
+            INSIDE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            HOST_IF,
+            "netns",
+            self.client,
+        )
+        self.sh(
+            None,
+            "ip",
+            "-n",
+            self.router,
+            "link",
+            "add",
+            OUTSIDE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            HOST_IF,
+            "netns",
+            self.server,
+        )
         addrs = [
             (self.client, HOST_IF, f"{CLIENT4}/24", f"{CLIENT6}/64"),
             (self.router, INSIDE, f"{ROUTER_IN4}/24", f"{ROUTER_IN6}/64"),
@@ -322,8 +352,10 @@ class Lab:
             self.sh(None, "ip", "-n", ns, "addr", "add", a4, "dev", dev)
             self.sh(None, "ip", "-n", ns, "-6", "addr", "add", a6, "dev", dev, "nodad")
             self.sh(None, "ip", "-n", ns, "link", "set", dev, "up")
-        for ns, gw4, gw6 in ((self.client, ROUTER_IN4, ROUTER_IN6),
-                             (self.server, ROUTER_OUT4, ROUTER_OUT6)):
+        for ns, gw4, gw6 in (
+            (self.client, ROUTER_IN4, ROUTER_IN6),
+            (self.server, ROUTER_OUT4, ROUTER_OUT6),
+        ):
             self.sh(None, "ip", "-n", ns, "route", "add", "default", "via", gw4)
             self.sh(None, "ip", "-n", ns, "-6", "route", "add", "default", "via", gw6)
         self.sysctl(self.router, "net.ipv4.ip_forward", 1)
@@ -332,8 +364,9 @@ class Lab:
         self.sysctl(self.server, "net.ipv4.icmp_ratelimit", 0)
         self.sysctl(self.server, "net.ipv6.icmp.ratelimit", 0)
         self.sh(self.router, "nft", "-f", "-", stdin=ROUTER_RULESET)
-        loose = self.sh(self.router, "cat",
-                        "/proc/sys/net/netfilter/nf_conntrack_tcp_loose").strip()
+        loose = self.sh(
+            self.router, "cat", "/proc/sys/net/netfilter/nf_conntrack_tcp_loose"
+        ).strip()
         if loose != "1":
             raise RecorderError(f"router nf_conntrack_tcp_loose is {loose}, expected 1")
 
@@ -350,25 +383,36 @@ class Lab:
         self.created.clear()
 
     # --- traffic ------------------------------------------------------------------
-    def spawn(self, ns: str, code: str, args: dict[str, Any] | None = None,
-              label: str = "") -> Proc:
+    def spawn(
+        self, ns: str, code: str, args: dict[str, Any] | None = None, label: str = ""
+    ) -> Proc:
         """Start ``python3 -c PRELUDE+code`` in ``ns`` with ``args`` as JSON in argv[1]."""
-        cmd = ["ip", "netns", "exec", ns, sys.executable, "-c", PRELUDE + code,
-               json.dumps(args or {})]
+        cmd = [
+            "ip",
+            "netns",
+            "exec",
+            ns,
+            sys.executable,
+            "-c",
+            PRELUDE + code,
+            json.dumps(args or {}),
+        ]
         return self._popen(cmd, label or f"{ns}:python")
 
     def spawn_cmd(self, ns: str, *cmd: str, label: str = "") -> Proc:
         return self._popen(["ip", "netns", "exec", ns, *cmd], label or f"{ns}:{cmd[0]}")
 
     def _popen(self, cmd: list[str], label: str) -> Proc:
-        popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE)
+        popen = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         proc = Proc(popen, label)
         self.procs.append(proc)
         return proc
 
-    def run_py(self, ns: str, code: str, args: dict[str, Any] | None = None,
-               timeout: float = 15.0) -> Proc:
+    def run_py(
+        self, ns: str, code: str, args: dict[str, Any] | None = None, timeout: float = 15.0
+    ) -> Proc:
         """Run a traffic program until it prints ``done`` (it may then hold its sockets)."""
         proc = self.spawn(ns, code, args)
         proc.expect("done", timeout)
@@ -378,19 +422,28 @@ class Lab:
         proc = self.spawn_cmd(self.client, "ping", "-n", *args, label="ping")
         proc.wait(timeout)
 
-    def echo_server(self, tcp: Sequence[tuple[str, int]] = (),
-                    udp: Sequence[tuple[str, int]] = ()) -> Proc:
-        proc = self.spawn(self.server, ECHO_SERVER, {"tcp": list(tcp), "udp": list(udp)},
-                          label="server")
+    def echo_server(
+        self, tcp: Sequence[tuple[str, int]] = (), udp: Sequence[tuple[str, int]] = ()
+    ) -> Proc:
+        proc = self.spawn(
+            self.server, ECHO_SERVER, {"tcp": list(tcp), "udp": list(udp)}, label="server"
+        )
         proc.expect("ready")
         return proc
 
     def server_rule(self, rule: str) -> None:
         """Add a rule to the server's own input chain (drops there are invisible to the router)."""
         if not self.server_nft:
-            self.sh(self.server, "nft", "-f", "-", stdin=(
-                "table inet snfsrv {\n chain input_filter {\n"
-                "  type filter hook input priority 0; policy accept;\n }\n}\n"))
+            self.sh(
+                self.server,
+                "nft",
+                "-f",
+                "-",
+                stdin=(
+                    "table inet snfsrv {\n chain input_filter {\n"
+                    "  type filter hook input priority 0; policy accept;\n }\n}\n"
+                ),
+            )
             self.server_nft = True
         self.sh(self.server, "nft", f"add rule inet snfsrv input_filter {rule}")
 
@@ -403,8 +456,26 @@ class Lab:
         if self.capturing:
             return
         proc = self._popen(
-            ["ip", "netns", "exec", self.router, "tcpdump", "-i", iface, "-w", str(pcap),
-             "-U", "--immediate-mode", "-s", str(snaplen), "-B", "65536", "-n", "-Z", "root"],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.router,
+                "tcpdump",
+                "-i",
+                iface,
+                "-w",
+                str(pcap),
+                "-U",
+                "--immediate-mode",
+                "-s",
+                str(snaplen),
+                "-B",
+                "65536",
+                "-n",
+                "-Z",
+                "root",
+            ],
             "tcpdump",
         )
         self.procs.remove(proc)
@@ -451,7 +522,9 @@ class Lab:
         dump_time = time.time()
         res = subprocess.run(
             ["ip", "netns", "exec", self.router, "conntrack", "-L", "-o", "extended"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=30,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
         )
         if res.returncode != 0:
             raise RecorderError(f"conntrack -L failed ({res.returncode})")
@@ -482,7 +555,9 @@ def sc_tcp_fin_close(lab: Lab) -> None:
 
 def sc_tcp_rst_abort(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8080)])
-    lab.run_py(lab.client, r"""
+    lab.run_py(
+        lab.client,
+        r"""
 s = connect(A["dst"], 8080)
 s.sendall(payload(3000, b"c"))
 say("echoed", len(recv_n(s, 3000)))
@@ -490,7 +565,9 @@ time.sleep(0.1)
 rst_close(s)
 time.sleep(0.2)
 say("done")
-""", {"dst": SERVER4})
+""",
+        {"dst": SERVER4},
+    )
 
 
 SIMCLOSE_SERVER = r"""
@@ -529,13 +606,20 @@ def sc_tcp_simultaneous_close(lab: Lab) -> None:
     # router sees client FIN, server FIN (not acking it), then the retransmitted FIN.
     sport = 40400
     t = time.time() + 1.0
-    server = lab.spawn(lab.server, SIMCLOSE_SERVER,
-                       {"host": SERVER4, "port": 8080, "n": 2000, "t": t}, label="server")
+    server = lab.spawn(
+        lab.server,
+        SIMCLOSE_SERVER,
+        {"host": SERVER4, "port": 8080, "n": 2000, "t": t},
+        label="server",
+    )
     server.expect("ready")
     lab.server_rule(f"ip saddr {CLIENT4} tcp sport {sport} tcp flags & fin == fin drop")
-    client = lab.spawn(lab.client, SIMCLOSE_CLIENT,
-                       {"dst": SERVER4, "port": 8080, "n": 2000, "t": t,
-                        "src": [CLIENT4, sport]}, label="client")
+    client = lab.spawn(
+        lab.client,
+        SIMCLOSE_CLIENT,
+        {"dst": SERVER4, "port": 8080, "n": 2000, "t": t, "src": [CLIENT4, sport]},
+        label="client",
+    )
     client.expect("exchanged")
     time.sleep(max(0.0, t + 0.15 - time.time()))
     lab.server_rules_flush()
@@ -568,12 +652,25 @@ def sc_tcp_simultaneous_open(lab: Lab) -> None:
     cport, sport = 40500, 40600
     lab.server_rule(f"ip saddr {CLIENT4} tcp flags & (syn|ack) == syn drop")
     t = time.time() + 0.5
-    client = lab.spawn(lab.client, SIMOPEN_PEER, {
-        "me": CLIENT4, "myport": cport, "peer": SERVER4, "peerport": sport, "t": t,
-        "first": True}, label="client")
-    server = lab.spawn(lab.server, SIMOPEN_PEER, {
-        "me": SERVER4, "myport": sport, "peer": CLIENT4, "peerport": cport, "t": t + 0.3,
-        "first": False}, label="server")
+    client = lab.spawn(
+        lab.client,
+        SIMOPEN_PEER,
+        {"me": CLIENT4, "myport": cport, "peer": SERVER4, "peerport": sport, "t": t, "first": True},
+        label="client",
+    )
+    server = lab.spawn(
+        lab.server,
+        SIMOPEN_PEER,
+        {
+            "me": SERVER4,
+            "myport": sport,
+            "peer": CLIENT4,
+            "peerport": cport,
+            "t": t + 0.3,
+            "first": False,
+        },
+        label="server",
+    )
     client.expect("connected", 5)
     server.expect("connected", 5)
     lab.server_rules_flush()
@@ -582,7 +679,9 @@ def sc_tcp_simultaneous_open(lab: Lab) -> None:
 
 
 def sc_tcp_half_close(lab: Lab) -> None:
-    server = lab.spawn(lab.server, r"""
+    server = lab.spawn(
+        lab.server,
+        r"""
 ls = listener(A["host"], 8080)
 say("ready")
 ls.settimeout(10)
@@ -594,9 +693,14 @@ for i in range(3):
     time.sleep(0.1)
 say("done")
 hold(30)
-""", {"host": SERVER4}, label="server")
+""",
+        {"host": SERVER4},
+        label="server",
+    )
     server.expect("ready")
-    client = lab.spawn(lab.client, r"""
+    client = lab.spawn(
+        lab.client,
+        r"""
 s = connect(A["dst"], 8080)
 s.sendall(payload(3000, b"c"))
 time.sleep(0.1)
@@ -604,45 +708,61 @@ s.shutdown(socket.SHUT_WR)
 say("got", recv_n(s, 4500, 3.0).__len__())
 say("done")
 hold(30)
-""", {"dst": SERVER4}, label="client")
+""",
+        {"dst": SERVER4},
+        label="client",
+    )
     client.expect("done")
     server.expect("done")
 
 
 def sc_tcp_syn_unanswered(lab: Lab) -> None:
     lab.server_rule("tcp dport 8082 drop")
-    lab.run_py(lab.client, r"""
+    lab.run_py(
+        lab.client,
+        r"""
 try:
     s = connect(A["dst"], 8082, timeout=1.5)
     say("connected?!")
 except OSError as exc:
     say("gave up", exc)
 say("done")
-""", {"dst": SERVER4})
+""",
+        {"dst": SERVER4},
+    )
 
 
 def sc_tcp_syn_closed_port(lab: Lab) -> None:
-    lab.run_py(lab.client, r"""
+    lab.run_py(
+        lab.client,
+        r"""
 try:
     connect(A["dst"], 8083, timeout=2.0)
     say("connected?!")
 except OSError as exc:
     say("refused", exc)
 say("done")
-""", {"dst": SERVER4})
+""",
+        {"dst": SERVER4},
+    )
 
 
 def sc_tcp_syn_retransmit(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8081)])
     lab.server_rule("tcp dport 8081 drop")
-    client = lab.spawn(lab.client, r"""
+    client = lab.spawn(
+        lab.client,
+        r"""
 s = connect(A["dst"], 8081, timeout=4.0)
 say("connected")
 s.sendall(payload(2000, b"c"))
 say("echoed", len(recv_n(s, 2000)))
 say("done")
 hold(30)
-""", {"dst": SERVER4}, label="client")
+""",
+        {"dst": SERVER4},
+        label="client",
+    )
     time.sleep(0.4)
     lab.server_rules_flush()
     client.expect("done", 6)
@@ -652,7 +772,9 @@ def sc_tcp_timewait_reuse(lab: Lab) -> None:
     # the client may reuse its own TIME_WAIT port for an outgoing connection
     lab.sysctl(lab.client, "net.ipv4.tcp_tw_reuse", 1)
     lab.echo_server(tcp=[(SERVER4, 8080)])
-    lab.run_py(lab.client, r"""
+    lab.run_py(
+        lab.client,
+        r"""
 src = (A["src"], A["sport"])
 s = connect(A["dst"], 8080, src=src, reuse=True)
 s.sendall(payload(2000, b"a"))
@@ -664,7 +786,9 @@ s.sendall(payload(2000, b"b"))
 say("echoed again", len(recv_n(s, 2000)))
 say("done")
 hold(30)
-""", {"dst": SERVER4, "src": CLIENT4, "sport": 40300})
+""",
+        {"dst": SERVER4, "src": CLIENT4, "sport": 40300},
+    )
 
 
 MIDSTREAM_SERVER = r"""
@@ -718,13 +842,19 @@ def sc_tcp_midstream(lab: Lab, pcap: Path) -> None:
     t = time.time() + 2.0
     pairs = []
     for port in (8080, 8090):
-        server = lab.spawn(lab.server, MIDSTREAM_SERVER,
-                           {"host": SERVER4, "port": port, "t": t, "secs": 1.0},
-                           label=f"server{port}")
+        server = lab.spawn(
+            lab.server,
+            MIDSTREAM_SERVER,
+            {"host": SERVER4, "port": port, "t": t, "secs": 1.0},
+            label=f"server{port}",
+        )
         server.expect("ready")
-        client = lab.spawn(lab.client, MIDSTREAM_CLIENT,
-                           {"dst": SERVER4, "port": port, "t": t, "secs": 1.0},
-                           label=f"client{port}")
+        client = lab.spawn(
+            lab.client,
+            MIDSTREAM_CLIENT,
+            {"dst": SERVER4, "port": port, "t": t, "secs": 1.0},
+            label=f"client{port}",
+        )
         pairs.append((server, client))
     for server, client in pairs:
         server.expect("pre")
@@ -740,7 +870,9 @@ def sc_tcp_midstream(lab: Lab, pcap: Path) -> None:
 def sc_udp_flows(lab: Lab) -> None:
     lab.server_rule("udp dport 9998 drop")
     lab.echo_server(udp=[(SERVER4, 5300)])
-    lab.run_py(lab.client, r"""
+    lab.run_py(
+        lab.client,
+        r"""
 dst = A["dst"]
 # 1: never answered (dropped silently at the server)
 u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -763,7 +895,10 @@ for i in range(7):
         pass
     time.sleep(0.5)
 say("done")
-""", {"dst": SERVER4}, timeout=15)
+""",
+        {"dst": SERVER4},
+        timeout=15,
+    )
 
 
 def sc_icmp_echo(lab: Lab) -> None:
@@ -772,7 +907,9 @@ def sc_icmp_echo(lab: Lab) -> None:
 
 
 def sc_icmp_port_unreachable(lab: Lab) -> None:
-    lab.run_py(lab.client, r"""
+    lab.run_py(
+        lab.client,
+        r"""
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 u.connect((A["dst"], 9997))
 u.send(b"anyone?")
@@ -783,13 +920,17 @@ try:
 except OSError as exc:
     say("error", exc)
 say("done")
-""", {"dst": SERVER4})
+""",
+        {"dst": SERVER4},
+    )
     lab.ping("-c", "1", "-W", "1", SERVER4)
 
 
 def sc_ipv6_mixed(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER6, 8080)], udp=[(SERVER6, 5300)])
-    client = lab.spawn(lab.client, r"""
+    client = lab.spawn(
+        lab.client,
+        r"""
 dst = A["dst"]
 s1 = connect(dst, 8080)
 s1.sendall(payload(3000, b"a"))
@@ -812,16 +953,20 @@ except OSError as exc:
     say("error", exc)
 say("done")
 hold(30)
-""", {"dst": SERVER6}, label="client")
+""",
+        {"dst": SERVER6},
+        label="client",
+    )
     client.expect("done", 10)
     lab.ping("-6", "-c", "2", "-i", "0.2", "-W", "1", SERVER6)
 
 
 def sc_mixed_many(lab: Lab) -> None:
     lab.server_rule("udp dport 9998 drop")
-    lab.echo_server(tcp=[(SERVER4, 8080), (SERVER6, 8080)],
-                    udp=[(SERVER4, 5300), (SERVER6, 5300)])
-    client = lab.spawn(lab.client, r"""
+    lab.echo_server(tcp=[(SERVER4, 8080), (SERVER6, 8080)], udp=[(SERVER4, 5300), (SERVER6, 5300)])
+    client = lab.spawn(
+        lab.client,
+        r"""
 keep = []
 outcome = {}
 for i in range(40):
@@ -862,11 +1007,13 @@ for j in range(30):
     time.sleep(0.03)
 say("done", outcome)
 hold(30)
-""", {"dst4": SERVER4, "dst6": SERVER6}, label="client")
+""",
+        {"dst4": SERVER4, "dst6": SERVER6},
+        label="client",
+    )
     pings = [
         lab.spawn_cmd(lab.client, "ping", "-n", "-c", "6", "-i", "0.3", "-W", "1", SERVER4),
-        lab.spawn_cmd(lab.client, "ping", "-n", "-6", "-c", "4", "-i", "0.4", "-W", "1",
-                      SERVER6),
+        lab.spawn_cmd(lab.client, "ping", "-n", "-6", "-c", "4", "-i", "0.4", "-W", "1", SERVER6),
     ]
     client.expect("done", 20)
     for p in pings:
@@ -877,6 +1024,7 @@ hold(30)
 # the CRC32c conntrack verifies) and sent from raw IPPROTO_SCTP sockets in the client and
 # server namespaces on a fixed schedule. The open raw sockets also keep the endpoints'
 # kernels from answering with ICMP protocol unreachable.
+
 
 def _crc32c_table() -> list[int]:
     table = []
@@ -984,8 +1132,12 @@ class SctpAssoc:
             self.s(SC_COOKIE_ACK),
         ]
         if data:
-            steps += [self.c(sc_data(1000)), self.s(sc_sack(1000)),
-                      self.s(sc_data(5000, 300)), self.c(sc_sack(5000))]
+            steps += [
+                self.c(sc_data(1000)),
+                self.s(sc_sack(1000)),
+                self.s(sc_data(5000, 300)),
+                self.c(sc_sack(5000)),
+            ]
         return steps
 
 
@@ -1029,10 +1181,19 @@ def sc_sctp_handshake(lab: Lab) -> None:
     c = SctpAssoc(40003, 5000, 0x55555555, 0x66666666)
     steps = a.handshake() + b.handshake()
     # heartbeats both ways, then bundled data (COOKIE_ECHO may carry DATA)
-    steps += [a.c(sc_heartbeat()), a.s(sc_heartbeat_ack()), a.s(sc_heartbeat()),
-              a.c(sc_heartbeat_ack()), a.c(sc_data(1001), sc_data(1002))]
-    steps += [c.c(sc_init(c.tag_c), vtag=0), c.s(sc_init_ack(c.tag_s)),
-              c.c(sc_cookie_echo(), sc_data(1000)), c.s(SC_COOKIE_ACK, sc_sack(1000))]
+    steps += [
+        a.c(sc_heartbeat()),
+        a.s(sc_heartbeat_ack()),
+        a.s(sc_heartbeat()),
+        a.c(sc_heartbeat_ack()),
+        a.c(sc_data(1001), sc_data(1002)),
+    ]
+    steps += [
+        c.c(sc_init(c.tag_c), vtag=0),
+        c.s(sc_init_ack(c.tag_s)),
+        c.c(sc_cookie_echo(), sc_data(1000)),
+        c.s(SC_COOKIE_ACK, sc_sack(1000)),
+    ]
     # data with a wrong vtag: INVALID, no refresh, nothing changes
     steps += [a.c(sc_data(1003), vtag=0xDEADBEEF)]
     sctp_run(lab, steps)
@@ -1074,7 +1235,9 @@ def sc_sctp_init_unanswered(lab: Lab) -> None:
         a.c(sc_init(a.tag_c), vtag=0),
         b.c(sc_init(b.tag_c), vtag=0),
         # DATA, COOKIE_ACK or ABORT on an unknown flow create nothing
-        c.c(sc_data(1)), c.c(SC_COOKIE_ACK), c.c(sc_abort()),
+        c.c(sc_data(1)),
+        c.c(SC_COOKIE_ACK),
+        c.c(sc_abort()),
         3.0,
         a.c(sc_init(a.tag_c), vtag=0),  # retransmitted INIT: the timer is not renewed
         b.c(sc_init(0x0B0B0BBB), vtag=0),  # a new INIT (other tag): not renewed either
@@ -1088,8 +1251,13 @@ def sc_sctp_heartbeat_pickup(lab: Lab) -> None:
     # ESTABLISHED; then data on it; a lone HEARTBEAT stays HEARTBEAT_SENT.
     a = SctpAssoc(40041, 5000, 0x7A7A7A7A, 0x7B7B7B7B)
     b = SctpAssoc(40042, 5000, 0x7C7C7C7C, 0x7D7D7D7D)
-    steps = [a.c(sc_heartbeat()), a.s(sc_heartbeat_ack()), a.c(sc_data(1000)),
-             a.s(sc_sack(1000)), b.c(sc_heartbeat())]
+    steps = [
+        a.c(sc_heartbeat()),
+        a.s(sc_heartbeat_ack()),
+        a.c(sc_data(1000)),
+        a.s(sc_sack(1000)),
+        b.c(sc_heartbeat()),
+    ]
     sctp_run(lab, steps)
 
 
@@ -1106,66 +1274,149 @@ class Scenario:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("tcp_fin_close", "IPv4 TCP to 8080, 4 KB each way, client closes first, "
-                 "then the server: TIME_WAIT.", sc_tcp_fin_close),
-        Scenario("tcp_rst_abort", "IPv4 TCP with data, then the client aborts with RST "
-                 "(SO_LINGER 0).", sc_tcp_rst_abort),
-        Scenario("tcp_simultaneous_close", "IPv4 TCP, both sides shutdown(SHUT_WR) at the "
-                 "same instant; the client's first FIN is dropped at the server so the FINs "
-                 "cross at the router, then retransmitted.", sc_tcp_simultaneous_close),
-        Scenario("tcp_simultaneous_open", "IPv4 TCP simultaneous open: both bind fixed ports "
-                 "and connect; the client's SYN is dropped at the server, the server's SYN "
-                 "crosses it; data both ways, left open.", sc_tcp_simultaneous_open),
-        Scenario("tcp_half_close", "IPv4 TCP, client sends then shutdown(SHUT_WR); the server "
-                 "keeps sending and never closes; dumped in that state.", sc_tcp_half_close),
-        Scenario("tcp_syn_unanswered", "IPv4 TCP SYN to a port the server drops silently; "
-                 "the client gives up after 1.5 s (one retransmitted SYN).",
-                 sc_tcp_syn_unanswered),
-        Scenario("tcp_syn_closed_port", "IPv4 TCP SYN to a closed port: RST from the server.",
-                 sc_tcp_syn_closed_port),
-        Scenario("tcp_syn_retransmit", "IPv4 TCP whose first SYN is dropped at the server; the "
-                 "retransmitted SYN is answered; data, left open.", sc_tcp_syn_retransmit),
-        Scenario("tcp_timewait_reuse", "IPv4 TCP from fixed source port 40300, FIN close "
-                 "(TIME_WAIT), then a new connection on the same tuple 1.3 s later with data, "
-                 "left open.", sc_tcp_timewait_reuse),
-        Scenario("tcp_midstream", "Two IPv4 TCP flows set up before the capture starts; the "
-                 "capture begins mid-stream with server data, ~1 s both ways, left open.",
-                 sc_tcp_midstream, precapture=True),
-        Scenario("udp_flows", "IPv4 UDP: one flow never answered (dropped at the server), one "
-                 "request/response, one stream both ways over 3 s (ASSURED).", sc_udp_flows),
+        Scenario(
+            "tcp_fin_close",
+            "IPv4 TCP to 8080, 4 KB each way, client closes first, then the server: TIME_WAIT.",
+            sc_tcp_fin_close,
+        ),
+        Scenario(
+            "tcp_rst_abort",
+            "IPv4 TCP with data, then the client aborts with RST (SO_LINGER 0).",
+            sc_tcp_rst_abort,
+        ),
+        Scenario(
+            "tcp_simultaneous_close",
+            "IPv4 TCP, both sides shutdown(SHUT_WR) at the "
+            "same instant; the client's first FIN is dropped at the server so the FINs "
+            "cross at the router, then retransmitted.",
+            sc_tcp_simultaneous_close,
+        ),
+        Scenario(
+            "tcp_simultaneous_open",
+            "IPv4 TCP simultaneous open: both bind fixed ports "
+            "and connect; the client's SYN is dropped at the server, the server's SYN "
+            "crosses it; data both ways, left open.",
+            sc_tcp_simultaneous_open,
+        ),
+        Scenario(
+            "tcp_half_close",
+            "IPv4 TCP, client sends then shutdown(SHUT_WR); the server "
+            "keeps sending and never closes; dumped in that state.",
+            sc_tcp_half_close,
+        ),
+        Scenario(
+            "tcp_syn_unanswered",
+            "IPv4 TCP SYN to a port the server drops silently; "
+            "the client gives up after 1.5 s (one retransmitted SYN).",
+            sc_tcp_syn_unanswered,
+        ),
+        Scenario(
+            "tcp_syn_closed_port",
+            "IPv4 TCP SYN to a closed port: RST from the server.",
+            sc_tcp_syn_closed_port,
+        ),
+        Scenario(
+            "tcp_syn_retransmit",
+            "IPv4 TCP whose first SYN is dropped at the server; the "
+            "retransmitted SYN is answered; data, left open.",
+            sc_tcp_syn_retransmit,
+        ),
+        Scenario(
+            "tcp_timewait_reuse",
+            "IPv4 TCP from fixed source port 40300, FIN close "
+            "(TIME_WAIT), then a new connection on the same tuple 1.3 s later with data, "
+            "left open.",
+            sc_tcp_timewait_reuse,
+        ),
+        Scenario(
+            "tcp_midstream",
+            "Two IPv4 TCP flows set up before the capture starts; the "
+            "capture begins mid-stream with server data, ~1 s both ways, left open.",
+            sc_tcp_midstream,
+            precapture=True,
+        ),
+        Scenario(
+            "udp_flows",
+            "IPv4 UDP: one flow never answered (dropped at the server), one "
+            "request/response, one stream both ways over 3 s (ASSURED).",
+            sc_udp_flows,
+        ),
         Scenario("icmp_echo", "Two IPv4 pings of 3 echoes each.", sc_icmp_echo),
-        Scenario("icmp_port_unreachable", "IPv4 UDP to a closed port answered with ICMP port "
-                 "unreachable, plus one echo.", sc_icmp_port_unreachable),
-        Scenario("ipv6_mixed", "IPv6: two TCP connections (one closed, one open), UDP "
-                 "request/response, UDP to a closed port (ICMPv6 unreachable), two echoes.",
-                 sc_ipv6_mixed),
-        Scenario("mixed_many", "Busy mix: 40 TCP connections (open, FIN, RST, refused; every "
-                 "5th IPv6), 30 UDP flows (replied, dropped, ICMP unreachable), IPv4 and IPv6 "
-                 "pings.", sc_mixed_many),
-        Scenario("sctp_handshake", "IPv4 and IPv6 SCTP (crafted, raw sockets): INIT, INIT_ACK, "
-                 "COOKIE_ECHO, COOKIE_ACK, DATA/SACK both ways, heartbeats both ways; one "
-                 "COOKIE_ECHO bundled with DATA; a DATA with a wrong vtag; left ESTABLISHED.",
-                 sc_sctp_handshake),
-        Scenario("sctp_shutdown", "SCTP associations closing: SHUTDOWN/SHUTDOWN_ACK/"
-                 "SHUTDOWN_COMPLETE (CLOSED), server-side SHUTDOWN acked (SHUTDOWN_ACK_SENT), "
-                 "a lone SHUTDOWN (SHUTDOWN_SENT).", sc_sctp_shutdown),
-        Scenario("sctp_abort", "SCTP ABORTs: from the client, from the server with the T flag, "
-                 "one with a wrong vtag (ignored), and an INIT answered by ABORT.",
-                 sc_sctp_abort),
-        Scenario("sctp_init_unanswered", "SCTP INITs never answered, each re-sent after 3 s "
-                 "(same tag, new tag: the CLOSED timer is not renewed either way); "
-                 "DATA, COOKIE_ACK and ABORT on an unknown flow.", sc_sctp_init_unanswered),
-        Scenario("sctp_heartbeat_pickup", "SCTP heartbeats on associations set up before: "
-                 "HEARTBEAT + HEARTBEAT_ACK + DATA/SACK, and a lone HEARTBEAT.",
-                 sc_sctp_heartbeat_pickup),
-        Scenario("vlan_tagged", "mixed_many with an 802.1Q tag (VLAN 100) added by tcprewrite.",
-                 source="mixed_many", convert="vlan"),
-        Scenario("sll_cooked", "icmp_port_unreachable converted to Linux cooked capture (SLL, "
-                 "linktype 113).", source="icmp_port_unreachable", convert="sll"),
-        Scenario("sll2_cooked", "ipv6_mixed converted to Linux cooked capture v2 (SLL2, "
-                 "linktype 276).", source="ipv6_mixed", convert="sll2"),
-        Scenario("raw_ip", "mixed_many converted to raw IP (LINKTYPE_RAW 101).",
-                 source="mixed_many", convert="raw"),
+        Scenario(
+            "icmp_port_unreachable",
+            "IPv4 UDP to a closed port answered with ICMP port unreachable, plus one echo.",
+            sc_icmp_port_unreachable,
+        ),
+        Scenario(
+            "ipv6_mixed",
+            "IPv6: two TCP connections (one closed, one open), UDP "
+            "request/response, UDP to a closed port (ICMPv6 unreachable), two echoes.",
+            sc_ipv6_mixed,
+        ),
+        Scenario(
+            "mixed_many",
+            "Busy mix: 40 TCP connections (open, FIN, RST, refused; every "
+            "5th IPv6), 30 UDP flows (replied, dropped, ICMP unreachable), IPv4 and IPv6 "
+            "pings.",
+            sc_mixed_many,
+        ),
+        Scenario(
+            "sctp_handshake",
+            "IPv4 and IPv6 SCTP (crafted, raw sockets): INIT, INIT_ACK, "
+            "COOKIE_ECHO, COOKIE_ACK, DATA/SACK both ways, heartbeats both ways; one "
+            "COOKIE_ECHO bundled with DATA; a DATA with a wrong vtag; left ESTABLISHED.",
+            sc_sctp_handshake,
+        ),
+        Scenario(
+            "sctp_shutdown",
+            "SCTP associations closing: SHUTDOWN/SHUTDOWN_ACK/"
+            "SHUTDOWN_COMPLETE (CLOSED), server-side SHUTDOWN acked (SHUTDOWN_ACK_SENT), "
+            "a lone SHUTDOWN (SHUTDOWN_SENT).",
+            sc_sctp_shutdown,
+        ),
+        Scenario(
+            "sctp_abort",
+            "SCTP ABORTs: from the client, from the server with the T flag, "
+            "one with a wrong vtag (ignored), and an INIT answered by ABORT.",
+            sc_sctp_abort,
+        ),
+        Scenario(
+            "sctp_init_unanswered",
+            "SCTP INITs never answered, each re-sent after 3 s "
+            "(same tag, new tag: the CLOSED timer is not renewed either way); "
+            "DATA, COOKIE_ACK and ABORT on an unknown flow.",
+            sc_sctp_init_unanswered,
+        ),
+        Scenario(
+            "sctp_heartbeat_pickup",
+            "SCTP heartbeats on associations set up before: "
+            "HEARTBEAT + HEARTBEAT_ACK + DATA/SACK, and a lone HEARTBEAT.",
+            sc_sctp_heartbeat_pickup,
+        ),
+        Scenario(
+            "vlan_tagged",
+            "mixed_many with an 802.1Q tag (VLAN 100) added by tcprewrite.",
+            source="mixed_many",
+            convert="vlan",
+        ),
+        Scenario(
+            "sll_cooked",
+            "icmp_port_unreachable converted to Linux cooked capture (SLL, linktype 113).",
+            source="icmp_port_unreachable",
+            convert="sll",
+        ),
+        Scenario(
+            "sll2_cooked",
+            "ipv6_mixed converted to Linux cooked capture v2 (SLL2, linktype 276).",
+            source="ipv6_mixed",
+            convert="sll2",
+        ),
+        Scenario(
+            "raw_ip",
+            "mixed_many converted to raw IP (LINKTYPE_RAW 101).",
+            source="mixed_many",
+            convert="raw",
+        ),
     )
 }
 
@@ -1232,9 +1483,17 @@ def derive(sc: Scenario, outdir: Path) -> Path:
     dst = outdir / f"{sc.name}.pcap"
     if sc.convert == "vlan":
         res = subprocess.run(
-            ["tcprewrite", "--enet-vlan=add", "--enet-vlan-tag=100", "--enet-vlan-cfi=0",
-             "--enet-vlan-pri=0", f"--infile={src}", f"--outfile={dst}"],
-            capture_output=True, timeout=60,
+            [
+                "tcprewrite",
+                "--enet-vlan=add",
+                "--enet-vlan-tag=100",
+                "--enet-vlan-cfi=0",
+                "--enet-vlan-pri=0",
+                f"--infile={src}",
+                f"--outfile={dst}",
+            ],
+            capture_output=True,
+            timeout=60,
         )
         if res.returncode != 0:
             raise RecorderError(f"tcprewrite failed: {res.stderr.decode(errors='replace')}")
@@ -1255,9 +1514,11 @@ def derive(sc: Scenario, outdir: Path) -> Path:
 def _tcpdump_stats(stderr: str) -> dict[str, int]:
     """tcpdump's closing counters ("N packets captured", "... dropped by kernel")."""
     stats = {}
-    for key, pattern in (("captured", r"(\d+) packets? captured"),
-                         ("received_by_filter", r"(\d+) packets? received by filter"),
-                         ("dropped_by_kernel", r"(\d+) packets? dropped by kernel")):
+    for key, pattern in (
+        ("captured", r"(\d+) packets? captured"),
+        ("received_by_filter", r"(\d+) packets? received by filter"),
+        ("dropped_by_kernel", r"(\d+) packets? dropped by kernel"),
+    ):
         m = re.search(pattern, stderr)
         if m:
             stats[key] = int(m.group(1))
@@ -1303,8 +1564,11 @@ def record(name: str, outdir: Path | str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sniffover.recorder", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m sniffover.recorder",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--out", default="pcaps", help="output directory (default: pcaps)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="record only these scenarios")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -1332,8 +1596,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         conntrack = path.with_suffix(".conntrack")
         n = len(conntrack.read_text().splitlines()) if conntrack.exists() else 0
         _log(f"{name}: {path} ({n} conntrack entries, {time.monotonic() - t0:.1f}s)")
-    _log(f"recorded {len(names) - len(failed)}/{len(names)} in {time.monotonic() - start:.1f}s"
-         + (f"; failed: {', '.join(failed)}" if failed else ""))
+    _log(
+        f"recorded {len(names) - len(failed)}/{len(names)} in {time.monotonic() - start:.1f}s"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return 1 if failed else 0
 
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 
 from .conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .errors import EXIT_ERROR, CliError
+from .snapwire import encode_body, encode_expect_body
 
 log = logging.getLogger("sniffover.serve")
 
@@ -68,18 +69,6 @@ FLAG_EXPECT = 1  # header flags: the expectation section follows the first MAC
 STATUS_OK = 0
 STATUS_AUTH_FAILED = 1
 MAX_KEY_BYTES = 4096
-
-# Record: addr length, proto, presence bits, tcp state, wscale o/r, flags o/r,
-# orig sport/dport, reply sport/dport, status, timeout, mark, zone; then 4 addresses
-# (orig src, dst, reply src, dst) and, if bit 5, labels/helper/extra.
-RECORD = struct.Struct("!BBBBBBBBHHHHIIIH")
-HAS_STATE, HAS_WS_O, HAS_WS_R, HAS_FL_O, HAS_FL_R, HAS_TAIL = 1, 2, 4, 8, 16, 32
-
-# Expectation record: addr length, master proto, expected proto (the mask's too), helper
-# name length, master sport/dport, expected sport/dport, mask sport/dport, timeout, flags,
-# class, zone; then 6 addresses (master src, dst, expected src, dst, mask src, dst) and
-# the helper name.
-EXP_RECORD = struct.Struct("!BBBBHHHHHHIIIH")
 
 Dumper = Callable[[], list[SnapshotEntry]]
 ExpectDumper = Callable[[], list[SnapshotExpectation]]
@@ -121,99 +110,6 @@ def read_key(path: str, error: type[Exception] = CliError) -> bytes:
     if len(key) > MAX_KEY_BYTES:
         raise error(f"key file {path}: longer than {MAX_KEY_BYTES} bytes")
     return key
-
-
-def encode_entry(e: SnapshotEntry) -> bytes:
-    """One record (without its length prefix)."""
-    bits = 0
-    vals = []
-    for bit, v in (
-        (HAS_STATE, e.tcp_state),
-        (HAS_WS_O, e.wscale_orig),
-        (HAS_WS_R, e.wscale_reply),
-        (HAS_FL_O, e.flags_orig),
-        (HAS_FL_R, e.flags_reply),
-    ):
-        if v is None:
-            vals.append(0)
-        else:
-            bits |= bit
-            vals.append(v & 0xFF)
-    tail = b""
-    if e.labels or e.helper or e.extra:
-        bits |= HAS_TAIL
-        helper = e.helper.encode()[:255]
-        items = list(e.extra.items())[:255]
-        tail = bytes((len(e.labels[:255]),)) + e.labels[:255] + bytes((len(helper),)) + helper
-        tail += bytes((len(items),))
-        for name, value in items:
-            kb, vb = name.encode()[:255], value.encode()[:1024]
-            tail += bytes((len(kb),)) + kb + len(vb).to_bytes(2, "big") + vb
-    o, r = e.orig, e.reply
-    return (
-        RECORD.pack(
-            len(o[1]),
-            o[0],
-            bits,
-            *vals,
-            o[3] & 0xFFFF,
-            o[4] & 0xFFFF,
-            r[3] & 0xFFFF,
-            r[4] & 0xFFFF,
-            e.status & 0xFFFFFFFF,
-            max(0, min(e.timeout, 0xFFFFFFFF)),
-            e.mark & 0xFFFFFFFF,
-            e.zone & 0xFFFF,
-        )
-        + o[1]
-        + o[2]
-        + r[1]
-        + r[2]
-        + tail
-    )
-
-
-def encode_body(entries: Sequence[SnapshotEntry]) -> bytes:
-    parts = []
-    for e in entries:
-        rec = encode_entry(e)
-        parts.append(len(rec).to_bytes(2, "big"))
-        parts.append(rec)
-    return b"".join(parts)
-
-
-def encode_expectation(x: SnapshotExpectation) -> bytes:
-    """One expectation record (without its length prefix)."""
-    m, t, k = x.master, x.tuple, x.mask
-    alen = len(m[1])
-    helper = x.helper.encode()[:255]
-    addrs = (m[1], m[2], t[1], t[2], k[1], k[2])
-    if any(len(a) != alen for a in addrs) or alen not in (4, 16):
-        raise ValueError("expectation with mixed or bad address lengths")
-    return (
-        EXP_RECORD.pack(
-            alen, m[0], t[0], len(helper),
-            m[3] & 0xFFFF, m[4] & 0xFFFF, t[3] & 0xFFFF, t[4] & 0xFFFF,
-            k[3] & 0xFFFF, k[4] & 0xFFFF,
-            max(0, min(x.timeout, 0xFFFFFFFF)), x.flags & 0xFFFFFFFF, x.klass & 0xFFFFFFFF,
-            x.zone & 0xFFFF,
-        )  # fmt: skip
-        + b"".join(addrs)
-        + helper
-    )
-
-
-def encode_expect_body(expectations: Sequence[SnapshotExpectation]) -> tuple[int, bytes]:
-    """(record count, records); an expectation that cannot be represented (mixed address
-    families: never from a kernel dump) is left out."""
-    parts = []
-    for x in expectations:
-        try:
-            rec = encode_expectation(x)
-        except ValueError:
-            continue
-        parts.append(len(rec).to_bytes(2, "big") + rec)
-    return len(parts), b"".join(parts)
 
 
 def encode_stream(

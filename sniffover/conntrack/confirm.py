@@ -143,11 +143,7 @@ class ForwardingConfirmer:
             keys = copy_keys(pkt)
             ts = pkt.ts
             order = self.order
-            if (
-                self.hold_teardowns
-                and pkt.proto == PROTO_TCP
-                and pkt.tcp_flags & (TH_RST | TH_FIN)
-            ):
+            if self.hold_teardowns and pkt.proto == PROTO_TCP and pkt.tcp_flags & (TH_RST | TH_FIN):
                 h = _Held(pkt)  # applied only once it is seen forwarded
                 for k in keys:
                     self.held[k] = h
