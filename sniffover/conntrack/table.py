@@ -99,6 +99,11 @@ EPHEMERAL_HIGH: Final = 60999
 TIME_EXCEEDED = {PROTO_ICMP: 11 << 8, PROTO_ICMPV6: 3 << 8}
 TTL_PROBES_MAX: Final = 4096
 
+# Shared tuple parts (see ConntrackTable._shared): every port value as one object, and up
+# to ADDR_CACHE_MAX distinct addresses (then the cache starts afresh).
+PORT_OBJECTS: Final[tuple[object, ...]] = tuple(range(0x10000))
+ADDR_CACHE_MAX: Final = 1 << 16
+
 # Early drop (nf_conntrack_core.c): how many ASSURED entries one new entry may look at.
 EVICTION_RANGE: Final = 8
 
@@ -143,6 +148,7 @@ class ConntrackTable:
         # with another TTL (ORIGINAL tuple -> entry; bounded, oldest dropped): see
         # _icmp_error for why.
         self._ttl_probes: dict[Tuple, Conn] = {}
+        self._addrs: dict[bytes, bytes] = {}  # see _shared
 
     # --- lookup ---------------------------------------------------------------------
 
@@ -240,6 +246,7 @@ class ConntrackTable:
         reply = invert(key)
         if reply is None:
             return INVALID
+        key, reply = self._shared(key, reply)
         proto = pkt.proto
         now = pkt.ts
         direction = 0
@@ -353,6 +360,25 @@ class ConntrackTable:
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
         return True
+
+    def _shared(self, orig: Tuple, reply: Tuple) -> tuple[Tuple, Tuple]:
+        """The tuples of a new entry rebuilt from shared parts: one object per address
+        (a bounded cache: hosts recur across flows) and per port value (all 65,536 made
+        once). Each packet's tuple carries objects of its own; an entry keeps two tuples
+        for as long as it lives, so sharing their parts saves ~140 bytes per entry."""
+        addrs = self._addrs
+        if len(addrs) >= ADDR_CACHE_MAX:
+            addrs.clear()  # older entries keep the objects they share
+        ports = PORT_OBJECTS
+        src = addrs.setdefault(orig[1], orig[1])
+        dst = addrs.setdefault(orig[2], orig[2])
+        o3, o4, r3, r4 = orig[3], orig[4], reply[3], reply[4]
+        if 0 <= o3 <= 0xFFFF and 0 <= o4 <= 0xFFFF and 0 <= r3 <= 0xFFFF and 0 <= r4 <= 0xFFFF:
+            shared_orig = (orig[0], src, dst, ports[o3], ports[o4])
+            shared_reply = (reply[0], addrs.setdefault(reply[1], reply[1]),
+                            addrs.setdefault(reply[2], reply[2]), ports[r3], ports[r4])  # fmt: skip
+            return shared_orig, shared_reply
+        return orig, reply  # crafted out-of-range ports (tests): as they are
 
     def _picked_up_reversed(self, key: Tuple, reply: Tuple, now: float) -> Conn:
         """A mid-stream segment from the server: make the entry client -> server."""
