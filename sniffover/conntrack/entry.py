@@ -37,17 +37,81 @@ TCP_SIMULTANEOUS_OPEN: Final = 0x80
 
 
 class TcpSide:
-    """Window-tracking data of one direction (``struct ip_ct_tcp_state``)."""
+    """One direction's window data (``struct ip_ct_tcp_state``): a view onto that
+    direction's fields of a ``TcpState``, which stores both flat (two objects per entry
+    fewer). The tracker's hot path reads the flat fields; everything else may use this."""
 
-    __slots__ = ("td_end", "td_maxend", "td_maxwin", "td_maxack", "td_scale", "flags")
+    __slots__ = ("st", "d")
 
-    def __init__(self) -> None:
-        self.td_end = 0  # highest seq + len sent
-        self.td_maxend = 0  # highest ack + window the peer allowed
-        self.td_maxwin = 0  # largest window seen (0 = direction not initialised)
-        self.td_maxack = 0  # highest ack sent (valid with MAXACK_SET)
-        self.td_scale = 0
-        self.flags = 0
+    def __init__(self, st: TcpState, d: int) -> None:
+        self.st = st
+        self.d = d
+
+    @property
+    def td_end(self) -> int:
+        return self.st.td_end1 if self.d else self.st.td_end0
+
+    @td_end.setter
+    def td_end(self, value: int) -> None:
+        if self.d:
+            self.st.td_end1 = value
+        else:
+            self.st.td_end0 = value
+
+    @property
+    def td_maxend(self) -> int:
+        return self.st.td_maxend1 if self.d else self.st.td_maxend0
+
+    @td_maxend.setter
+    def td_maxend(self, value: int) -> None:
+        if self.d:
+            self.st.td_maxend1 = value
+        else:
+            self.st.td_maxend0 = value
+
+    @property
+    def td_maxwin(self) -> int:
+        return self.st.td_maxwin1 if self.d else self.st.td_maxwin0
+
+    @td_maxwin.setter
+    def td_maxwin(self, value: int) -> None:
+        if self.d:
+            self.st.td_maxwin1 = value
+        else:
+            self.st.td_maxwin0 = value
+
+    @property
+    def td_maxack(self) -> int:
+        return self.st.td_maxack1 if self.d else self.st.td_maxack0
+
+    @td_maxack.setter
+    def td_maxack(self, value: int) -> None:
+        if self.d:
+            self.st.td_maxack1 = value
+        else:
+            self.st.td_maxack0 = value
+
+    @property
+    def td_scale(self) -> int:
+        return self.st.td_scale1 if self.d else self.st.td_scale0
+
+    @td_scale.setter
+    def td_scale(self, value: int) -> None:
+        if self.d:
+            self.st.td_scale1 = value
+        else:
+            self.st.td_scale0 = value
+
+    @property
+    def flags(self) -> int:
+        return self.st.flags1 if self.d else self.st.flags0
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        if self.d:
+            self.st.flags1 = value
+        else:
+            self.st.flags0 = value
 
     def reset(self) -> None:
         """``nf_ct_tcp_state_reset``: forget the window, keep only BE_LIBERAL."""
@@ -57,12 +121,17 @@ class TcpSide:
 
 
 class TcpState:
-    """``struct ip_ct_tcp``: the TCP state plus what the tracker remembers of the last packet."""
+    """``struct ip_ct_tcp``: the TCP state plus what the tracker remembers of the last packet.
+
+    ``seen[dir]`` of the kernel is stored flat: ``td_end0`` .. ``flags0`` for ORIGINAL,
+    ``td_end1`` .. ``flags1`` for REPLY (``td_end``: highest seq + len sent; ``td_maxend``:
+    highest ack + window the peer allowed; ``td_maxwin``: largest window seen, 0 = direction
+    not initialised; ``td_maxack``: highest ack sent, valid with MAXACK_SET; ``td_scale``;
+    ``flags``: TCP_FLAG_*). ``s0``/``s1``/``seen``/``side(d)`` give ``TcpSide`` views.
+    """
 
     __slots__ = (
         "state",
-        "s0",
-        "s1",
         "last_dir",
         "last_index",
         "last_seq",
@@ -72,12 +141,22 @@ class TcpState:
         "last_wscale",
         "last_flags",
         "retrans",
+        "td_end0",
+        "td_maxend0",
+        "td_maxwin0",
+        "td_maxack0",
+        "td_scale0",
+        "flags0",
+        "td_end1",
+        "td_maxend1",
+        "td_maxwin1",
+        "td_maxack1",
+        "td_scale1",
+        "flags1",
     )
 
     def __init__(self) -> None:
         self.state = 0
-        self.s0 = TcpSide()  # ORIGINAL direction's window data
-        self.s1 = TcpSide()  # REPLY direction's
         self.last_dir = 0
         self.last_index = 0
         self.last_seq = 0
@@ -87,14 +166,26 @@ class TcpState:
         self.last_wscale = 0
         self.last_flags = 0
         self.retrans = 0
+        self.td_end0 = self.td_maxend0 = self.td_maxwin0 = self.td_maxack0 = 0
+        self.td_scale0 = self.flags0 = 0
+        self.td_end1 = self.td_maxend1 = self.td_maxwin1 = self.td_maxack1 = 0
+        self.td_scale1 = self.flags1 = 0
+
+    @property
+    def s0(self) -> TcpSide:
+        return TcpSide(self, 0)
+
+    @property
+    def s1(self) -> TcpSide:
+        return TcpSide(self, 1)
 
     @property
     def seen(self) -> tuple[TcpSide, TcpSide]:
-        """Both directions, indexed like the kernel's ``seen[dir]`` (read-only view)."""
-        return self.s0, self.s1
+        """Both directions, indexed like the kernel's ``seen[dir]``."""
+        return TcpSide(self, 0), TcpSide(self, 1)
 
     def side(self, direction: int) -> TcpSide:
-        return self.s1 if direction else self.s0
+        return TcpSide(self, 1 if direction else 0)
 
 
 class SctpState:
@@ -115,8 +206,25 @@ class SctpState:
         self.last_dir = 0
 
 
+class ConnExtra:
+    """What few entries carry (SCTP state, a zone, a mark, labels): one object for those
+    that do, instead of four fields in every entry (a million entries, 24 MB)."""
+
+    __slots__ = ("sctp", "zone", "mark", "labels")
+
+    def __init__(self) -> None:
+        self.sctp: SctpState | None = None
+        self.zone = 0
+        self.mark = 0
+        self.labels = b""  # ct labels (a primed entry's, as the master had them)
+
+
 class Conn:
-    """A tracked connection."""
+    """A tracked connection.
+
+    ``sctp``, ``zone``, ``mark`` and ``labels`` read and write like fields; they live in a
+    ``ConnExtra`` made on the first write of a value other than the default.
+    """
 
     __slots__ = (
         "orig",
@@ -126,11 +234,8 @@ class Conn:
         "created",
         "last_seen",
         "tcp",
-        "sctp",
-        "zone",
-        "mark",
         "forwarded",
-        "labels",
+        "extra",
     )
 
     def __init__(self, orig: Tuple, reply: Tuple, now: float) -> None:
@@ -141,11 +246,54 @@ class Conn:
         self.created = now  # also the UDP "stream_ts" reference (created + 2 s)
         self.last_seen = now
         self.tcp: TcpState | None = None
-        self.sctp: SctpState | None = None
-        self.zone = 0
-        self.mark = 0
         self.forwarded = False  # seen leaving the master (see conntrack.confirm)
-        self.labels = b""  # ct labels (a primed entry's, as the master had them)
+        self.extra: ConnExtra | None = None
+
+    def _extra(self) -> ConnExtra:
+        x = self.extra
+        if x is None:
+            x = self.extra = ConnExtra()
+        return x
+
+    @property
+    def sctp(self) -> SctpState | None:
+        x = self.extra
+        return x.sctp if x is not None else None
+
+    @sctp.setter
+    def sctp(self, value: SctpState | None) -> None:
+        if value is not None or self.extra is not None:
+            self._extra().sctp = value
+
+    @property
+    def zone(self) -> int:
+        x = self.extra
+        return x.zone if x is not None else 0
+
+    @zone.setter
+    def zone(self, value: int) -> None:
+        if value or self.extra is not None:
+            self._extra().zone = value
+
+    @property
+    def mark(self) -> int:
+        x = self.extra
+        return x.mark if x is not None else 0
+
+    @mark.setter
+    def mark(self, value: int) -> None:
+        if value or self.extra is not None:
+            self._extra().mark = value
+
+    @property
+    def labels(self) -> bytes:
+        x = self.extra
+        return x.labels if x is not None else b""
+
+    @labels.setter
+    def labels(self, value: bytes) -> None:
+        if value or self.extra is not None:
+            self._extra().labels = value
 
     @property
     def proto(self) -> int:

@@ -385,7 +385,7 @@ class ConntrackTable:
         conn = Conn(reply, key, now)
         st = TcpState()
         st.state = TCP_ESTABLISHED
-        st.s0.flags = st.s1.flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
+        st.flags0 = st.flags1 = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
         st.last_index = TCP_INDEX_NONE
         conn.tcp = st
         return conn

@@ -146,18 +146,24 @@ def segment_end(pkt: Packet) -> int:
     return (pkt.seq + pkt.l4len + (1 if f & TH_SYN else 0) + (1 if f & TH_FIN else 0)) & U32
 
 
+def syn_options(pkt: Packet, scale: int, flags: int) -> tuple[int, int]:
+    """(td_scale, flags) of a direction after its SYN's options (kernel ``tcp_options``)."""
+    if not pkt.tcp_opts:
+        return scale, flags  # no options: the kernel returns before touching scale or flags
+    wscale, sack_perm = tcp_syn_options(pkt.tcp_opts)
+    scale = 0
+    flags &= TCP_FLAG_BE_LIBERAL
+    if sack_perm:
+        flags |= TCP_FLAG_SACK_PERM
+    if wscale is not None:
+        scale = wscale
+        flags |= TCP_FLAG_WINDOW_SCALE
+    return scale, flags
+
+
 def tcp_options(pkt: Packet, side: TcpSide) -> None:
     """Read wscale/SACK_PERM from a SYN into ``side`` (kernel ``tcp_options``)."""
-    if not pkt.tcp_opts:
-        return  # no options: the kernel returns before touching scale or flags
-    wscale, sack_perm = tcp_syn_options(pkt.tcp_opts)
-    side.td_scale = 0
-    side.flags &= TCP_FLAG_BE_LIBERAL
-    if sack_perm:
-        side.flags |= TCP_FLAG_SACK_PERM
-    if wscale is not None:
-        side.td_scale = wscale
-        side.flags |= TCP_FLAG_WINDOW_SCALE
+    side.td_scale, side.flags = syn_options(pkt, side.td_scale, side.flags)
 
 
 def tcp_new(conn: Conn, pkt: Packet, timeouts: Timeouts) -> bool:
@@ -167,44 +173,59 @@ def tcp_new(conn: Conn, pkt: Packet, timeouts: Timeouts) -> bool:
     if new_state >= TCP_MAX:
         return False
     st = TcpState()
-    orig = st.s0
-    orig.td_end = segment_end(pkt)
-    orig.td_maxwin = pkt.win or 1
+    st.td_end0 = segment_end(pkt)
+    st.td_maxwin0 = pkt.win or 1
     if new_state == TCP_SYN_SENT:
-        orig.td_maxend = orig.td_end
-        tcp_options(pkt, orig)
+        st.td_maxend0 = st.td_end0
+        st.td_scale0, st.flags0 = syn_options(pkt, st.td_scale0, st.flags0)
     elif not timeouts.tcp_loose:
         return False  # don't pick up connections mid-stream
     else:
         # Mid-stream pickup: history lost; assume SACK and be liberal about windows.
-        orig.td_maxend = (orig.td_end + orig.td_maxwin) & U32
-        orig.flags = st.s1.flags = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
+        st.td_maxend0 = (st.td_end0 + st.td_maxwin0) & U32
+        st.flags0 = st.flags1 = TCP_FLAG_SACK_PERM | TCP_FLAG_BE_LIBERAL
     st.last_index = NONE
     conn.tcp = st
     return True
 
 
-def _init_sender(sender: TcpSide, receiver: TcpSide, pkt: Packet, end: int, direction: int) -> None:
-    """SYN/ACK in reply to a SYN, or a reply-direction SYN (simultaneous open)."""
-    sender.td_end = sender.td_maxend = end
-    sender.td_maxwin = pkt.win or 1
-    tcp_options(pkt, sender)
-    # RFC 7323: window scaling only if both sides sent the option.
-    if direction == 1 and not (
-        sender.flags & TCP_FLAG_WINDOW_SCALE and receiver.flags & TCP_FLAG_WINDOW_SCALE
-    ):
-        sender.td_scale = 0
-        receiver.td_scale = 0
-
-
 def tcp_in_window(
     st: TcpState, direction: int, index: int, pkt: Packet, liberal_sysctl: int
 ) -> int:
-    """The four window bounds; returns ACCEPT, IGNORE or INVALID (``tcp_in_window``)."""
+    """The four window bounds; returns ACCEPT, IGNORE or INVALID (``tcp_in_window``).
+
+    Runs for every segment: the two directions' fields are read into locals (``s_*`` the
+    sender's, ``r_*`` the receiver's), the kernel's logic runs on those, and they are
+    written back once at the end.
+    """
     if direction:
-        sender, receiver = st.s1, st.s0
+        s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags = (
+            st.td_end1,
+            st.td_maxend1,
+            st.td_maxwin1,
+            st.td_maxack1,
+            st.td_scale1,
+            st.flags1,
+        )
+        r_end, r_maxend, r_maxwin, r_scale, r_flags = (
+            st.td_end0,
+            st.td_maxend0,
+            st.td_maxwin0,
+            st.td_scale0,
+            st.flags0,
+        )
     else:
-        sender, receiver = st.s0, st.s1
+        s_end, s_maxend, s_maxwin, s_maxack, s_scale, s_flags = (
+            st.td_end0,
+            st.td_maxend0,
+            st.td_maxwin0,
+            st.td_maxack0,
+            st.td_scale0,
+            st.flags0,
+        )
+        r_end, r_maxend, r_maxwin, r_scale, r_flags = (
+            st.td_end1, st.td_maxend1, st.td_maxwin1, st.td_scale1, st.flags1,
+        )  # fmt: skip
     flags = pkt.tcp_flags
     seq = pkt.seq
     ack = sack = pkt.ack
@@ -212,119 +233,151 @@ def tcp_in_window(
     win = win_raw
     end = (seq + pkt.l4len + (1 if flags & TH_SYN else 0) + (1 if flags & TH_FIN else 0)) & U32
 
-    if receiver.flags & TCP_FLAG_SACK_PERM and pkt.tcp_opts:
+    if r_flags & TCP_FLAG_SACK_PERM and pkt.tcp_opts:
         sack = tcp_sack_edge(pkt.tcp_opts, ack)
 
-    if sender.td_maxwin == 0:
+    res = -1  # decided: ACCEPT / IGNORE / INVALID; the fields are written back below
+    init = False
+    if s_maxwin == 0:
         if flags & TH_SYN:
-            _init_sender(sender, receiver, pkt, end, direction)
+            init = True
             if not flags & TH_ACK:
-                return ACCEPT  # simultaneous open
+                res = ACCEPT  # simultaneous open
         else:
             # Mid-stream: take what the packet tells us.
-            sender.td_end = end
-            swin = (win << sender.td_scale) & U32
-            sender.td_maxwin = swin or 1
-            sender.td_maxend = (end + sender.td_maxwin) & U32
-            if receiver.td_maxwin == 0:
+            s_end = end
+            swin = (win << s_scale) & U32
+            s_maxwin = swin or 1
+            s_maxend = (end + s_maxwin) & U32
+            if r_maxwin == 0:
                 # Other direction unseen: make checks III and IV pass until it speaks.
-                receiver.td_end = receiver.td_maxend = sack
-            elif sack == (receiver.td_end + 1) & U32:
-                receiver.td_end = sack  # likely the answer to a keepalive
-    elif flags & TH_SYN and after(end, sender.td_end) and st.state in (TCP_SYN_SENT, TCP_SYN_RECV):
+                r_end = r_maxend = sack
+            elif sack == (r_end + 1) & U32:
+                r_end = sack  # likely the answer to a keepalive
+    elif flags & TH_SYN and after(end, s_end) and st.state in (TCP_SYN_SENT, TCP_SYN_RECV):
         # A re-initialised SYN(/ACK) with a higher sequence: restart this direction.
-        _init_sender(sender, receiver, pkt, end, direction)
+        init = True
         if direction == 1 and not flags & TH_ACK:
-            return ACCEPT
-
-    if not flags & TH_ACK:
-        ack = sack = receiver.td_end  # no ACK: pretend it acked what was sent
-    elif flags & TH_RST and ack == 0:
-        ack = sack = receiver.td_end  # broken stacks: RST+ACK with ack 0
-
-    if flags & TH_RST and seq == 0 and st.state == TCP_SYN_SENT:
-        seq = end = sender.td_end  # RST answering a SYN
-
-    liberal = liberal_sysctl or sender.flags & TCP_FLAG_BE_LIBERAL
-    maxackwindow = sender.td_maxwin if sender.td_maxwin > MAXACKWINCONST else MAXACKWINCONST
-
-    # The checks below inline before(a, b) as ``(a - b) & U32 >= H`` and after(a, b) as
-    # ``(b - a) & U32 >= H``: this function runs for every segment.
-    H = 0x80000000
-    if (seq - sender.td_maxend - 1) & U32 < H:  # not before(seq, td_maxend + 1)
-        # I. SEQ over the upper bound.
-        overshot = (end - sender.td_maxend + 1) & U32
-        ack_ok = after(sack, (receiver.td_end - maxackwindow - 1) & U32)
-        in_recv_win = receiver.td_maxwin and after(
-            end, (sender.td_end - receiver.td_maxwin - 1) & U32
-        )
-        if (
-            in_recv_win
-            and ack_ok
-            and overshot <= receiver.td_maxwin
-            and before(sack, (receiver.td_end + 1) & U32)
+            res = ACCEPT
+    if init:
+        # SYN/ACK in reply to a SYN, or a reply-direction SYN (simultaneous open)
+        s_end = s_maxend = end
+        s_maxwin = win_raw or 1
+        s_scale, s_flags = syn_options(pkt, s_scale, s_flags)
+        # RFC 7323: window scaling only if both sides sent the option.
+        if direction == 1 and not (
+            s_flags & TCP_FLAG_WINDOW_SCALE and r_flags & TCP_FLAG_WINDOW_SCALE
         ):
-            # Sender overran the window: let the ack for this data be accepted later.
-            sender.td_end = end
-            sender.flags |= TCP_FLAG_DATA_UNACKNOWLEDGED
-            return ACCEPT if liberal else IGNORE
-        return ACCEPT if liberal else INVALID
+            s_scale = 0
+            r_scale = 0
 
-    r_end = receiver.td_end
-    if (sack - r_end - 1) & U32 < H:  # not before(sack, receiver.td_end + 1)
-        return ACCEPT if liberal else INVALID  # III. ACK of data never seen
-    r_maxwin = receiver.td_maxwin
-    # not after(end, sender.td_end - receiver.td_maxwin - 1)
-    if r_maxwin and (sender.td_end - r_maxwin - 1 - end) & U32 < H:
-        return ACCEPT if liberal else IGNORE  # II. old data retransmitted
-    if (r_end - maxackwindow - 1 - sack) & U32 < H:  # not after(sack, td_end - MAXACKWINDOW - 1)
-        return ACCEPT if liberal else IGNORE  # IV. very old ack
+    if res < 0:
+        if not flags & TH_ACK:
+            ack = sack = r_end  # no ACK: pretend it acked what was sent
+        elif flags & TH_RST and ack == 0:
+            ack = sack = r_end  # broken stacks: RST+ACK with ack 0
 
-    if not flags & TH_SYN:
-        win = (win << sender.td_scale) & U32
+        if flags & TH_RST and seq == 0 and st.state == TCP_SYN_SENT:
+            seq = end = s_end  # RST answering a SYN
 
-    # Update sender data.
-    swin = (win + sack - ack) & U32
-    if sender.td_maxwin < swin:
-        sender.td_maxwin = swin
-    if (sender.td_end - end) & U32 >= H:  # after(end, sender.td_end)
-        sender.td_end = end
-        sender.flags |= TCP_FLAG_DATA_UNACKNOWLEDGED
-    if flags & TH_ACK:
-        if not sender.flags & TCP_FLAG_MAXACK_SET:
-            sender.td_maxack = ack
-            sender.flags |= TCP_FLAG_MAXACK_SET
-        elif (sender.td_maxack - ack) & U32 >= H:  # after(ack, sender.td_maxack)
-            sender.td_maxack = ack
+        liberal = liberal_sysctl or s_flags & TCP_FLAG_BE_LIBERAL
+        maxackwindow = s_maxwin if s_maxwin > MAXACKWINCONST else MAXACKWINCONST
 
-    # Update receiver data.
-    if r_maxwin != 0 and (sender.td_maxend - end) & U32 >= H:  # after(end, td_maxend)
-        receiver.td_maxwin = (r_maxwin + end - sender.td_maxend) & U32
-    if (receiver.td_maxend - 1 - sack - win) & U32 >= H:  # after(sack + win, td_maxend - 1)
-        receiver.td_maxend = (sack + win) & U32
-        if win == 0:
-            receiver.td_maxend = (receiver.td_maxend + 1) & U32
-    if ack == receiver.td_end:
-        receiver.flags &= ~TCP_FLAG_DATA_UNACKNOWLEDGED
-
-    # Retransmission counter: identical ACK-class segments in a row.
-    if index == ACK:
-        if (
-            st.last_dir == direction
-            and st.last_seq == seq
-            and st.last_ack == ack
-            and st.last_end == end
-            and st.last_win == win_raw
-        ):
-            st.retrans += 1
+        # The checks below inline before(a, b) as ``(a - b) & U32 >= H`` and after(a, b)
+        # as ``(b - a) & U32 >= H``.
+        H = 0x80000000
+        if (seq - s_maxend - 1) & U32 < H:  # not before(seq, td_maxend + 1)
+            # I. SEQ over the upper bound.
+            overshot = (end - s_maxend + 1) & U32
+            ack_ok = after(sack, (r_end - maxackwindow - 1) & U32)
+            in_recv_win = r_maxwin and after(end, (s_end - r_maxwin - 1) & U32)
+            if in_recv_win and ack_ok and overshot <= r_maxwin and before(sack, (r_end + 1) & U32):
+                # Sender overran the window: let the ack for this data be accepted later.
+                s_end = end
+                s_flags |= TCP_FLAG_DATA_UNACKNOWLEDGED
+                res = ACCEPT if liberal else IGNORE
+            else:
+                res = ACCEPT if liberal else INVALID
+        elif (sack - r_end - 1) & U32 < H:  # not before(sack, receiver.td_end + 1)
+            res = ACCEPT if liberal else INVALID  # III. ACK of data never seen
+        # not after(end, sender.td_end - receiver.td_maxwin - 1)
+        elif r_maxwin and (s_end - r_maxwin - 1 - end) & U32 < H:
+            res = ACCEPT if liberal else IGNORE  # II. old data retransmitted
+        # not after(sack, td_end - MAXACKWINDOW - 1)
+        elif (r_end - maxackwindow - 1 - sack) & U32 < H:
+            res = ACCEPT if liberal else IGNORE  # IV. very old ack
         else:
-            st.last_dir = direction
-            st.last_seq = seq
-            st.last_ack = ack
-            st.last_end = end
-            st.last_win = win_raw
-            st.retrans = 0
-    return ACCEPT
+            res = ACCEPT
+            if not flags & TH_SYN:
+                win = (win << s_scale) & U32
+
+            # Update sender data.
+            swin = (win + sack - ack) & U32
+            if s_maxwin < swin:
+                s_maxwin = swin
+            if (s_end - end) & U32 >= H:  # after(end, sender.td_end)
+                s_end = end
+                s_flags |= TCP_FLAG_DATA_UNACKNOWLEDGED
+            if flags & TH_ACK:
+                if not s_flags & TCP_FLAG_MAXACK_SET:
+                    s_maxack = ack
+                    s_flags |= TCP_FLAG_MAXACK_SET
+                elif (s_maxack - ack) & U32 >= H:  # after(ack, sender.td_maxack)
+                    s_maxack = ack
+
+            # Update receiver data.
+            if r_maxwin != 0 and (s_maxend - end) & U32 >= H:  # after(end, td_maxend)
+                r_maxwin = (r_maxwin + end - s_maxend) & U32
+            if (r_maxend - 1 - sack - win) & U32 >= H:  # after(sack + win, td_maxend - 1)
+                r_maxend = (sack + win) & U32
+                if win == 0:
+                    r_maxend = (r_maxend + 1) & U32
+            if ack == r_end:
+                r_flags &= ~TCP_FLAG_DATA_UNACKNOWLEDGED
+
+            # Retransmission counter: identical ACK-class segments in a row.
+            if index == ACK:
+                if (
+                    st.last_dir == direction
+                    and st.last_seq == seq
+                    and st.last_ack == ack
+                    and st.last_end == end
+                    and st.last_win == win_raw
+                ):
+                    st.retrans += 1
+                else:
+                    st.last_dir = direction
+                    st.last_seq = seq
+                    st.last_ack = ack
+                    st.last_end = end
+                    st.last_win = win_raw
+                    st.retrans = 0
+
+    if direction:
+        st.td_end1 = s_end
+        st.td_maxend1 = s_maxend
+        st.td_maxwin1 = s_maxwin
+        st.td_maxack1 = s_maxack
+        st.td_scale1 = s_scale
+        st.flags1 = s_flags
+        st.td_end0 = r_end
+        st.td_maxend0 = r_maxend
+        st.td_maxwin0 = r_maxwin
+        st.td_scale0 = r_scale
+        st.flags0 = r_flags
+    else:
+        st.td_end0 = s_end
+        st.td_maxend0 = s_maxend
+        st.td_maxwin0 = s_maxwin
+        st.td_maxack0 = s_maxack
+        st.td_scale0 = s_scale
+        st.flags0 = s_flags
+        st.td_end1 = r_end
+        st.td_maxend1 = r_maxend
+        st.td_maxwin1 = r_maxwin
+        st.td_scale1 = r_scale
+        st.flags1 = r_flags
+    return res
 
 
 def _handle_invalid(conn: Conn, direction: int, index: int, now: float, t: Timeouts) -> None:
@@ -375,7 +428,7 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
     if new_state != TCP_ESTABLISHED:  # the common case needs none of this
         if new_state == TCP_SYN_SENT and old_state >= TCP_TIME_WAIT:
             # Reopen after close (RFC 1122) if a side closed or we saw its RST.
-            if (st.s0.flags | st.s1.flags) & TCP_FLAG_CLOSE_INIT or (
+            if (st.flags0 | st.flags1) & TCP_FLAG_CLOSE_INIT or (
                 st.last_dir == direction and st.last_index == RST
             ):
                 return REPEAT
@@ -406,13 +459,12 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
                 st.last_win = pkt.win
                 if index == SYN and direction == 0:
                     # Remember its options: a SYN/ACK may prove this SYN right.
-                    seen = TcpSide()
                     st.last_flags = st.last_wscale = 0
-                    tcp_options(pkt, seen)
-                    if seen.flags & TCP_FLAG_WINDOW_SCALE:
+                    scale, sflags = syn_options(pkt, 0, 0)
+                    if sflags & TCP_FLAG_WINDOW_SCALE:
                         st.last_flags |= TCP_FLAG_WINDOW_SCALE
-                        st.last_wscale = seen.td_scale
-                    if seen.flags & TCP_FLAG_SACK_PERM:
+                        st.last_wscale = scale
+                    if sflags & TCP_FLAG_SACK_PERM:
                         st.last_flags |= TCP_FLAG_SACK_PERM
                     if old_state == TCP_LAST_ACK:
                         st.last_flags |= TCP_EXP_CHALLENGE_ACK  # RFC 5961 challenge ACK expected
@@ -496,7 +548,10 @@ def _in_window(
     st.last_dir = direction
     st.state = new_state
     if old_state != new_state and new_state == TCP_FIN_WAIT:
-        st.side(direction).flags |= TCP_FLAG_CLOSE_INIT
+        if direction:
+            st.flags1 |= TCP_FLAG_CLOSE_INIT
+        else:
+            st.flags0 |= TCP_FLAG_CLOSE_INIT
 
     tt = t.tcp
     state_timeout = tt[new_state]
@@ -504,9 +559,7 @@ def _in_window(
         timeout = tt[TCP_RETRANS]
     elif index == RST:
         timeout = tt[TCP_CLOSE]
-    elif (st.s0.flags | st.s1.flags) & TCP_FLAG_DATA_UNACKNOWLEDGED and state_timeout > tt[
-        TCP_UNACK
-    ]:
+    elif (st.flags0 | st.flags1) & TCP_FLAG_DATA_UNACKNOWLEDGED and state_timeout > tt[TCP_UNACK]:
         timeout = tt[TCP_UNACK]
     elif st.last_win == 0 and state_timeout > tt[TCP_RETRANS]:
         timeout = tt[TCP_RETRANS]
