@@ -51,16 +51,17 @@ with CtnlSocket() as c:
 """
 
 DUMP = """
-import json, time
+import dataclasses, json, time
 from sniffover.ctdump import dump_table
 print(json.dumps({"at": time.time(), "entries": [
-    {**e.__dict__, "orig": [e.orig[0], e.orig[1].hex(), e.orig[2].hex(), *e.orig[3:]],
+    {**{f.name: getattr(e, f.name) for f in dataclasses.fields(e)},
+     "orig": [e.orig[0], e.orig[1].hex(), e.orig[2].hex(), *e.orig[3:]],
      "reply": [e.reply[0], e.reply[1].hex(), e.reply[2].hex(), *e.reply[3:]],
      "labels": e.labels.hex()} for e in dump_table()]}))
 """
 
 FETCH = """
-import json, sys, time
+import dataclasses, json, sys, time
 from sniffover.prime import PrimeError, fetch
 args = json.loads(sys.argv[1])
 t0 = time.monotonic()
@@ -70,7 +71,8 @@ except PrimeError as exc:
     print(json.dumps({"error": str(exc), "seconds": time.monotonic() - t0}))
     raise SystemExit(0)
 print(json.dumps({"at": s.taken_at, "seconds": time.monotonic() - t0, "entries": [
-    {**e.__dict__, "orig": [e.orig[0], e.orig[1].hex(), e.orig[2].hex(), *e.orig[3:]],
+    {**{f.name: getattr(e, f.name) for f in dataclasses.fields(e)},
+     "orig": [e.orig[0], e.orig[1].hex(), e.orig[2].hex(), *e.orig[3:]],
      "reply": [e.reply[0], e.reply[1].hex(), e.reply[2].hex(), *e.reply[3:]],
      "labels": e.labels.hex()} for e in s.entries]}))
 """
