@@ -11,7 +11,7 @@ from sniffover.conntrack.sync import desired
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import TCP_ESTABLISHED
 
-from .helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp
+from .helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp, udp
 
 pytestmark = pytest.mark.unit
 
@@ -103,3 +103,45 @@ def test_recent_copies_are_bounded():
         p.hw, p.ipid = IN, i
         f.feed(p)
     assert len(f.recent) <= 101 and len(f.order) <= 101
+
+
+@pytest.mark.parametrize("requests_paired", [True, False])
+def test_shared_nat_key_pairs_nothing_instead_of_the_wrong_flow(requests_paired):
+    """Five UDP flows through source NAT; the server answers from an unconnected socket
+    (IP ID 0, same length): the answers' keys that survive NAT are all equal. Their
+    ingress copies arrive in a burst before the first egress copy. Pairing by such a key
+    bound one flow onto another's tuples and destroyed the other ("nat-duplicate": flows
+    missing on the standby in the NAT lab); now no flow is lost or bound wrongly, whether
+    the requests' copies were paired (the binding comes from them) or not (no binding yet)."""
+    nat = bytes([198, 51, 100, 1])
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+    ports = [41000 + i for i in range(5)]
+    ts = 0.0
+    for i, p in enumerate(ports):  # requests: connected client sockets, distinct IP IDs
+        q = udp(ts, sport=p, dport=9000)
+        q.hw, q.ipid = IN, 500 + i
+        f.feed(q)
+        if requests_paired:
+            out = udp(ts + 0.0001, src=nat, sport=p, dport=9000)
+            out.hw, out.ipid = OUT, 500 + i
+            f.feed(out)
+        ts += 0.001
+    for i, p in enumerate(ports):  # ingress (outside) copies of all five answers first
+        a = udp(ts + 0.001 * i, src=B, dst=nat, sport=9000, dport=p)
+        a.hw, a.ipid = IN, 0
+        f.feed(a)
+    for i, p in enumerate(ports):  # then their egress (inside) copies, de-NATed
+        c = udp(ts + 0.01 + 0.001 * i, src=B, dst=A, sport=9000, dport=p)
+        c.hw, c.ipid = OUT, 0
+        f.feed(c)
+    clients = {c.orig[3]: c for c in t.entries(ts + 1) if c.orig[1] == A}
+    assert sorted(clients) == ports
+    for port, c in clients.items():
+        assert c.orig == (17, A, B, port, 9000)
+        if requests_paired:  # its own binding, from its request
+            assert c.reply == (17, B, nat, 9000, port) and c.forwarded
+        else:
+            assert c.reply == (17, B, A, 9000, port)
+    assert f.counters["copy-ambiguous"] >= 4
+    assert "destroyed-nat-duplicate" not in t.counters and "nat-clash" not in t.counters

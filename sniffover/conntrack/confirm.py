@@ -28,6 +28,14 @@ address and port). A translated pair rebinds the entry: the copy leaving the
 master shows what the reply (or, for a connection picked up mid-stream from a
 reply, the original) really looks like, as the master's own entry has it.
 
+A key that survives NAT can be shared by several flows: a UDP server answering from an
+unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of the
+same length from one server port all have the same key. When a second flow's ingress copy
+takes a key still in the window, the key is marked ambiguous and pairs nothing (counted
+as ``copy-ambiguous``): the binding is learned from the other direction (a connected
+client numbers its datagrams) rather than guessed, since a wrong guess would rebind one
+flow onto another's tuples.
+
 Once the master's MACs are known, frames that neither enter nor leave it (host to
 host on the segment, or addressed to a MAC nobody has) are ignored: the master
 never saw them, so they cannot change its state.
@@ -45,6 +53,7 @@ from .table import EVENT_UPDATE, ConntrackTable
 from .tuple import Tuple, invert
 
 Key = tuple[object, ...]
+AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
 
 
 def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
@@ -152,8 +161,13 @@ class ForwardingConfirmer:
             self.table.process(pkt)
             t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
             recent = self.recent
+            window = self.window
             for k in keys:
-                recent[k] = (ts, t)
+                prev = recent.get(k)
+                if prev is not None and prev[1] != t and ts - prev[0] <= window:
+                    recent[k] = (ts, AMBIGUOUS)  # two flows, one key: pair nothing by it
+                else:
+                    recent[k] = (ts, t)
                 order.append((k, ts))
             if len(order) > self.max_recent:
                 self._prune(ts)
@@ -176,6 +190,9 @@ class ForwardingConfirmer:
             for i, k in enumerate(keys):
                 seen = self.recent.get(k)
                 if seen is not None and pkt.ts - seen[0] <= self.window:
+                    if not seen[1]:
+                        self.counters["copy-ambiguous"] += 1
+                        continue
                     if i == 0 or seen[1] == t_out:
                         self._confirm(seen[1])  # the outgoing copy of a tracked packet
                     else:
