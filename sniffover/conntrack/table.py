@@ -217,14 +217,7 @@ class ConntrackTable:
         status0 = conn.status
         st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
-        proto = pkt.proto
-        # direct calls for the common protocols: compiled, they are native calls
-        if proto == PROTO_TCP:
-            res = tcp_packet(conn, direction, pkt, self.timeouts)
-        elif proto == PROTO_UDP:
-            res = udp_packet(conn, direction, pkt, self.timeouts)
-        else:
-            res = HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
+        res = self._handle(conn, direction, pkt)
         if res == INVALID:
             return INVALID
         if res == REPEAT:
@@ -241,6 +234,15 @@ class ConntrackTable:
         ):
             self.listener(EVENT_UPDATE, conn)
         return res
+
+    def _handle(self, conn: Conn, direction: int, pkt: Packet) -> int:
+        """The protocol's handler; TCP and UDP called directly (compiled: native calls)."""
+        proto = pkt.proto
+        if proto == PROTO_TCP:
+            return tcp_packet(conn, direction, pkt, self.timeouts)
+        if proto == PROTO_UDP:
+            return udp_packet(conn, direction, pkt, self.timeouts)
+        return HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
 
     def _new(self, pkt: Packet, key: Tuple) -> int:
         reply = invert(key)
@@ -272,7 +274,7 @@ class ConntrackTable:
                 return INVALID
         else:
             conn = Conn(key, reply, now)
-        res = HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
+        res = self._handle(conn, direction, pkt)
         if res == INVALID:
             return INVALID
         if res == KILL:

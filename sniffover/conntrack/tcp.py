@@ -40,7 +40,6 @@ from .entry import (
     TCP_FLAG_WINDOW_SCALE,
     TCP_SIMULTANEOUS_OPEN,
     Conn,
-    TcpSide,
     TcpState,
 )
 from .packet import TH_ACK, TH_FIN, TH_RST, TH_SYN, TH_URG, Packet, tcp_sack_edge, tcp_syn_options
@@ -159,11 +158,6 @@ def syn_options(pkt: Packet, scale: int, flags: int) -> tuple[int, int]:
         scale = wscale
         flags |= TCP_FLAG_WINDOW_SCALE
     return scale, flags
-
-
-def tcp_options(pkt: Packet, side: TcpSide) -> None:
-    """Read wscale/SACK_PERM from a SYN into ``side`` (kernel ``tcp_options``)."""
-    side.td_scale, side.flags = syn_options(pkt, side.td_scale, side.flags)
 
 
 def tcp_new(conn: Conn, pkt: Packet, timeouts: Timeouts) -> bool:
