@@ -82,12 +82,10 @@ def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
     if entry.orig[0] == PROTO_TCP:
         st = TcpState()
         st.state = entry.tcp_state or 0
-        for side, scale, flags in (
-            (st.seen[0], entry.wscale_orig, entry.flags_orig),
-            (st.seen[1], entry.wscale_reply, entry.flags_reply),
-        ):
-            side.flags = (flags or TCP_FLAG_SACK_PERM) | TCP_FLAG_BE_LIBERAL
-            side.td_scale = scale or 0
+        st.flags0 = (entry.flags_orig or TCP_FLAG_SACK_PERM) | TCP_FLAG_BE_LIBERAL
+        st.td_scale0 = entry.wscale_orig or 0
+        st.flags1 = (entry.flags_reply or TCP_FLAG_SACK_PERM) | TCP_FLAG_BE_LIBERAL
+        st.td_scale1 = entry.wscale_reply or 0
         st.last_index = TCP_INDEX_NONE
         conn.tcp = st
     return conn

@@ -138,15 +138,14 @@ def desired(
             extra = TCP_FLAG_CLOSE_INIT
         else:
             return None
-        o, r = st.seen
-        scale = o.flags & r.flags & TCP_FLAG_WINDOW_SCALE
+        scale = st.flags0 & st.flags1 & TCP_FLAG_WINDOW_SCALE
         return Desired(
             status,
             state,
-            o.td_scale if scale else 0,
-            r.td_scale if scale else 0,
-            (o.flags & SIDE_FLAGS) | extra,
-            (r.flags & SIDE_FLAGS) | extra,
+            st.td_scale0 if scale else 0,
+            st.td_scale1 if scale else 0,
+            (st.flags0 & SIDE_FLAGS) | extra,
+            (st.flags1 & SIDE_FLAGS) | extra,
         )
     if conn.orig[0] == PROTO_SCTP:
         sc = conn.sctp

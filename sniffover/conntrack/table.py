@@ -353,6 +353,7 @@ class ConntrackTable:
             self._destroy(old, "timeout")
         if self._early is not None and not self._admit(conn.last_seen):
             return False
+        conn.orig, conn.reply = self._shared(conn.orig, conn.reply)
         m[conn.orig] = conn
         m[conn.reply] = conn
         self._entries += 1
