@@ -208,7 +208,8 @@ class Agent:
                 self.cfg.confirm == "auto" and len(self.cfg.ifaces) >= 2
             )
             self.confirmer = ForwardingConfirmer(table, two_segments=two)
-            self.confirmer.master_known = bool(self.cfg.master_macs)
+            if self.cfg.master_macs:
+                self.confirmer.master_learned(0.0)
         return table
 
     @staticmethod
@@ -354,8 +355,15 @@ class Agent:
                 c.decoder.master = master
         # every segment must know the master before host-to-host frames can be told apart
         cf = self.confirmer
-        if cf is not None and self.master and not cf.master_known:
-            cf.master_known = all(c.learner is None for c in self.captures)
+        if (
+            cf is not None
+            and self.master
+            and not cf.master_known
+            and all(c.learner is None for c in self.captures)
+        ):
+            # frames already read (decoded without the MACs, some still held for
+            # reordering) keep being tracked: only later ones are judged by their MACs
+            cf.master_learned(time.time())
 
     def _lost(self, cap: LiveCapture, why: str) -> None:
         """An interface went away or down: keep going on the others, reopen it later."""

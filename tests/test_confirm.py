@@ -145,3 +145,18 @@ def test_shared_nat_key_pairs_nothing_instead_of_the_wrong_flow(requests_paired)
             assert c.reply == (17, B, A, 9000, port)
     assert f.counters["copy-ambiguous"] >= 4
     assert "destroyed-nat-duplicate" not in t.counters and "nat-clash" not in t.counters
+
+
+def test_frames_decoded_before_the_master_was_known_are_still_tracked():
+    """Frames read before the master's MACs were learned carry no MAC verdict (hw 0) and
+    may still sit in the agent's reorder buffer when it learns them: they are tracked as
+    before learning. Judging them "not via the master" dropped the request of a UDP flow
+    whose answer then created it the wrong way round (NAT lab, under load)."""
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+    f.master_learned(10.0)
+    f.feed(udp(9.99, sport=41000, dport=9000))  # read before: tracked
+    late = udp(10.01, sport=41001, dport=9000)  # hw 0 after: neither to nor from the master
+    f.feed(late)
+    assert [c.orig[3] for c in t.entries(11.0)] == [41000]
+    assert f.counters["not-via-master"] == 1

@@ -100,6 +100,15 @@ class ForwardingConfirmer:
         # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
         # and is ignored; before, everything is tracked (and nothing confirmed).
         self.master_known = False
+        # Frames captured before that moment may have been decoded without the MACs (a
+        # reorder buffer still holds them): they are tracked as before, not ignored.
+        self.known_since = float("inf")
+
+    def master_learned(self, at: float) -> None:
+        """Every segment's decoder knows the master's MACs from ``at`` (capture time) on."""
+        if not self.master_known:
+            self.master_known = True
+            self.known_since = at
 
     def _confirm(self, t: Tuple) -> Conn | None:
         table = self.table
@@ -140,7 +149,7 @@ class ForwardingConfirmer:
     def feed(self, pkt: Packet) -> None:
         """Track ``pkt`` as the confirmation rules say."""
         hw = pkt.hw
-        if not hw and self.master_known:
+        if not hw and self.master_known and pkt.ts >= self.known_since:
             self.counters["not-via-master"] += 1
             return
         if not self.two_segments:
