@@ -287,9 +287,8 @@ _N = NLA_F_NESTED
 
 # The constant pieces of a message, joined with the variable ones (addresses, ports,
 # status, timeout, ...) in one b"".join: compiled, that beats one struct.pack of ~60 values.
-_HEAD = struct.Struct("=IHHIIBBH").pack  # nlmsghdr + nfgenmsg
-_HH = struct.Struct("=HH").pack  # an attribute header (native, as netlink wants)
-_TCP_BLOCK = struct.Struct("=HHHHHHBxxxHHBxxxHHBxxxHHBBxxHHBBxx").pack
+_HEAD = struct.Struct(_NLMSG.format + _NFGEN.format.lstrip("=")).pack  # nlmsghdr + nfgenmsg
+_HH = _NLA.pack  # an attribute header
 _PORTS: tuple[bytes, ...] = tuple(struct.pack("!Hxx", p) for p in range(0x10000))
 _PROTOS: tuple[bytes, ...] = tuple(bytes((p, 0, 0, 0)) for p in range(256))
 
@@ -318,25 +317,17 @@ class _Pieces:
 _PIECES = (_Pieces(False), _Pieces(True))
 _STATUS = _HH(8, CTA_STATUS)
 _TIMEOUT = _HH(8, CTA_TIMEOUT)
-_MARK = _HH(8, CTA_MARK)
-_ZONE = _HH(6, CTA_ZONE)
 _TCP_BLOCKS: dict[tuple[int, ...], bytes] = {}
 
 
 def _tcp_block(tcp: TcpInfo) -> bytes:
+    """``encode_tcp_info``, cached: a handful of distinct values in practice."""
     key = (tcp.state, tcp.wscale_orig, tcp.wscale_reply, tcp.flags_orig, tcp.flags_reply,
            tcp.mask_orig, tcp.mask_reply)  # fmt: skip
     got = _TCP_BLOCKS.get(key)
     if got is None:
-        got = _TCP_BLOCK(
-            48, CTA_PROTOINFO | _N, 44, CTA_PROTOINFO_TCP | _N,
-            5, CTA_PROTOINFO_TCP_STATE, tcp.state,
-            5, CTA_PROTOINFO_TCP_WSCALE_ORIGINAL, tcp.wscale_orig,
-            5, CTA_PROTOINFO_TCP_WSCALE_REPLY, tcp.wscale_reply,
-            6, CTA_PROTOINFO_TCP_FLAGS_ORIGINAL, tcp.flags_orig, tcp.mask_orig,
-            6, CTA_PROTOINFO_TCP_FLAGS_REPLY, tcp.flags_reply, tcp.mask_reply,
-        )  # fmt: skip
-        if len(_TCP_BLOCKS) < 4096:  # a handful of distinct values in practice
+        got = encode_tcp_info(tcp)
+        if len(_TCP_BLOCKS) < 4096:
             _TCP_BLOCKS[key] = got
     return got
 
@@ -363,17 +354,16 @@ def encode_ct_new_fast(
         flags |= NLM_F_CREATE
     if exclusive:
         flags |= NLM_F_EXCL
-    length = pc.base
     tail: list[bytes] = []
     if tcp is not None:
         tail.append(_tcp_block(tcp))
-        length += 48
     if mark is not None:
-        tail.append(_MARK + mark.to_bytes(4, "big"))
-        length += 8
+        tail.append(_attr(CTA_MARK, _be32(mark)))
     if zone:
-        tail.append(_ZONE + zone.to_bytes(2, "big") + b"\0\0")
-        length += 8
+        tail.append(_attr(CTA_ZONE, _be16(zone)))
+    length = pc.base
+    for t in tail:
+        length += len(t)
     p4 = _PROTOS[proto]
     ports = _PORTS
     return b"".join(

@@ -135,17 +135,24 @@ def encode_expect_body(expectations: Sequence[SnapshotExpectation]) -> tuple[int
     return len(parts), b"".join(parts)
 
 
+def _framed(data: bytes, off: int, end: int, rsize: int, overrun: str) -> tuple[int, int]:
+    """(start, length) of the record whose 2-byte length prefix is at ``off``; PrimeError if
+    it runs past ``end`` or is shorter than its fixed part (``rsize``)."""
+    n = int.from_bytes(data[off : off + 2], "big")
+    s = off + 2
+    if s + n > end or n < rsize:
+        raise PrimeError(f"bad format: {overrun}")
+    return s, n
+
+
 def decode_expect_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotExpectation]:
     """The expectation records in data[off:end]; PrimeError unless exactly ``count``."""
     out: list[SnapshotExpectation] = []
     rsize = EXP_RECORD.size
     try:
         for _ in range(count):
-            n = int.from_bytes(data[off : off + 2], "big")
-            s = off + 2
+            s, n = _framed(data, off, end, rsize, "expectation record overruns the section")
             off = s + n
-            if off > end or n < rsize:
-                raise PrimeError("bad format: expectation record overruns the section")
             alen, mproto, proto, hlen, msp, mdp, tsp, tdp, ksp, kdp, tmo, flags, klass, zone = (
                 EXP_RECORD.unpack_from(data, s)
             )
@@ -178,11 +185,8 @@ def decode_body(data: bytes, off: int, end: int, count: int) -> list[SnapshotEnt
     rsize = RECORD.size
     try:
         for _ in range(count):
-            n = int.from_bytes(data[off : off + 2], "big")
-            s = off + 2
+            s, n = _framed(data, off, end, rsize, "record overruns the body")
             off = s + n
-            if off > end or n < rsize:
-                raise PrimeError("bad format: record overruns the body")
             (
                 alen,
                 proto,
