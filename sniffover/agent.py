@@ -70,9 +70,12 @@ PRIME_RETRY = 30.0  # seconds between automatic pulls after a failure
 PRIME_AFTER_DROPS = 60.0  # at most one automatic re-prime this often after capture drops
 
 
-def settle_gc() -> None:
-    """Collect the young generations, then freeze every survivor (see GC_FREEZE_EVERY)."""
-    gc.collect(1)
+def settle_gc(collect: bool = True) -> None:
+    """Collect the young generations, then freeze every survivor (see GC_FREEZE_EVERY).
+    After a prime, ``collect=False``: its entries are acyclic, and walking them would cost
+    ~1 us each."""
+    if collect:
+        gc.collect(1)
     gc.freeze()
 
 
@@ -174,6 +177,7 @@ class Agent:
         self.prime_thread: threading.Thread | None = None
         self.prime_result: Any = None  # a Snapshot or the exception the pull raised
         self.prime_buffer: list[Packet] | None = None  # packets held while the first pull runs
+        self.prime_stage: Any = None  # the PrimeStage the running pull fills
         self.prime_next: float | None = None  # monotonic time of the next automatic pull
         self.prime_info: dict[str, Any] = {}
         self.drops_seen = 0
@@ -485,14 +489,28 @@ class Agent:
         if not self.cfg.prime_from or (self.prime_thread and self.prime_thread.is_alive()):
             return False
         from .prime import fetch
+        from .primestage import PrimeStage
 
         source, key, timeout = self.cfg.prime_from, self.cfg.key_file, self.cfg.prime_timeout
+        # a cold start (table empty, packets held) also encodes the kernel's messages while
+        # the pull runs; a re-prime over a live table stages the entries only
+        cold = buffer and len(self.table) == 0
+        stage = PrimeStage(self.timeouts, self.cfg.max_flows, self.installer if cold else None)
+        self.prime_stage = stage
 
         def pull() -> None:
+            # the stage makes hundreds of thousands of long-lived acyclic objects: no
+            # cyclic collections meanwhile (each would walk all made so far); they are
+            # frozen with the rest once taken over (see GC_FREEZE_EVERY)
+            gc_was_on = gc.isenabled()
+            gc.disable()
             try:
-                self.prime_result = fetch(source, key, timeout=timeout)
+                self.prime_result = fetch(source, key, timeout=timeout, sink=stage)
             except Exception as exc:  # reported by the main loop, one line
                 self.prime_result = exc
+            finally:
+                if gc_was_on:
+                    gc.enable()
 
         if buffer:
             self.prime_buffer = []
@@ -510,8 +528,6 @@ class Agent:
         self.prime_thread = None
         result, self.prime_result = self.prime_result, None
         held, self.prime_buffer = self.prime_buffer, None
-        from .conntrack.snapshot import seed
-
         if isinstance(result, Exception) or result is None:
             why = str(result).splitlines()[0] if result is not None else "no result"
             self.counters["prime-failed"] += 1
@@ -523,19 +539,44 @@ class Agent:
                 self.fatal = f"prime from {self.cfg.prime_from} failed: {why}"
         else:
             now = time.time()
-            adopted = 0
-            # a snapshot is hundreds of thousands of long-lived objects at once: no cyclic
-            # collections while they are made (each would walk all made so far), then
-            # frozen with the rest (see GC_FREEZE_EVERY)
-            gc.disable()
-            try:
-                for entry in result.entries:
-                    conn = seed(entry, result.taken_at)
-                    if conn.expires > now and self.table.adopt(conn):
-                        adopted += 1
-            finally:
-                gc.enable()
-            settle_gc()
+            stage, self.prime_stage = self.prime_stage, None
+            assert stage is not None
+            inst = self.installer
+            # the staged entries are long-lived and acyclic: frozen at once, or the
+            # collector would walk them all (repeatedly) while they are installed
+            settle_gc(collect=False)
+            if self.table.absorb(stage.table):  # cold start: the staged table, whole
+                adopted = len(self.table)
+                if inst is not None and not self.active and stage.batches:
+                    try:
+                        # a second socket: the kernel's inserts run on two cores
+                        big = len(stage.batches) >= 16 and isinstance(inst.sock, CtnlSocket)
+                        helper = CtnlSocket() if big else None
+                        gc.disable()  # Installed records by the hundred thousand
+                        try:
+                            inst.commit(stage.batches, now, helper)
+                        finally:
+                            gc.enable()
+                            if helper is not None:
+                                helper.close()
+                    except OSError as exc:
+                        self.ratelog("netlink", logging.ERROR, "ctnetlink write failed: %s", exc)
+                        for conn in self.table.conns():  # the next flush tries again
+                            inst.on_event("new", conn)
+                elif inst is not None:
+                    for conn in self.table.conns():
+                        inst.on_event("new", conn)
+            else:  # sniffed entries exist: what the tracker holds wins (adopt)
+                adopted = 0
+                gc.disable()
+                try:
+                    for conn in stage.table.conns():
+                        if conn.expires > now and self.table.adopt(conn):
+                            adopted += 1
+                finally:
+                    gc.enable()
+            stage = None
+            settle_gc(collect=False)
             expects = self._prime_expectations(result.expectations, result.taken_at, now)
             self.primed = True
             self.packets_primed += 1
@@ -543,7 +584,7 @@ class Agent:
             self.prime_info = {
                 "ok": True,
                 "source": result.source,
-                "entries": len(result.entries),
+                "entries": result.count,
                 "adopted": adopted,
                 "expectations": len(result.expectations),
                 "expectations_queued": expects,
@@ -553,8 +594,7 @@ class Agent:
             }
             log.warning(
                 "primed from %s: %d entries in %.2f s (%d adopted, %d already known or expired)",
-                result.source, len(result.entries), result.seconds, adopted,
-                len(result.entries) - adopted,
+                result.source, result.count, result.seconds, adopted, result.count - adopted,
             )  # fmt: skip
         if held:
             held.sort(key=lambda p: p.ts)

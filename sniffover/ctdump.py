@@ -19,6 +19,7 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Iterator
 
 from .conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .ctnetlink import (
@@ -356,12 +357,45 @@ def dump_table(sock: CtnlSocket | None = None, family: int = 0) -> list[Snapshot
 
     Raises ``NetlinkError`` when ctnetlink is unavailable or refuses the dump.
     """
+    out: list[SnapshotEntry] = []
+    for batch in dump_batches(sock, family):
+        out += batch
+    return out
+
+
+def dump_lazily(sock: CtnlSocket | None = None, family: int = 0) -> Iterator[SnapshotEntry]:
+    """``dump_table`` entry by entry as the kernel hands them over (``sniffover serve``
+    sends each chunk while the next is dumped)."""
+    for batch in dump_batches(sock, family):
+        yield from batch
+
+
+def dump_batches(sock: CtnlSocket | None = None, family: int = 0) -> Iterator[list[SnapshotEntry]]:
+    """The dump one receive buffer (up to 1 MiB of messages, ~4,000 entries) at a time."""
     own = sock is None
     ctnl = CtnlSocket(rcvbuf=8 << 20) if sock is None else sock
     gc_was_on = gc.isenabled()
     gc.disable()  # ~1M small objects, no cycles: collector passes would only cost time
     try:
-        return _dump(ctnl, family)
+        seq = ctnl.next_seq()
+        payload = _NFGEN.pack(family, 0, 0)
+        kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+        ctnl.sock.send(
+            _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+        )
+        buf = bytearray(1 << 20)
+        view = memoryview(buf)
+        layouts: dict[int, list[_Layout]] = {}
+        for _ in range(1 << 30):  # bounded: ends at NLMSG_DONE
+            n = ctnl.sock.recv_into(view)
+            if n <= 0:
+                raise NetlinkError(0, "ctnetlink dump ended without NLMSG_DONE")
+            out, done = _dump_buffer(buf, n, seq, layouts)
+            if out:
+                yield out
+            if done:
+                return
+        raise NetlinkError(0, "ctnetlink dump did not end")
     finally:
         if gc_was_on:
             gc.enable()
@@ -369,49 +403,39 @@ def dump_table(sock: CtnlSocket | None = None, family: int = 0) -> list[Snapshot
             ctnl.close()
 
 
-def _dump(ctnl: CtnlSocket, family: int) -> list[SnapshotEntry]:
-    seq = ctnl.next_seq()
-    payload = _NFGEN.pack(family, 0, 0)
-    kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-    ctnl.sock.send(
-        _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
-    )
-    buf = bytearray(1 << 20)
-    view = memoryview(buf)
+def _dump_buffer(
+    buf: bytearray, n: int, seq: int, layouts: dict[int, list[_Layout]]
+) -> tuple[list[SnapshotEntry], bool]:
+    """The entries in one received buffer of a dump, and whether it ended the dump."""
     out: list[SnapshotEntry] = []
     append = out.append
     hdr = _NLMSG.unpack_from
     new_kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
-    layouts: dict[int, list[_Layout]] = {}
-    for _ in range(1 << 30):  # bounded: ends at NLMSG_DONE
-        n = ctnl.sock.recv_into(view)
-        if n <= 0:
-            raise NetlinkError(0, "ctnetlink dump ended without NLMSG_DONE")
-        off = 0
-        while off + 16 <= n:
-            length, mkind, _flags, mseq, _pid = hdr(buf, off)
-            if length < 16 or off + length > n:
-                raise NetlinkError(0, "malformed ctnetlink dump message")
-            if mkind == NLMSG_DONE:
-                return out
-            if mkind == NLMSG_ERROR:
-                err = -struct.unpack_from("=i", buf, off + 16)[0]
-                if err:
-                    raise NetlinkError(err, f"conntrack dump: {os.strerror(err)}")
-            elif mseq == seq and mkind == new_kind:
-                for lay in layouts.get(length, ()):
-                    if lay.hdr.unpack_from(buf, off + 20) == lay.expected:
-                        append(_from_layout(lay, lay.data.unpack_from(buf, off + 20)))
-                        break
-                else:
-                    append(decode_entry(buf, off, off + length))
-                    known = layouts.setdefault(length, [])
-                    if len(known) < 4:
-                        compiled = _compile(buf, off, off + length)
-                        if compiled is not None:
-                            known.append(compiled)
-            off += (length + 3) & ~3
-    raise NetlinkError(0, "ctnetlink dump did not end")
+    off = 0
+    while off + 16 <= n:
+        length, mkind, _flags, mseq, _pid = hdr(buf, off)
+        if length < 16 or off + length > n:
+            raise NetlinkError(0, "malformed ctnetlink dump message")
+        if mkind == NLMSG_DONE:
+            return out, True
+        if mkind == NLMSG_ERROR:
+            err = -struct.unpack_from("=i", buf, off + 16)[0]
+            if err:
+                raise NetlinkError(err, f"conntrack dump: {os.strerror(err)}")
+        elif mseq == seq and mkind == new_kind:
+            for lay in layouts.get(length, ()):
+                if lay.hdr.unpack_from(buf, off + 20) == lay.expected:
+                    append(_from_layout(lay, lay.data.unpack_from(buf, off + 20)))
+                    break
+            else:
+                append(decode_entry(buf, off, off + length))
+                known = layouts.setdefault(length, [])
+                if len(known) < 4:
+                    compiled = _compile(buf, off, off + length)
+                    if compiled is not None:
+                        known.append(compiled)
+        off += (length + 3) & ~3
+    return out, False
 
 
 # --- expectations ----------------------------------------------------------------------

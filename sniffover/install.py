@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 from collections import Counter
 from collections.abc import Callable
 from typing import Protocol
@@ -89,6 +90,24 @@ class _Op:
         self.timeout = timeout
         self.status_extra = status_extra
         self.plain = plain
+
+
+def _transmit(sock: BatchSender, batches: list[Batch]) -> list[dict[int, int] | OSError]:
+    """Send each batch; its answers ({seq: errno}) or the error that stopped it. After
+    an error other than ENOBUFS the rest is not sent (the socket is not usable)."""
+    out: list[dict[int, int] | OSError] = []
+    for msgs, _ops in batches:
+        try:
+            out.append(sock.send_batch(msgs))
+        except OSError as exc:
+            out.append(exc)
+            if exc.errno != errno.ENOBUFS:
+                break
+    return out
+
+
+# One sendmsg: the messages, and the operation behind each sequence number.
+Batch = tuple[list[bytes], dict[int, _Op]]
 
 
 class Installer:
@@ -292,51 +311,104 @@ class Installer:
         for _attempt in range(3):
             if not ops:
                 break
-            retry: list[_Op] = []
-            for i in range(0, len(ops), self.batch):
-                chunk = ops[i : i + self.batch]
-                bysq: dict[int, _Op] = {}
-                msgs = []
-                last = chunk[-1]
-                next_seq = self.sock.next_seq
-                encode = self._encode
-                for op in chunk:
-                    seq = next_seq()
-                    bysq[seq] = op
-                    msgs.append(encode(op, seq, op is last))
-                try:
-                    results = self.sock.send_batch(msgs)
-                except OSError as exc:
-                    if exc.errno != errno.ENOBUFS:
-                        raise
-                    self.counters["enobufs"] += 1
-                    for op in chunk:  # requeue: the next flush tries again
-                        if op.conn is not None:
-                            self.dirty[op.orig] = op.conn
-                    continue
-                sent += len(msgs)
-                shadow = self.shadow
-                done = {"create": 0, "update": 0}
-                for seq, op in bysq.items():
-                    err = results.get(seq, 0)
-                    if not err and op.conn is not None and op.want is not None:
-                        # the common case inline: the kernel took it
-                        done[op.mode] += 1
-                        shadow[op.orig] = Installed(
-                            op.want, now + op.timeout, op.timeout, op.conn.reply
-                        )
-                        continue
-                    again = self._result(op, err, now)
-                    if again is not None:
-                        retry.append(again)
-                c = self.counters
-                if done["create"]:
-                    c["created"] += done["create"]
-                if done["update"]:
-                    c["updated"] += done["update"]
-            ops = retry
+            n, ops = self._send(self._encode_batches(ops), now)
+            sent += n
         self.counters["gave-up"] += len(ops)
         return sent
+
+    # A prime is planned and encoded while the pull still runs (``prepare``, in the prime
+    # thread) and sent once it is complete and authentic (``commit``): only the kernel's
+    # part is left for after the last byte.
+
+    def prepare(self, conns: list[Conn], now: float) -> list[Batch]:
+        """The messages that would install ``conns`` (none is sent, nothing recorded)."""
+        ops: list[_Op] = []
+        for conn in conns:
+            ops += self._plan(conn.orig, conn, now)
+        return self._encode_batches(ops)
+
+    def commit(self, batches: list[Batch], now: float, helper: BatchSender | None = None) -> int:
+        """Send what ``prepare`` made (failures are retried as ``flush`` does). With
+        ``helper`` (a second ctnetlink socket) every other batch goes through it from a
+        thread: the kernel inserts in the sending thread's system call, with the GIL
+        released, so two senders keep two cores busy."""
+        if helper is None or len(batches) < 16:
+            sent, retry = self._account(batches, _transmit(self.sock, batches), now)
+            return sent + self._run(retry, now)
+        theirs = batches[1::2]
+        mine = batches[0::2]
+        box: list[list[dict[int, int] | OSError]] = []
+        thread = threading.Thread(target=lambda: box.append(_transmit(helper, theirs)))
+        thread.start()
+        try:
+            got = _transmit(self.sock, mine)
+        finally:
+            thread.join()
+        sent, retry = self._account(mine, got, now)
+        sent2, retry2 = self._account(theirs, box[0] if box else [], now)
+        return sent + sent2 + self._run(retry + retry2, now)
+
+    def _encode_batches(self, ops: list[_Op]) -> list[Batch]:
+        out: list[Batch] = []
+        next_seq = self.sock.next_seq
+        encode = self._encode
+        for i in range(0, len(ops), self.batch):
+            chunk = ops[i : i + self.batch]
+            bysq: dict[int, _Op] = {}
+            msgs = []
+            last = chunk[-1]
+            for op in chunk:
+                seq = next_seq()
+                bysq[seq] = op
+                msgs.append(encode(op, seq, op is last))
+            out.append((msgs, bysq))
+        return out
+
+    def _send(self, batches: list[Batch], now: float) -> tuple[int, list[_Op]]:
+        """(messages sent, operations to try again)."""
+        return self._account(batches, _transmit(self.sock, batches), now)
+
+    def _account(
+        self, batches: list[Batch], results: list[dict[int, int] | OSError], now: float
+    ) -> tuple[int, list[_Op]]:
+        """Record what the kernel answered to each batch: (messages sent, operations to
+        try again). A batch without an answer (its sender failed) is requeued."""
+        sent = 0
+        retry: list[_Op] = []
+        shadow = self.shadow
+        c = self.counters
+        for i, (msgs, bysq) in enumerate(batches):
+            answer = results[i] if i < len(results) else OSError(errno.ENOBUFS, "not sent")
+            if isinstance(answer, OSError):
+                if answer.errno != errno.ENOBUFS:
+                    raise answer
+                c["enobufs"] += 1
+                for op in bysq.values():  # requeue: the next flush tries again
+                    if op.conn is not None:
+                        self.dirty[op.orig] = op.conn
+                continue
+            sent += len(msgs)
+            created = updated = 0
+            for seq, op in bysq.items():
+                err = answer.get(seq, 0)
+                if not err and op.conn is not None and op.want is not None:
+                    # the common case inline: the kernel took it
+                    if op.mode == "create":
+                        created += 1
+                    else:
+                        updated += 1
+                    shadow[op.orig] = Installed(
+                        op.want, now + op.timeout, op.timeout, op.conn.reply
+                    )
+                    continue
+                again = self._result(op, err, now)
+                if again is not None:
+                    retry.append(again)
+            if created:
+                c["created"] += created
+            if updated:
+                c["updated"] += updated
+        return sent, retry
 
     def _result(self, op: _Op, err: int, now: float) -> _Op | None:
         c = self.counters

@@ -6,20 +6,11 @@ A small read-only TCP service. Each connection is one pull:
 2. client -> server: 32-byte client nonce + ``HMAC(key, b"sniffover-client" + sn + cn)``
 3. server -> client: one status byte (0 = ok, 1 = authentication failed) + 32 bytes:
    ``HMAC(key, b"sniffover-server" + sn + cn)`` on success (zeros otherwise, then close)
-4. server -> client, after one table dump: the stream (``encode_stream``):
-
-   * header ``!4sHHdQQ``: ``b"SNFS"``, format version 1, 0, dump time (epoch float),
-     entry count, body length in bytes
-   * body: ``count`` records, each a big-endian u16 length then ``encode_entry`` bytes
-   * trailer ``!4sQ``: ``b"SNFE"``, entry count, then 32 bytes
-     ``HMAC(HMAC(key, b"sniffover-stream" + sn + cn), header + body + b"SNFE" + count)``
-   * if the header's flags (the u16 after the version) have bit 0 (``FLAG_EXPECT``): the
-     master's expectations follow, ``!4sQQ`` ``b"SNFX"``, count, section length; then
-     ``count`` records (u16 length + ``encode_expectation`` bytes); then 32 bytes of
-     the same keyed HMAC over *everything* sent before it (header to this section).
-     A client that predates the section reads up to the first MAC and stops: the
-     header is unchanged (format version 1; the flags field was reserved, 0) and
-     the first MAC still covers entries and header.
+4. server -> client: the table as it is dumped, in authenticated chunks (format version
+   2, see ``snapstream``): a header with the dump time, frames of ~2,000 entries each
+   sealed by ``HMAC(HMAC(key, b"sniffover-stream" + sn + cn), everything before it)``,
+   the master's expectations, and an end frame with the entry count. A chunk is sent
+   as soon as the kernel dump has produced it, so the standby works on it meanwhile.
 
 Both sides prove knowledge of the pre-shared key with fresh nonces (constant-time
 compares); the stream MAC is keyed per session, so a recorded stream cannot be replayed
@@ -31,7 +22,6 @@ are closed at once), one dump per pull. One log line per pull.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import logging
 import os
@@ -43,34 +33,26 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from .conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .errors import EXIT_ERROR, CliError
-from .snapwire import encode_body, encode_expect_body
+from .snapstream import CHUNK_ENTRIES, HEADER, StreamWriter, chunked
 
 log = logging.getLogger("sniffover.serve")
 
 DEFAULT_PORT = 7445
-PROTOCOL_VERSION = 1
-FORMAT_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: the stream comes in authenticated chunks (snapstream)
 MAGIC = b"SNFOVR"
 NONCE_LEN = 32
 MAC_LEN = 32
 HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
-HEADER = struct.Struct("!4sHHdQQ")  # b"SNFS", format version, flags, taken_at, count, body
-TRAILER = struct.Struct("!4sQ")  # b"SNFE", count; then the MAC
-EXP_HEADER = struct.Struct("!4sQQ")  # b"SNFX", count, section length; then the MAC
-STREAM_MAGIC = b"SNFS"
-TRAILER_MAGIC = b"SNFE"
-EXP_MAGIC = b"SNFX"
-FLAG_EXPECT = 1  # header flags: the expectation section follows the first MAC
 STATUS_OK = 0
 STATUS_AUTH_FAILED = 1
 MAX_KEY_BYTES = 4096
 
-Dumper = Callable[[], list[SnapshotEntry]]
+Dumper = Callable[[], Iterable[SnapshotEntry]]  # may be lazy: sent as it comes
 ExpectDumper = Callable[[], list[SnapshotExpectation]]
 
 
@@ -110,49 +92,6 @@ def read_key(path: str, error: type[Exception] = CliError) -> bytes:
     if len(key) > MAX_KEY_BYTES:
         raise error(f"key file {path}: longer than {MAX_KEY_BYTES} bytes")
     return key
-
-
-def encode_stream(
-    entries: Sequence[SnapshotEntry],
-    taken_at: float,
-    mac_key: bytes,
-    expectations: Sequence[SnapshotExpectation] | None = None,
-) -> bytes:
-    """Header + body + trailer (with the MAC keyed by ``mac_key``) for ``entries``; with
-    ``expectations`` (even empty) also the expectation section and its MAC."""
-    return b"".join(encode_stream_parts(entries, taken_at, mac_key, expectations))
-
-
-def encode_stream_parts(
-    entries: Sequence[SnapshotEntry],
-    taken_at: float,
-    mac_key: bytes,
-    expectations: Sequence[SnapshotExpectation] | None = None,
-) -> tuple[bytes, bytes]:
-    """(header to the first MAC: what every client reads, the expectation section or b"")."""
-    body = encode_body(entries)
-    flags = 0 if expectations is None else FLAG_EXPECT
-    head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, flags, taken_at, len(entries), len(body))
-    tail = TRAILER.pack(TRAILER_MAGIC, len(entries))
-    mac = hmac.new(mac_key, head, hashlib.sha256)
-    mac.update(body)
-    mac.update(tail)
-    first_mac = mac.digest()
-    if expectations is None:
-        return head + body + tail + first_mac, b""
-    count, xbody = encode_expect_body(expectations)
-    xhead = EXP_HEADER.pack(EXP_MAGIC, count, len(xbody))
-    mac.update(first_mac)  # the second MAC covers everything before it
-    mac.update(xhead)
-    mac.update(xbody)
-    return head + body + tail + first_mac, xhead + xbody + mac.digest()
-
-
-def first_part_length(data: bytes) -> int:
-    """Bytes of a stream up to its first MAC (what a client predating sections reads)."""
-    if len(data) < HEADER.size:
-        return len(data)
-    return min(len(data), HEADER.size + HEADER.unpack_from(data, 0)[5] + TRAILER.size + MAC_LEN)
 
 
 def split_hostport(
@@ -214,10 +153,10 @@ def _recv_exact(conn: socket.socket, n: int, timeout: float) -> bytes:
     return bytes(buf)
 
 
-def default_dumper() -> list[SnapshotEntry]:
-    from .ctdump import dump_table
+def default_dumper() -> Iterable[SnapshotEntry]:
+    from .ctdump import dump_lazily
 
-    return dump_table()
+    return dump_lazily()
 
 
 def default_expect_dumper() -> list[SnapshotExpectation]:
@@ -311,24 +250,29 @@ class Server:
                 conn.settimeout(self.timeout)
                 conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
                 taken_at = time.time()
-                entries = self.dump()
-                expectations = None
+                w = StreamWriter(stream_key(self.key, sn, cn), taken_at)
+                conn.sendall(w.header())
+                # each chunk goes out as soon as the dump has read it: the standby
+                # decodes and stages it while the next one is dumped
+                for chunk in chunked(self.dump(), CHUNK_ENTRIES):
+                    data = w.chunk(chunk)
+                    conn.sendall(data)
+                    stats.bytes += len(data)
+                stats.entries = w.entries
                 if self.dump_expect is not None:
                     try:
-                        expectations = self.dump_expect()
+                        exps = self.dump_expect()
                     except Exception as exc:  # the table alone is still worth sending
                         log.warning("expectation dump failed: %s", exc)
-                data = encode_stream(entries, taken_at, stream_key(self.key, sn, cn), expectations)
-                cut = first_part_length(data)
-                conn.sendall(memoryview(data)[:cut])
-                stats.entries, stats.bytes, stats.ok = len(entries), cut, True
-                stats.expectations = len(expectations or ())
-                if cut < len(data):
-                    try:  # a client from before the section has stopped reading
-                        conn.sendall(memoryview(data)[cut:])
-                        stats.bytes = len(data)
-                    except OSError:
-                        pass
+                        exps = []
+                    data = w.expectations(exps)
+                    conn.sendall(data)
+                    stats.bytes += len(data)
+                    stats.expectations = len(exps)
+                data = w.end()
+                conn.sendall(data)
+                stats.bytes += len(data) + HEADER.size
+                stats.ok = True
                 conn.shutdown(socket.SHUT_WR)
         except (OSError, ConnectionError) as exc:
             why = f"{type(exc).__name__}: {exc}"

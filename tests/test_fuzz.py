@@ -50,19 +50,22 @@ from sniffover.decode import (
 )
 from sniffover.prime import PrimeError, fetch
 from sniffover.serve import (
-    FORMAT_VERSION,
-    HEADER,
     HELLO,
     MAGIC,
     PROTOCOL_VERSION,
     STATUS_AUTH_FAILED,
     STATUS_OK,
-    STREAM_MAGIC,
-    TRAILER,
-    TRAILER_MAGIC,
-    encode_stream,
     server_proof,
     stream_key,
+)
+from sniffover.snapstream import (
+    CHUNK,
+    END,
+    FORMAT_VERSION,
+    FRAME,
+    HEADER,
+    STREAM_MAGIC,
+    encode_stream,
 )
 
 pytestmark = pytest.mark.unit
@@ -552,10 +555,25 @@ def test_server_without_the_key(key_file: str, tmp_path: Path) -> None:
         expect_failure(src, key_file, "does not know the key", tmp_path)
 
 
+def sealed(sn: bytes, cn: bytes, *frames: tuple[bytes, int, bytes]) -> bytes:
+    """A stream from a peer that knows the key: header, then each (kind, count, body)
+    frame with its genuine MAC; whatever it says."""
+    mac = hmac.new(stream_key(KEY, sn, cn), digestmod="sha256")
+    out = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
+    mac.update(out)
+    for kind, count, body in frames:
+        mac.update(FRAME.pack(kind, count, len(body)) + body)
+        seal = mac.copy().digest()
+        mac.update(seal)
+        out += FRAME.pack(kind, count, len(body)) + body + seal
+    return out
+
+
 def test_oversized_body_length(key_file: str, tmp_path: Path) -> None:
     def huge(c: socket.socket) -> None:
         authenticate(c)
-        c.sendall(HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time(), 1, 1 << 40))
+        head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
+        c.sendall(head + FRAME.pack(CHUNK, 1, (1 << 32) - 1))
 
     with hostile(huge) as src:
         expect_failure(src, key_file, "over the limit", tmp_path)
@@ -566,24 +584,25 @@ def test_oversized_entry_count(key_file: str, tmp_path: Path) -> None:
 
     def count(c: socket.socket) -> None:
         sn, cn = authenticate(c)
-        n = (1 << 64) - 1
-        head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time(), n, 0)
-        tail = TRAILER.pack(TRAILER_MAGIC, n)
-        mac = hmac.new(stream_key(KEY, sn, cn), head + tail, "sha256").digest()
-        c.sendall(head + tail + mac)
+        c.sendall(sealed(sn, cn, (CHUNK, (1 << 32) - 1, bytes(64)), (END, (1 << 32) - 1, b"")))
 
     with hostile(count) as src:
         expect_failure(src, key_file, "bad format", tmp_path)
 
 
+def test_end_frame_claiming_more_than_was_sent(key_file: str, tmp_path: Path) -> None:
+    def short(c: socket.socket) -> None:
+        sn, cn = authenticate(c)
+        c.sendall(sealed(sn, cn, (END, 5, b"")))
+
+    with hostile(short) as src:
+        expect_failure(src, key_file, "end frame does not match", tmp_path)
+
+
 def test_garbage_body_with_valid_mac(key_file: str, tmp_path: Path) -> None:
     def garbage(c: socket.socket) -> None:
         sn, cn = authenticate(c)
-        body = os.urandom(300)
-        head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time(), 5, len(body))
-        tail = TRAILER.pack(TRAILER_MAGIC, 5)
-        mac = hmac.new(stream_key(KEY, sn, cn), head + body + tail, "sha256").digest()
-        c.sendall(head + body + tail + mac)
+        c.sendall(sealed(sn, cn, (CHUNK, 5, os.urandom(300)), (END, 5, b"")))
 
     with hostile(garbage) as src:
         expect_failure(src, key_file, "bad format", tmp_path)
@@ -591,8 +610,9 @@ def test_garbage_body_with_valid_mac(key_file: str, tmp_path: Path) -> None:
 
 def test_close_mid_stream(key_file: str, tmp_path: Path) -> None:
     def cut(c: socket.socket) -> None:
-        sn, cn = authenticate(c)
-        c.sendall(HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time(), 3, 500) + bytes(100))
+        authenticate(c)
+        head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
+        c.sendall(head + FRAME.pack(CHUNK, 3, 500) + bytes(100))
 
     with hostile(cut) as src:
         expect_failure(src, key_file, "connection closed during the snapshot", tmp_path)
@@ -601,7 +621,7 @@ def test_close_mid_stream(key_file: str, tmp_path: Path) -> None:
 def test_close_mid_stream_retried_then_fails(key_file: str, tmp_path: Path) -> None:
     def cut(c: socket.socket) -> None:
         authenticate(c)
-        c.sendall(HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time(), 3, 500)[:10])
+        c.sendall(HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())[:10])
 
     with hostile(cut, connections=2) as src:
         t0 = time.monotonic()

@@ -106,8 +106,9 @@ def test_control_failover_without_sync() -> None:
             assert took < 5
             after = cl.probe()
             probe_s = time.monotonic() - t_fail
-            print(f"control: took {took:.2f}s, after failover {after}, probe+failover "
-                  f"{probe_s:.2f}s")
+            print(
+                f"control: took {took:.2f}s, after failover {after}, probe+failover {probe_s:.2f}s"
+            )
             # no state on fw2: every old TCP connection's segments are INVALID -> dropped
             assert after["tcp_ok"] == 0 and after["tcp_total"] == 20, after
             assert lab.fw_counters("fw2")["invalid_drop"] >= 20

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hmac
 import os
 import threading
 import time
@@ -15,28 +14,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sniffover import serve as serve_mod
+from sniffover import snapstream
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from sniffover.conntrack.listing import parse_listing
 from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from sniffover.errors import CliError
 from sniffover.prime import (
     PrimeError,
-    decode_body,
-    decode_expect_body,
     decode_stream,
     decode_stream_full,
     fetch,
     parse_expect_line,
     parse_hostport,
 )
-from sniffover.serve import (
-    Server,
-    encode_body,
-    encode_stream,
-    first_part_length,
-    parse_listen,
-    read_key,
-)
+from sniffover.serve import Server, parse_listen, read_key
+from sniffover.snapstream import CHUNK_ENTRIES, bytes_reader, encode_stream, read_stream
+from sniffover.snapwire import decode_body, decode_expect_body, encode_body
 
 pytestmark = pytest.mark.unit
 
@@ -129,24 +122,76 @@ def test_wrong_key_is_authentication_failure_without_retry(
     assert not server.stats[-1].ok
 
 
-def test_truncated_stream(server: Server, key_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = serve_mod.encode_stream
-    monkeypatch.setattr(serve_mod, "encode_stream", lambda *a: real(*a)[:-40])
-    with pytest.raises(PrimeError, match="truncated"):
-        fetch(addr(server), key_file, timeout=5, retries=1, backoff=0.01)
+class Recorder:
+    """A sink that keeps what ``fetch`` staged in it, and how."""
+
+    def __init__(self) -> None:
+        self.begun = 0
+        self.chunks: list[list[SnapshotEntry]] = []
+
+    def begin(self) -> None:
+        self.begun += 1
+        self.chunks = []
+
+    def add(self, taken_at: float, entries: list[SnapshotEntry]) -> None:
+        self.chunks.append(entries)
+
+
+def dying_server(key_file: str, entries: list[SnapshotEntry], die_after: int) -> Server:
+    """A master whose dump fails after ``die_after`` entries (it crashed mid-pull)."""
+
+    def dump() -> Iterator[SnapshotEntry]:
+        for i, e in enumerate(entries):
+            if i == die_after:
+                raise OSError("master went away")
+            yield e
+
+    srv = Server("127.0.0.1:0", read_key(key_file), timeout=5, dump=dump)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def test_truncated_stream(key_file: str) -> None:
+    """The master dies after sending one whole chunk: the chunk was staged as it came,
+    the pull still fails (every attempt starts the staging over), so nothing is applied."""
+    entries = sample_entries(CHUNK_ENTRIES + 500)
+    srv = dying_server(key_file, entries, CHUNK_ENTRIES + 100)
+    sink = Recorder()
+    try:
+        with pytest.raises(PrimeError, match="truncated"):
+            fetch(addr(srv), key_file, timeout=5, retries=1, backoff=0.01, sink=sink)
+    finally:
+        srv.close()
+    assert sink.begun == 2 and [len(c) for c in sink.chunks] == [CHUNK_ENTRIES]
+
+
+def test_streamed_pull_goes_to_the_sink_chunk_by_chunk(key_file: str) -> None:
+    entries = sample_entries(2 * CHUNK_ENTRIES + 7)
+    srv = Server("127.0.0.1:0", read_key(key_file), timeout=5, dump=lambda: iter(entries))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    sink = Recorder()
+    try:
+        snap = fetch(addr(srv), key_file, timeout=5, retries=0, sink=sink)
+    finally:
+        srv.close()
+    assert [len(c) for c in sink.chunks] == [CHUNK_ENTRIES, CHUNK_ENTRIES, 7]
+    assert [e for c in sink.chunks for e in c] == entries
+    assert snap.entries == [] and snap.count == len(entries)
 
 
 def test_tampered_stream(server: Server, key_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = serve_mod.encode_stream
+    real = snapstream.StreamWriter.chunk
 
-    def flip(*a: object) -> bytes:
-        data = bytearray(real(*a))  # type: ignore[arg-type]
-        data[60] ^= 1
+    def flip(self: snapstream.StreamWriter, entries: list[SnapshotEntry]) -> bytes:
+        data = bytearray(real(self, entries))  # sealed: changed on the way, as on the wire
+        data[40] ^= 1
         return bytes(data)
 
-    monkeypatch.setattr(serve_mod, "encode_stream", flip)
+    monkeypatch.setattr(snapstream.StreamWriter, "chunk", flip)
+    sink = Recorder()
     with pytest.raises(PrimeError, match="authentication failed"):
-        fetch(addr(server), key_file, timeout=5, retries=0)
+        fetch(addr(server), key_file, timeout=5, retries=0, sink=sink)
+    assert sink.chunks == []  # the chunk failed its MAC: never decoded, never staged
 
 
 def test_refused_is_retried_then_fails(key_file: str) -> None:
@@ -306,39 +351,69 @@ def sample_expectations() -> list[SnapshotExpectation]:
             (6, A, B, 40000, 21), (6, A, B, 0, 40001), (6, FULL4, FULL4, 0, 0xFFFF), 299, "ftp"
         ),
         SnapshotExpectation(
-            (6, A6, B6, 40002, 21), (6, B6, A6, 0, 50000),
-            (6, b"\xff" * 16, b"\xff" * 16, 0, 0xFFFF), 12, "ftp", zone=3, flags=1, klass=0,
+            (6, A6, B6, 40002, 21),
+            (6, B6, A6, 0, 50000),
+            (6, b"\xff" * 16, b"\xff" * 16, 0, 0xFFFF),
+            12,
+            "ftp",
+            zone=3,
+            flags=1,
+            klass=0,
         ),  # fmt: skip
         SnapshotExpectation(  # a master of another protocol than the expected connection
-            (6, A, B, 1720, 1720), (17, B, A, 0, 5004), (17, FULL4, FULL4, 0, 0xFFFF), 170,
-            "RAS", klass=1,
+            (6, A, B, 1720, 1720),
+            (17, B, A, 0, 5004),
+            (17, FULL4, FULL4, 0, 0xFFFF),
+            170,
+            "RAS",
+            klass=1,
         ),  # fmt: skip
     ]
 
 
-def test_stream_with_expectations_round_trip_and_old_clients() -> None:
+def test_stream_with_expectations_round_trip() -> None:
     entries, exps = sample_entries(5), sample_expectations()
     data = encode_stream(entries, 7.0, b"s", exps)
     assert decode_stream_full(data, b"s") == (7.0, entries, exps)
-    # what a client from before the section reads (up to the first MAC) and how it
-    # decodes it (the flags field was reserved and ignored): still valid, same entries
-    first = data[: first_part_length(data)]
-    end = len(first) - serve_mod.MAC_LEN
-    assert hmac.compare_digest(hmac.digest(b"s", first[:end], "sha256"), first[end:])
-    assert decode_body(first, serve_mod.HEADER.size, end - serve_mod.TRAILER.size, 5) == entries
-    # an empty section is announced and carried; no section at all gives no expectations
+    # an empty section is carried; no section at all gives no expectations
     assert decode_stream_full(encode_stream(entries, 7.0, b"s", []), b"s")[2] == []
     assert decode_stream_full(encode_stream(entries, 7.0, b"s"), b"s")[2] == []
-    for cut in (first_part_length(data), first_part_length(data) + 5, len(data) - 1):
+    for cut in (len(data) // 2, len(data) - 40, len(data) - 1):
         with pytest.raises(PrimeError, match="truncated"):
             decode_stream_full(data[:cut], b"s")
-    for i in (first_part_length(data) + 25, len(data) - 40, len(data) - 1):
+    for i in (len(data) // 2, len(data) - 45, len(data) - 1):
         bad = bytearray(data)
         bad[i] ^= 0x20
         with pytest.raises(PrimeError, match="authentication failed|bad format"):
             decode_stream_full(bytes(bad), b"s")
     with pytest.raises(PrimeError, match="authentication"):
         decode_stream_full(data, b"other")
+
+
+def test_chunks_are_chained() -> None:
+    """Each chunk's MAC covers everything before it: a chunk dropped, repeated or moved
+    fails, though each one on its own was genuine."""
+    entries = sample_entries(9)
+    data = encode_stream(entries, 3.0, b"s", chunk=3)
+    got: list[int] = []
+    read, used = bytes_reader(data)
+    assert read_stream(read, b"s", lambda _t, c: got.append(len(c))) == (3.0, 9, [])
+    assert got == [3, 3, 3] and used() == len(data)
+    frames, off = [], snapstream.HEADER.size
+    while off < len(data):
+        size = snapstream.FRAME.size + snapstream.FRAME.unpack_from(data, off)[2] + 32
+        frames.append(data[off : off + size])
+        off += size
+    c1, c2, c3, end = frames
+    head = data[: snapstream.HEADER.size]
+    tail = c3 + end
+    for forged in (
+        head + c1 + tail,
+        head + c2 + c1 + tail,
+        head + c1 + c1 + tail,
+    ):
+        with pytest.raises(PrimeError, match="authentication failed"):
+            decode_stream_full(forged, b"s")
 
 
 def test_serve_pull_carries_expectations(key_file: str) -> None:

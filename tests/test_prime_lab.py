@@ -51,17 +51,17 @@ with CtnlSocket() as c:
 """
 
 DUMP = """
-import dataclasses, json, time
+import json, time
 from sniffover.ctdump import dump_table
 print(json.dumps({"at": time.time(), "entries": [
-    {**{f.name: getattr(e, f.name) for f in dataclasses.fields(e)},
+    {**e.as_dict(),
      "orig": [e.orig[0], e.orig[1].hex(), e.orig[2].hex(), *e.orig[3:]],
      "reply": [e.reply[0], e.reply[1].hex(), e.reply[2].hex(), *e.reply[3:]],
      "labels": e.labels.hex()} for e in dump_table()]}))
 """
 
 FETCH = """
-import dataclasses, json, sys, time
+import json, sys, time
 from sniffover.prime import PrimeError, fetch
 args = json.loads(sys.argv[1])
 t0 = time.monotonic()
@@ -71,7 +71,7 @@ except PrimeError as exc:
     print(json.dumps({"error": str(exc), "seconds": time.monotonic() - t0}))
     raise SystemExit(0)
 print(json.dumps({"at": s.taken_at, "seconds": time.monotonic() - t0, "entries": [
-    {**{f.name: getattr(e, f.name) for f in dataclasses.fields(e)},
+    {**e.as_dict(),
      "orig": [e.orig[0], e.orig[1].hex(), e.orig[2].hex(), *e.orig[3:]],
      "reply": [e.reply[0], e.reply[1].hex(), e.reply[2].hex(), *e.reply[3:]],
      "labels": e.labels.hex()} for e in s.entries]}))

@@ -11,7 +11,8 @@ conntrackd's commits), with the window scales when the master reported them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Final
 
 from .entry import (
     IPS_ASSURED,
@@ -23,6 +24,7 @@ from .entry import (
     TcpState,
 )
 from .packet import PROTO_TCP
+from .table import ConntrackTable
 from .tcp import NONE as TCP_INDEX_NONE
 from .timeouts import TCP_STATE_NAMES
 from .tuple import Tuple
@@ -31,24 +33,68 @@ from .tuple import Tuple
 KEPT_STATUS = IPS_SEEN_REPLY | IPS_ASSURED
 
 
-@dataclass
-class SnapshotEntry:
-    """One entry of the master's table."""
+_ENTRY_FIELDS: Final = (
+    "orig", "reply", "status", "timeout", "tcp_state", "wscale_orig", "wscale_reply",
+    "flags_orig", "flags_reply", "mark", "zone", "labels", "helper", "extra",
+)  # fmt: skip
 
-    orig: Tuple
-    reply: Tuple
-    status: int  # IPS_* bits as the master had them
-    timeout: int  # seconds left when the master dumped it
-    tcp_state: int | None = None  # TCP state number (timeouts.TCP_*), None for other protocols
-    wscale_orig: int | None = None
-    wscale_reply: int | None = None
-    flags_orig: int | None = None  # CTA_PROTOINFO_TCP_FLAGS_* (TCP_FLAG_* bits)
-    flags_reply: int | None = None
-    mark: int = 0
-    zone: int = 0
-    labels: bytes = b""
-    helper: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+
+class SnapshotEntry:
+    """One entry of the master's table.
+
+    A plain class, not a dataclass: a pull makes one per entry on both ends, and a
+    compiled dataclass is built through the generated Python ``__init__`` (~1 us)."""
+
+    def __init__(
+        self,
+        orig: Tuple,
+        reply: Tuple,
+        status: int,  # IPS_* bits as the master had them
+        timeout: int,  # seconds left when the master dumped it
+        tcp_state: int | None = None,  # TCP state number (timeouts.TCP_*), None if not TCP
+        wscale_orig: int | None = None,
+        wscale_reply: int | None = None,
+        flags_orig: int | None = None,  # CTA_PROTOINFO_TCP_FLAGS_* (TCP_FLAG_* bits)
+        flags_reply: int | None = None,
+        mark: int = 0,
+        zone: int = 0,
+        labels: bytes = b"",
+        helper: str = "",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.orig = orig
+        self.reply = reply
+        self.status = status
+        self.timeout = timeout
+        self.tcp_state = tcp_state
+        self.wscale_orig = wscale_orig
+        self.wscale_reply = wscale_reply
+        self.flags_orig = flags_orig
+        self.flags_reply = flags_reply
+        self.mark = mark
+        self.zone = zone
+        self.labels = labels
+        self.helper = helper
+        self.extra: dict[str, str] = {} if extra is None else extra
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.orig, self.reply, self.status, self.timeout, self.tcp_state,
+            self.wscale_orig, self.wscale_reply, self.flags_orig, self.flags_reply,
+            self.mark, self.zone, self.labels, self.helper, self.extra,
+        )  # fmt: skip
+
+    def as_dict(self) -> dict[str, object]:
+        return dict(zip(_ENTRY_FIELDS, self._fields(), strict=True))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SnapshotEntry):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        pairs = zip(_ENTRY_FIELDS, self._fields(), strict=True)
+        return "SnapshotEntry(" + ", ".join(f"{n}={v!r}" for n, v in pairs) + ")"
 
 
 @dataclass
@@ -89,3 +135,16 @@ def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
         st.last_index = TCP_INDEX_NONE
         conn.tcp = st
     return conn
+
+
+def seed_into(
+    table: ConntrackTable, entries: list[SnapshotEntry], taken_at: float, now: float
+) -> list[Conn]:
+    """Seed ``entries`` into ``table``; returns those it took (not yet expired at ``now``,
+    neither tuple already held)."""
+    out: list[Conn] = []
+    for entry in entries:
+        conn = seed(entry, taken_at)
+        if conn.expires > now and table.adopt(conn):
+            out.append(conn)
+    return out

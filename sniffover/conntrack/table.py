@@ -364,6 +364,20 @@ class ConntrackTable:
             self.listener(EVENT_NEW, conn)
         return True
 
+    def absorb(self, staged: ConntrackTable) -> bool:
+        """Take over every entry of ``staged`` (a prime staged aside) if this table is
+        empty; no events (the caller installs them its own way). False if not empty."""
+        if self._entries or self._map:
+            return False
+        self._map, staged._map = staged._map, {}
+        self._entries, staged._entries = staged._entries, 0
+        self._addrs, staged._addrs = staged._addrs, {}
+        if self._early is not None:  # eviction order: the staged table's, if it kept one
+            self._early = staged._early if staged._early is not None else deque(staged.conns())
+            self._assured, staged._assured = staged._assured, deque()
+        self.counters["adopted"] += staged.counters["adopted"]
+        return True
+
     def _shared(self, orig: Tuple, reply: Tuple) -> tuple[Tuple, Tuple]:
         """The tuples of a new entry rebuilt from shared parts: one object per address
         (a bounded cache: hosts recur across flows) and per port value (all 65,536 made
