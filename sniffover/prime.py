@@ -590,11 +590,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                     stop_process(serve)
                     stop_process(poller)
                 with open(log_path) as lf:
-                    primed = [
-                        ln.split(" sniffover ", 1)[-1].strip()
-                        for ln in lf
-                        if "primed" in ln
-                    ]
+                    primed = [ln.split(" sniffover ", 1)[-1].strip() for ln in lf if "primed" in ln]
                 with open(serve_log) as lf:
                     pulled = [ln.split(": ", 1)[-1].strip() for ln in lf if "pull from" in ln]
                 rows.append({"entries": want, "installed": got, "start_to_primed_s": round(took, 2),
