@@ -163,3 +163,63 @@ def test_connection_closed_during_the_pull_is_not_resurrected(tmp_path) -> None:
                 assert state == "TIME_WAIT" and fw2.get(key) != "ESTABLISHED", (key, fw2.get(key))
             elif proto == "tcp":
                 assert fw2.get(key) == "ESTABLISHED", (key, fw2)
+
+
+# A master that streams 5,000 entries and, with a limit, dies after that many: the first
+# chunk (2,048) has then reached the standby, been authenticated, staged and encoded.
+DYING_SERVE = """
+import sys
+from sniffover.conntrack.snapshot import SnapshotEntry
+from sniffover.serve import Server, read_key
+
+listen, key_path, die_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+def dump():
+    for i in range(5000):
+        if i == die_after:
+            raise OSError("the master went away")
+        a, b = bytes((192, 0, 2, 1 + i % 200)), bytes((198, 51, 100, 1 + i // 200))
+        yield SnapshotEntry((6, a, b, 20000 + i, 443), (6, b, a, 443, 20000 + i), 0xE, 3600,
+                            3, 7, 7, 0x23, 0x23)
+
+Server(listen, read_key(key_path), dump=dump).serve_forever()
+"""
+
+
+def synthetic(lab: Lab) -> int:
+    """fw2's entries of the dying master's synthetic range (to 443 from 192.0.2.x)."""
+    return sum(1 for k in table(lab, "fw2") if k[0] == "tcp" and k[4] == 443)
+
+
+@pytest.mark.parametrize("die_after", [3000, -1])
+def test_master_dying_mid_stream_installs_nothing(tmp_path, die_after: int) -> None:
+    """The master dies after its first chunk went out: the standby staged it, the pull
+    fails as truncated, and fw2's table gets none of it. The control (no death) shows the
+    same stream does install all 5,000 once its end frame is in."""
+    with Lab() as lab:
+        key = key_file(tmp_path)
+        serve = lab.popen(
+            "fw1", sys.executable, "-c", DYING_SERVE, MASTER, key, str(die_after),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            time.sleep(1.0)  # listening
+            if die_after >= 0:
+                proc = lab.run(
+                    "fw2", sys.executable, "-m", "sniffover.cli", "--iface", "inside0",
+                    "--prime-from", MASTER, "--key-file", key, "--prime-required",
+                    check=False, timeout=60,
+                )  # fmt: skip
+                err = proc.stderr.strip().splitlines()
+                assert proc.returncode == 1, proc.stderr
+                assert err and err[-1].startswith("sniffover: ") and "truncated" in err[-1], err
+                assert synthetic(lab) == 0
+            else:
+                agent = start_agent(lab, "--prime-from", MASTER, "--key-file", key,
+                                    "--prime-required")  # fmt: skip
+                try:
+                    assert synthetic(lab) == 5000, agent_log(agent)
+                finally:
+                    stop_process(agent)
+        finally:
+            stop_process(serve)
