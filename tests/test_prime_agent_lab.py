@@ -223,3 +223,35 @@ def test_master_dying_mid_stream_installs_nothing(tmp_path, die_after: int) -> N
                     stop_process(agent)
         finally:
             stop_process(serve)
+
+
+def test_reprime_and_demotion_keep_the_state(tmp_path) -> None:
+    """``ctl prime`` over a live table (staged aside, merged by adoption: what the tracker
+    holds wins) and a demotion's re-prime into a fresh table (taken over whole; the kernel
+    already holds the entries, so the creates turn into updates) both leave fw2 with
+    every connection ESTABLISHED and nothing refused."""
+    with Lab() as lab:
+        lab.start_server("s1", duration=90)
+        key = key_file(tmp_path)
+        serve = start_serve(lab, key)
+        old = lab.traffic_client("c1", tcp=10, udp=0, duration=90)
+        agent = start_agent(lab, "--prime-from", MASTER, "--key-file", key)
+        try:
+            r = sniffover_ctl(lab, "ctl", "prime")
+            assert r.returncode == 0 and r.stdout.startswith("primed from"), (r.stdout, r.stderr)
+            live = {k for k, v in table(lab, "fw1").items() if k[0] == "tcp" and k[4] != 7445}
+            assert len(live) == 10
+            assert {table(lab, "fw2").get(k) for k in live} == {"ESTABLISHED"}
+            assert sniffover_ctl(lab, "ctl", "promote").returncode == 0
+            assert sniffover_ctl(lab, "ctl", "demote").returncode == 0
+            deadline = time.monotonic() + 15
+            while sniffover_ctl(lab, "status").returncode != 0:  # primed again
+                assert time.monotonic() < deadline, agent_log(agent)
+                time.sleep(0.2)
+            assert {table(lab, "fw2").get(k) for k in live} == {"ESTABLISHED"}
+        finally:
+            old.stop()
+            stop_process(agent)
+            stop_process(serve)
+        log = agent_log(agent)
+        assert log.count("primed from") == 3 and "refused" not in log, log
