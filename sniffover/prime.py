@@ -584,6 +584,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                         )  # fmt: skip
                     at, reached = poller.communicate(timeout=130)[0].split()
                     took, got = float(at) - t0, int(reached)
+                    mem = _memory(agent.pid)
                 finally:
                     if agent is not None:
                         stop_process(agent)
@@ -595,7 +596,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                     pulled = [ln.split(": ", 1)[-1].strip() for ln in lf if "pull from" in ln]
                 rows.append({"entries": want, "installed": got, "start_to_primed_s": round(took, 2),
                              "us_per_entry": round(took / max(1, want) * 1e6, 1),
-                             "agent_log": primed[:1], "master_log": pulled[:1]})  # fmt: skip
+                             "agent_rss_mb": mem, "agent_log": primed[:1], "master_log": pulled[:1]})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         for ns in created:
@@ -618,6 +619,20 @@ with open("/proc/sys/net/netfilter/nf_conntrack_count") as f:
         time.sleep(0.005)
 print(time.monotonic(), n)
 """
+
+
+def _memory(pid: int) -> dict[str, float]:
+    """A process's peak and current resident size in MB (``/proc/PID/status``)."""
+    out: dict[str, float] = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name in ("VmHWM", "VmRSS"):
+                    out["peak" if name == "VmHWM" else "now"] = round(int(value.split()[0]) / 1024)
+    except OSError:
+        pass
+    return out
 
 
 def _netns_name() -> str:
