@@ -596,7 +596,8 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                     pulled = [ln.split(": ", 1)[-1].strip() for ln in lf if "pull from" in ln]
                 rows.append({"entries": want, "installed": got, "start_to_primed_s": round(took, 2),
                              "us_per_entry": round(took / max(1, want) * 1e6, 1),
-                             "agent_rss_mb": mem, "agent_log": primed[:1], "master_log": pulled[:1]})  # fmt: skip
+                             "agent_rss_mb": mem, "agent_log": primed[:1],
+                             "master_log": pulled[:1]})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         for ns in created:
