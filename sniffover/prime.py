@@ -11,12 +11,15 @@
   optionally with ``conntrack -L expect`` lines; taken at the file's mtime) or a stream
   saved by ``fetch(..., save_to=...)``.
 
-Everything is all-or-nothing: a stream is authenticated (MAC) before a single entry
-is decoded, so a truncated or tampered pull yields ``PrimeError`` and no entries.
-Connection failures are retried with backoff; authentication failures are not.
+Everything is all-or-nothing: a serve stream comes in chunks, each authenticated (MAC
+over everything before it) before it is decoded and handed to the caller's sink, and the
+pull succeeds only when the end frame checks out; a truncated or tampered pull yields
+``PrimeError``, and the sink must drop what it staged (``PrimeSink``). Connection
+failures are retried with backoff (the sink starts over); authentication failures are not.
 
 ``python -m sniffover.prime bench [N ...]`` measures dump + serialize + transfer +
-parse in a scratch namespace (root only).
+parse in a scratch namespace; ``bench-agent [N ...]`` the agent's start to a fully
+primed standby kernel (root only).
 """
 
 from __future__ import annotations
