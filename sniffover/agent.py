@@ -575,7 +575,7 @@ class Agent:
                             adopted += 1
                 finally:
                     gc.enable()
-            stage = None
+            stage = None  # its prepared messages can go now
             settle_gc(collect=False)
             expects = self._prime_expectations(result.expectations, result.taken_at, now)
             self.primed = True

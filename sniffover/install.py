@@ -333,7 +333,7 @@ class Installer:
         thread: the kernel inserts in the sending thread's system call, with the GIL
         released, so two senders keep two cores busy."""
         if helper is None or len(batches) < 16:
-            sent, retry = self._account(batches, _transmit(self.sock, batches), now)
+            sent, retry = self._send(batches, now)
             return sent + self._run(retry, now)
         theirs = batches[1::2]
         mine = batches[0::2]

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from .conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .errors import EXIT_ERROR, CliError
-from .snapstream import CHUNK_ENTRIES, HEADER, StreamWriter, chunked
+from .snapstream import CHUNK_ENTRIES, HEADER, MAC_LEN, StreamWriter, chunked
 
 log = logging.getLogger("sniffover.serve")
 
@@ -46,7 +46,6 @@ DEFAULT_PORT = 7445
 PROTOCOL_VERSION = 2  # 2: the stream comes in authenticated chunks (snapstream)
 MAGIC = b"SNFOVR"
 NONCE_LEN = 32
-MAC_LEN = 32
 HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
 STATUS_OK = 0
 STATUS_AUTH_FAILED = 1

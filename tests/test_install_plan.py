@@ -3,6 +3,8 @@ what the master had is what goes into the standby's kernel."""
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
@@ -67,3 +69,77 @@ def test_primed_dnat_entry():
     assert msg.get_attr("CTA_NAT_SRC") is None
     nat = msg.get_attr("CTA_NAT_DST")
     assert nat is not None and nat.get_attr("CTA_NAT_V4_MINIP") == "192.0.2.10"
+
+
+# --- a prime prepared during the pull, committed after it ------------------------------
+
+
+class Sender:
+    """A BatchSender standing in for the kernel: records the messages; answers with
+    ``errors`` ({nth message sent: errno}) or raises ENOBUFS on its ``enobufs``-th batch."""
+
+    def __init__(self, start: int = 0, errors: dict[int, int] | None = None, enobufs: int = -1):
+        self.seq = start
+        self.sent: list[bytes] = []
+        self.errors = errors or {}
+        self.batches = 0
+        self.enobufs = enobufs
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def send_batch(self, messages: list[bytes]) -> dict[int, int]:
+        self.batches += 1
+        if self.batches == self.enobufs:
+            raise OSError(errno.ENOBUFS, "no buffer space")
+        out = {}
+        for m in messages:
+            seq = int.from_bytes(m[8:12], "little")
+            if len(self.sent) in self.errors:
+                out[seq] = self.errors[len(self.sent)]
+            self.sent.append(m)
+        return out
+
+
+def primed(n: int) -> list:  # type: ignore[type-arg]
+    out = []
+    for i in range(n):
+        src = bytes([192, 0, 2, 1 + i // 250])
+        entry = SnapshotEntry((6, src, S, 10000 + i, 443), (6, S, src, 443, 10000 + i),
+                              IPS_CONFIRMED | IPS_SEEN_REPLY | IPS_ASSURED, 3600,
+                              TCP_ESTABLISHED, 7, 7, 3, 3)  # fmt: skip
+        out.append(seed(entry, NOW))
+    return out
+
+
+def test_prepare_sends_nothing_and_commit_equals_flush():
+    conns = primed(300)
+    a, b = Sender(), Sender()
+    flushed, committed = Installer(a), Installer(b)
+    for c in conns:
+        flushed.on_event("new", c)
+    flushed.flush(NOW)
+    batches = committed.prepare(conns, NOW)
+    assert b.sent == [] and committed.shadow == {}  # nothing sent or recorded yet
+    assert committed.commit(batches, NOW) == 300
+    assert a.sent == b.sent and len(a.sent) == 300
+    assert committed.counters == flushed.counters and committed.counters["created"] == 300
+    assert committed.shadow.keys() == flushed.shadow.keys()
+
+
+def test_commit_over_two_senders_accounts_for_both():
+    """Every other batch goes through the helper (its own seqs: another socket); its
+    refusals are handled like the main socket's (EEXIST: retried as an update), and a
+    batch it could not send (ENOBUFS) is requeued for the next flush."""
+    conns = primed(64 * 20)
+    main, helper = Sender(), Sender(start=10**6, errors={5: errno.EEXIST}, enobufs=3)
+    inst = Installer(main)
+    batches = inst.prepare(conns, NOW)
+    assert len(batches) == 20
+    inst.commit(batches, NOW, helper)
+    assert main.batches >= 10 and helper.batches == 10
+    assert inst.counters["created"] == 64 * 20 - 64 - 1  # all but the requeued batch, EEXIST
+    assert inst.counters["exists-adopted"] == 1 and inst.counters["updated"] == 1
+    assert inst.counters["enobufs"] == 1 and len(inst.dirty) == 64
+    assert len(inst.shadow) == 64 * 19
