@@ -24,6 +24,7 @@ primed standby kernel (root only).
 
 from __future__ import annotations
 
+import gc
 import hmac
 import os
 import secrets
@@ -625,6 +626,78 @@ print(time.monotonic(), n)
 """
 
 
+def bench_install_load(size: int = 250_000, fillers: int = 3) -> list[dict[str, Any]]:
+    """The kernel's part of a primed install as its table grows (root).
+
+    The conntrack hash is one for all namespaces (``nf_conntrack_buckets``, 262,144
+    here) while ``nf_conntrack_max`` caps each namespace at 262,144 entries, so a 1M
+    table cannot be made but its hash chains can: ``fillers`` scratch namespaces of
+    ``size`` entries each are filled one by one, and after each step the time to commit
+    ``size`` prepared entries into one more namespace is measured (two sockets, as the
+    agent does). Summed over the steps, that is the install of a table of
+    ``size * (fillers + 1)`` entries. All namespaces are deleted in any case.
+    """
+    import json
+
+    tag = f"snfprime-{os.getpid()}"
+    names = [f"{tag}-f{i}" for i in range(fillers)] + [f"{tag}-t"]
+    rows: list[dict[str, Any]] = []
+
+    def inner(ns: str, *argv: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "sniffover.prime",
+                               *argv], check=True, capture_output=True, text=True,
+                              timeout=600).stdout.strip()  # fmt: skip
+
+    created: list[str] = []
+    try:
+        for ns in names:
+            subprocess.run(["ip", "netns", "add", ns], check=True)
+            created.append(ns)
+        for step in range(fillers + 1):
+            if step:
+                inner(names[step - 1], "fill-inner", str(size), str((step - 1) * size))
+            out = json.loads(inner(names[-1], "commit-inner", str(size)))
+            rows.append({"others": step * size, **out})
+            print(json.dumps(rows[-1]), flush=True)
+            subprocess.run(["ip", "netns", "exec", names[-1], "conntrack", "-F"],
+                           capture_output=True, check=False)  # fmt: skip
+    finally:
+        for ns in created:
+            subprocess.run(["ip", "netns", "del", ns], check=False)
+    return rows
+
+
+def _commit_inner(size: int) -> None:
+    """Prepare ``size`` primed TCP entries and time their commit (in a scratch namespace)."""
+    import json
+
+    from .conntrack.snapshot import seed
+    from .ctnetlink import CtnlSocket
+    from .install import Installer
+
+    if not _netns_name().startswith("snfprime-"):
+        raise SystemExit("commit-inner must run inside a snfprime-* scratch namespace")
+    now = time.time()
+    conns = []
+    for i in range(5_000_000, 5_000_000 + size):  # not the fillers' tuples
+        a, b = bytes((203, 0, 113, 1 + (i >> 16) % 250)), bytes((198, 51, 100, 1 + (i >> 8) % 250))
+        sport, dport = 1024 + i % 60000, 80 + i % 200
+        entry = SnapshotEntry((6, a, b, sport, dport), (6, b, a, dport, sport), 0xE, 3600,
+                              3, 7, 9, 3, 3)  # fmt: skip
+        conns.append(seed(entry, now))
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    with CtnlSocket() as sock, CtnlSocket() as helper:
+        inst = Installer(sock, require_forwarded=True)
+        batches = inst.prepare(conns, now)
+        t0 = time.perf_counter()
+        inst.commit(batches, now, helper)
+        took = time.perf_counter() - t0
+    print(json.dumps({"committed": inst.counters["created"], "seconds": round(took, 3),
+                      "us_per_entry": round(took / max(1, size) * 1e6, 2)}))  # fmt: skip
+
+
 def _memory(pid: int) -> dict[str, float]:
     """A process's peak and current resident size in MB (``/proc/PID/status``)."""
     out: dict[str, float] = {}
@@ -659,7 +732,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in bench([int(a) for a in args[1:]] or [10_000, 100_000]):
             print(row)
         return 0
-    print("usage: python -m sniffover.prime bench|bench-agent [N ...]", file=sys.stderr)
+    if args[:1] == ["bench-install-load"]:
+        bench_install_load(*[int(a) for a in args[1:3]])
+        return 0
+    if args[:1] == ["fill-inner"] and len(args) == 3:
+        if not _netns_name().startswith("snfprime-"):
+            raise SystemExit("fill-inner must run inside a snfprime-* scratch namespace")
+        from .ctdump import populate
+
+        print(populate(int(args[1]), start=int(args[2])))
+        return 0
+    if args[:1] == ["commit-inner"] and len(args) == 2:
+        _commit_inner(int(args[1]))
+        return 0
+    print("usage: python -m sniffover.prime bench|bench-agent|bench-install-load [N ...]",
+          file=sys.stderr)  # fmt: skip
     return 2
 
 
