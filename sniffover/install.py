@@ -26,7 +26,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.sync import Desired, desired, remaining_timeout
@@ -40,6 +40,7 @@ from .ctnetlink import (
 
 log = logging.getLogger("sniffover.install")
 
+WANTS_MAX: Final = 4096  # distinct Desired values shared (see _plan)
 BATCH = 64  # messages per sendmsg (one datagram; only the last asks for an ack)
 REFRESH_FRACTION = 0.3  # re-arm a kernel timer when less than this share of it is left
 REFRESH_MIN = 5.0  # ... or less than this many seconds
@@ -141,6 +142,7 @@ class Installer:
         self.enabled = True
         self.assume_handshake = assume_handshake
         self._tcp_info: dict[Desired, TcpInfo] = {}
+        self._wants: dict[Desired, Desired] = {}
         self.require_forwarded = require_forwarded
 
     # --- tracker listener -----------------------------------------------------------
@@ -222,6 +224,16 @@ class Installer:
         )  # fmt: skip
         if want is None:
             return [_Op(orig, None, None, "delete")] if inst is not None else []
+        # one object per distinct value: the shadow keeps one per installed entry for as
+        # long as it lives (112 bytes each), and a table has few distinct values
+        wants = self._wants
+        shared = wants.get(want)
+        if shared is None:
+            if len(wants) >= WANTS_MAX:  # SCTP's vtags make values unique: stay bounded
+                wants.clear()
+            wants[want] = want
+        else:
+            want = shared
         timeout = remaining_timeout(conn, now)
         if inst is not None and inst.reply != conn.reply:
             # NAT seen after the entry went in: the kernel cannot add NAT to an entry
