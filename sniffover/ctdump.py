@@ -357,50 +357,46 @@ def dump_table(sock: CtnlSocket | None = None, family: int = 0) -> list[Snapshot
 
     Raises ``NetlinkError`` when ctnetlink is unavailable or refuses the dump.
     """
-    out: list[SnapshotEntry] = []
-    for batch in dump_batches(sock, family):
-        out += batch
-    return out
-
-
-def dump_lazily(sock: CtnlSocket | None = None, family: int = 0) -> Iterator[SnapshotEntry]:
-    """``dump_table`` entry by entry as the kernel hands them over (``sniffover serve``
-    sends each chunk while the next is dumped)."""
-    for batch in dump_batches(sock, family):
-        yield from batch
-
-
-def dump_batches(sock: CtnlSocket | None = None, family: int = 0) -> Iterator[list[SnapshotEntry]]:
-    """The dump one receive buffer (up to 1 MiB of messages, ~4,000 entries) at a time."""
     own = sock is None
     ctnl = CtnlSocket(rcvbuf=8 << 20) if sock is None else sock
     gc_was_on = gc.isenabled()
     gc.disable()  # ~1M small objects, no cycles: collector passes would only cost time
     try:
-        seq = ctnl.next_seq()
-        payload = _NFGEN.pack(family, 0, 0)
-        kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-        ctnl.sock.send(
-            _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
-        )
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        layouts: dict[int, list[_Layout]] = {}
-        for _ in range(1 << 30):  # bounded: ends at NLMSG_DONE
-            n = ctnl.sock.recv_into(view)
-            if n <= 0:
-                raise NetlinkError(0, "ctnetlink dump ended without NLMSG_DONE")
-            out, done = _dump_buffer(buf, n, seq, layouts)
-            if out:
-                yield out
-            if done:
-                return
-        raise NetlinkError(0, "ctnetlink dump did not end")
+        out: list[SnapshotEntry] = []
+        for batch in dump_batches(ctnl, family):
+            out += batch
+        return out
     finally:
         if gc_was_on:
             gc.enable()
         if own:
             ctnl.close()
+
+
+def dump_batches(ctnl: CtnlSocket, family: int = 0) -> Iterator[list[SnapshotEntry]]:
+    """The dump one receive buffer (up to 1 MiB of messages, ~4,000 entries) at a time,
+    for a caller that works on each while the kernel produces the next (``sniffover
+    serve``). Holds nothing to release: the caller owns the socket (a compiled generator
+    abandoned half-way is not finalized like a Python one)."""
+    seq = ctnl.next_seq()
+    payload = _NFGEN.pack(family, 0, 0)
+    kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    ctnl.sock.send(
+        _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+    )
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    layouts: dict[int, list[_Layout]] = {}
+    for _ in range(1 << 30):  # bounded: ends at NLMSG_DONE
+        n = ctnl.sock.recv_into(view)
+        if n <= 0:
+            raise NetlinkError(0, "ctnetlink dump ended without NLMSG_DONE")
+        out, done = _dump_buffer(buf, n, seq, layouts)
+        if out:
+            yield out
+        if done:
+            return
+    raise NetlinkError(0, "ctnetlink dump did not end")
 
 
 def _dump_buffer(

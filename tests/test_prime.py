@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -177,6 +179,44 @@ def test_streamed_pull_goes_to_the_sink_chunk_by_chunk(key_file: str) -> None:
     assert [len(c) for c in sink.chunks] == [CHUNK_ENTRIES, CHUNK_ENTRIES, 7]
     assert [e for c in sink.chunks for e in c] == entries
     assert snap.entries == [] and snap.count == len(entries)
+
+
+def test_abandoned_pull_ends_the_dump(key_file: str) -> None:
+    """The standby goes away in the middle of the stream: the server closes the dump (for
+    the kernel's dump that closes its netlink socket) instead of leaving it suspended."""
+    gone, closed = threading.Event(), threading.Event()
+    entries = sample_entries(10)
+
+    def dump() -> Iterator[SnapshotEntry]:
+        try:
+            for i in range(CHUNK_ENTRIES * 50):
+                if i == CHUNK_ENTRIES + 1:
+                    gone.wait(5)  # the first chunk is out; the client hangs up now
+                yield entries[i % 10]
+        finally:
+            closed.set()
+
+    key = read_key(key_file)
+    srv = Server("127.0.0.1:0", key, timeout=5, dump=dump)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        c = socket.create_connection(("127.0.0.1", srv.address[1]), timeout=5)
+        hello = c.recv(serve_mod.HELLO.size, socket.MSG_WAITALL)
+        sn = serve_mod.HELLO.unpack(hello)[2]
+        cn = os.urandom(32)
+        c.sendall(cn + serve_mod.client_proof(key, sn, cn))
+        assert c.recv(33, socket.MSG_WAITALL)[0] == serve_mod.STATUS_OK
+        assert c.recv(100)  # the stream has begun
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()  # reset
+        gone.set()
+        assert closed.wait(5)
+        deadline = time.monotonic() + 5
+        while not srv.stats and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert srv.stats and not srv.stats[-1].ok
+    finally:
+        srv.close()
 
 
 def test_tampered_stream(server: Server, key_file: str, monkeypatch: pytest.MonkeyPatch) -> None:
