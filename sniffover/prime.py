@@ -57,6 +57,7 @@ from .serve import (
 from .snapstream import (
     MAC_LEN,
     MAX_STREAM_BYTES,
+    chunked,
     decode_stream,
     decode_stream_full,
     read_stream,
@@ -420,8 +421,10 @@ def fetch(
             if n >= retries:
                 raise PrimeError(str(exc)) from None
         else:
-            if snap.entries:  # a text or file source: all at once
-                out.add(snap.taken_at, snap.entries)
+            # a text or file source comes whole; handed on in chunks all the same (the
+            # agent's main thread gets the GIL between them)
+            for chunk in chunked(snap.entries):
+                out.add(snap.taken_at, chunk)
             snap.entries = out.entries if isinstance(out, _Collect) else []
             return snap
         time.sleep(delay)
