@@ -486,8 +486,8 @@ class Agent:
     def start_prime(self, buffer: bool) -> bool:
         """Pull the master's table in a thread; with ``buffer`` hold sniffed packets until
         the snapshot is in (start-up, after a demotion), so they are applied after it."""
-        if not self.cfg.prime_from or (self.prime_thread and self.prime_thread.is_alive()):
-            return False
+        if not self.cfg.prime_from or self.prime_thread is not None:
+            return False  # one pull at a time, until finish_prime has taken its result
         from .prime import fetch
         from .primestage import PrimeStage
 
