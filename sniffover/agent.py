@@ -542,9 +542,6 @@ class Agent:
             stage, self.prime_stage = self.prime_stage, None
             assert stage is not None
             inst = self.installer
-            # the staged entries are long-lived and acyclic: frozen at once, or the
-            # collector would walk them all (repeatedly) while they are installed
-            settle_gc(collect=False)
             if self.table.absorb(stage.table):  # cold start: the staged table, whole
                 adopted = len(self.table)
                 if inst is not None and not self.active and stage.batches:
@@ -576,6 +573,8 @@ class Agent:
                 finally:
                     gc.enable()
             stage = None  # its prepared messages can go now
+            # the new entries are long-lived and acyclic: frozen, not walked (the install
+            # and the adoption above ran with the collector off)
             settle_gc(collect=False)
             expects = self._prime_expectations(result.expectations, result.taken_at, now)
             self.primed = True

@@ -28,13 +28,11 @@ class PrimeStage:
         self.timeouts = timeouts
         self.max_entries = max_entries
         self.installer = installer  # None: stage the tracker's side only
-        self.table = ConntrackTable(timeouts, max_entries=max_entries)
-        self.batches: list[Batch] = []
-        self.entries = 0
+        self.begin()
 
     def begin(self) -> None:
         self.table = ConntrackTable(self.timeouts, max_entries=self.max_entries)
-        self.batches = []
+        self.batches: list[Batch] = []
         self.entries = 0
 
     def add(self, taken_at: float, entries: list[SnapshotEntry]) -> None:

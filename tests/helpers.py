@@ -1,6 +1,10 @@
-"""Small builders for tracker tests: packets between two documentation-range hosts."""
+"""Small builders for tracker tests: packets between two documentation-range hosts, and a
+stand-in for the kernel's ctnetlink socket."""
 
 from __future__ import annotations
+
+import errno
+import struct
 
 from sniffover.conntrack.packet import Packet
 
@@ -44,3 +48,34 @@ def icmp(ts, icmp_type, code=0, ident=0x1234, src=A, dst=B, inner=None, proto=1)
         0,
         inner=inner,
     )
+
+
+class FakeSender:
+    """A BatchSender standing in for the kernel: records the messages and answers each
+    with ``err`` (0: ack), or ``errors[n]`` for the n-th message sent; its ``enobufs``-th
+    batch raises ENOBUFS (counting from 1)."""
+
+    def __init__(
+        self, err: int = 0, *, start: int = 0, errors: dict[int, int] | None = None,
+        enobufs: int = -1,
+    ) -> None:  # fmt: skip
+        self.seq = start
+        self.err = err
+        self.errors = errors or {}
+        self.enobufs = enobufs
+        self.batches = 0
+        self.sent: list[bytes] = []
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    def send_batch(self, messages: list[bytes]) -> dict[int, int]:
+        self.batches += 1
+        if self.batches == self.enobufs:
+            raise OSError(errno.ENOBUFS, "no buffer space")
+        out = {}
+        for m in messages:
+            out[struct.unpack_from("=I", m, 8)[0]] = self.errors.get(len(self.sent), self.err)
+            self.sent.append(m)
+        return out

@@ -13,6 +13,8 @@ from sniffover.conntrack.snapshot import SnapshotEntry, seed
 from sniffover.conntrack.timeouts import TCP_ESTABLISHED
 from sniffover.install import Installer
 
+from .helpers import FakeSender
+
 pytestmark = pytest.mark.unit
 
 C, S = bytes([192, 0, 2, 10]), bytes([198, 51, 100, 10])
@@ -74,34 +76,6 @@ def test_primed_dnat_entry():
 # --- a prime prepared during the pull, committed after it ------------------------------
 
 
-class Sender:
-    """A BatchSender standing in for the kernel: records the messages; answers with
-    ``errors`` ({nth message sent: errno}) or raises ENOBUFS on its ``enobufs``-th batch."""
-
-    def __init__(self, start: int = 0, errors: dict[int, int] | None = None, enobufs: int = -1):
-        self.seq = start
-        self.sent: list[bytes] = []
-        self.errors = errors or {}
-        self.batches = 0
-        self.enobufs = enobufs
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def send_batch(self, messages: list[bytes]) -> dict[int, int]:
-        self.batches += 1
-        if self.batches == self.enobufs:
-            raise OSError(errno.ENOBUFS, "no buffer space")
-        out = {}
-        for m in messages:
-            seq = int.from_bytes(m[8:12], "little")
-            if len(self.sent) in self.errors:
-                out[seq] = self.errors[len(self.sent)]
-            self.sent.append(m)
-        return out
-
-
 def primed(n: int) -> list:  # type: ignore[type-arg]
     out = []
     for i in range(n):
@@ -115,7 +89,7 @@ def primed(n: int) -> list:  # type: ignore[type-arg]
 
 def test_prepare_sends_nothing_and_commit_equals_flush():
     conns = primed(300)
-    a, b = Sender(), Sender()
+    a, b = FakeSender(), FakeSender()
     flushed, committed = Installer(a), Installer(b)
     for c in conns:
         flushed.on_event("new", c)
@@ -133,7 +107,7 @@ def test_commit_over_two_senders_accounts_for_both():
     refusals are handled like the main socket's (EEXIST: retried as an update), and a
     batch it could not send (ENOBUFS) is requeued for the next flush."""
     conns = primed(64 * 20)
-    main, helper = Sender(), Sender(start=10**6, errors={5: errno.EEXIST}, enobufs=3)
+    main, helper = FakeSender(), FakeSender(start=10**6, errors={5: errno.EEXIST}, enobufs=3)
     inst = Installer(main)
     batches = inst.prepare(conns, NOW)
     assert len(batches) == 20

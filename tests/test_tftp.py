@@ -3,8 +3,6 @@ installer's messages (no root)."""
 
 from __future__ import annotations
 
-import struct
-
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,7 +23,7 @@ from sniffover.ctnetlink import (
 from sniffover.expect import ExpectInstaller
 from sniffover.install import Installer
 
-from .helpers import A6, B6, A, B, udp
+from .helpers import A6, B6, A, B, FakeSender, udp
 from .test_decode import _fields, decoded_both_ways, ether, ipv4, ipv6
 
 pytestmark = pytest.mark.unit
@@ -194,23 +192,8 @@ def test_request_flow_is_created_with_the_tftp_helper():
     assert inst._helper(op, d) is None
 
 
-class FakeSock:
-    def __init__(self, err: int = 0) -> None:
-        self.seq = 0
-        self.err = err
-        self.sent: list[bytes] = []
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-    def send_batch(self, msgs: list[bytes]) -> dict[int, int]:
-        self.sent += msgs
-        return {struct.unpack_from("=I", m, 8)[0]: self.err for m in msgs}
-
-
 def test_expectation_sent_once_the_master_is_in():
-    sock = FakeSock()
+    sock = FakeSender()
     inst = Installer(sock=sock, tftp_helper=True)  # type: ignore[arg-type]
     ex = ExpectInstaller(sock, inst)  # type: ignore[arg-type]
     c = request()
