@@ -28,13 +28,13 @@ HOT_MODULES = [
     "sniffover/conntrack/protocols.py",
     "sniffover/conntrack/sctp.py",
     "sniffover/conntrack/table.py",
-    "sniffover/decode.py",
-    "sniffover/conntrack/sync.py",
-    "sniffover/install.py",
-    "sniffover/ctnetlink.py",
+    "sniffover/capture/decode.py",
+    "sniffover/conntrack/install_policy.py",
+    "sniffover/kernel/installer.py",
+    "sniffover/kernel/ctnetlink.py",
     "sniffover/conntrack/snapshot.py",
-    "sniffover/snapwire.py",
-    "sniffover/ctdump.py",
+    "sniffover/prime/records.py",
+    "sniffover/kernel/dump.py",
 ]
 
 

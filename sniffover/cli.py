@@ -271,8 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
     demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
-    from .benchsuite import add_bench_arguments
-    from .serve import add_serve_arguments
+    from .bench.suite import add_bench_arguments
+    from .prime.server import add_serve_arguments
 
     add_serve_arguments(sub)
     add_bench_arguments(sub)
@@ -288,10 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .capture import CaptureError
+    from .capture.files import CaptureError
     from .conntrack.listing import format_table
+    from .kernel.sysctl import host_timeouts
     from .replay import conn_json, replay
-    from .sysctl import host_timeouts
 
     try:
         result = replay(
@@ -317,7 +317,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
-    from .control import ControlError, request
+    from .agent.control import ControlError, request
 
     try:
         doc = request(args.action, args.ctl_path or args.control, timeout=args.timeout)
@@ -341,7 +341,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .control import ControlError, request
+    from .agent.control import ControlError, request
 
     try:
         doc = request("status", args.ctl_path or args.control, timeout=10.0)
@@ -364,7 +364,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .lab.demo import run_demo
 
     if not 1 <= args.tcp <= 1000 or not 0 <= args.udp <= 500:
         raise CliError("demo: --tcp must be 1..1000 and --udp 0..500")
@@ -372,13 +372,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_lazy(args: argparse.Namespace) -> int:
-    from .serve import cmd_serve
+    from .prime.server import cmd_serve
 
     return cmd_serve(args)
 
 
 def cmd_bench_lazy(args: argparse.Namespace) -> int:
-    from .benchsuite import cmd_bench
+    from .bench.suite import cmd_bench
 
     return cmd_bench(args)
 
@@ -398,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if not args.command:
-            from .run import run_agent
+            from .agent.config import run_agent
 
             return run_agent(args, parser)
         return COMMANDS[args.command](args)

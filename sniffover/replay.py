@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .capture import iter_pcap_packets
+from .capture.decode import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
+from .capture.files import iter_pcap_packets
 from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.listing import PROTO_NAMES, remaining_seconds
@@ -23,7 +24,6 @@ from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import TCP_STATE_NAMES, Timeouts
 from .conntrack.tuple import Tuple, addr_text
 from .conntrack.verdict import NAMES as VERDICT_NAMES
-from .decode import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 
 COOKED = (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2)
 EXPIRE_EVERY = 60.0  # seconds of capture time between sweeps of expired entries

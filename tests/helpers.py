@@ -56,9 +56,13 @@ class FakeSender:
     batch raises ENOBUFS (counting from 1)."""
 
     def __init__(
-        self, err: int = 0, *, start: int = 0, errors: dict[int, int] | None = None,
+        self,
+        err: int = 0,
+        *,
+        start: int = 0,
+        errors: dict[int, int] | None = None,
         enobufs: int = -1,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.seq = start
         self.err = err
         self.errors = errors or {}

@@ -2,7 +2,7 @@
 
 This module owns the contract between decoders (adapters that turn frames into
 packets) and the tracker. It imports only the standard library. The decoder in
-``sniffover.decode`` fills these records; the tracker only reads them.
+``sniffover.capture.decode`` fills these records; the tracker only reads them.
 
 Field conventions follow the kernel's tuple (``nf_conntrack_tuple``):
 

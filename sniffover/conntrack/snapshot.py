@@ -1,6 +1,6 @@
 """A master's table as pulled at start-up (``--prime-from``), and how it seeds the tracker.
 
-The prime adapters (``sniffover.prime``: the ``sniffover serve`` stream, ``conntrack
+The prime adapters (``sniffover.prime.client``: the ``sniffover serve`` stream, ``conntrack
 -L`` over ssh, a saved file) all produce ``SnapshotEntry`` records, and
 ``SnapshotExpectation`` records for the master's outstanding expectations. ``seed()``
 turns an entry into a tracked ``Conn`` so that packets sniffed after the snapshot continue it:
@@ -34,9 +34,21 @@ KEPT_STATUS = IPS_SEEN_REPLY | IPS_ASSURED
 
 
 _ENTRY_FIELDS: Final = (
-    "orig", "reply", "status", "timeout", "tcp_state", "wscale_orig", "wscale_reply",
-    "flags_orig", "flags_reply", "mark", "zone", "labels", "helper", "extra",
-)  # fmt: skip
+    "orig",
+    "reply",
+    "status",
+    "timeout",
+    "tcp_state",
+    "wscale_orig",
+    "wscale_reply",
+    "flags_orig",
+    "flags_reply",
+    "mark",
+    "zone",
+    "labels",
+    "helper",
+    "extra",
+)
 
 
 class SnapshotEntry:
@@ -79,10 +91,21 @@ class SnapshotEntry:
 
     def _fields(self) -> tuple[object, ...]:
         return (
-            self.orig, self.reply, self.status, self.timeout, self.tcp_state,
-            self.wscale_orig, self.wscale_reply, self.flags_orig, self.flags_reply,
-            self.mark, self.zone, self.labels, self.helper, self.extra,
-        )  # fmt: skip
+            self.orig,
+            self.reply,
+            self.status,
+            self.timeout,
+            self.tcp_state,
+            self.wscale_orig,
+            self.wscale_reply,
+            self.flags_orig,
+            self.flags_reply,
+            self.mark,
+            self.zone,
+            self.labels,
+            self.helper,
+            self.extra,
+        )
 
     def as_dict(self) -> dict[str, object]:
         return dict(zip(_ENTRY_FIELDS, self._fields(), strict=True))

@@ -392,8 +392,13 @@ class ConntrackTable:
         o3, o4, r3, r4 = orig[3], orig[4], reply[3], reply[4]
         if 0 <= o3 <= 0xFFFF and 0 <= o4 <= 0xFFFF and 0 <= r3 <= 0xFFFF and 0 <= r4 <= 0xFFFF:
             shared_orig = (orig[0], src, dst, ports[o3], ports[o4])
-            shared_reply = (reply[0], addrs.setdefault(reply[1], reply[1]),
-                            addrs.setdefault(reply[2], reply[2]), ports[r3], ports[r4])  # fmt: skip
+            shared_reply = (
+                reply[0],
+                addrs.setdefault(reply[1], reply[1]),
+                addrs.setdefault(reply[2], reply[2]),
+                ports[r3],
+                ports[r4],
+            )
             return shared_orig, shared_reply
         return orig, reply  # crafted out-of-range ports (tests): as they are
 

@@ -1,0 +1,935 @@
+"""Live benchmark: kernel install rate, live capture+tracking rate, wire -> kernel-table lag.
+
+    python -m sniffover.bench.live [--only install|capture|lag] [--json]
+
+Everything runs in network namespaces this module creates (``snfbench-<pid>-<name>``,
+deleted in ``finally`` and at exit); the root namespace is never touched.
+
+* ``install``: ``Installer.flush()`` of N established TCP entries (built by feeding
+  handshakes through a ``ConntrackTable`` whose listener is ``installer.on_event``)
+  into a fresh namespace's kernel table; the count is checked with ``conntrack -C``
+  and the table flushed between runs (``conntrack -F`` in that namespace only).
+  ``nf_conntrack_max`` cannot be set inside a non-init namespace (the sysctl is
+  read-only there: the limit is the init namespace's, the count per namespace), so
+  the run checks that N fits under it.
+* ``capture``: two namespaces joined by a veth pair; ``tcpreplay`` sends a fixed
+  number of frames of the 64-byte ACK worst case (``bench.ack64_frames``: 100k
+  handshakes, then pure ACKs round robin) at stepped rates; a child process in the
+  other namespace reads them with ``LiveCapture`` (promiscuous, snaplen 128, 32 MiB
+  ring, non-blocking, select()) and tracks every frame with ``ConntrackTable``
+  (the agent's loop with install disabled). pcap's drop counters decide.
+* ``lag``: the real agent (``python -m sniffover.cli``) in one namespace; from the
+  peer namespace complete TCP handshakes are written on a raw ``AF_PACKET`` socket
+  at a modest rate; a ctnetlink listener (group NFNLGRP_CONNTRACK_NEW) in the
+  agent's namespace timestamps each entry's arrival. Lag = event time - time the
+  handshake's final ACK was sent (both CLOCK_MONOTONIC, which is system wide).
+
+The measuring parts run as ``python -m sniffover.bench.live --inner KIND ...`` inside
+the namespaces (so sockets belong there) and answer with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import gc
+import json
+import os
+import platform
+import re
+import select
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+from ..lab.hub import lab_env, stop_process
+from .replay import ACK, SYN, Flow, ack64_frames, machine, write_pcap
+
+PREFIX = f"snfbench-{os.getpid()}-"
+TOOLS = ("ip", "conntrack", "tcpreplay")
+NFNLGRP_CONNTRACK_NEW = 1
+SYN_OPTS = bytes([2, 4, 5, 0xB4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7])
+CLIENT_MAC = b"\x02\x00\x00\x00\x00\x01"
+SERVER_MAC = b"\x02\x00\x00\x00\x00\x02"
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# --- namespaces and processes ---------------------------------------------------------------
+
+_created: list[str] = []
+_procs: list[subprocess.Popen[Any]] = []
+
+
+def _cleanup() -> None:
+    """End the processes we started (by pid), delete exactly the namespaces we created."""
+    while _procs:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            stop_process(_procs.pop())
+    while _created:
+        name = _created.pop()
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+atexit.register(_cleanup)
+
+
+def run(argv: Sequence[str], timeout: float = 60, check: bool = True) -> str:
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise BenchError(f"{' '.join(argv)}: {r.stderr.strip() or r.returncode}")
+    return r.stdout
+
+
+class Netns:
+    """A namespace of ours: ``snfbench-<pid>-<name>``, loopback up, IPv6 off (no chatter)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = PREFIX + name
+        if self.name in run(["ip", "netns", "list"]).split():
+            raise BenchError(f"namespace {self.name} exists already")
+        run(["ip", "netns", "add", self.name])
+        _created.append(self.name)
+        self.ip("link", "set", "lo", "up")
+        for key in ("all", "default"):
+            self.sysctl(f"net.ipv6.conf.{key}.disable_ipv6", 1, check=False)
+
+    def cmd(self, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, *argv: str, timeout: float = 60, check: bool = True) -> str:
+        return run(self.cmd(*argv), timeout=timeout, check=check)
+
+    def ip(self, *argv: str) -> None:
+        run(["ip", "-n", self.name, *argv])
+
+    def sysctl(self, key: str, value: object, check: bool = True) -> None:
+        path = "/proc/sys/" + key.replace(".", "/")
+        self.run("sh", "-c", f"echo {value} > {path}", check=check)
+
+    def read(self, key: str) -> str:
+        return self.run("cat", "/proc/sys/" + key.replace(".", "/")).strip()
+
+    def popen(self, *argv: str, **kw: Any) -> subprocess.Popen[Any]:
+        kw.setdefault("env", lab_env())
+        proc = subprocess.Popen(self.cmd(*argv), **kw)
+        _procs.append(proc)
+        return proc
+
+    def inner(self, kind: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+        """Run ``--inner kind`` here and return its JSON answer."""
+        proc = self.popen(
+            sys.executable,
+            "-m",
+            "sniffover.bench.live",
+            "--inner",
+            kind,
+            *args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        finally:
+            stop_process(proc)
+            _procs.remove(proc)
+        if proc.returncode != 0:
+            raise BenchError(f"inner {kind} failed ({proc.returncode}): {err.strip()[-2000:]}")
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    def delete(self) -> None:
+        if self.name in _created:
+            _created.remove(self.name)
+            run(["ip", "netns", "del", self.name], check=False)
+
+
+def veth_pair(a: Netns, a_if: str, b: Netns, b_if: str) -> None:
+    tmp = f"snfb{os.getpid() % 100000}"
+    run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            a.name,
+            "ip",
+            "link",
+            "add",
+            a_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            tmp,
+            "netns",
+            b.name,
+        ]
+    )
+    b.ip("link", "set", tmp, "name", b_if)
+    for ns, dev in ((a, a_if), (b, b_if)):
+        ns.ip("link", "set", dev, "up")
+
+
+def link_stats(ns: Netns, dev: str) -> dict[str, int]:
+    doc = json.loads(ns.run("ip", "-s", "-j", "link", "show", "dev", dev))[0]["stats64"]
+    return {
+        "rx_packets": doc["rx"]["packets"],
+        "rx_dropped": doc["rx"]["dropped"],
+        "tx_packets": doc["tx"]["packets"],
+        "tx_dropped": doc["tx"]["dropped"],
+    }
+
+
+def ct_count(ns: Netns) -> int:
+    return int(ns.run("conntrack", "-C").strip())
+
+
+# --- synthetic flows ----------------------------------------------------------------------
+
+
+def flow_tuple(i: int) -> tuple[bytes, bytes, int, int]:
+    """A distinct 192.0.2.x -> 198.51.100.y TCP flow for every i < 250*250*50000."""
+    c = bytes([192, 0, 2, 1 + i % 250])
+    s = bytes([198, 51, 100, 1 + (i // 250) % 250])
+    return c, s, 10000 + i % 50000, 80 + i // 50000
+
+
+def handshake_packets(i: int, ts: float) -> Iterator[Any]:
+    from ..conntrack.packet import Packet
+
+    c, s, sp, dp = flow_tuple(i)
+    yield Packet(ts, 2, 6, c, s, sp, dp, 0, SYN, 1000, 0, 64240, SYN_OPTS)
+    yield Packet(ts, 2, 6, s, c, dp, sp, 0, SYN | ACK, 5000, 1001, 65160, SYN_OPTS)
+    yield Packet(ts, 2, 6, c, s, sp, dp, 0, ACK, 1001, 5001, 502)
+
+
+# --- inner: install -------------------------------------------------------------------------
+
+
+def inner_install(entries: int) -> dict[str, Any]:
+    """Fill an Installer through the tracker's listener, then time one flush()."""
+    from ..conntrack.table import ConntrackTable
+    from ..conntrack.timeouts import Timeouts
+    from ..kernel.ctnetlink import CtnlSocket
+    from ..kernel.installer import Installer
+
+    sock = CtnlSocket()
+    installer = Installer(sock)
+    table = ConntrackTable(Timeouts(), listener=installer.on_event)
+    now = time.time()
+    t0 = time.perf_counter()
+    process = table.process
+    for i in range(entries):
+        for p in handshake_packets(i, now):
+            process(p)
+    build = time.perf_counter() - t0
+    if installer.pending != entries:
+        raise BenchError(f"{installer.pending} entries pending, expected {entries}")
+    from ..agent.daemon import settle_gc
+
+    settle_gc()  # what the agent's loop does every GC_FREEZE_EVERY seconds
+    t0 = time.perf_counter()
+    sent = installer.flush(time.time())
+    took = time.perf_counter() - t0
+    sock.close()
+    return {
+        "entries": entries,
+        "messages": sent,
+        "seconds": round(took, 4),
+        "rate": round(entries / took),
+        "track_seconds": round(build, 3),
+        "counters": dict(installer.counters),
+    }
+
+
+# --- inner: capture -----------------------------------------------------------------------
+
+
+def inner_capture(
+    iface: str,
+    expect: int,
+    idle: float,
+    deadline: float,
+    gc_off: bool = False,
+    prefilter: bool = False,
+) -> dict[str, Any]:
+    """The agent's read loop with install off: LiveCapture.read + ConntrackTable.process.
+
+    ``gc_off`` (diagnostic, not what the agent does): no cyclic garbage collection
+    during the run, to show what full collections over a large table cost.
+    """
+    from ..agent.daemon import GC_FREEZE_EVERY, settle_gc
+
+    if gc_off:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+    else:  # as the agent's loop: start frozen, then settle_gc() every GC_FREEZE_EVERY s
+        gc.collect()
+        gc.freeze()
+    from ..capture.live import LiveCapture, prefilter_bpf
+    from ..conntrack.table import ConntrackTable
+    from ..conntrack.timeouts import Timeouts
+
+    timeouts = Timeouts()
+    timeouts.tcp_loose = 1  # as the agent does with pickup
+    if prefilter:
+        timeouts.tcp_be_liberal = 1  # as the agent does with --prefilter control
+    table = ConntrackTable(timeouts)
+    # promiscuous, 32 MiB ring, like the agent; with the prefilter past its warm-up
+    cap = LiveCapture(iface, bpf=prefilter_bpf(16) if prefilter else "")
+    process = table.process
+    packets = 0
+    first = last = 0.0
+    read_s = track_s = 0.0
+    cpu0 = os.times()
+    print("ready", flush=True)
+    end = time.monotonic() + deadline
+    next_freeze = time.monotonic() + GC_FREEZE_EVERY
+    try:
+        while packets < expect:
+            now = time.monotonic()
+            if now > end or (first and now - last > idle):
+                break
+            if now >= next_freeze and not gc_off:
+                next_freeze = now + GC_FREEZE_EVERY
+                settle_gc()
+            ready, _, _ = select.select([cap], [], [], 0.05)
+            if not ready:
+                continue
+            t0 = time.perf_counter()
+            got = cap.read()
+            t1 = time.perf_counter()
+            read_s += t1 - t0
+            if not got:
+                continue
+            for p in got:
+                process(p)
+            track_s += time.perf_counter() - t1
+            packets += len(got)
+            last = time.monotonic()
+            if not first:
+                first = last
+        recv, drop, ifdrop = cap.stats()
+    finally:
+        cap.close()
+    cpu1 = os.times()
+    return {
+        "frames": cap.frames,
+        "packets": packets,
+        "pcap_received": recv,
+        "pcap_dropped": drop,
+        "pcap_ifdropped": ifdrop,
+        "flows": len(table),
+        "verdicts": table.verdicts,
+        "skipped": dict(cap.decoder.skipped),
+        "busy_seconds": round(last - first, 3) if first else 0.0,
+        "read_seconds": round(read_s, 3),
+        "track_seconds": round(track_s, 3),
+        "cpu_user_seconds": round(cpu1.user - cpu0.user, 3),
+        "cpu_system_seconds": round(cpu1.system - cpu0.system, 3),
+    }
+
+
+# --- inner: ctnetlink NEW events ------------------------------------------------------------
+
+
+def inner_events(count: int, idle: float, deadline: float) -> dict[str, Any]:
+    """Timestamp (CLOCK_MONOTONIC) every NEW event of this namespace's conntrack table."""
+    from ..kernel.ctnetlink import NETLINK_NETFILTER, decode_ct_message
+
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, 33, 32 << 20)  # SO_RCVBUFFORCE
+    sock.bind((0, 1 << (NFNLGRP_CONNTRACK_NEW - 1)))
+    sock.settimeout(0.1)
+    events: dict[str, float] = {}
+    overruns = 0
+    print("ready", flush=True)
+    end = time.monotonic() + deadline
+    last = 0.0
+    buf = bytearray(1 << 20)
+    while len(events) < count:
+        now = time.monotonic()
+        if now > end or (last and now - last > idle):
+            break
+        try:
+            n = sock.recv_into(buf)
+        except TimeoutError:
+            continue
+        except OSError as exc:  # ENOBUFS: events lost
+            overruns += 1
+            if exc.errno != 105:
+                raise
+            continue
+        t = time.monotonic()
+        last = t
+        off = 0
+        while off + 16 <= n:
+            length, kind = struct.unpack_from("=IH", buf, off)
+            if length < 16:
+                break
+            if kind >> 8 == 1 and kind & 0xFF == 0:  # ctnetlink IPCTNL_MSG_CT_NEW
+                e = decode_ct_message(bytes(buf[off : off + length]), 16, length)
+                events.setdefault(flow_key(e.orig[1], e.orig[2], e.orig[3], e.orig[4]), t)
+            off += (length + 3) & ~3
+    sock.close()
+    return {"events": events, "overruns": overruns}
+
+
+def flow_key(src: bytes, dst: bytes, sport: int, dport: int) -> str:
+    return f"{socket.inet_ntoa(src)}:{sport}>{socket.inet_ntoa(dst)}:{dport}"
+
+
+# --- inner: handshake sender ----------------------------------------------------------------
+
+
+def lag_flow(i: int) -> Flow:
+    f = Flow(i, False, 0, 20000 + i % 40000, 443)
+    f.c = bytes([192, 0, 2, 10 + i % 200])
+    f.s = bytes([198, 51, 100, 10 + (i // 200) % 200])
+    return f
+
+
+def inner_send(iface: str, flows: int, rate: float) -> dict[str, Any]:
+    """Complete handshakes on a raw socket, ``rate`` per second; when each final ACK left."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    sock.bind((iface, 0))
+    frames = []
+    for i in range(flows):
+        f = lag_flow(i)
+        syn, synack, ack = f.handshake()
+        # Flow frames go MAC_A -> MAC_B both ways; give the server's frames its own MAC.
+        synack = CLIENT_MAC + SERVER_MAC + synack[12:]
+        syn, ack = SERVER_MAC + CLIENT_MAC + syn[12:], SERVER_MAC + CLIENT_MAC + ack[12:]
+        frames.append((flow_key(f.c, f.s, f.sport, f.dport), syn, synack, ack))
+    sent: dict[str, float] = {}
+    start = time.monotonic() + 0.05
+    for i, (key, syn, synack, ack) in enumerate(frames):
+        due = start + i / rate
+        while True:
+            wait = due - time.monotonic()
+            if wait <= 0:
+                break
+            time.sleep(wait if wait > 0.002 else 0)
+        sock.send(syn)
+        sock.send(synack)
+        sock.send(ack)
+        sent[key] = time.monotonic()
+    took = time.monotonic() - start
+    sock.close()
+    return {"sent": sent, "seconds": round(took, 3), "rate": round(flows / took, 1)}
+
+
+# --- outer: the three measurements ----------------------------------------------------------
+
+
+def bench_install(entries: int = 100_000, runs: int = 3) -> dict[str, Any]:
+    ns = Netns("install")
+    try:
+        ct_max = int(ns.read("net.netfilter.nf_conntrack_max"))
+        mode = ns.run("stat", "-c", "%a", "/proc/sys/net/netfilter/nf_conntrack_max").strip()
+        writable = mode != "444"
+        if ct_max and entries > ct_max:
+            raise BenchError(f"{entries} entries > nf_conntrack_max {ct_max} (global, read-only)")
+        results = []
+        for _ in range(runs):
+            ns.run("conntrack", "-F", check=False)
+            if ct_count(ns):
+                raise BenchError("conntrack -F left entries behind")
+            r = ns.inner("install", "--entries", str(entries))
+            r["kernel_count"] = ct_count(ns)
+            if r["kernel_count"] != entries:
+                raise BenchError(f"kernel holds {r['kernel_count']} entries, {entries} installed")
+            results.append(r)
+        ns.run("conntrack", "-F", check=False)
+        rates = [r["rate"] for r in results]
+        return {
+            "entries": entries,
+            "runs": runs,
+            "nf_conntrack_max": ct_max,
+            "nf_conntrack_max_writable_in_netns": writable,
+            "median_rate": round(statistics.median(rates)),
+            "rates": rates,
+            "seconds": [r["seconds"] for r in results],
+            "kernel_counts": [r["kernel_count"] for r in results],
+            "installer_counters": results[-1]["counters"],
+            "target_rate": 150_000,
+        }
+    finally:
+        ns.delete()
+
+
+TCPREPLAY_RATE = re.compile(r"Rated:\s*([\d.]+)\s*Bps,\s*([\d.]+)\s*Mbps,\s*([\d.]+)\s*pps")
+TCPREPLAY_SENT = re.compile(r"Actual:\s*(\d+)\s*packets.*?in\s*([\d.]+)\s*seconds")
+
+
+def ack64_pcap(flows: int, packets: int, directory: str) -> str:
+    path = os.path.join(directory, f"sniffover-benchlive-ack64-{flows}-{packets}.pcap")
+    if not os.path.exists(path):
+        tmp = path + f".{os.getpid()}.tmp"
+        write_pcap(tmp, ack64_frames(flows, packets))
+        os.replace(tmp, path)
+    return path
+
+
+def bench_capture(
+    rates: Sequence[int] = (100_000, 150_000, 200_000, 300_000, 400_000, 500_000),
+    packets: int = 1_000_000,
+    flows: int = 100_000,
+    directory: str = "/tmp",
+    gc_off: bool = False,
+) -> dict[str, Any]:
+    path = ack64_pcap(flows, packets, directory)
+    tx, rx = Netns("tx"), Netns("rx")
+    steps = []
+    try:
+        veth_pair(tx, "tx0", rx, "rx0")
+        for rate in rates:
+            steps.append(_capture_step(tx, rx, path, rate, packets, gc_off))
+    finally:
+        rx.delete()
+        tx.delete()
+    clean = [s["rate"] for s in steps if s["lossless"]]
+    return {
+        "pcap": os.path.basename(path),
+        "flows": flows,
+        "packets_per_step": packets,
+        "frame": "60 bytes + FCS (64 on the wire); handshakes first",
+        "steps": steps,
+        "max_lossless_pps": max(clean) if clean else 0,
+        "lossless_up_to_pps": _lossless_prefix(steps),
+        "receiver_gc": "disabled (diagnostic)"
+        if gc_off
+        else "as the agent (survivors frozen every 10 s)",
+    }
+
+
+def mix_pcap(packets: int, directory: str) -> str:
+    from .replay import mix_frames
+
+    path = os.path.join(directory, f"sniffover-bench-mix-{packets}.pcap")
+    if not os.path.exists(path):
+        tmp = path + f".{os.getpid()}.tmp"
+        write_pcap(tmp, mix_frames(packets))
+        os.replace(tmp, path)
+    return path
+
+
+def bench_capture_mix(
+    rates: Sequence[int] = (75_000, 150_000, 300_000),
+    packets: int = 1_000_000,
+    directory: str = "/tmp",
+) -> dict[str, Any]:
+    """The realistic mix (bench.mix_frames) at gigabit-equivalent rates and above, with and
+    without ``--prefilter control``. A 1 Gbit/s link carries ~147,000 frames/s of this
+    mix (mean frame 824 bytes on the wire); frames are replayed with their 128-byte snap
+    length (the rate in frames/s is what costs the sniffer)."""
+    path = mix_pcap(packets, directory)
+    tx, rx = Netns("tx"), Netns("rx")
+    out: dict[str, Any] = {"pcap": os.path.basename(path), "packets_per_step": packets}
+    try:
+        veth_pair(tx, "tx0", rx, "rx0")
+        for prefilter in (False, True):
+            steps = [_capture_step(tx, rx, path, rate, packets, False, prefilter) for rate in rates]
+            out["prefilter" if prefilter else "full"] = {
+                "steps": steps,
+                "lossless_up_to_pps": _lossless_prefix(steps),
+            }
+    finally:
+        rx.delete()
+        tx.delete()
+    return out
+
+
+def _lossless_prefix(steps: list[dict[str, Any]]) -> int:
+    """Highest rate such that it and every lower rate stepped were lossless."""
+    best = 0
+    for s in sorted(steps, key=lambda s: s["rate"]):
+        if not s["lossless"]:
+            break
+        best = s["rate"]
+    return best
+
+
+def _capture_step(
+    tx: Netns,
+    rx: Netns,
+    path: str,
+    rate: int,
+    packets: int,
+    gc_off: bool,
+    prefilter: bool = False,
+) -> dict[str, Any]:
+    budget = packets / rate * 3 + 20
+    recv = rx.popen(
+        sys.executable,
+        "-m",
+        "sniffover.bench.live",
+        "--inner",
+        "capture",
+        "--iface",
+        "rx0",
+        "--expect",
+        str(packets),
+        "--idle",
+        "2",
+        "--deadline",
+        str(budget),
+        *(["--gc-off"] if gc_off else []),
+        *(["--prefilter"] if prefilter else []),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert recv.stdout is not None
+        line = _readline(recv.stdout, 30)
+        if line.strip() != "ready":
+            raise BenchError(f"capture child: {line!r} {recv.stderr.read() if recv.stderr else ''}")
+        before_tx, before_rx = link_stats(tx, "tx0"), link_stats(rx, "rx0")
+        out = tx.run(
+            "tcpreplay",
+            "--intf1=tx0",
+            f"--pps={rate}",
+            f"--limit={packets}",
+            "--preload-pcap",
+            path,
+            timeout=budget,
+        )
+        out_s, err_s = recv.communicate(timeout=budget)
+    finally:
+        stop_process(recv)
+        _procs.remove(recv)
+    if recv.returncode != 0:
+        raise BenchError(f"capture child failed: {err_s.strip()[-2000:]}")
+    got = json.loads(out_s.strip().splitlines()[-1])
+    after_tx, after_rx = link_stats(tx, "tx0"), link_stats(rx, "rx0")
+    m = TCPREPLAY_RATE.search(out)
+    a = TCPREPLAY_SENT.search(out)
+    sent = int(a.group(1)) if a else 0
+    veth_drops = (after_tx["tx_dropped"] - before_tx["tx_dropped"]) + (
+        after_rx["rx_dropped"] - before_rx["rx_dropped"]
+    )
+    busy = got["busy_seconds"]
+    lossless = (
+        got["pcap_dropped"] == 0
+        and got["pcap_ifdropped"] == 0
+        and veth_drops == 0
+        and (prefilter or got["packets"] + sum(got["skipped"].values()) >= sent)
+    )
+    return {
+        "rate": rate,
+        "tcpreplay_sent": sent,
+        "tcpreplay_seconds": float(a.group(2)) if a else 0.0,
+        "tcpreplay_pps": float(m.group(3)) if m else 0.0,
+        "received": got["packets"],
+        "pcap_received": got["pcap_received"],
+        "pcap_dropped": got["pcap_dropped"],
+        "pcap_ifdropped": got["pcap_ifdropped"],
+        "veth_dropped": veth_drops,
+        "flows_tracked": got["flows"],
+        "tracker_pps": round(got["packets"] / busy) if busy else 0,
+        "receiver_busy_seconds": busy,
+        "receiver_read_seconds": got["read_seconds"],
+        "receiver_track_seconds": got["track_seconds"],
+        "receiver_cpu_seconds": [got["cpu_user_seconds"], got["cpu_system_seconds"]],
+        "lossless": lossless,
+        "verdicts": got["verdicts"],
+    }
+
+
+def _readline(pipe: IO[str], timeout: float) -> str:
+    ready, _, _ = select.select([pipe], [], [], timeout)
+    return pipe.readline() if ready else ""
+
+
+def bench_lag(
+    flows: int = 2000, rate: float = 2000.0, flush_interval: float = 0.02
+) -> dict[str, Any]:
+    agent_ns, peer = Netns("agent"), Netns("peer")
+    fd, log_path = tempfile.mkstemp(prefix="snfbench-agent-", suffix=".log")
+    log = os.fdopen(fd, "w")
+    agent = None
+    try:
+        veth_pair(agent_ns, "fw0", peer, "seg0")
+        agent_ns.sysctl("net.netfilter.nf_conntrack_events", 1, check=False)
+        agent = agent_ns.popen(
+            sys.executable,
+            "-m",
+            "sniffover.cli",
+            "--iface",
+            "fw0",
+            "--flush-interval",
+            str(flush_interval),
+            "--stats-interval",
+            "3600",
+            "--confirm",
+            "off",  # synthetic frames: there is no master to confirm against
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 20
+        while True:
+            if agent.poll() is not None:
+                raise BenchError(f"agent exited: {_tail(log_path)}")
+            st = subprocess.run(
+                agent_ns.cmd(sys.executable, "-m", "sniffover.cli", "status"),
+                env=lab_env(),
+                capture_output=True,
+                timeout=10,
+            )
+            if st.returncode == 0:
+                break
+            if time.monotonic() > deadline:
+                raise BenchError(f"agent not ready: {_tail(log_path)}")
+            time.sleep(0.2)
+        ev = agent_ns.popen(
+            sys.executable,
+            "-m",
+            "sniffover.bench.live",
+            "--inner",
+            "events",
+            "--count",
+            str(flows),
+            "--idle",
+            "3",
+            "--deadline",
+            str(flows / rate + 30),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert ev.stdout is not None
+            if _readline(ev.stdout, 30).strip() != "ready":
+                raise BenchError("event listener did not start")
+            sent = peer.inner(
+                "send",
+                "--iface",
+                "seg0",
+                "--flows",
+                str(flows),
+                "--rate",
+                str(rate),
+                timeout=flows / rate + 60,
+            )
+            out, err = ev.communicate(timeout=flows / rate + 40)
+        finally:
+            stop_process(ev)
+            _procs.remove(ev)
+        if ev.returncode != 0:
+            raise BenchError(f"event listener failed: {err.strip()[-2000:]}")
+        events = json.loads(out.strip().splitlines()[-1])
+        status = json.loads(
+            agent_ns.run(sys.executable, "-m", "sniffover.cli", "status", "--json", check=False)
+            or "{}"
+        )
+        kernel = ct_count(agent_ns)
+    finally:
+        if agent is not None:
+            stop_process(agent)
+            _procs.remove(agent)
+        peer.delete()
+        agent_ns.delete()
+        log.close()
+    lags = sorted(
+        (events["events"][k] - t) * 1000 for k, t in sent["sent"].items() if k in events["events"]
+    )
+    with contextlib.suppress(OSError):
+        os.unlink(log_path)
+    return {
+        "flows": flows,
+        "send_rate": rate,
+        "achieved_send_rate": sent["rate"],
+        "flush_interval": flush_interval,
+        "samples": len(lags),
+        "missing": flows - len(lags),
+        "kernel_count": kernel,
+        "event_overruns": events["overruns"],
+        "median_ms": round(statistics.median(lags), 2) if lags else None,
+        "p90_ms": round(percentile(lags, 90), 2) if lags else None,
+        "p99_ms": round(percentile(lags, 99), 2) if lags else None,
+        "max_ms": round(lags[-1], 2) if lags else None,
+        "min_ms": round(lags[0], 2) if lags else None,
+        "agent_install": status.get("install", {}),
+        "agent_capture": status.get("capture", {}),
+        "target_p99_ms": 50,
+    }
+
+
+def percentile(sorted_values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    k = max(0, min(len(sorted_values) - 1, -(-len(sorted_values) * pct // 100) - 1))
+    return sorted_values[int(k)]
+
+
+def _tail(path: str) -> str:
+    with contextlib.suppress(OSError), open(path) as f:
+        return f.read()[-2000:]
+    return ""
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise BenchError("needs root (network namespaces)")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise BenchError(f"missing tools: {', '.join(missing)}")
+
+
+def describe() -> dict[str, Any]:
+    return {
+        "machine": machine(),
+        "kernel": platform.release(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": " ".join(["python -m sniffover.bench.live", *sys.argv[1:]]),
+    }
+
+
+def _inner_main(args: argparse.Namespace) -> int:
+    if args.inner == "install":
+        doc = inner_install(args.entries)
+    elif args.inner == "capture":
+        doc = inner_capture(
+            args.iface, args.expect, args.idle, args.deadline, args.gc_off, args.prefilter
+        )
+    elif args.inner == "events":
+        doc = inner_events(args.count, args.idle, args.deadline)
+    else:
+        doc = inner_send(args.iface, args.flows, args.rate)
+    print(json.dumps(doc), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m sniffover.bench.live", description=(__doc__ or "").split("\n")[0]
+    )
+    p.add_argument("--only", choices=["install", "capture", "capture-mix", "lag"], action="append")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--entries", type=int, default=100_000, help="install: entries per run")
+    p.add_argument("--runs", type=int, default=3, help="install: runs (median reported)")
+    p.add_argument(
+        "--rates",
+        default="100000,150000,200000,300000,400000,500000",
+        help="capture: comma-separated pps steps",
+    )
+    p.add_argument("--packets", type=int, default=1_000_000, help="capture: frames per step")
+    p.add_argument("--flows", type=int, default=0, help="capture: flows (100000) / lag: (2000)")
+    p.add_argument("--rate", type=float, default=2000.0, help="lag: handshakes per second")
+    p.add_argument("--flush-interval", type=float, default=0.02, help="lag: agent's")
+    p.add_argument(
+        "--gc-off",
+        action="store_true",
+        help="capture, diagnostic: receiver without cyclic GC (the agent keeps it on)",
+    )
+    p.add_argument("--dir", default="/tmp", help="where the synthetic capture is written")
+    # inner (in-namespace) parts
+    p.add_argument(
+        "--inner", choices=["install", "capture", "events", "send"], help=argparse.SUPPRESS
+    )
+    p.add_argument("--iface", help=argparse.SUPPRESS)
+    p.add_argument("--prefilter", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--expect", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--idle", type=float, default=2.0, help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, default=60.0, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.inner:
+        return _inner_main(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        preflight()
+        which = args.only or ["install", "capture", "lag"]
+        report: dict[str, Any] = describe()
+        if "install" in which:
+            report["install"] = bench_install(args.entries, args.runs)
+        if "capture" in which:
+            rates = [int(r) for r in args.rates.split(",") if r]
+            report["capture"] = bench_capture(rates, args.packets, args.flows or 100_000, args.dir)
+        if "capture-mix" in which:  # not in the default set: two full sweeps
+            report["capture_mix"] = bench_capture_mix(packets=args.packets, directory=args.dir)
+        if "lag" in which:
+            report["lag"] = bench_lag(args.flows or 2000, args.rate, args.flush_interval)
+    except BenchError as exc:
+        print(f"benchlive: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _cleanup()
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print_report(report)
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    for key in ("command", "machine", "kernel", "date"):
+        print(f"{key}: {report[key]}")
+    if "capture_mix" in report:
+        r = report["capture_mix"]
+        for mode in ("full", "prefilter"):
+            m = r[mode]
+            print(
+                f"capture-mix ({mode}): lossless up to {m['lossless_up_to_pps']} pps "
+                "(1 Gbit/s of this mix = ~147,000 frames/s)"
+            )
+            for s in m["steps"]:
+                print(
+                    f"   {s['rate']:>7} pps asked: sent {s['tcpreplay_sent']} at "
+                    f"{s['tcpreplay_pps']:.0f} pps; tracked {s['received']}, pcap dropped "
+                    f"{s['pcap_dropped']}, veth dropped {s['veth_dropped']}"
+                    f"{'' if s['lossless'] else '  LOSSY'}"
+                )
+    if "install" in report:
+        r = report["install"]
+        print(
+            f"install: {r['entries']} established TCP entries, {r['runs']} runs: median "
+            f"{r['median_rate']} entries/s (runs {r['rates']}, seconds {r['seconds']}; "
+            f"conntrack -C {r['kernel_counts']}; nf_conntrack_max {r['nf_conntrack_max']}, "
+            f"{'writable' if r['nf_conntrack_max_writable_in_netns'] else 'read-only'} in the "
+            f"netns; target >= {r['target_rate']})"
+        )
+    if "capture" in report:
+        r = report["capture"]
+        print(
+            f"capture: {r['pcap']} ({r['flows']} flows, {r['packets_per_step']} frames/step): "
+            f"max lossless {r['max_lossless_pps']} pps, lossless at every step up to "
+            f"{r['lossless_up_to_pps']} pps; receiver GC {r['receiver_gc']}"
+        )
+        for s in r["steps"]:
+            print(
+                f"  {s['rate']:>7} pps asked: tcpreplay sent {s['tcpreplay_sent']} at "
+                f"{s['tcpreplay_pps']:.0f} pps; received {s['received']}, pcap dropped "
+                f"{s['pcap_dropped']} (if {s['pcap_ifdropped']}), veth dropped "
+                f"{s['veth_dropped']}, flows {s['flows_tracked']}, tracker busy rate "
+                f"{s['tracker_pps']} pps{'' if s['lossless'] else '  LOSSY'}"
+            )
+    if "lag" in report:
+        r = report["lag"]
+        print(
+            f"lag: {r['flows']} handshakes at {r['achieved_send_rate']}/s, flush interval "
+            f"{r['flush_interval']} s: {r['samples']} samples ({r['missing']} missing, kernel "
+            f"count {r['kernel_count']}): median {r['median_ms']} ms, p90 {r['p90_ms']} ms, "
+            f"p99 {r['p99_ms']} ms, max {r['max_ms']} ms (target p99 < {r['target_p99_ms']})"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,511 @@
+"""Traffic generators for the failover lab, run inside a namespace.
+
+    ip netns exec NS python3 -m sniffover.lab.traffic server --tcp-port 8000 --udp-port 9000 \
+        --duration 60
+    ip netns exec NS python3 -m sniffover.lab.traffic client --server 198.51.100.10 \
+        --tcp 20 --udp 5 --duration 60
+    ip netns exec NS python3 -m sniffover.lab.traffic garp --iface inside0 --ip 192.0.2.1
+
+Protocol: a TCP request is the line ``ping <n>\\n``, the answer ``pong <n>\\n``; a UDP request is
+the datagram ``ping <n>``, echoed unchanged.
+
+Server: prints ``{"ready": true, ...}`` once listening, serves until ``--duration`` elapses.
+
+Client: opens ``--tcp`` long-lived TCP connections and ``--udp`` UDP sockets (each its own source
+port), does one request/response on each and prints ``{"ready": true, <result>}``; then reads
+one command per line on stdin and answers one JSON line on stdout:
+
+* ``probe``  -> one request/response on every TCP connection and UDP socket, concurrently
+  (``--timeout`` each, default 3 s): ``{"tcp_ok", "tcp_total", "udp_ok", "udp_total", "failed"}``
+* ``open N`` -> N more TCP connections, answered like ``probe`` for those only
+* ``close K`` -> closes the K oldest TCP connections gracefully (FIN): ``{"closed": K}``
+* ``info``   -> ``{"tcp_sports": [...], "udp_sports": [...], "dead": [...]}``
+* ``quit``   -> ``{"bye": true}`` and exit
+
+Everything is bounded: each exchange by ``--timeout``, the whole process by ``--duration``.
+
+garp: sends ``--count`` gratuitous ARP requests (sender = target = ``--ip``, sender MAC = the
+interface's MAC) to ff:ff:ff:ff:ff:ff through an AF_PACKET socket.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import json
+import os
+import selectors
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+ETH_P_ARP = 0x0806
+MAX_CONNS = 4096
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+def run_server(tcp_port: int, udp_port: int, duration: float, bind: str = "0.0.0.0") -> int:
+    deadline = time.monotonic() + duration
+    sel = selectors.DefaultSelector()
+    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((bind, tcp_port))
+    lsock.listen(1024)
+    lsock.setblocking(False)
+    usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    usock.bind((bind, udp_port))
+    usock.setblocking(False)
+    sel.register(lsock, selectors.EVENT_READ, "listen")
+    sel.register(usock, selectors.EVENT_READ, "udp")
+    bufs: dict[socket.socket, bytes] = {}
+    _emit({"ready": True, "tcp_port": tcp_port, "udp_port": udp_port})
+
+    def drop(conn: socket.socket) -> None:
+        sel.unregister(conn)
+        bufs.pop(conn, None)
+        conn.close()
+
+    while (left := deadline - time.monotonic()) > 0:
+        for key, _ in sel.select(timeout=min(left, 1.0)):
+            kind = key.data
+            if kind == "listen":
+                for _ in range(64):
+                    try:
+                        conn, _addr = lsock.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    if len(bufs) >= MAX_CONNS:
+                        conn.close()
+                        continue
+                    conn.setblocking(False)
+                    bufs[conn] = b""
+                    sel.register(conn, selectors.EVENT_READ, "conn")
+            elif kind == "udp":
+                for _ in range(64):
+                    try:
+                        data, addr = usock.recvfrom(65535)
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError:
+                        break
+                    with contextlib.suppress(OSError):
+                        usock.sendto(data, addr)
+            else:
+                obj = key.fileobj
+                assert isinstance(obj, socket.socket)
+                conn = obj
+                try:
+                    data = conn.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    drop(conn)
+                    continue
+                if not data:  # peer sent FIN: answer with ours
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_WR)
+                    drop(conn)
+                    continue
+                buf = bufs[conn] + data
+                *lines, rest = buf.split(b"\n")
+                bufs[conn] = rest[-4096:]
+                out = b"".join(
+                    b"pong " + line[5:].strip() + b"\n"
+                    for line in lines
+                    if line.startswith(b"ping ")
+                )
+                if out:
+                    try:
+                        conn.sendall(out)
+                    except OSError:
+                        drop(conn)
+    for conn in list(bufs):
+        conn.close()
+    lsock.close()
+    usock.close()
+    return 0
+
+
+# --- client -----------------------------------------------------------------------------------
+
+
+class TcpFlow:
+    __slots__ = ("sock", "sport", "buf", "dead")
+
+    def __init__(self, sock: socket.socket, sport: int) -> None:
+        self.sock = sock
+        self.sport = sport
+        self.buf = b""
+        self.dead: str | None = None
+
+
+class UdpFlow:
+    __slots__ = ("sock", "sport")
+
+    def __init__(self, sock: socket.socket, sport: int) -> None:
+        self.sock = sock
+        self.sport = sport
+
+
+class Client:
+    def __init__(self, server: str, tcp_port: int, udp_port: int, timeout: float) -> None:
+        self.server = server
+        self.tcp_port = tcp_port
+        self.udp_port = udp_port
+        self.timeout = timeout
+        self.tcp: list[TcpFlow] = []
+        self.udp: list[UdpFlow] = []
+        self.seq = 0
+
+    # opening
+    def open_tcp(self, n: int) -> tuple[list[TcpFlow], list[str]]:
+        """Connect ``n`` sockets concurrently; returns the connected ones and failure reasons."""
+        n = max(0, min(n, MAX_CONNS - len(self.tcp)))
+        sel = selectors.DefaultSelector()
+        pending: dict[socket.socket, int] = {}
+        failed: list[str] = []
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            s.bind(("0.0.0.0", 0))
+            sport = s.getsockname()[1]
+            err = s.connect_ex((self.server, self.tcp_port))
+            if err not in (0, errno.EINPROGRESS):
+                failed.append(f"tcp:{sport}:connect:{errno.errorcode.get(err, err)}")
+                s.close()
+                continue
+            pending[s] = sport
+            sel.register(s, selectors.EVENT_WRITE)
+        done: list[TcpFlow] = []
+        deadline = time.monotonic() + self.timeout
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                obj = key.fileobj
+                assert isinstance(obj, socket.socket)
+                s = obj
+                sel.unregister(s)
+                sport = pending.pop(s)
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    failed.append(f"tcp:{sport}:connect:{errno.errorcode.get(err, err)}")
+                    s.close()
+                else:
+                    done.append(TcpFlow(s, sport))
+        for s, sport in pending.items():
+            failed.append(f"tcp:{sport}:connect:timeout")
+            s.close()
+        sel.close()
+        self.tcp.extend(done)
+        return done, failed
+
+    def open_udp(self, n: int) -> list[UdpFlow]:
+        flows = []
+        for _ in range(max(0, min(n, MAX_CONNS - len(self.udp)))):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            s.bind(("0.0.0.0", 0))
+            s.connect((self.server, self.udp_port))
+            flows.append(UdpFlow(s, s.getsockname()[1]))
+        self.udp.extend(flows)
+        return flows
+
+    # exchanging
+    def exchange(self, tcp: list[TcpFlow], udp: list[UdpFlow]) -> dict[str, Any]:
+        """One request/response on every given flow, concurrently, each bounded by the timeout."""
+        self.seq += 1
+        n = self.seq
+        tcp_req = f"ping {n}\n".encode()
+        tcp_want = f"pong {n}".encode()
+        udp_req = f"ping {n}".encode()
+        failed: list[str] = []
+        sel = selectors.DefaultSelector()
+        waiting = 0
+        tcp_ok = udp_ok = 0
+        for f in tcp:
+            if f.dead:
+                failed.append(f"tcp:{f.sport}:{f.dead}")
+                continue
+            try:
+                f.sock.send(tcp_req)
+            except OSError as e:
+                f.dead = f"send:{errno.errorcode.get(e.errno or 0, e.errno)}"
+                failed.append(f"tcp:{f.sport}:{f.dead}")
+                continue
+            sel.register(f.sock, selectors.EVENT_READ, f)
+            waiting += 1
+        for u in udp:
+            try:
+                u.sock.send(udp_req)
+            except OSError as e:
+                failed.append(f"udp:{u.sport}:send:{errno.errorcode.get(e.errno or 0, e.errno)}")
+                continue
+            sel.register(u.sock, selectors.EVENT_READ, u)
+            waiting += 1
+        deadline = time.monotonic() + self.timeout
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                flow = key.data
+                if isinstance(flow, TcpFlow):
+                    ok, reason = self._tcp_read(flow, tcp_want)
+                    if ok or reason:
+                        sel.unregister(flow.sock)
+                        waiting -= 1
+                        if ok:
+                            tcp_ok += 1
+                        else:
+                            failed.append(f"tcp:{flow.sport}:{reason}")
+                else:
+                    assert isinstance(flow, UdpFlow)
+                    ok, reason = self._udp_read(flow, udp_req)
+                    if ok or reason:
+                        sel.unregister(flow.sock)
+                        waiting -= 1
+                        if ok:
+                            udp_ok += 1
+                        else:
+                            failed.append(f"udp:{flow.sport}:{reason}")
+        for key in list(sel.get_map().values()):
+            proto = "tcp" if isinstance(key.data, TcpFlow) else "udp"
+            failed.append(f"{proto}:{key.data.sport}:timeout")
+        sel.close()
+        return {
+            "tcp_ok": tcp_ok,
+            "tcp_total": len(tcp),
+            "udp_ok": udp_ok,
+            "udp_total": len(udp),
+            "failed": failed,
+        }
+
+    @staticmethod
+    def _tcp_read(f: TcpFlow, want: bytes) -> tuple[bool, str | None]:
+        """(answered, failure reason); stale answers to earlier timed-out requests are skipped."""
+        try:
+            data = f.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return False, None
+        except OSError as e:
+            f.dead = errno.errorcode.get(e.errno or 0, str(e.errno))
+            return False, f.dead
+        if not data:
+            f.dead = "eof"
+            return False, f.dead
+        f.buf += data
+        *lines, rest = f.buf.split(b"\n")
+        f.buf = rest[-4096:]
+        return (want in lines), None
+
+    @staticmethod
+    def _udp_read(u: UdpFlow, want: bytes) -> tuple[bool, str | None]:
+        for _ in range(64):
+            try:
+                data = u.sock.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return False, None
+            except OSError as e:
+                return False, errno.errorcode.get(e.errno or 0, str(e.errno))
+            if data == want:
+                return True, None
+        return False, None
+
+    def close_tcp(self, k: int) -> int:
+        """Close the ``k`` oldest connections: drain, FIN, wait (bounded) for the peer's FIN."""
+        victims, self.tcp = self.tcp[:k], self.tcp[k:]
+        sel = selectors.DefaultSelector()
+        for f in victims:
+            try:
+                while f.sock.recv(65536):
+                    pass
+            except OSError:
+                pass
+            try:
+                f.sock.shutdown(socket.SHUT_WR)
+                sel.register(f.sock, selectors.EVENT_READ, f)
+            except OSError:
+                f.sock.close()
+        deadline = time.monotonic() + self.timeout
+        while sel.get_map() and (left := deadline - time.monotonic()) > 0:
+            for key, _ in sel.select(timeout=left):
+                s = key.fileobj
+                assert isinstance(s, socket.socket)
+                try:
+                    data = s.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                if not data:
+                    sel.unregister(s)
+                    s.close()
+        for key in list(sel.get_map().values()):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            sel.unregister(s)
+            s.close()
+        sel.close()
+        return len(victims)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "tcp_sports": [f.sport for f in self.tcp],
+            "udp_sports": [u.sport for u in self.udp],
+            "dead": [f.sport for f in self.tcp if f.dead],
+        }
+
+    def close_all(self) -> None:
+        for f in self.tcp:
+            f.sock.close()
+        for u in self.udp:
+            u.sock.close()
+
+
+def _command(client: Client, line: str) -> dict[str, Any] | None:
+    """The answer to one command line, or None for ``quit``."""
+    words = line.split()
+    if not words:
+        return {"error": "empty command"}
+    cmd, args = words[0], words[1:]
+    try:
+        count = int(args[0]) if args else 1
+    except ValueError:
+        return {"error": f"bad count {args[0]!r}"}
+    if cmd == "probe":
+        return client.exchange(client.tcp, client.udp)
+    if cmd == "open":
+        flows, failed = client.open_tcp(count)
+        res = client.exchange(flows, [])
+        res["tcp_total"] = count
+        res["failed"] = failed + res["failed"]
+        return res
+    if cmd == "close":
+        return {"closed": client.close_tcp(count)}
+    if cmd == "info":
+        return client.info()
+    if cmd == "quit":
+        return None
+    return {"error": f"unknown command {cmd!r}"}
+
+
+def run_client(
+    server: str, tcp: int, udp: int, tcp_port: int, udp_port: int, duration: float, timeout: float
+) -> int:
+    deadline = time.monotonic() + duration
+    client = Client(server, tcp_port, udp_port, timeout)
+    tflows, failed = client.open_tcp(tcp)
+    uflows = client.open_udp(udp)
+    res = client.exchange(tflows, uflows)
+    res["tcp_total"] = tcp
+    res["failed"] = failed + res["failed"]
+    res["ready"] = True
+    _emit(res)
+    stdin = sys.stdin.fileno()
+    os.set_blocking(stdin, False)
+    sel = selectors.DefaultSelector()
+    sel.register(stdin, selectors.EVENT_READ)
+    buf = b""
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not sel.select(timeout=min(left, 1.0)):
+                continue
+            try:
+                data = os.read(stdin, 65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                return 0
+            buf += data
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                answer = _command(client, raw.decode(errors="replace"))
+                if answer is None:
+                    _emit({"bye": True})
+                    return 0
+                _emit(answer)
+                if time.monotonic() > deadline:
+                    return 0
+    finally:
+        client.close_all()
+        sel.close()
+    return 0
+
+
+# --- gratuitous ARP -------------------------------------------------------------------------------
+
+
+def garp_frame(mac: bytes, ip: str) -> bytes:
+    """An Ethernet broadcast ARP request with sender IP = target IP = ``ip`` (a gratuitous ARP)."""
+    bcast = b"\xff" * 6
+    ipb = socket.inet_aton(ip)
+    eth = bcast + mac + struct.pack("!H", ETH_P_ARP)
+    arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + ipb + b"\x00" * 6 + ipb
+    return eth + arp
+
+
+def send_garp(iface: str, ip: str, count: int = 3, interval: float = 0.05) -> bytes:
+    """Send ``count`` gratuitous ARPs for ``ip`` out of ``iface``; returns the MAC used."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as s:
+        s.bind((iface, 0))
+        mac = s.getsockname()[4]
+        frame = garp_frame(mac, ip)
+        for i in range(max(1, min(count, 100))):
+            if i:
+                time.sleep(interval)
+            s.send(frame)
+    return bytes(mac)
+
+
+# --- CLI ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python3 -m sniffover.lab.traffic")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    ps = sub.add_parser("server")
+    ps.add_argument("--tcp-port", type=int, default=8000)
+    ps.add_argument("--udp-port", type=int, default=9000)
+    ps.add_argument("--duration", type=float, default=60.0)
+    ps.add_argument("--bind", default="0.0.0.0")
+    pc = sub.add_parser("client")
+    pc.add_argument("--server", required=True)
+    pc.add_argument("--tcp", type=int, default=1)
+    pc.add_argument("--udp", type=int, default=0)
+    pc.add_argument("--tcp-port", type=int, default=8000)
+    pc.add_argument("--udp-port", type=int, default=9000)
+    pc.add_argument("--duration", type=float, default=60.0)
+    pc.add_argument("--timeout", type=float, default=3.0)
+    pg = sub.add_parser("garp")
+    pg.add_argument("--iface", required=True)
+    pg.add_argument("--ip", required=True, action="append")
+    pg.add_argument("--count", type=int, default=3)
+    a = p.parse_args(argv)
+    if a.cmd == "server":
+        return run_server(a.tcp_port, a.udp_port, min(a.duration, 3600.0), a.bind)
+    if a.cmd == "client":
+        return run_client(
+            a.server,
+            a.tcp,
+            a.udp,
+            a.tcp_port,
+            a.udp_port,
+            min(a.duration, 3600.0),
+            min(a.timeout, 30.0),
+        )
+    for ip in a.ip:
+        mac = send_garp(a.iface, ip, a.count)
+    _emit({"iface": a.iface, "ips": a.ip, "mac": mac.hex(":")})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

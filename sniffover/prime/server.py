@@ -1,0 +1,418 @@
+"""``sniffover serve``: hand this firewall's conntrack table to a standby that is priming.
+
+A small read-only TCP service. Each connection is one pull:
+
+1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian) + 32-byte server nonce
+2. client -> server: 32-byte client nonce + ``HMAC(key, b"sniffover-client" + sn + cn)``
+3. server -> client: one status byte (0 = ok, 1 = authentication failed) + 32 bytes:
+   ``HMAC(key, b"sniffover-server" + sn + cn)`` on success (zeros otherwise, then close)
+4. server -> client: the table as it is dumped, in authenticated chunks (format version
+   2, see ``snapstream``): a header with the dump time, frames of ~2,000 entries each
+   sealed by ``HMAC(HMAC(key, b"sniffover-stream" + sn + cn), everything before it)``,
+   the master's expectations, and an end frame with the entry count. A chunk is sent
+   as soon as the kernel dump has produced it, so the standby works on it meanwhile.
+
+Both sides prove knowledge of the pre-shared key with fresh nonces (constant-time
+compares); the stream MAC is keyed per session, so a recorded stream cannot be replayed
+to another pull, and truncation or tampering fails the MAC. Every read has a timeout,
+requests have fixed sizes, at most ``max_clients`` pulls run at once (extra connections
+are closed at once), one dump per pull. One log line per pull.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hmac
+import logging
+import os
+import resource
+import secrets
+import socket
+import stat
+import struct
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
+from ..errors import EXIT_ERROR, CliError
+from .stream import CHUNK_ENTRIES, HEADER, MAC_LEN, StreamWriter, chunked
+
+log = logging.getLogger("sniffover.serve")
+
+DEFAULT_PORT = 7445
+PROTOCOL_VERSION = 2  # 2: the stream comes in authenticated chunks (snapstream)
+MAGIC = b"SNFOVR"
+NONCE_LEN = 32
+HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
+STATUS_OK = 0
+STATUS_AUTH_FAILED = 1
+MAX_KEY_BYTES = 4096
+
+Dumper = Callable[[], Iterable[SnapshotEntry]]  # may be lazy: sent as it comes
+ExpectDumper = Callable[[], list[SnapshotExpectation]]
+
+
+def client_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-client" + server_nonce + client_nonce, "sha256")
+
+
+def server_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-server" + server_nonce + client_nonce, "sha256")
+
+
+def stream_key(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-stream" + server_nonce + client_nonce, "sha256")
+
+
+def read_key(path: str, error: type[Exception] = CliError) -> bytes:
+    """The pre-shared key in ``path``; refuses a missing, empty or group/world-accessible file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise error(f"key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"key file {path}: not a regular file")
+    if st.st_mode & 0o077:
+        raise error(
+            f"key file {path}: accessible by group/others (mode {st.st_mode & 0o777:04o}); "
+            "chmod 600 it"
+        )
+    try:
+        with open(path, "rb") as f:
+            key = f.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise error(f"key file {path}: {exc.strerror}") from None
+    key = key.strip()
+    if not key:
+        raise error(f"key file {path}: empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise error(f"key file {path}: longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def split_hostport(
+    text: str,
+    label: str,
+    default_port: int = DEFAULT_PORT,
+    min_port: int = 0,
+    error: type[Exception] = CliError,
+) -> tuple[str, int]:
+    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address;
+    errors name ``label`` (e.g. ``--listen '...'``) and are raised as ``error``."""
+    text = text.strip()
+    port = default_port
+    rest_port = ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise error(f"{label}: expected [ADDR]:PORT")
+        rest_port = rest[1:] if rest else ""
+    elif text.count(":") == 1:
+        host, _, rest_port = text.partition(":")
+    else:
+        host = text
+    if rest_port or (text.endswith(":") and text.count(":") == 1):
+        if not rest_port.isdigit() or not min_port <= int(rest_port) <= 65535:
+            raise error(f"{label}: bad port {rest_port!r}")
+        port = int(rest_port)
+    if not host:
+        raise error(f"{label}: no address")
+    return host, port
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``sniffover serve --listen``: port 0 means any free port."""
+    return split_hostport(listen, f"--listen {listen!r}")
+
+
+@dataclass
+class PullStats:
+    peer: str
+    entries: int
+    bytes: int
+    seconds: float
+    cpu_seconds: float
+    ok: bool
+    expectations: int = 0
+
+
+def _recv_exact(conn: socket.socket, n: int, timeout: float) -> bytes:
+    """``n`` bytes within ``timeout`` seconds in all (not per recv: no slowloris)."""
+    deadline = time.monotonic() + timeout
+    buf = bytearray()
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not complete within the timeout")
+        conn.settimeout(left)
+        chunk = conn.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError("peer closed the connection")
+        buf += chunk
+    return bytes(buf)
+
+
+def default_dumper() -> Iterator[SnapshotEntry]:
+    """This namespace's table as the kernel dumps it. A Python generator on purpose: if
+    the pull is abandoned half-way (the standby went away) it is closed when dropped, and
+    the ``with`` closes the netlink socket (and with it the kernel's dump)."""
+    from ..kernel.ctnetlink import CtnlSocket
+    from ..kernel.dump import dump_batches
+
+    with CtnlSocket(rcvbuf=8 << 20) as ctnl:
+        for batch in dump_batches(ctnl):
+            yield from batch
+
+
+def default_expect_dumper() -> list[SnapshotExpectation]:
+    from ..kernel.dump import dump_expectations
+
+    return dump_expectations()
+
+
+class Server:
+    """The listening socket and the per-pull handling; ``serve()`` runs one forever."""
+
+    def __init__(
+        self,
+        listen: str,
+        key: bytes,
+        *,
+        max_clients: int = 4,
+        timeout: float = 10.0,
+        dump: Dumper | None = None,
+        dump_expect: ExpectDumper | None = None,
+    ) -> None:
+        host, port = parse_listen(listen)
+        self.key = key
+        self.timeout = timeout
+        self.dump = dump or default_dumper
+        # the kernel's expectations go with the kernel's table; a test's own dumper
+        # sends none (no section) unless it brings its own
+        self.dump_expect = dump_expect or (default_expect_dumper if dump is None else None)
+        self.slots = threading.BoundedSemaphore(max(1, max_clients))
+        self.stop_event = threading.Event()
+        self._dumps_lock = threading.Lock()
+        self._dumps = 0  # dumps streaming now (see _collector)
+        self._gc_was_on = True
+        self.stats: list[PullStats] = []
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except OSError as exc:
+            raise CliError(f"--listen {listen}: {exc}") from None
+        family, _, _, _, addr = infos[0]
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self.sock.bind(addr)
+            self.sock.listen(16)
+        except OSError as exc:
+            self.sock.close()
+            raise CliError(f"cannot listen on {listen}: {exc.strerror}") from None
+        self.sock.settimeout(0.5)
+        self.address = self.sock.getsockname()
+
+    def _collector(self, change: int) -> None:
+        """No cyclic collections while a dump streams (it makes ~10 short-lived objects
+        per entry and no cycles; the passes cost ~10% of the master's CPU per pull):
+        off with the first running dump, on again with the last."""
+        with self._dumps_lock:
+            if change > 0 and self._dumps == 0:
+                self._gc_was_on = gc.isenabled()
+                gc.disable()
+            self._dumps += change
+            if change < 0 and self._dumps == 0 and self._gc_was_on:
+                gc.enable()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.sock.close()
+
+    def serve_forever(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                conn, peer = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self.stop_event.is_set():
+                    return
+                time.sleep(0.05)
+                continue
+            if not self.slots.acquire(blocking=False):
+                log.warning("pull from %s refused: %s clients busy", _peer(peer), "max")
+                conn.close()
+                continue
+            threading.Thread(target=self._run, args=(conn, peer), daemon=True).start()
+
+    def _run(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        try:
+            self.handle(conn, _peer(peer))
+        finally:
+            self.slots.release()
+
+    def handle(self, conn: socket.socket, peer: str) -> PullStats:
+        """One pull over ``conn`` (closed at the end); logs one line, returns the figures."""
+        t0 = time.perf_counter()
+        cpu0 = resource.getrusage(resource.RUSAGE_THREAD)
+        stats = PullStats(peer, 0, 0, 0.0, 0.0, False)
+        why = ""
+        try:
+            conn.settimeout(self.timeout)
+            sn = secrets.token_bytes(NONCE_LEN)
+            conn.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, sn))
+            req = _recv_exact(conn, NONCE_LEN + MAC_LEN, self.timeout)
+            cn, proof = req[:NONCE_LEN], req[NONCE_LEN:]
+            if not hmac.compare_digest(proof, client_proof(self.key, sn, cn)):
+                conn.sendall(bytes((STATUS_AUTH_FAILED,)) + bytes(MAC_LEN))
+                why = "authentication failed"
+            else:
+                conn.settimeout(self.timeout)
+                conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
+                taken_at = time.time()
+                w = StreamWriter(stream_key(self.key, sn, cn), taken_at)
+                conn.sendall(w.header())
+                # each chunk goes out as soon as the dump has read it: the standby
+                # decodes and stages it while the next one is dumped
+                dump = iter(self.dump())
+                self._collector(+1)
+                try:
+                    for chunk in chunked(dump, CHUNK_ENTRIES):
+                        data = w.chunk(chunk)
+                        conn.sendall(data)
+                        stats.bytes += len(data)
+                finally:  # a pull cut short ends the kernel's dump now
+                    self._collector(-1)
+                    close = getattr(dump, "close", None)
+                    if close is not None:
+                        close()
+                stats.entries = w.entries
+                if self.dump_expect is not None:
+                    try:
+                        exps = self.dump_expect()
+                    except Exception as exc:  # the table alone is still worth sending
+                        log.warning("expectation dump failed: %s", exc)
+                        exps = []
+                    data = w.expectations(exps)
+                    conn.sendall(data)
+                    stats.bytes += len(data)
+                    stats.expectations = len(exps)
+                data = w.end()
+                conn.sendall(data)
+                stats.bytes += len(data) + HEADER.size
+                stats.ok = True
+                conn.shutdown(socket.SHUT_WR)
+        except (OSError, ConnectionError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a failed dump must not kill the server
+            why = f"dump failed: {exc}"
+        finally:
+            conn.close()
+        cpu1 = resource.getrusage(resource.RUSAGE_THREAD)
+        stats.seconds = time.perf_counter() - t0
+        stats.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+        self.stats.append(stats)
+        del self.stats[:-100]
+        if stats.ok:
+            log.info(
+                "pull from %s: %d entries, %d expectations, %d bytes, %.3f s (cpu %.3f s)",
+                peer,
+                stats.entries,
+                stats.expectations,
+                stats.bytes,
+                stats.seconds,
+                stats.cpu_seconds,
+            )
+        else:
+            log.warning("pull from %s failed: %s (%.3f s)", peer, why, stats.seconds)
+        return stats
+
+
+def _peer(peer: tuple[str, int] | tuple[str, int, int, int]) -> str:
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def serve(
+    listen: str,
+    key_file: str,
+    max_clients: int = 4,
+    *,
+    timeout: float = 10.0,
+    dump: Dumper | None = None,
+    ready: Callable[[Server], None] | None = None,
+) -> None:
+    """Serve pulls on ``listen`` until interrupted (``ready`` gets the bound server first)."""
+    key = read_key(key_file)
+    server = Server(listen, key, max_clients=max_clients, timeout=timeout, dump=dump)
+    log.info("serving conntrack snapshots on %s", listen)
+    if ready is not None:
+        ready(server)
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+
+
+def add_serve_arguments(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+    """Add the ``serve`` subcommand to ``sniffover``'s subparsers."""
+    p = subparsers.add_parser(
+        "serve",
+        help="serve this firewall's conntrack table to a priming standby (read-only)",
+        description=(
+            "Listen for pulls from a standby's --prime-from; each pull is authenticated "
+            "with the pre-shared key (mutual HMAC-SHA256 challenge-response) and gets one "
+            "dump of this namespace's conntrack table, MAC-protected against truncation."
+        ),
+    )
+    _arguments(p)
+    return p
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--listen",
+        required=True,
+        metavar="ADDR[:PORT]",
+        help=f"address to listen on (default port {DEFAULT_PORT}; IPv6 as [ADDR]:PORT)",
+    )
+    p.add_argument(
+        "--key-file",
+        required=True,
+        metavar="FILE",
+        help="pre-shared key (must not be readable by group/others)",
+    )
+    p.add_argument("--max-clients", type=int, default=4, metavar="N", help="concurrent pulls")
+    p.add_argument(
+        "--timeout", type=float, default=10.0, metavar="SECONDS", help="timeout of every read"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if args.max_clients < 1 or args.timeout <= 0:
+        raise CliError("serve: --max-clients must be >= 1 and --timeout > 0")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s sniffover serve: %(message)s")
+    serve(args.listen, args.key_file, args.max_clients, timeout=args.timeout)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sniffover.prime.server")
+    _arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd_serve(args)
+    except CliError as exc:
+        print(f"sniffover: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

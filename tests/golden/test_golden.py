@@ -1,0 +1,50 @@
+"""Golden tests: replay each recorded capture and compare with the kernel's own table.
+
+Every ``pcaps/<name>.pcap`` was recorded on a router namespace running
+nf_conntrack (``python -m tools.golden.record``); beside it ``<name>.conntrack``
+is that kernel's ``conntrack -L -o extended`` and ``<name>.json`` the dump time
+and the router's sysctls. The expected result is only ever the kernel's output.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sniffover.conntrack.listing import parse_listing
+from sniffover.conntrack.timeouts import Timeouts
+from sniffover.replay import replay
+from tests.golden.compare import compare_tables
+
+PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
+SCENARIOS = sorted(p.stem for p in PCAPS.glob("*.json") if (PCAPS / f"{p.stem}.pcap").exists())
+
+pytestmark = pytest.mark.golden
+
+
+def load_scenario(name: str) -> tuple[dict, list, Timeouts]:
+    meta = json.loads((PCAPS / f"{name}.json").read_text())
+    kernel = parse_listing((PCAPS / f"{name}.conntrack").read_text())
+    return meta, kernel, Timeouts.from_sysctl(meta.get("router_sysctls", {}))
+
+
+def test_there_are_golden_captures() -> None:
+    assert len(SCENARIOS) >= 10, f"expected the recorded scenarios in {PCAPS}"
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_capture_is_complete(name: str) -> None:
+    """A capture that lost packets is no oracle: the kernel saw what the pcap does not."""
+    meta = json.loads((PCAPS / f"{name}.json").read_text())
+    assert meta.get("tcpdump", {}).get("dropped_by_kernel", 0) == 0, meta.get("tcpdump")
+
+
+@pytest.mark.parametrize("name", SCENARIOS)
+def test_replay_matches_kernel_table(name: str) -> None:
+    meta, kernel, timeouts = load_scenario(name)
+    at = float(meta["dump_time"])
+    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts)
+    cmp = compare_tables(kernel, result.entries(), at)
+    assert cmp.equal, f"{name}: {meta.get('description', '')}\n{cmp.report(at)}"

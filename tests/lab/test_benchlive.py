@@ -1,0 +1,58 @@
+"""Smoke tests of the live benchmark's plumbing (tiny sizes; speed is not judged here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from sniffover.bench import live as benchlive
+from sniffover.lab.hub import list_netns
+
+TOOLS = ("ip", "conntrack", "tcpreplay")
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
+        reason="needs root and ip, conntrack, tcpreplay",
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_namespaces():
+    yield
+    assert not [n for n in list_netns() if n.startswith(benchlive.PREFIX)]
+
+
+def test_install_puts_entries_in_the_kernel():
+    r = benchlive.bench_install(entries=300, runs=2)
+    assert r["kernel_counts"] == [300, 300]
+    assert r["installer_counters"].get("created") == 300
+    assert len(r["rates"]) == 2 and all(rate > 0 for rate in r["rates"])
+
+
+def test_capture_receives_and_tracks_every_frame(tmp_path):
+    r = benchlive.bench_capture(rates=[20_000], packets=3_000, flows=200, directory=str(tmp_path))
+    (step,) = r["steps"]
+    assert step["tcpreplay_sent"] == 3_000
+    assert step["received"] == 3_000
+    assert step["flows_tracked"] == 200
+    assert step["verdicts"][0] == 3_000  # all ACCEPT: tracked, not skipped
+    assert step["pcap_dropped"] == 0 and step["lossless"]
+    assert r["max_lossless_pps"] == 20_000
+
+
+def test_lag_collects_a_sample_per_handshake():
+    r = benchlive.bench_lag(flows=40, rate=200)
+    assert r["samples"] == 40 and r["missing"] == 0
+    assert r["kernel_count"] == 40
+    assert 0 < r["median_ms"] <= r["p99_ms"] < 5_000
+
+
+def test_percentile():
+    values = [float(i) for i in range(1, 101)]
+    assert benchlive.percentile(values, 50) == 50.0
+    assert benchlive.percentile(values, 99) == 99.0
+    assert benchlive.percentile([7.0], 99) == 7.0

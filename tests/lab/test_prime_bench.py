@@ -1,0 +1,39 @@
+"""Smoke tests of the prime benchmarks' plumbing (tiny sizes; speed is not judged here)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from sniffover.lab.hub import list_netns
+from sniffover.prime import client as prime
+
+TOOLS = ("ip", "conntrack")
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(
+        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
+        reason="needs root and ip, conntrack",
+    ),
+]
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_namespaces():
+    yield
+    assert not [n for n in list_netns() if n.startswith(f"snfprime-{os.getpid()}")]
+
+
+def test_agent_bench_primes_the_standby_kernel():
+    (row,) = prime.bench_agent([600])
+    assert row["entries"] == 600 and row["installed"] == 600  # the standby kernel's count
+    assert row["start_to_primed_s"] > 0 and row["agent_rss_mb"].get("peak", 0) > 0
+    assert "600 entries" in row["agent_log"][0] and "600 entries" in row["master_log"][0]
+
+
+def test_install_load_bench_commits_every_step():
+    rows = prime.bench_install_load(size=400, fillers=1)
+    assert [r["others"] for r in rows] == [0, 400]
+    assert all(r["committed"] == 400 and r["seconds"] > 0 for r in rows)
