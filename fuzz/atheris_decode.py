@@ -1,8 +1,8 @@
 """Coverage-guided fuzzing of decode + track with atheris (libFuzzer); not a pytest test.
 
     pip install atheris
-    python tests/fuzz_atheris.py -runs=1000000                 # from an empty corpus
-    python tests/fuzz_atheris.py --seed CORPUS && python tests/fuzz_atheris.py CORPUS -runs=...
+    python fuzz/atheris_decode.py -runs=1000000                 # from an empty corpus
+    python fuzz/atheris_decode.py --seed CORPUS && python fuzz/atheris_decode.py CORPUS -runs=...
 
 One input = a link type and up to 16 frames (with time gaps) decoded by ``Decoder`` (frame
 by frame and as a ``decode_batch``, which must agree) and tracked by a ``ConntrackTable``

@@ -175,7 +175,7 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if cfg.confirm not in ("auto", "mac", "both", "off"):
         raise CliError(f"--confirm {cfg.confirm!r}: expected auto, mac, both or off")
     try:
-        from ..capture.live import mac_bytes
+        from ..capture.bpf import mac_bytes
 
         for m in cfg.master_macs:
             mac_bytes(m)

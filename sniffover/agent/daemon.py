@@ -27,19 +27,11 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+from ..capture.bpf import exclude_self_filter, mac_bytes, mac_text, prefilter_bpf
 from ..capture.files import CaptureError
-from ..capture.live import (
-    LiveCapture,
-    MasterLearner,
-    exclude_self_filter,
-    local_macs,
-    local_prefixes,
-    mac_bytes,
-    mac_text,
-    prefilter_bpf,
-)
+from ..capture.live import LiveCapture
 from ..conntrack.confirm import ForwardingConfirmer
 from ..conntrack.entry import Conn
 from ..conntrack.helpers import HELPER_PORTS, HelperFollower
@@ -51,6 +43,7 @@ from ..kernel.ctnetlink import CtnlSocket, NetlinkError
 from ..kernel.expect import ExpectInstaller
 from ..kernel.installer import Installer
 from .control import ControlServer
+from .learning import MasterLearner, local_macs, local_prefixes
 
 log = logging.getLogger("sniffover.agent")
 
@@ -110,6 +103,11 @@ class AgentConfig:
     master_macs: list[str] = field(default_factory=list)  # configured; else learned
     ftp: bool = True  # FTP control entries get the kernel's ftp helper, expectations follow
     tftp: bool = True  # TFTP requests (UDP to 69) likewise, with the tftp helper
+
+
+def _learner(c: LiveCapture) -> MasterLearner | None:
+    """The learner the agent hooked into this capture (the handle knows only its feed())."""
+    return cast("MasterLearner | None", c.learner)
 
 
 def _ts(p: Packet) -> float:
@@ -330,7 +328,8 @@ class Agent:
         ]
         keys.update(new)
         for c in self.captures:
-            mac = c.learner.match(new) if c.learner is not None else None
+            ln = _learner(c)
+            mac = ln.match(new) if ln is not None else None
             if mac is not None:
                 c.decoder.master = c.decoder.master | {mac}
 
@@ -338,7 +337,7 @@ class Agent:
         """Collect MACs the learners found; every decoder then flags the master's frames."""
         changed = False
         for c in self.captures:
-            ln = c.learner
+            ln = _learner(c)
             if ln is not None and ln.learned is not None:
                 if ln.learned not in self.master:
                     self.master.add(ln.learned)

@@ -279,7 +279,8 @@ def inner_capture(
     else:  # as the agent's loop: start frozen, then settle_gc() every GC_FREEZE_EVERY s
         gc.collect()
         gc.freeze()
-    from ..capture.live import LiveCapture, prefilter_bpf
+    from ..capture.bpf import prefilter_bpf
+    from ..capture.live import LiveCapture
     from ..conntrack.table import ConntrackTable
     from ..conntrack.timeouts import Timeouts
 

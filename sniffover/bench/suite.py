@@ -1322,7 +1322,7 @@ def micro_commands(quick: bool) -> list[tuple[str, list[str]]]:
             ),
             (
                 "prime time per table size",
-                [py, "-m", "sniffover.prime.client", "bench", "2000", "10000"],
+                [py, "-m", "sniffover.bench.prime", "bench", "2000", "10000"],
             ),
         ]
     return [
@@ -1331,7 +1331,7 @@ def micro_commands(quick: bool) -> list[tuple[str, list[str]]]:
             [py, "-m", "sniffover.bench.replay", "--runs", "3"],
         ),
         ("live capture rate without drops, install rate, lag", [py, "-m", "sniffover.bench.live"]),
-        ("prime time per table size", [py, "-m", "sniffover.prime.client", "bench"]),
+        ("prime time per table size", [py, "-m", "sniffover.bench.prime", "bench"]),
     ]
 
 

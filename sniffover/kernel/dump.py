@@ -8,8 +8,7 @@ attribute headers match the expected layout, with a generic attribute walk as
 the fallback. The dump is not an atomic snapshot (the kernel walks its hash while
 entries come and go, §7.2); that is fine for priming a standby.
 
-``python -m sniffover.kernel.dump [N]`` dumps the current namespace and prints the
-count and the seconds it took.
+``python -m sniffover.bench.prime dump [N]`` times it in the current namespace.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ from __future__ import annotations
 import gc
 import os
 import struct
-import sys
-import time
 from collections.abc import Iterator
 
 from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
@@ -506,60 +503,3 @@ def dump_expectations(sock: CtnlSocket | None = None, family: int = 0) -> list[S
     finally:
         if own:
             ctnl.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    rounds = int(args[0]) if args else 1
-    for _ in range(max(1, rounds)):
-        t0 = time.perf_counter()
-        entries = dump_table()
-        print(f"{len(entries)} entries in {time.perf_counter() - t0:.3f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-def populate(count: int, *, start: int = 0, batch: int = 200) -> int:
-    """Create ``count`` synthetic entries in the current namespace (benchmarks, lab tests).
-
-    TCP ESTABLISHED with window scales and flags, every 4th one UDP, between
-    192.0.2.0/24 and 198.51.100.0/24 hosts; returns how many the kernel accepted.
-    Only ever call this inside a scratch namespace.
-    """
-    from .ctnetlink import TcpInfo, encode_ct_new
-
-    ok = 0
-    with CtnlSocket() as ctnl:
-        msgs: list[bytes] = []
-        for i in range(start, start + count):
-            src = bytes((192, 0, 2, 1 + (i >> 16) % 250))
-            dst = bytes((198, 51, 100, 1 + (i >> 8) % 250))
-            sport = 1024 + (i & 0xFFFF) % 60000
-            dport = 80 + i % 200
-            if i % 4 == 3:
-                orig = (17, src, dst, sport, dport)
-                reply = (17, dst, src, dport, sport)
-                msg = encode_ct_new(orig, reply, status=0x6, timeout=120, seq=ctnl.next_seq())
-            else:
-                orig = (6, src, dst, sport, dport)
-                reply = (6, dst, src, dport, sport)
-                info = TcpInfo(3, 7, 9, 0x03, 0x03, 0x03, 0x03)
-                msg = encode_ct_new(
-                    orig,
-                    reply,
-                    status=0x6,
-                    timeout=3600,
-                    tcp=info,
-                    mark=i & 0xFF,
-                    seq=ctnl.next_seq(),
-                )
-            msgs.append(msg)
-            if len(msgs) >= batch:
-                ok += sum(1 for err in ctnl.send_batch(msgs).values() if not err)
-                msgs = []
-        if msgs:
-            ok += sum(1 for err in ctnl.send_batch(msgs).values() if not err)
-    return ok

@@ -1,118 +1,14 @@
-"""``sniffover bench``: the metric computations (no root) and a tiny lab run (root)."""
+"""``sniffover bench``: a tiny lab run (root)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 
 import pytest
 
 from sniffover.bench import suite as benchsuite
-from sniffover.bench.suite import BenchConfig, coverage, parse_ct
-
-MASTER = """\
-tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=40001 dport=8000 \
-src=198.51.100.10 dst=192.0.2.10 sport=8000 dport=40001 [ASSURED] mark=0 use=1
-tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=40002 dport=8000 \
-src=198.51.100.10 dst=192.0.2.10 sport=8000 dport=40002 [ASSURED] mark=0 use=1
-tcp      6 119 TIME_WAIT src=192.0.2.10 dst=198.51.100.10 sport=40003 dport=8000 \
-src=198.51.100.10 dst=192.0.2.10 sport=8000 dport=40003 [ASSURED] mark=0 use=1
-udp      17 29 src=192.0.2.10 dst=198.51.100.10 sport=50000 dport=9000 \
-src=198.51.100.10 dst=192.0.2.10 sport=9000 dport=50000 mark=0 use=1
-icmp     1 29 src=192.0.2.10 dst=198.51.100.10 type=8 code=0 id=20481 \
-src=198.51.100.10 dst=192.0.2.10 type=0 code=0 id=20481 mark=0 use=1
-tcp      6 431999 ESTABLISHED src=203.0.113.2 dst=203.0.113.1 sport=41000 dport=7445 \
-src=203.0.113.1 dst=203.0.113.2 sport=7445 dport=41000 [ASSURED] mark=0 use=1
-"""
-
-# the standby: one ESTABLISHED in the same state, one in another state, TIME_WAIT missing,
-# UDP and ICMP present, one entry the master does not have (-o extended, for the parser)
-STANDBY = """\
-ipv4     2 tcp      6 300 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=40001 \
-dport=8000 src=198.51.100.10 dst=192.0.2.10 sport=8000 dport=40001 [ASSURED] mark=0 use=1
-ipv4     2 tcp      6 120 FIN_WAIT src=192.0.2.10 dst=198.51.100.10 sport=40002 dport=8000 \
-src=198.51.100.10 dst=192.0.2.10 sport=8000 dport=40002 [ASSURED] mark=0 use=1
-ipv4     2 udp      17 29 src=192.0.2.10 dst=198.51.100.10 sport=50000 dport=9000 \
-src=198.51.100.10 dst=192.0.2.10 sport=9000 dport=50000 mark=0 use=1
-ipv4     2 icmp     1 29 src=192.0.2.10 dst=198.51.100.10 type=8 code=0 id=20481 \
-src=198.51.100.10 dst=192.0.2.10 type=0 code=0 id=20481 mark=0 use=1
-ipv4     2 tcp      6 300 ESTABLISHED src=192.0.2.11 dst=198.51.100.10 sport=40009 \
-dport=8000 src=198.51.100.10 dst=192.0.2.11 sport=8000 dport=40009 [ASSURED] mark=0 use=1
-conntrack v1.4.7 (conntrack-tools): 5 flow entries have been shown.
-"""
-
-
-@pytest.mark.unit
-def test_parse_ct_keys_and_states() -> None:
-    t = parse_ct(MASTER)
-    assert t[("tcp", "192.0.2.10", "198.51.100.10", 40003, 8000)] == "TIME_WAIT"
-    assert t[("udp", "192.0.2.10", "198.51.100.10", 50000, 9000)] == ""
-    assert t[("icmp", "192.0.2.10", "198.51.100.10", 20481, 8)] == ""
-    assert len(t) == 6
-    s = parse_ct(STANDBY)
-    assert len(s) == 5 and s[("tcp", "192.0.2.10", "198.51.100.10", 40002, 8000)] == "FIN_WAIT"
-
-
-@pytest.mark.unit
-def test_coverage_from_two_listings() -> None:
-    c = coverage(MASTER, STANDBY)
-    # the sync-link connection (a firewall address) is not forwarded traffic: 5 entries
-    assert c["master"] == 5 and c["standby"] == 5
-    assert c["coverage"] == pytest.approx(3 / 5)  # ESTABLISHED 40001, UDP, ICMP
-    assert c["present"] == pytest.approx(4 / 5)  # + 40002 in the wrong state
-    assert c["open_coverage"] == pytest.approx(3 / 4)  # without the TIME_WAIT entry
-    assert c["established"] == 2 and c["established_coverage"] == pytest.approx(0.5)
-    assert c["wrong_state"] == 1 and c["extra"] == 1
-    assert c["by_proto"]["tcp"] == {"same": 1, "total": 3}
-    assert coverage(MASTER, MASTER)["coverage"] == 1.0
-    empty = coverage(MASTER, "")
-    assert empty["coverage"] == 0.0 and empty["extra"] == 0
-    assert coverage("", "")["coverage"] == 1.0
-
-
-@pytest.mark.unit
-def test_icmp_echo_checksum_and_markdown() -> None:
-    pkt = benchsuite.icmp_echo(0x5001, 7)
-    assert benchsuite._icmp_checksum(pkt) == 0  # a valid checksum sums to zero
-    results = {
-        "config": {"long": 1, "old_active": 1, "old_idle": 1, "udp": 1, "icmp": 1},
-        "subjects": [
-            {"subject": "cold", "error": "boom"},
-            benchsuite._summarize(
-                {
-                    "subject": "sniffover",
-                    "probe": {
-                        "probe": {
-                            "long": {"ok": 3, "total": 4},
-                            "old-idle": {"ok": 0, "total": 2},
-                            "udp": {"ok": 1, "total": 1},
-                        }
-                    },
-                    "coverage": coverage(MASTER, STANDBY),
-                }
-            ),
-        ],
-    }
-    s = results["subjects"][1]["summary"]  # type: ignore[index]
-    assert s["tcp"] == [3, 6] and s["old"] == [0, 2] and s["udp"] == [1, 1]
-    md = benchsuite.format_markdown(results)
-    assert "| cold | failed: boom |" in md and "| sniffover | — | 60.0% of 5 |" in md
-
-
-@pytest.mark.unit
-def test_config_flags() -> None:
-    p = argparse.ArgumentParser()
-    benchsuite._add_arguments(p)
-    cfg = benchsuite.config_from_args(
-        p.parse_args(["--quick", "--long", "7", "--subjects", "cold,sniffover"])
-    )
-    assert cfg.long == 7 and cfg.subjects == ("cold", "sniffover")
-    assert cfg.duration == BenchConfig.quick().duration
-    with pytest.raises(ValueError):
-        benchsuite.config_from_args(p.parse_args(["--subjects", "nope"]))
-    assert p.parse_args(["micro"]).what == "micro"
-
+from sniffover.bench.suite import BenchConfig
 
 TOOLS = ("ip", "nft", "conntrack")
 

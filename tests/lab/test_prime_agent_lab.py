@@ -196,7 +196,8 @@ def test_connection_closed_during_the_pull_is_not_resurrected(tmp_path) -> None:
 DYING_SERVE = """
 import sys
 from sniffover.conntrack.snapshot import SnapshotEntry
-from sniffover.prime.server import Server, read_key
+from sniffover.prime.handshake import read_key
+from sniffover.prime.server import Server
 
 listen, key_path, die_after = sys.argv[1], sys.argv[2], int(sys.argv[3])
 

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
+from sniffover.bench import prime
 from sniffover.lab.hub import list_netns
-from sniffover.prime import client as prime
 
 TOOLS = ("ip", "conntrack")
 pytestmark = [

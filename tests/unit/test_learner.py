@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from sniffover.capture.live import MasterLearner
+from sniffover.agent.learning import MasterLearner
 
 pytestmark = pytest.mark.unit
 

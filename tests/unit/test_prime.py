@@ -19,6 +19,7 @@ from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from sniffover.conntrack.listing import parse_listing
 from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from sniffover.errors import CliError
+from sniffover.prime import handshake
 from sniffover.prime import server as serve_mod
 from sniffover.prime import stream as snapstream
 from sniffover.prime.client import (
@@ -29,8 +30,9 @@ from sniffover.prime.client import (
     parse_expect_line,
     parse_hostport,
 )
+from sniffover.prime.handshake import parse_listen, read_key
 from sniffover.prime.records import decode_body, decode_expect_body, encode_body
-from sniffover.prime.server import Server, parse_listen, read_key
+from sniffover.prime.server import Server
 from sniffover.prime.stream import CHUNK_ENTRIES, bytes_reader, encode_stream, read_stream
 
 pytestmark = pytest.mark.unit
@@ -201,11 +203,11 @@ def test_abandoned_pull_ends_the_dump(key_file: str) -> None:
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         c = socket.create_connection(("127.0.0.1", srv.address[1]), timeout=5)
-        hello = c.recv(serve_mod.HELLO.size, socket.MSG_WAITALL)
-        sn = serve_mod.HELLO.unpack(hello)[2]
+        hello = c.recv(handshake.HELLO.size, socket.MSG_WAITALL)
+        sn = handshake.HELLO.unpack(hello)[2]
         cn = os.urandom(32)
-        c.sendall(cn + serve_mod.client_proof(key, sn, cn))
-        assert c.recv(33, socket.MSG_WAITALL)[0] == serve_mod.STATUS_OK
+        c.sendall(cn + handshake.client_proof(key, sn, cn))
+        assert c.recv(33, socket.MSG_WAITALL)[0] == handshake.STATUS_OK
         assert c.recv(100)  # the stream has begun
         c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         c.close()  # reset

@@ -1,0 +1,96 @@
+"""The prime protocol's handshake, shared by both ends (``server.py`` describes the exchange).
+
+Constants of the greeting, the key proofs both sides compute, the per-session stream key,
+the pre-shared key file and the ``HOST[:PORT]`` parsing of ``--listen``/``--prime-from``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import stat
+import struct
+
+from ..errors import CliError
+
+DEFAULT_PORT = 7445
+PROTOCOL_VERSION = 2  # 2: the stream comes in authenticated chunks (snapstream)
+MAGIC = b"SNFOVR"
+NONCE_LEN = 32
+HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
+STATUS_OK = 0
+STATUS_AUTH_FAILED = 1
+MAX_KEY_BYTES = 4096
+
+
+def client_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-client" + server_nonce + client_nonce, "sha256")
+
+
+def server_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-server" + server_nonce + client_nonce, "sha256")
+
+
+def stream_key(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.digest(key, b"sniffover-stream" + server_nonce + client_nonce, "sha256")
+
+
+def read_key(path: str, error: type[Exception] = CliError) -> bytes:
+    """The pre-shared key in ``path``; refuses a missing, empty or group/world-accessible file."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise error(f"key file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"key file {path}: not a regular file")
+    if st.st_mode & 0o077:
+        raise error(
+            f"key file {path}: accessible by group/others (mode {st.st_mode & 0o777:04o}); "
+            "chmod 600 it"
+        )
+    try:
+        with open(path, "rb") as f:
+            key = f.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        raise error(f"key file {path}: {exc.strerror}") from None
+    key = key.strip()
+    if not key:
+        raise error(f"key file {path}: empty")
+    if len(key) > MAX_KEY_BYTES:
+        raise error(f"key file {path}: longer than {MAX_KEY_BYTES} bytes")
+    return key
+
+
+def split_hostport(
+    text: str,
+    label: str,
+    default_port: int = DEFAULT_PORT,
+    min_port: int = 0,
+    error: type[Exception] = CliError,
+) -> tuple[str, int]:
+    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address;
+    errors name ``label`` (e.g. ``--listen '...'``) and are raised as ``error``."""
+    text = text.strip()
+    port = default_port
+    rest_port = ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise error(f"{label}: expected [ADDR]:PORT")
+        rest_port = rest[1:] if rest else ""
+    elif text.count(":") == 1:
+        host, _, rest_port = text.partition(":")
+    else:
+        host = text
+    if rest_port or (text.endswith(":") and text.count(":") == 1):
+        if not rest_port.isdigit() or not min_port <= int(rest_port) <= 65535:
+            raise error(f"{label}: bad port {rest_port!r}")
+        port = int(rest_port)
+    if not host:
+        raise error(f"{label}: no address")
+    return host, port
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``sniffover serve --listen``: port 0 means any free port."""
+    return split_hostport(listen, f"--listen {listen!r}")

@@ -1,0 +1,32 @@
+"""The failover lab's pure parts: frame builders and namespace naming (no root)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sniffover.lab.hub import Lab, client_ip, server_ip
+from sniffover.lab.traffic import garp_frame
+
+pytestmark = pytest.mark.unit
+
+
+def test_garp_frame_layout() -> None:
+    mac = bytes.fromhex("020000000001")
+    f = garp_frame(mac, "192.0.2.1")
+    assert len(f) == 42
+    assert f[:6] == b"\xff" * 6 and f[6:12] == mac and f[12:14] == b"\x08\x06"
+    arp = f[14:]
+    assert arp[6:8] == b"\x00\x01"  # request
+    assert arp[8:14] == mac
+    assert arp[14:18] == arp[24:28] == bytes([192, 0, 2, 1])
+
+
+def test_prefix_and_names() -> None:
+    lab = Lab(clients=2, servers=3, prefix="x")
+    assert lab.prefix == "snflab-x"
+    assert lab.ns("fw2") == "snflab-x-fw2"
+    assert lab.clients == ["c1", "c2"] and lab.servers == ["s1", "s2", "s3"]
+    assert lab.ip("c2") == client_ip(2) == "192.0.2.11"
+    assert lab.ip("s3") == server_ip(3) == "198.51.100.12"
+    with pytest.raises(KeyError):
+        lab.ns("c3")
