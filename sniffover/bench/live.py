@@ -51,10 +51,11 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
+from ..lab import netns
 from ..lab.hub import lab_env, stop_process
 from .replay import ACK, SYN, Flow, ack64_frames, machine, write_pcap
 
-PREFIX = f"snfbench-{os.getpid()}-"
+PREFIX = f"{netns.base_name('snfbench-')}-"
 TOOLS = ("ip", "conntrack", "tcpreplay")
 NFNLGRP_CONNTRACK_NEW = 1
 SYN_OPTS = bytes([2, 4, 5, 0xB4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7])
@@ -68,7 +69,6 @@ class BenchError(RuntimeError):
 
 # --- namespaces and processes ---------------------------------------------------------------
 
-_created: list[str] = []
 _procs: list[subprocess.Popen[Any]] = []
 
 
@@ -77,10 +77,9 @@ def _cleanup() -> None:
     while _procs:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             stop_process(_procs.pop())
-    while _created:
-        name = _created.pop()
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+    for name in reversed(netns.created()):
+        if name.startswith(PREFIX):
+            netns.delete(name)
 
 
 atexit.register(_cleanup)
@@ -98,16 +97,17 @@ class Netns:
 
     def __init__(self, name: str) -> None:
         self.name = PREFIX + name
-        if self.name in run(["ip", "netns", "list"]).split():
-            raise BenchError(f"namespace {self.name} exists already")
-        run(["ip", "netns", "add", self.name])
-        _created.append(self.name)
-        self.ip("link", "set", "lo", "up")
+        try:
+            netns.create(self.name)
+        except netns.NetnsExists as exc:
+            raise BenchError(f"namespace {self.name} exists already") from exc
+        except netns.NetnsError as exc:
+            raise BenchError(str(exc)) from exc
         for key in ("all", "default"):
             self.sysctl(f"net.ipv6.conf.{key}.disable_ipv6", 1, check=False)
 
     def cmd(self, *argv: str) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
+        return netns.exec_argv(self.name, *argv)
 
     def run(self, *argv: str, timeout: float = 60, check: bool = True) -> str:
         return run(self.cmd(*argv), timeout=timeout, check=check)
@@ -151,19 +151,13 @@ class Netns:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
     def delete(self) -> None:
-        if self.name in _created:
-            _created.remove(self.name)
-            run(["ip", "netns", "del", self.name], check=False)
+        netns.delete(self.name)
 
 
 def veth_pair(a: Netns, a_if: str, b: Netns, b_if: str) -> None:
     tmp = f"snfb{os.getpid() % 100000}"
     run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            a.name,
+        a.cmd(
             "ip",
             "link",
             "add",
@@ -175,7 +169,7 @@ def veth_pair(a: Netns, a_if: str, b: Netns, b_if: str) -> None:
             tmp,
             "netns",
             b.name,
-        ]
+        )
     )
     b.ip("link", "set", tmp, "name", b_if)
     for ns, dev in ((a, a_if), (b, b_if)):

@@ -20,6 +20,7 @@ from typing import Any
 from ..conntrack.snapshot import SnapshotEntry
 from ..kernel.ctnetlink import CtnlSocket
 from ..kernel.dump import dump_table
+from ..lab import netns
 from ..prime.client import fetch
 
 
@@ -31,20 +32,10 @@ def bench(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
     """
     import json
 
-    ns = f"snfprime-{os.getpid()}-bench"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    ns = netns.create(f"{netns.base_name('snfprime-')}-bench")
     try:
         out = subprocess.run(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                "-m",
-                "sniffover.bench.prime",
-                "bench-inner",
-            ]
+            netns.exec_argv(ns, sys.executable, "-m", "sniffover.bench.prime", "bench-inner")
             + [str(s) for s in sizes],
             check=True,
             capture_output=True,
@@ -53,7 +44,7 @@ def bench(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
         ).stdout
         return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        netns.delete(ns)
 
 
 def _bench_inner(sizes: Sequence[int]) -> None:
@@ -116,12 +107,12 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
 
     from ..lab.hub import stop_process
 
-    tag = f"snfprime-{os.getpid()}"
+    tag = netns.base_name("snfprime-")
     master, standby = f"{tag}-m", f"{tag}-s"
 
     def run(ns: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["ip", "netns", "exec", ns, *argv],
+            netns.exec_argv(ns, *argv),
             check=True,
             capture_output=True,
             text=True,
@@ -130,7 +121,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
 
     def count(ns: str) -> int:
         out = subprocess.run(
-            ["ip", "netns", "exec", ns, "conntrack", "-C"],
+            netns.exec_argv(ns, "conntrack", "-C"),
             capture_output=True,
             text=True,
             check=False,
@@ -144,8 +135,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
     prof_dir = os.environ.get("SNIFFOVER_BENCH_PROFILE", "")
     try:
         for ns in (master, standby):
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            created.append(ns)
+            created.append(netns.create(ns))
         subprocess.run(
             [
                 "ip",
@@ -165,7 +155,6 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
             check=True,
         )
         for ns, dev, addr in ((master, "m0", "203.0.113.1/24"), (standby, "s0", "203.0.113.2/24")):
-            run(ns, "ip", "link", "set", "lo", "up")
             run(ns, "ip", "addr", "add", addr, "dev", dev)
             run(ns, "ip", "link", "set", dev, "up")
         with tempfile.TemporaryDirectory() as tmp:
@@ -179,17 +168,12 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                 have += int(run(master, sys.executable, "-c", code).stdout.strip())
                 want = count(master)
                 subprocess.run(
-                    ["ip", "netns", "exec", standby, "conntrack", "-F"],
-                    capture_output=True,
-                    check=False,
+                    netns.exec_argv(standby, "conntrack", "-F"), capture_output=True, check=False
                 )
                 serve_log = os.path.join(tmp, f"serve-{size}.log")
                 with open(serve_log, "w") as serve_file:
                     serve = subprocess.Popen(
-                        [
-                            "ip",
-                            "netns",
-                            "exec",
+                        netns.exec_argv(
                             master,
                             sys.executable,
                             "-m",
@@ -199,7 +183,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                             "203.0.113.1",
                             "--key-file",
                             key_file,
-                        ],
+                        ),
                         stdout=subprocess.DEVNULL,
                         stderr=serve_file,
                     )
@@ -207,7 +191,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                 # one long-lived poller: spawning conntrack -C every 20 ms would take CPU
                 # from the run being measured
                 poller = subprocess.Popen(
-                    ["ip", "netns", "exec", standby, sys.executable, "-c", _POLL_COUNT, str(want)],
+                    netns.exec_argv(standby, sys.executable, "-c", _POLL_COUNT, str(want)),
                     stdout=subprocess.PIPE,
                     text=True,
                 )
@@ -223,10 +207,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                         profile = ["-m", "cProfile", "-o", f"{prof_dir}/agent-{size}.prof"]
                     with open(log_path, "w") as log_file:
                         agent = subprocess.Popen(
-                            [
-                                "ip",
-                                "netns",
-                                "exec",
+                            netns.exec_argv(
                                 standby,
                                 sys.executable,
                                 *profile,
@@ -239,7 +220,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                                 "--key-file",
                                 key_file,
                                 "--prime-required",
-                            ],
+                            ),
                             stdout=subprocess.DEVNULL,
                             stderr=log_file,
                         )
@@ -269,7 +250,7 @@ def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]
                 print(json.dumps(rows[-1]), flush=True)
     finally:
         for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+            netns.delete(ns)
     return rows
 
 
@@ -303,13 +284,13 @@ def bench_install_load(size: int = 250_000, fillers: int = 3) -> list[dict[str, 
     """
     import json
 
-    tag = f"snfprime-{os.getpid()}"
+    tag = netns.base_name("snfprime-")
     names = [f"{tag}-f{i}" for i in range(fillers)] + [f"{tag}-t"]
     rows: list[dict[str, Any]] = []
 
     def inner(ns: str, *argv: str) -> str:
         return subprocess.run(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "sniffover.bench.prime", *argv],
+            netns.exec_argv(ns, sys.executable, "-m", "sniffover.bench.prime", *argv),
             check=True,
             capture_output=True,
             text=True,
@@ -319,8 +300,7 @@ def bench_install_load(size: int = 250_000, fillers: int = 3) -> list[dict[str, 
     created: list[str] = []
     try:
         for ns in names:
-            subprocess.run(["ip", "netns", "add", ns], check=True)
-            created.append(ns)
+            created.append(netns.create(ns))
         for step in range(fillers + 1):
             if step:
                 inner(names[step - 1], "fill-inner", str(size), str((step - 1) * size))
@@ -328,13 +308,11 @@ def bench_install_load(size: int = 250_000, fillers: int = 3) -> list[dict[str, 
             rows.append({"others": step * size, **out})
             print(json.dumps(rows[-1]), flush=True)
             subprocess.run(
-                ["ip", "netns", "exec", names[-1], "conntrack", "-F"],
-                capture_output=True,
-                check=False,
+                netns.exec_argv(names[-1], "conntrack", "-F"), capture_output=True, check=False
             )
     finally:
         for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False)
+            netns.delete(ns)
     return rows
 
 

@@ -14,7 +14,8 @@ so a TCP connection survives a failover only if its conntrack entry exists on fw
 
 Every namespace is named ``snflab-<pid>-<n>-<node>``; ``Lab.destroy`` (also run by the context
 manager, on failure and at interpreter exit) ends the processes the lab started, by pid, and
-deletes exactly the namespaces it created.
+deletes exactly the namespaces it created (through ``lab.netns``, the project's one namespace
+helper).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
+
+from . import netns
+from .netns import list_netns
 
 INSIDE_NET = "192.0.2.0/24"
 OUTSIDE_NET = "198.51.100.0/24"
@@ -171,13 +175,6 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 3.0) -> None:
             continue
 
 
-def list_netns() -> list[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, timeout=10, check=False
-    ).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-
 class Lab:
     """The lab's namespaces and processes.  Use as ``with Lab(clients=2) as lab: ...``."""
 
@@ -195,7 +192,7 @@ class Lab:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
         if prefix is None:
-            prefix = f"snflab-{os.getpid()}-{next(_counter)}"
+            prefix = f"{netns.base_name('snflab-')}-{next(_counter)}"
         elif not prefix.startswith("snflab-"):
             prefix = f"snflab-{prefix}"
         self.prefix = prefix
@@ -260,7 +257,7 @@ class Lab:
         input: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in ``node``'s namespace (root namespace if ``node`` is None)."""
-        cmd = ["ip", "netns", "exec", self.ns(node), *argv] if node else list(argv)
+        cmd = netns.exec_argv(self.ns(node), *argv) if node else list(argv)
         res = subprocess.run(
             cmd,
             capture_output=True,
@@ -277,9 +274,7 @@ class Lab:
     def popen(self, node: str, *argv: str, **kw: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` in ``node``'s namespace; the lab stops it (by pid) on destroy."""
         kw.setdefault("env", lab_env())
-        proc: subprocess.Popen[Any] = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns(node), *argv], **kw
-        )
+        proc: subprocess.Popen[Any] = subprocess.Popen(netns.exec_argv(self.ns(node), *argv), **kw)
         self.procs.append(proc)
         return proc
 
@@ -325,11 +320,11 @@ class Lab:
         existing = set(list_netns())
         for node in self.nodes:
             name = self.ns(node)
-            if name in existing:
-                raise LabError(f"namespace {name} already exists")
-            self.run(None, "ip", "netns", "add", name)
+            try:
+                netns.create(name, existing)
+            except netns.NetnsError as exc:
+                raise LabError(str(exc)) from exc
             self.created.append(name)
-            self._ip(node, "link", "set", "lo", "up")
             if not self.ipv6:
                 self.sysctl(node, "net.ipv6.conf.all.disable_ipv6", 1)
                 self.sysctl(node, "net.ipv6.conf.default.disable_ipv6", 1)
@@ -432,10 +427,7 @@ class Lab:
                 stop_process(proc)
         self.procs.clear()
         for name in reversed(self.created):
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(
-                    ["ip", "netns", "del", name], capture_output=True, timeout=30, check=False
-                )
+            netns.delete(name)
         self.created.clear()
 
     # --- failover -------------------------------------------------------------------------

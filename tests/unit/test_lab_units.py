@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from sniffover.lab import netns
 from sniffover.lab.hub import Lab, client_ip, server_ip
 from sniffover.lab.traffic import garp_frame
 
@@ -30,3 +33,27 @@ def test_prefix_and_names() -> None:
     assert lab.ip("s3") == server_ip(3) == "198.51.100.12"
     with pytest.raises(KeyError):
         lab.ns("c3")
+
+
+def test_netns_names_use_the_project_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(netns.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    assert netns.base_name("snfrec-") == f"snfrec-{os.getpid()}"
+    assert netns.exec_argv("snfbench-1-a", "ip", "link") == [
+        *("ip", "netns", "exec", "snfbench-1-a"),
+        *("ip", "link"),
+    ]
+    for bad in ("lab-x", "snf-x", "", "xsnflab-1"):
+        with pytest.raises(netns.NetnsError):
+            netns.base_name(bad)
+        with pytest.raises(netns.NetnsError):
+            netns.create(bad)
+    assert calls == []  # refused before any ip command ran
+
+
+def test_netns_deletes_only_what_it_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    monkeypatch.setattr(netns.subprocess, "run", lambda argv, **kw: calls.append(argv))
+    netns.delete("snflab-not-ours")
+    netns.cleanup()
+    assert calls == [] and netns.created() == []

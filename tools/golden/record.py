@@ -45,6 +45,8 @@ from typing import Any
 
 import dpkt
 
+from sniffover.lab import netns
+
 CLIENT4, ROUTER_IN4 = "192.0.2.1", "192.0.2.254"
 ROUTER_OUT4, SERVER4 = "198.51.100.254", "198.51.100.1"
 CLIENT6, ROUTER_IN6 = "2001:db8:1::1", "2001:db8:1::fe"
@@ -274,7 +276,7 @@ class Lab:
     """Three namespaces (client, router, server), the capture and the traffic processes."""
 
     def __init__(self, prefix: str | None = None) -> None:
-        prefix = prefix or f"snfrec-{os.getpid()}"
+        prefix = prefix or netns.base_name("snfrec-")
         self.client = f"{prefix}-c"
         self.router = f"{prefix}-r"
         self.server = f"{prefix}-s"
@@ -286,7 +288,7 @@ class Lab:
 
     # --- plumbing -----------------------------------------------------------------
     def sh(self, ns: str | None, *cmd: str, check: bool = True, stdin: str | None = None) -> str:
-        full = ["ip", "netns", "exec", ns, *cmd] if ns else list(cmd)
+        full = netns.exec_argv(ns, *cmd) if ns else list(cmd)
         res = subprocess.run(
             full,
             input=stdin.encode() if stdin is not None else None,
@@ -303,10 +305,12 @@ class Lab:
         self.sh(ns, "sysctl", "-q", "-w", f"{key}={value}")
 
     def setup(self) -> None:
+        existing = set(netns.list_netns())
         for ns in (self.client, self.router, self.server):
-            self.sh(None, "ip", "netns", "add", ns)
-            self.created.append(ns)
-            self.sh(None, "ip", "-n", ns, "link", "set", "lo", "up")
+            try:
+                self.created.append(netns.create(ns, existing))
+            except netns.NetnsError as exc:
+                raise RecorderError(str(exc)) from exc
             for scope in ("all", "default"):
                 self.sysctl(ns, f"net.ipv6.conf.{scope}.accept_dad", 0)
                 self.sysctl(ns, f"net.ipv6.conf.{scope}.router_solicitations", 0)
@@ -379,7 +383,7 @@ class Lab:
             with contextlib.suppress(OSError, subprocess.SubprocessError):
                 self.tcpdump.stop(signal.SIGINT)
         for ns in reversed(self.created):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            netns.delete(ns)
         self.created.clear()
 
     # --- traffic ------------------------------------------------------------------
@@ -400,7 +404,7 @@ class Lab:
         return self._popen(cmd, label or f"{ns}:python")
 
     def spawn_cmd(self, ns: str, *cmd: str, label: str = "") -> Proc:
-        return self._popen(["ip", "netns", "exec", ns, *cmd], label or f"{ns}:{cmd[0]}")
+        return self._popen(netns.exec_argv(ns, *cmd), label or f"{ns}:{cmd[0]}")
 
     def _popen(self, cmd: list[str], label: str) -> Proc:
         popen = subprocess.Popen(
@@ -456,10 +460,7 @@ class Lab:
         if self.capturing:
             return
         proc = self._popen(
-            [
-                "ip",
-                "netns",
-                "exec",
+            netns.exec_argv(
                 self.router,
                 "tcpdump",
                 "-i",
@@ -475,7 +476,7 @@ class Lab:
                 "-n",
                 "-Z",
                 "root",
-            ],
+            ),
             "tcpdump",
         )
         self.procs.remove(proc)
@@ -521,7 +522,7 @@ class Lab:
     def dump(self) -> tuple[float, str]:
         dump_time = time.time()
         res = subprocess.run(
-            ["ip", "netns", "exec", self.router, "conntrack", "-L", "-o", "extended"],
+            netns.exec_argv(self.router, "conntrack", "-L", "-o", "extended"),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             timeout=30,
