@@ -29,7 +29,7 @@ from sniffover.conntrack.sctp import (
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts
 from sniffover.conntrack.verdict import ACCEPT, INVALID
-from tools.golden.record import (
+from sniffover.lab.frames import (
     SC_COOKIE_ACK,
     SC_SHUTDOWN_ACK,
     crc32c,

@@ -46,6 +46,21 @@ from typing import Any
 import dpkt
 
 from sniffover.lab import netns
+from sniffover.lab.frames import (
+    SC_COOKIE_ACK,
+    SC_SHUTDOWN_ACK,
+    sc_abort,
+    sc_cookie_echo,
+    sc_data,
+    sc_heartbeat,
+    sc_heartbeat_ack,
+    sc_init,
+    sc_init_ack,
+    sc_sack,
+    sc_shutdown,
+    sc_shutdown_complete,
+    sctp_packet,
+)
 
 CLIENT4, ROUTER_IN4 = "192.0.2.1", "192.0.2.254"
 ROUTER_OUT4, SERVER4 = "198.51.100.254", "198.51.100.1"
@@ -1025,86 +1040,6 @@ hold(30)
 # the CRC32c conntrack verifies) and sent from raw IPPROTO_SCTP sockets in the client and
 # server namespaces on a fixed schedule. The open raw sockets also keep the endpoints'
 # kernels from answering with ICMP protocol unreachable.
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC32c (Castagnoli), as SCTP uses it (RFC 9260 appendix B)."""
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def sctp_chunk(ctype: int, flags: int = 0, body: bytes = b"") -> bytes:
-    n = 4 + len(body)
-    return struct.pack("!BBH", ctype, flags, n) + body + bytes(-n % 4)
-
-
-def sctp_packet(sport: int, dport: int, vtag: int, *chunks: bytes) -> bytes:
-    """An SCTP packet (common header + chunks) with its CRC32c (stored little-endian)."""
-    data = struct.pack("!HHII", sport, dport, vtag, 0) + b"".join(chunks)
-    return data[:8] + struct.pack("<I", crc32c(data)) + data[12:]
-
-
-def _init_body(tag: int, tsn: int, params: bytes = b"") -> bytes:
-    return struct.pack("!IIHHI", tag, 65536, 10, 10, tsn) + params
-
-
-def sc_init(tag: int, tsn: int = 1000) -> bytes:
-    return sctp_chunk(1, 0, _init_body(tag, tsn))
-
-
-def sc_init_ack(tag: int, tsn: int = 5000, cookie: bytes = b"cookie" * 4) -> bytes:
-    return sctp_chunk(2, 0, _init_body(tag, tsn, struct.pack("!HH", 7, 4 + len(cookie)) + cookie))
-
-
-def sc_cookie_echo(cookie: bytes = b"cookie" * 4) -> bytes:
-    return sctp_chunk(10, 0, cookie)
-
-
-def sc_data(tsn: int, n: int = 100, sid: int = 0, ssn: int = 0) -> bytes:
-    return sctp_chunk(0, 0x03, struct.pack("!IHHI", tsn, sid, ssn, 0) + b"d" * n)
-
-
-def sc_sack(cum: int) -> bytes:
-    return sctp_chunk(3, 0, struct.pack("!IIHH", cum, 65536, 0, 0))
-
-
-def sc_heartbeat(info: bytes = b"hbinfo!!") -> bytes:
-    return sctp_chunk(4, 0, struct.pack("!HH", 1, 4 + len(info)) + info)
-
-
-def sc_heartbeat_ack(info: bytes = b"hbinfo!!") -> bytes:
-    return sctp_chunk(5, 0, struct.pack("!HH", 1, 4 + len(info)) + info)
-
-
-SC_COOKIE_ACK = sctp_chunk(11)
-SC_SHUTDOWN_ACK = sctp_chunk(8)
-
-
-def sc_abort(t_flag: bool = False) -> bytes:
-    return sctp_chunk(6, 1 if t_flag else 0)
-
-
-def sc_shutdown(cum: int) -> bytes:
-    return sctp_chunk(7, 0, struct.pack("!I", cum))
-
-
-def sc_shutdown_complete(t_flag: bool = False) -> bytes:
-    return sctp_chunk(14, 1 if t_flag else 0)
 
 
 class SctpAssoc:
