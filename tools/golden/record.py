@@ -9,7 +9,8 @@ For every scenario this builds three fresh namespaces (``snfrec-<pid>-c``,
 The router forwards with an nft ``forward`` chain that only counts (``ct state``
 rules, so nf_conntrack tracks the namespace; policy accept: nothing is dropped).
 tcpdump captures the router's inside interface while small Python programs
-(``ip netns exec NS python3 -c ...``) generate the scenario's traffic; right
+(``tools/golden/scenarios/``, run with ``ip netns exec NS python3 -m ...``) generate the
+scenario's traffic; right
 after the capture stops the router's ``conntrack -L -o extended`` is saved
 beside the pcap, with the dump time and the router's ``nf_conntrack_*``
 sysctls in ``<name>.json``. The kernel's table is the expected result of the
@@ -68,6 +69,11 @@ CLIENT6, ROUTER_IN6 = "2001:db8:1::1", "2001:db8:1::fe"
 ROUTER_OUT6, SERVER6 = "2001:db8:2::fe", "2001:db8:2::1"
 INSIDE, OUTSIDE, HOST_IF = "inside", "outside", "eth0"
 
+# the traffic programs: tools/golden/scenarios/<name>.py, run with ``python3 -m`` from the
+# repository root (``ip netns exec`` keeps the working directory)
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS_PACKAGE = "tools.golden.scenarios"
+
 ROUTER_RULESET = """table inet snfrec {
     chain forward_filter {
         type filter hook forward priority 0; policy accept;
@@ -76,134 +82,6 @@ ROUTER_RULESET = """table inet snfrec {
         ct state new counter
     }
 }
-"""
-
-# Shared helpers for the traffic programs run inside the namespaces. Every loop
-# is bounded in count and time; the parent ends every process by its pid.
-PRELUDE = r"""
-import json, socket, struct, sys, threading, time
-A = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
-
-def say(*a):
-    print(*a, flush=True)
-
-def until(t):
-    d = t - time.time()
-    if d > 0:
-        time.sleep(min(d, 30.0))
-
-def fam(host):
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-def payload(n, tag=b"x"):
-    return (tag * n)[:n]
-
-def recv_n(s, n, limit=5.0):
-    buf = b""
-    end = time.time() + limit
-    while len(buf) < n and time.time() < end:
-        s.settimeout(max(0.01, end - time.time()))
-        try:
-            d = s.recv(n - len(buf))
-        except OSError:
-            break
-        if not d:
-            break
-        buf += d
-    return buf
-
-def drain(s, limit=5.0):
-    # read until EOF (or error / time limit); returns the byte count
-    n = 0
-    end = time.time() + limit
-    while time.time() < end:
-        s.settimeout(max(0.01, end - time.time()))
-        try:
-            d = s.recv(65536)
-        except OSError:
-            break
-        if not d:
-            break
-        n += len(d)
-    return n
-
-def listener(host, port):
-    s = socket.socket(fam(host), socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((host, port))
-    s.listen(128)
-    return s
-
-def connect(host, port, src=None, timeout=3.0, reuse=False):
-    s = socket.socket(fam(host), socket.SOCK_STREAM)
-    if reuse:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if src is not None:
-        s.bind(tuple(src))
-    s.settimeout(timeout)
-    s.connect((host, port))
-    return s
-
-def rst_close(s):
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    s.close()
-
-def hold(limit=60.0):
-    # keep sockets open until the parent kills us (bounded anyway)
-    time.sleep(limit)
-
-def echo_conn(c, limit=60.0):
-    end = time.time() + limit
-    try:
-        while time.time() < end:
-            c.settimeout(max(0.01, end - time.time()))
-            d = c.recv(65536)
-            if not d:
-                break
-            c.sendall(d)
-    except OSError:
-        pass
-    try:
-        c.close()
-    except OSError:
-        pass
-
-def tcp_echo_server(ls, limit=60.0, max_conns=200):
-    def run():
-        end = time.time() + limit
-        for _ in range(max_conns):
-            ls.settimeout(max(0.01, end - time.time()))
-            try:
-                c, _a = ls.accept()
-            except OSError:
-                return
-            threading.Thread(target=echo_conn, args=(c, limit), daemon=True).start()
-    threading.Thread(target=run, daemon=True).start()
-
-def udp_echo_server(host, port, limit=60.0, max_pkts=1000):
-    s = socket.socket(fam(host), socket.SOCK_DGRAM)
-    s.bind((host, port))
-    def run():
-        end = time.time() + limit
-        for _ in range(max_pkts):
-            s.settimeout(max(0.01, end - time.time()))
-            try:
-                d, a = s.recvfrom(65536)
-            except OSError:
-                return
-            s.sendto(d, a)
-    threading.Thread(target=run, daemon=True).start()
-    return s
-"""
-
-# Generic server: TCP echo and UDP echo listeners, then hold until killed.
-ECHO_SERVER = r"""
-for h, p in A.get("tcp", []):
-    tcp_echo_server(listener(h, p))
-for h, p in A.get("udp", []):
-    udp_echo_server(h, p)
-say("ready")
-hold(A.get("limit", 60.0))
 """
 
 
@@ -302,13 +180,21 @@ class Lab:
         self.server_nft = False
 
     # --- plumbing -----------------------------------------------------------------
-    def sh(self, ns: str | None, *cmd: str, check: bool = True, stdin: str | None = None) -> str:
+    def sh(
+        self,
+        ns: str | None,
+        *cmd: str,
+        check: bool = True,
+        stdin: str | None = None,
+        cwd: Path | None = None,
+    ) -> str:
         full = netns.exec_argv(ns, *cmd) if ns else list(cmd)
         res = subprocess.run(
             full,
             input=stdin.encode() if stdin is not None else None,
             capture_output=True,
             timeout=30,
+            cwd=cwd,
         )
         if check and res.returncode != 0:
             raise RecorderError(
@@ -403,27 +289,21 @@ class Lab:
 
     # --- traffic ------------------------------------------------------------------
     def spawn(
-        self, ns: str, code: str, args: dict[str, Any] | None = None, label: str = ""
+        self, ns: str, program: str, args: dict[str, Any] | None = None, label: str = ""
     ) -> Proc:
-        """Start ``python3 -c PRELUDE+code`` in ``ns`` with ``args`` as JSON in argv[1]."""
-        cmd = [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            sys.executable,
-            "-c",
-            PRELUDE + code,
-            json.dumps(args or {}),
-        ]
-        return self._popen(cmd, label or f"{ns}:python")
+        """Start scenario program ``program`` (``tools/golden/scenarios/<program>.py``) in
+        ``ns`` with ``args`` as JSON in argv[1]; it runs from the repository root."""
+        cmd = netns.exec_argv(
+            ns, sys.executable, "-m", f"{SCENARIOS_PACKAGE}.{program}", json.dumps(args or {})
+        )
+        return self._popen(cmd, label or f"{ns}:python", cwd=REPO_ROOT)
 
     def spawn_cmd(self, ns: str, *cmd: str, label: str = "") -> Proc:
         return self._popen(netns.exec_argv(ns, *cmd), label or f"{ns}:{cmd[0]}")
 
-    def _popen(self, cmd: list[str], label: str) -> Proc:
+    def _popen(self, cmd: list[str], label: str, cwd: Path | None = None) -> Proc:
         popen = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd
         )
         proc = Proc(popen, label)
         self.procs.append(proc)
@@ -445,7 +325,7 @@ class Lab:
         self, tcp: Sequence[tuple[str, int]] = (), udp: Sequence[tuple[str, int]] = ()
     ) -> Proc:
         proc = self.spawn(
-            self.server, ECHO_SERVER, {"tcp": list(tcp), "udp": list(udp)}, label="server"
+            self.server, "echo_server", {"tcp": list(tcp), "udp": list(udp)}, label="server"
         )
         proc.expect("ready")
         return proc
@@ -521,17 +401,10 @@ class Lab:
         return (stderr.read() if stderr is not None else b"").decode(errors="replace")
 
     def router_sysctls(self) -> dict[str, str]:
-        code = (
-            "import glob, json\n"
-            "out = {}\n"
-            "for p in sorted(glob.glob('/proc/sys/net/netfilter/nf_conntrack_*')):\n"
-            "    try:\n"
-            "        out[p.rsplit('/', 1)[1]] = open(p).read().strip()\n"
-            "    except OSError:\n"
-            "        pass\n"
-            "print(json.dumps(out))\n"
+        out = self.sh(
+            self.router, sys.executable, "-m", f"{SCENARIOS_PACKAGE}.router_sysctls", cwd=REPO_ROOT
         )
-        data: dict[str, str] = json.loads(self.sh(self.router, sys.executable, "-c", code))
+        data: dict[str, str] = json.loads(out)
         return data
 
     def dump(self) -> tuple[float, str]:
@@ -553,67 +426,19 @@ class Lab:
 # open through the dump and are killed afterwards.
 # --------------------------------------------------------------------------------------
 
-FIN_CLIENT = r"""
-s = connect(A["dst"], A["port"], src=A.get("src"))
-s.sendall(payload(A["n"], b"c"))
-got = recv_n(s, A["n"])
-say("echoed", len(got))
-s.close()
-time.sleep(0.3)
-say("done")
-"""
-
 
 def sc_tcp_fin_close(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8080)])
-    lab.run_py(lab.client, FIN_CLIENT, {"dst": SERVER4, "port": 8080, "n": 4096})
+    lab.run_py(lab.client, "fin_client", {"dst": SERVER4, "port": 8080, "n": 4096})
 
 
 def sc_tcp_rst_abort(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8080)])
     lab.run_py(
         lab.client,
-        r"""
-s = connect(A["dst"], 8080)
-s.sendall(payload(3000, b"c"))
-say("echoed", len(recv_n(s, 3000)))
-time.sleep(0.1)
-rst_close(s)
-time.sleep(0.2)
-say("done")
-""",
+        "tcp_rst_abort_client",
         {"dst": SERVER4},
     )
-
-
-SIMCLOSE_SERVER = r"""
-ls = listener(A["host"], A["port"])
-say("ready")
-ls.settimeout(10)
-c, _a = ls.accept()
-got = recv_n(c, A["n"])
-c.sendall(payload(A["n"], b"s"))
-say("exchanged", len(got))
-until(A["t"])
-c.shutdown(socket.SHUT_WR)
-say("eof", drain(c))
-c.close()
-say("done")
-hold(30)
-"""
-
-SIMCLOSE_CLIENT = r"""
-s = connect(A["dst"], A["port"], src=A["src"])
-s.sendall(payload(A["n"], b"c"))
-got = recv_n(s, A["n"])
-say("exchanged", len(got))
-until(A["t"])
-s.shutdown(socket.SHUT_WR)
-say("eof", drain(s))
-s.close()
-time.sleep(0.3)
-say("done")
-"""
 
 
 def sc_tcp_simultaneous_close(lab: Lab) -> None:
@@ -624,7 +449,7 @@ def sc_tcp_simultaneous_close(lab: Lab) -> None:
     t = time.time() + 1.0
     server = lab.spawn(
         lab.server,
-        SIMCLOSE_SERVER,
+        "simclose_server",
         {"host": SERVER4, "port": 8080, "n": 2000, "t": t},
         label="server",
     )
@@ -632,7 +457,7 @@ def sc_tcp_simultaneous_close(lab: Lab) -> None:
     lab.server_rule(f"ip saddr {CLIENT4} tcp sport {sport} tcp flags & fin == fin drop")
     client = lab.spawn(
         lab.client,
-        SIMCLOSE_CLIENT,
+        "simclose_client",
         {"dst": SERVER4, "port": 8080, "n": 2000, "t": t, "src": [CLIENT4, sport]},
         label="client",
     )
@@ -643,25 +468,6 @@ def sc_tcp_simultaneous_close(lab: Lab) -> None:
     server.expect("done")
 
 
-SIMOPEN_PEER = r"""
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind((A["me"], A["myport"]))
-until(A["t"])
-s.settimeout(4.0)
-s.connect((A["peer"], A["peerport"]))
-say("connected")
-if A["first"]:
-    s.sendall(payload(1000, b"c"))
-    say("got", len(recv_n(s, 1000)))
-else:
-    got = recv_n(s, 1000)
-    s.sendall(payload(1000, b"s"))
-    say("got", len(got))
-say("done")
-hold(30)
-"""
-
-
 def sc_tcp_simultaneous_open(lab: Lab) -> None:
     # The client's SYN is dropped at the server (the router still sees it); 0.3 s later
     # the server's own SYN reaches the client, which is in SYN_SENT: crossing SYNs.
@@ -670,13 +476,13 @@ def sc_tcp_simultaneous_open(lab: Lab) -> None:
     t = time.time() + 0.5
     client = lab.spawn(
         lab.client,
-        SIMOPEN_PEER,
+        "simopen_peer",
         {"me": CLIENT4, "myport": cport, "peer": SERVER4, "peerport": sport, "t": t, "first": True},
         label="client",
     )
     server = lab.spawn(
         lab.server,
-        SIMOPEN_PEER,
+        "simopen_peer",
         {
             "me": SERVER4,
             "myport": sport,
@@ -697,34 +503,14 @@ def sc_tcp_simultaneous_open(lab: Lab) -> None:
 def sc_tcp_half_close(lab: Lab) -> None:
     server = lab.spawn(
         lab.server,
-        r"""
-ls = listener(A["host"], 8080)
-say("ready")
-ls.settimeout(10)
-c, _a = ls.accept()
-n = drain(c, 5.0)
-say("eof", n)
-for i in range(3):
-    c.sendall(payload(1500, b"s"))
-    time.sleep(0.1)
-say("done")
-hold(30)
-""",
+        "tcp_half_close_server",
         {"host": SERVER4},
         label="server",
     )
     server.expect("ready")
     client = lab.spawn(
         lab.client,
-        r"""
-s = connect(A["dst"], 8080)
-s.sendall(payload(3000, b"c"))
-time.sleep(0.1)
-s.shutdown(socket.SHUT_WR)
-say("got", recv_n(s, 4500, 3.0).__len__())
-say("done")
-hold(30)
-""",
+        "tcp_half_close_client",
         {"dst": SERVER4},
         label="client",
     )
@@ -736,14 +522,7 @@ def sc_tcp_syn_unanswered(lab: Lab) -> None:
     lab.server_rule("tcp dport 8082 drop")
     lab.run_py(
         lab.client,
-        r"""
-try:
-    s = connect(A["dst"], 8082, timeout=1.5)
-    say("connected?!")
-except OSError as exc:
-    say("gave up", exc)
-say("done")
-""",
+        "tcp_syn_unanswered_client",
         {"dst": SERVER4},
     )
 
@@ -751,14 +530,7 @@ say("done")
 def sc_tcp_syn_closed_port(lab: Lab) -> None:
     lab.run_py(
         lab.client,
-        r"""
-try:
-    connect(A["dst"], 8083, timeout=2.0)
-    say("connected?!")
-except OSError as exc:
-    say("refused", exc)
-say("done")
-""",
+        "tcp_syn_closed_port_client",
         {"dst": SERVER4},
     )
 
@@ -768,14 +540,7 @@ def sc_tcp_syn_retransmit(lab: Lab) -> None:
     lab.server_rule("tcp dport 8081 drop")
     client = lab.spawn(
         lab.client,
-        r"""
-s = connect(A["dst"], 8081, timeout=4.0)
-say("connected")
-s.sendall(payload(2000, b"c"))
-say("echoed", len(recv_n(s, 2000)))
-say("done")
-hold(30)
-""",
+        "tcp_syn_retransmit_client",
         {"dst": SERVER4},
         label="client",
     )
@@ -790,65 +555,9 @@ def sc_tcp_timewait_reuse(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8080)])
     lab.run_py(
         lab.client,
-        r"""
-src = (A["src"], A["sport"])
-s = connect(A["dst"], 8080, src=src, reuse=True)
-s.sendall(payload(2000, b"a"))
-say("echoed", len(recv_n(s, 2000)))
-s.close()
-time.sleep(1.3)  # tcp_tw_reuse wants the TIME_WAIT timestamp to be > 1 s old
-s = connect(A["dst"], 8080, src=src, reuse=True)
-s.sendall(payload(2000, b"b"))
-say("echoed again", len(recv_n(s, 2000)))
-say("done")
-hold(30)
-""",
+        "tcp_timewait_reuse_client",
         {"dst": SERVER4, "src": CLIENT4, "sport": 40300},
     )
-
-
-MIDSTREAM_SERVER = r"""
-ls = listener(A["host"], A["port"])
-say("ready")
-ls.settimeout(10)
-c, _a = ls.accept()
-got = recv_n(c, 1000)
-c.sendall(payload(1000, b"s"))
-say("pre", len(got))
-until(A["t"])
-sent = 0
-end = time.time() + A["secs"]
-for i in range(100):
-    if time.time() >= end:
-        break
-    c.sendall(payload(700, b"s"))
-    sent += 1
-    time.sleep(0.1)
-say("done", sent)
-hold(30)
-"""
-
-MIDSTREAM_CLIENT = r"""
-s = connect(A["dst"], A["port"])
-s.sendall(payload(1000, b"c"))
-say("pre", len(recv_n(s, 1000)))
-end = A["t"] + A["secs"] + 0.5
-n = 0
-for i in range(200):
-    if time.time() >= end:
-        break
-    s.settimeout(max(0.01, end - time.time()))
-    try:
-        d = s.recv(65536)
-    except OSError:
-        break
-    if not d:
-        break
-    s.sendall(payload(len(d) // 2 + 1, b"c"))
-    n += 1
-say("done", n)
-hold(30)
-"""
 
 
 def sc_tcp_midstream(lab: Lab, pcap: Path) -> None:
@@ -860,14 +569,14 @@ def sc_tcp_midstream(lab: Lab, pcap: Path) -> None:
     for port in (8080, 8090):
         server = lab.spawn(
             lab.server,
-            MIDSTREAM_SERVER,
+            "midstream_server",
             {"host": SERVER4, "port": port, "t": t, "secs": 1.0},
             label=f"server{port}",
         )
         server.expect("ready")
         client = lab.spawn(
             lab.client,
-            MIDSTREAM_CLIENT,
+            "midstream_client",
             {"dst": SERVER4, "port": port, "t": t, "secs": 1.0},
             label=f"client{port}",
         )
@@ -888,30 +597,7 @@ def sc_udp_flows(lab: Lab) -> None:
     lab.echo_server(udp=[(SERVER4, 5300)])
     lab.run_py(
         lab.client,
-        r"""
-dst = A["dst"]
-# 1: never answered (dropped silently at the server)
-u1 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u1.sendto(b"nobody home", (dst, 9998))
-time.sleep(0.1)
-u1.sendto(b"nobody home 2", (dst, 9998))
-# 2: one request, one response
-u2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u2.settimeout(1.0)
-u2.sendto(b"query", (dst, 5300))
-say("reply", u2.recvfrom(100)[0])
-# 3: a stream both ways lasting more than 2 s (ASSURED)
-u3 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u3.settimeout(1.0)
-for i in range(7):
-    u3.sendto(b"stream %d" % i, (dst, 5300))
-    try:
-        u3.recvfrom(100)
-    except OSError:
-        pass
-    time.sleep(0.5)
-say("done")
-""",
+        "udp_flows_client",
         {"dst": SERVER4},
         timeout=15,
     )
@@ -925,18 +611,7 @@ def sc_icmp_echo(lab: Lab) -> None:
 def sc_icmp_port_unreachable(lab: Lab) -> None:
     lab.run_py(
         lab.client,
-        r"""
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.connect((A["dst"], 9997))
-u.send(b"anyone?")
-u.settimeout(1.0)
-try:
-    u.recv(100)
-    say("answer?!")
-except OSError as exc:
-    say("error", exc)
-say("done")
-""",
+        "icmp_port_unreachable_client",
         {"dst": SERVER4},
     )
     lab.ping("-c", "1", "-W", "1", SERVER4)
@@ -946,30 +621,7 @@ def sc_ipv6_mixed(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER6, 8080)], udp=[(SERVER6, 5300)])
     client = lab.spawn(
         lab.client,
-        r"""
-dst = A["dst"]
-s1 = connect(dst, 8080)
-s1.sendall(payload(3000, b"a"))
-say("echoed", len(recv_n(s1, 3000)))
-s1.close()
-s2 = connect(dst, 8080)
-s2.sendall(payload(2000, b"b"))
-say("echoed", len(recv_n(s2, 2000)))
-u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-u.settimeout(1.0)
-u.sendto(b"query6", (dst, 5300))
-say("reply", u.recvfrom(100)[0])
-c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-c.connect((dst, 9997))
-c.send(b"closed?")
-c.settimeout(1.0)
-try:
-    c.recv(100)
-except OSError as exc:
-    say("error", exc)
-say("done")
-hold(30)
-""",
+        "ipv6_mixed_client",
         {"dst": SERVER6},
         label="client",
     )
@@ -982,48 +634,7 @@ def sc_mixed_many(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8080), (SERVER6, 8080)], udp=[(SERVER4, 5300), (SERVER6, 5300)])
     client = lab.spawn(
         lab.client,
-        r"""
-keep = []
-outcome = {}
-for i in range(40):
-    dst = A["dst6"] if i % 5 == 4 else A["dst4"]
-    kind = i % 4
-    try:
-        if kind == 3:
-            try:
-                connect(dst, 8084, timeout=1.0)
-            except OSError:
-                pass
-        else:
-            s = connect(dst, 8080, timeout=2.0)
-            s.sendall(payload(500 + 37 * i, b"m"))
-            recv_n(s, 500 + 37 * i, 2.0)
-            if kind == 0:
-                keep.append(s)
-            elif kind == 1:
-                s.close()
-            else:
-                rst_close(s)
-        outcome[kind] = outcome.get(kind, 0) + 1
-    except OSError as exc:
-        say("tcp error", i, exc)
-    time.sleep(0.04)
-for j in range(30):
-    dst = A["dst6"] if j % 5 == 4 else A["dst4"]
-    u = socket.socket(fam(dst), socket.SOCK_DGRAM)
-    u.settimeout(0.3)
-    port = (5300, 9998, 9997)[j % 3]
-    u.sendto(b"udp %d" % j, (dst, port))
-    if port == 5300:
-        try:
-            u.recvfrom(100)
-        except OSError:
-            pass
-    keep.append(u)
-    time.sleep(0.03)
-say("done", outcome)
-hold(30)
-""",
+        "mixed_many_client",
         {"dst4": SERVER4, "dst6": SERVER6},
         label="client",
     )
@@ -1077,17 +688,6 @@ class SctpAssoc:
         return steps
 
 
-SCTP_PEER = r"""
-socks = {f: socket.socket(f, socket.SOCK_RAW, 132) for f in (socket.AF_INET, socket.AF_INET6)}
-say("ready")
-for off, dst, pkt in A["sends"][:500]:
-    until(A["t0"] + off)
-    socks[fam(dst)].sendto(bytes.fromhex(pkt), (dst, 0))
-say("done")
-hold(A.get("limit", 30.0))
-"""
-
-
 def sctp_run(lab: Lab, steps: Sequence[tuple[str, str, bytes] | float], gap: float = 0.1) -> None:
     """Send ``steps`` in order, ``gap`` apart (a float in the list is an extra pause)."""
     sends: dict[str, list[tuple[float, str, str]]] = {"c": [], "s": []}
@@ -1102,7 +702,7 @@ def sctp_run(lab: Lab, steps: Sequence[tuple[str, str, bytes] | float], gap: flo
     peers = []
     t0 = time.time() + 1.0
     for side, ns in (("s", lab.server), ("c", lab.client)):
-        proc = lab.spawn(ns, SCTP_PEER, {"t0": t0, "sends": sends[side]}, label=f"sctp-{side}")
+        proc = lab.spawn(ns, "sctp_peer", {"t0": t0, "sends": sends[side]}, label=f"sctp-{side}")
         proc.expect("ready")
         peers.append(proc)
     if time.time() > t0 - 0.2:

@@ -76,44 +76,6 @@ def _client_rules_flush(lab: Lab) -> None:
 # TCP
 # --------------------------------------------------------------------------------------
 
-BULK_SERVER = r"""
-ls = listener(A["host"], A["port"])
-say("ready")
-ls.settimeout(10)
-c, _a = ls.accept()
-got = 0
-want = A["up"]
-end = time.time() + 8
-c.settimeout(8)
-while got < want and time.time() < end:
-    d = c.recv(262144)
-    if not d:
-        break
-    got += len(d)
-sent = 0
-chunk = payload(65536, b"s")
-while sent < A["down"]:
-    c.sendall(chunk)
-    sent += len(chunk)
-say("done", got, sent)
-hold(30)
-"""
-
-BULK_CLIENT = r"""
-s = socket.socket(fam(A["dst"]), socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, A["rcvbuf"])
-s.settimeout(5)
-s.connect((A["dst"], A["port"]))
-chunk = payload(65536, b"c")
-sent = 0
-while sent < A["up"]:
-    s.sendall(chunk)
-    sent += len(chunk)
-got = recv_n(s, A["down"], 8.0)
-say("done", sent, len(got))
-hold(30)
-"""
-
 
 def _bulk(lab: Lab, dst: str, up: int, down: int) -> None:
     # Different receive-buffer ceilings on both ends: different window scales each way
@@ -124,14 +86,14 @@ def _bulk(lab: Lab, dst: str, up: int, down: int) -> None:
         lab.sh(ns, "ethtool", "-K", recorder.HOST_IF, "tso", "off", "gso", "off", check=False)
     server = lab.spawn(
         lab.server,
-        BULK_SERVER,
+        "bulk_server",
         {"host": SERVER6 if ":" in dst else SERVER4, "port": 8080, "up": up, "down": down},
         label="server",
     )
     server.expect("ready")
     client = lab.spawn(
         lab.client,
-        BULK_CLIENT,
+        "bulk_client",
         {"dst": dst, "port": 8080, "up": up, "down": down, "rcvbuf": 8 << 20},
         label="client",
     )
@@ -148,23 +110,6 @@ def sc_ipv6_tcp_bulk(lab: Lab) -> None:
     _bulk(lab, SERVER6, 1 << 20, 2 << 20)
 
 
-RETRANS_CLIENT = r"""
-s = connect(A["dst"], 8080)
-n = 0
-for i in range(A["rounds"]):
-    s.sendall(payload(3000, b"r"))
-    n += len(recv_n(s, 3000, 2.0))
-say("lossy", n)
-until(A["t_block"])
-try:
-    s.sendall(payload(1400, b"z"))  # dropped at the server: retransmitted by RTO
-except OSError:
-    pass
-say("done")
-hold(30)
-"""
-
-
 def sc_tcp_retransmissions(lab: Lab) -> None:
     _distinct_pseudo_timeouts(lab)
     lab.echo_server(tcp=[(SERVER4, 8080)])
@@ -175,7 +120,7 @@ def sc_tcp_retransmissions(lab: Lab) -> None:
     t_block = time.time() + 3.0
     client = lab.spawn(
         lab.client,
-        RETRANS_CLIENT,
+        "retrans_client",
         {"dst": SERVER4, "rounds": 30, "t_block": t_block},
         label="client",
     )
@@ -187,64 +132,19 @@ def sc_tcp_retransmissions(lab: Lab) -> None:
     time.sleep(max(0.0, t_block + 3.5 - time.time()))  # 0.2+0.4+0.8+1.6: 4 retransmissions
 
 
-ZEROWIN_SERVER = r"""
-ls = listener(A["host"], 8080)
-say("ready")
-ls.settimeout(10)
-c, _a = ls.accept()
-c.setblocking(False)
-sent = 0
-end = time.time() + A["secs"]
-chunk = payload(16384, b"w")
-while time.time() < end and sent < (64 << 20):
-    try:
-        sent += c.send(chunk)
-    except BlockingIOError:
-        time.sleep(0.05)
-    except OSError:
-        break
-say("done", sent)
-hold(30)
-"""
-
-ZEROWIN_CLIENT = r"""
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-s.settimeout(5)
-s.connect((A["dst"], 8080))
-s.send(b"hello")
-say("done")
-hold(30)  # never reads: the window closes, the server probes it
-"""
-
-
 def sc_tcp_zero_window(lab: Lab) -> None:
     _distinct_pseudo_timeouts(lab)
-    server = lab.spawn(lab.server, ZEROWIN_SERVER, {"host": SERVER4, "secs": 6.0}, label="server")
+    server = lab.spawn(lab.server, "zerowin_server", {"host": SERVER4, "secs": 6.0}, label="server")
     server.expect("ready")
-    client = lab.spawn(lab.client, ZEROWIN_CLIENT, {"dst": SERVER4}, label="client")
+    client = lab.spawn(lab.client, "zerowin_client", {"dst": SERVER4}, label="client")
     client.expect("done")
     server.expect("done", 10)
-
-
-KEEPALIVE_CLIENT = r"""
-s = connect(A["dst"], 8080)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
-s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 20)
-s.sendall(payload(1000, b"k"))
-say("echoed", len(recv_n(s, 1000)))
-time.sleep(A["idle"])
-say("done")
-hold(30)
-"""
 
 
 def sc_tcp_keepalive(lab: Lab) -> None:
     _distinct_pseudo_timeouts(lab)
     lab.echo_server(tcp=[(SERVER4, 8080)])
-    lab.run_py(lab.client, KEEPALIVE_CLIENT, {"dst": SERVER4, "idle": 5.5}, timeout=12)
+    lab.run_py(lab.client, "keepalive_client", {"dst": SERVER4, "idle": 5.5}, timeout=12)
 
 
 def sc_tcp_rst_after_fin(lab: Lab) -> None:
@@ -253,63 +153,14 @@ def sc_tcp_rst_after_fin(lab: Lab) -> None:
     # c) client FIN acked, server sends more data, the closed client answers with RST
     server = lab.spawn(
         lab.server,
-        r"""
-ls = listener(A["host"], 8080)
-say("ready")
-ls.settimeout(10)
-c, _a = ls.accept()
-recv_n(c, 500)
-c.sendall(payload(500, b"a"))
-drain(c, 2.0)  # client's FIN
-rst_close(c)
-c, _a = ls.accept()
-recv_n(c, 500)
-c.sendall(payload(4000, b"b"))
-c.shutdown(socket.SHUT_WR)
-time.sleep(0.5)
-c.close()
-c, _a = ls.accept()
-recv_n(c, 500)
-c.sendall(payload(500, b"c"))
-drain(c, 2.0)  # client's FIN
-time.sleep(0.1)
-try:
-    c.sendall(payload(700, b"C"))  # to a closed socket: RST
-    time.sleep(0.2)
-    c.sendall(payload(700, b"D"))
-except OSError:
-    pass
-time.sleep(0.3)
-say("done")
-hold(30)
-""",
+        "tcp_rst_after_fin_server",
         {"host": SERVER4},
         label="server",
     )
     server.expect("ready")
     lab.run_py(
         lab.client,
-        r"""
-dst = A["dst"]
-s = connect(dst, 8080)
-s.sendall(payload(500, b"1"))
-recv_n(s, 500)
-s.shutdown(socket.SHUT_WR)
-drain(s, 2.0)
-s.close()
-time.sleep(0.2)
-s = connect(dst, 8080)
-s.sendall(payload(500, b"2"))
-time.sleep(0.3)  # 4000 bytes + FIN arrive, none read
-s.close()  # unread data: RST
-time.sleep(0.2)
-s = connect(dst, 8080)
-s.sendall(payload(500, b"3"))
-recv_n(s, 500)
-s.close()  # FIN; the server's later data gets an RST
-time.sleep(1.0)
-say("done")
-""",
+        "tcp_rst_after_fin_client",
         {"dst": SERVER4},
         timeout=12,
     )
@@ -321,47 +172,14 @@ def sc_tcp_close_while_data_in_flight(lab: Lab) -> None:
     # client half-closes while the server keeps streaming, a third shuts down both ways.
     server = lab.spawn(
         lab.server,
-        r"""
-ls = listener(A["host"], 8080)
-say("ready")
-def stream(c, n):
-    try:
-        c.settimeout(3)
-        for i in range(n):
-            c.sendall(payload(8192, b"f"))
-            time.sleep(0.01)
-        c.close()
-    except OSError:
-        pass
-ls.settimeout(10)
-for i in range(3):
-    c, _a = ls.accept()
-    threading.Thread(target=stream, args=(c, 150), daemon=True).start()
-time.sleep(4)
-say("done")
-hold(30)
-""",
+        "tcp_close_while_data_in_flight_server",
         {"host": SERVER4},
         label="server",
     )
     server.expect("ready")
     lab.run_py(
         lab.client,
-        r"""
-dst = A["dst"]
-a = connect(dst, 8080)
-recv_n(a, 20000)
-a.close()  # unread data: RST, the server keeps sending into it
-b = connect(dst, 8080)
-b.shutdown(socket.SHUT_WR)  # FIN while data flows the other way
-c = connect(dst, 8080)
-recv_n(c, 30000)
-c.shutdown(socket.SHUT_RDWR)
-say("b got", drain(b, 3.0))
-time.sleep(0.5)
-say("done")
-hold(30)
-""",
+        "tcp_close_while_data_in_flight_client",
         {"dst": SERVER4},
         timeout=12,
     )
@@ -372,24 +190,7 @@ def sc_tcp_many_short(lab: Lab) -> None:
     lab.echo_server(tcp=[(SERVER4, 8080)])
     lab.run_py(
         lab.client,
-        r"""
-ok = 0
-for i in range(200):
-    try:
-        s = connect(A["dst"], 8080, timeout=2.0)
-        s.sendall(payload(100 + i, b"q"))
-        recv_n(s, 100 + i, 1.0)
-        if i % 10 == 7:
-            rst_close(s)
-        else:
-            s.close()
-        ok += 1
-    except OSError as exc:
-        say("error", i, exc)
-    time.sleep(0.01)
-time.sleep(0.3)
-say("done", ok)
-""",
+        "tcp_many_short_client",
         {"dst": SERVER4},
         timeout=14,
     )
@@ -402,49 +203,14 @@ def sc_tcp_reuse_after_rst(lab: Lab) -> None:
     #    and the SYN/ACK resynchronises the old entry
     server = lab.spawn(
         lab.server,
-        r"""
-ls = listener(A["host"], 8080)
-say("ready")
-ls.settimeout(10)
-for i in range(4):
-    c, _a = ls.accept()
-    d = recv_n(c, 300)
-    c.sendall(d)
-    if i == 2:
-        time.sleep(0.1)
-        rst_close(c)
-    else:
-        threading.Thread(target=echo_conn, args=(c, 20), daemon=True).start()
-say("done")
-hold(30)
-""",
+        "tcp_reuse_after_rst_server",
         {"host": SERVER4},
         label="server",
     )
     server.expect("ready")
     lab.run_py(
         lab.client,
-        r"""
-dst = A["dst"]
-src = (A["src"], 40700)
-s = connect(dst, 8080, src=src, reuse=True)
-s.sendall(payload(300, b"a")); recv_n(s, 300)
-rst_close(s)
-time.sleep(0.1)
-s = connect(dst, 8080, src=src, reuse=True)
-s.sendall(payload(300, b"b")); recv_n(s, 300)
-src2 = (A["src"], 40710)
-t = connect(dst, 8080, src=src2, reuse=True)
-t.sendall(payload(300, b"c")); recv_n(t, 300)
-time.sleep(0.4)  # the server aborts this one
-t.close()
-time.sleep(0.1)
-t = connect(dst, 8080, src=src2, reuse=True)
-t.sendall(payload(300, b"d")); say("echo", len(recv_n(t, 300)))
-time.sleep(0.3)
-say("done")
-hold(30)
-""",
+        "tcp_reuse_after_rst_client",
         {"dst": SERVER4, "src": CLIENT4},
         timeout=12,
     )
@@ -470,20 +236,7 @@ def sc_tcp_syn_on_established(lab: Lab) -> None:
     )
     client = lab.spawn(
         lab.client,
-        r"""
-src = (A["src"], 40800)
-s = connect(A["dst"], 8080, src=src, reuse=True)
-s.sendall(payload(1200, b"a"))
-say("echoed", len(recv_n(s, 1200)))
-rst_close(s)  # the RST never leaves the client
-say("aborted")
-until(A["t"])
-s = connect(A["dst"], 8080, src=src, reuse=True, timeout=5.0)
-s.sendall(payload(800, b"b"))
-say("echoed again", len(recv_n(s, 800)))
-say("done")
-hold(30)
-""",
+        "tcp_syn_on_established_client",
         {"dst": SERVER4, "src": CLIENT4, "t": time.time() + 1.5},
         label="client",
     )
@@ -503,34 +256,7 @@ def sc_udp_many_flows(lab: Lab) -> None:
     lab.echo_server(udp=[(SERVER4, 5300), (SERVER6, 5300)])
     lab.run_py(
         lab.client,
-        r"""
-socks = []
-for i in range(300):
-    dst = A["dst6"] if i % 7 == 3 else A["dst4"]
-    u = socket.socket(fam(dst), socket.SOCK_DGRAM)
-    u.settimeout(0.05)
-    port = 9998 if i % 5 == 4 else 5300
-    u.sendto(b"flow %d" % i, (dst, port))
-    if port == 5300:
-        try:
-            u.recvfrom(100)
-        except OSError:
-            pass
-    socks.append((u, dst, port))
-    time.sleep(0.005)
-# about a third become streams: more traffic after 2 s, some only one way
-time.sleep(max(0.0, A["t0"] + 2.6 - time.time()))
-for i, (u, dst, port) in enumerate(socks):
-    if i % 3 == 0:
-        u.sendto(b"again %d" % i, (dst, port))
-        if port == 5300:
-            try:
-                u.recvfrom(100)
-            except OSError:
-                pass
-say("done")
-hold(30)
-""",
+        "udp_many_flows_client",
         {"dst4": SERVER4, "dst6": SERVER6, "t0": time.time()},
         timeout=14,
     )
@@ -543,24 +269,7 @@ def sc_icmp_ttl_exceeded(lab: Lab) -> None:
     lab.echo_server(udp=[(SERVER4, 5300)])
     lab.run_py(
         lab.client,
-        r"""
-dst = A["dst"]
-for ttl in (1, 1, 2):
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
-    u.settimeout(0.5)
-    u.sendto(b"probe ttl %d" % ttl, (dst, 5300))
-    try:
-        u.recvfrom(100)
-    except OSError:
-        pass
-    u.close()
-u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-u6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 1)
-u6.sendto(b"probe6", (A["dst6"], 33434))
-time.sleep(0.3)
-say("done")
-""",
+        "icmp_ttl_exceeded_client",
         {"dst": SERVER4, "dst6": SERVER6},
     )
     lab.ping("-c", "2", "-i", "0.2", "-W", "1", "-t", "1", SERVER4)
