@@ -13,7 +13,7 @@ deleted in ``finally`` and at exit); the root namespace is never touched.
   read-only there: the limit is the init namespace's, the count per namespace), so
   the run checks that N fits under it.
 * ``capture``: two namespaces joined by a veth pair; ``tcpreplay`` sends a fixed
-  number of frames of the 64-byte ACK worst case (``bench.ack64_frames``: 100k
+  number of frames of the 64-byte ACK worst case (``bench.replay.ack64_frames``: 100k
   handshakes, then pure ACKs round robin) at stepped rates; a child process in the
   other namespace reads them with ``LiveCapture`` (promiscuous, snaplen 128, 32 MiB
   ring, non-blocking, select()) and tracks every frame with ``ConntrackTable``

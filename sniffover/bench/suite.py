@@ -25,7 +25,9 @@ the other, the same traffic each time (driver seeded with ``--seed``):
 
 The traffic driver is this module, run in the client namespace with ``--inner driver``.
 Results: a Markdown table on stdout, and with ``--out DIR`` also ``results.json``,
-``results.md`` and PNG plots (``sniffover.bench.plots``; skipped without matplotlib).
+``results.md`` and PNG plots (``sniffover.bench.plots``). Only the plots need matplotlib, the
+``[bench]`` extra (``pip install 'sniffover[bench]'``); without it they are skipped. The suite
+needs root (network namespaces) and, for the conntrackd subject, ``conntrackd``.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ def parse_ct(text: str) -> dict[Key, str]:
     The key is (protocol, src, dst, sport, dport) of the first (ORIGINAL) tuple; for ICMP the
     ports are (id, type). The state is the TCP state, '' for other protocols. Lines that are
     not entries (summaries, headers) are ignored; ``-o extended``'s family columns too.
+    Not ``conntrack.listing.parse_listing``: that parser is strict (it raises on any line
+    that is not ``conntrack -L``), and conntrackd's cache dumps are not written for it.
     """
     out: dict[Key, str] = {}
     for line in text.splitlines():
@@ -1377,7 +1381,11 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--micro", action="store_true", help="same as 'micro'")
     p.add_argument("--quick", action="store_true", help="small sizes (suite well under 2 min)")
-    p.add_argument("--out", metavar="DIR", help="write results.json, results.md and PNG plots")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write results.json, results.md and PNG plots (plots: matplotlib, the [bench] extra)",
+    )
     p.add_argument(
         "--subjects",
         default=",".join(SUBJECTS),
