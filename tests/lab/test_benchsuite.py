@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from sniffover.bench import suite as benchsuite
+from sniffover.bench.report import write_results
 from sniffover.bench.suite import BenchConfig
 
 TOOLS = ("ip", "nft", "conntrack")
@@ -49,5 +50,5 @@ def test_tiny_suite_cold_loses_sniffover_keeps(tmp_path) -> None:
     if "conntrackd" in by:
         assert by["conntrackd"]["summary"]["tcp"] == [14, 14], by["conntrackd"]["probe"]
     assert any("standby up" in line for line in lines)
-    written = benchsuite.write_results(results, tmp_path, lines.append)
+    written = write_results(results, tmp_path, lines.append)
     assert (tmp_path / "results.json").exists() and (tmp_path / "results.md") in written

@@ -7,7 +7,10 @@ import argparse
 import pytest
 
 from sniffover.bench import suite as benchsuite
-from sniffover.bench.suite import BenchConfig, coverage, parse_ct
+from sniffover.bench.driver import _icmp_checksum, icmp_echo
+from sniffover.bench.measure import coverage, parse_ct
+from sniffover.bench.report import _summarize, format_markdown
+from sniffover.bench.suite import BenchConfig
 
 pytestmark = pytest.mark.unit
 
@@ -70,13 +73,13 @@ def test_coverage_from_two_listings() -> None:
 
 
 def test_icmp_echo_checksum_and_markdown() -> None:
-    pkt = benchsuite.icmp_echo(0x5001, 7)
-    assert benchsuite._icmp_checksum(pkt) == 0  # a valid checksum sums to zero
+    pkt = icmp_echo(0x5001, 7)
+    assert _icmp_checksum(pkt) == 0  # a valid checksum sums to zero
     results = {
         "config": {"long": 1, "old_active": 1, "old_idle": 1, "udp": 1, "icmp": 1},
         "subjects": [
             {"subject": "cold", "error": "boom"},
-            benchsuite._summarize(
+            _summarize(
                 {
                     "subject": "sniffover",
                     "probe": {
@@ -93,7 +96,7 @@ def test_icmp_echo_checksum_and_markdown() -> None:
     }
     s = results["subjects"][1]["summary"]  # type: ignore[index]
     assert s["tcp"] == [3, 6] and s["old"] == [0, 2] and s["udp"] == [1, 1]
-    md = benchsuite.format_markdown(results)
+    md = format_markdown(results)
     assert "| cold | failed: boom |" in md and "| sniffover | — | 60.0% of 5 |" in md
 
 
