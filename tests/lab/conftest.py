@@ -4,15 +4,18 @@ Every test under tests/lab needs root (it creates network namespaces, loads nfta
 and writes conntrack tables inside them). The programs a test drives are declared where the
 test is, with ``pytest.mark.requires("ip", "nft", ...)`` (module ``pytestmark`` or per test;
 marks add up); a test whose programs are not all on PATH is skipped and the reason names the
-missing ones. The skip runs before any fixture, so no namespace is made for a skipped test.
+missing ones.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
+
+LAB = Path(__file__).resolve().parent
 
 
 def lab_skip_reason(item: pytest.Item) -> str | None:
@@ -26,8 +29,11 @@ def lab_skip_reason(item: pytest.Item) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before fixtures are set up
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    reason = lab_skip_reason(item)
-    if reason is not None:
-        pytest.skip(reason)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # A skip mark, as the per-file skipif marks before: the skip happens before any fixture
+    # runs, and -rs names the test. This hook sees the session's items; judge only ours.
+    for item in items:
+        if item.path.resolve().is_relative_to(LAB):
+            reason = lab_skip_reason(item)
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
