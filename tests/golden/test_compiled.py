@@ -21,8 +21,6 @@ import pytest
 
 import sniffover
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 EXT = importlib.machinery.EXTENSION_SUFFIXES[0]
 

@@ -21,8 +21,6 @@ from tests.golden.compare import compare_tables
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 SCENARIOS = sorted(p.stem for p in PCAPS.glob("*.json") if (PCAPS / f"{p.stem}.pcap").exists())
 
-pytestmark = pytest.mark.golden
-
 
 def load_scenario(name: str) -> tuple[dict, list, Timeouts]:
     meta = json.loads((PCAPS / f"{name}.json").read_text())

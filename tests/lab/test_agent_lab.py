@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,7 @@ import pytest
 
 from sniffover.lab.hub import Lab, client_ip, list_netns, server_ip, stop_process
 
-TOOLS = ("ip", "nft", "conntrack", "ping")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
 LINE = re.compile(
     r"^(?P<proto>\w+)\s+\d+\s+\d+\s+(?:(?P<state>[A-Z_]+)\s+)?src=(?P<src>\S+) dst=(?P<dst>\S+) "

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 
 from sniffover.bench import live as benchlive
 from sniffover.lab.hub import list_netns
 
-TOOLS = ("ip", "conntrack", "tcpreplay")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, conntrack, tcpreplay",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "conntrack", "tcpreplay")
 
 
 @pytest.fixture(autouse=True)

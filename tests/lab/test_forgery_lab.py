@@ -6,9 +6,7 @@ forwarded) and, after the failover, whether the real connections still work thro
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,17 +14,9 @@ import time
 import pytest
 
 from sniffover.lab.hub import INSIDE_IF, OUTSIDE_IF, Lab, client_ip, server_ip, stop_process
+from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent, table
 
-from .test_agent_lab import agent_log, sniffover_ctl, start_agent, table
-
-TOOLS = ("ip", "nft", "conntrack", "ping", "tcpdump")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping, tcpdump",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping", "tcpdump")
 
 NOBODY = "02:00:00:00:00:99"  # a MAC no host has: the hub floods it, nobody takes it
 OUTSIDER = "198.51.100.66"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,17 +25,9 @@ from pathlib import Path
 import pytest
 
 from sniffover.lab.hub import Lab, server_ip, stop_process
+from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
 
-from .test_agent_lab import agent_log, sniffover_ctl, start_agent
-
-TOOLS = ("ip", "nft", "conntrack", "ping", "vsftpd")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping, vsftpd",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping", "vsftpd")
 
 FILES = {f"f{i}.bin": os.urandom(20_000 + 7_000 * i) for i in range(1, 6)}
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 
 import pytest
@@ -20,11 +18,7 @@ from sniffover.lab.hub import (
     server_ip,
 )
 
-TOOLS = ("ip", "nft", "conntrack", "ping")
-lab_only = pytest.mark.skipif(
-    os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-    reason="needs root and ip, nft, conntrack, ping",
-)
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
 
 def flows_to(table: str, client: str, server: str, dport: int, proto: str) -> set[int]:
@@ -45,8 +39,6 @@ def own_namespaces(lab: Lab) -> list[str]:
     return [n for n in list_netns() if n.startswith(lab.prefix + "-")]
 
 
-@pytest.mark.lab
-@lab_only
 def test_control_failover_without_sync() -> None:
     """Through fw1 everything works; after a failover to fw2 with no state, TCP dies."""
     t0 = time.monotonic()
@@ -112,8 +104,6 @@ def test_control_failover_without_sync() -> None:
     assert time.monotonic() - t0 < 40
 
 
-@pytest.mark.lab
-@lab_only
 def test_failback_and_cleanup_on_error() -> None:
     lab = Lab()
     with pytest.raises(LabError), lab:

@@ -5,26 +5,16 @@ entries, reply tuples included), and a control run without sniffover loses them.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import sys
 import time
 
 import pytest
 
 from sniffover.lab.hub import OUTSIDE_VIP, Lab, client_ip, server_ip, stop_process
+from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
 
-from .test_agent_lab import agent_log, sniffover_ctl, start_agent
-
-TOOLS = ("ip", "nft", "conntrack", "ping")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
 TUPLE = r"src=(\S+) dst=(\S+) sport=(\d+) dport=(\d+)"
 LINE = re.compile(rf"^(\w+)\s+\d+\s+\d+\s+(?:([A-Z_]+)\s+)?{TUPLE}.*? {TUPLE}")

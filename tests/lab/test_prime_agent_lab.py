@@ -17,17 +17,9 @@ import time
 import pytest
 
 from sniffover.lab.hub import FW_SYNC, Lab, stop_process
+from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent, table
 
-from .test_agent_lab import agent_log, sniffover_ctl, start_agent, table
-
-TOOLS = ("ip", "nft", "conntrack", "ping")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(__import__("shutil").which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
 MASTER = FW_SYNC["fw1"]
 

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
 
 from sniffover.bench import prime
 from sniffover.lab.hub import list_netns
 
-TOOLS = ("ip", "conntrack")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, conntrack",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "conntrack")
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,19 +24,11 @@ from pathlib import Path
 import pytest
 
 from sniffover.lab.hub import Lab, stop_process
+from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
+from tests.lab.test_ftp_lab import FILES, Client, expectations, start_vsftpd, stop_sessions
+from tests.lab.test_prime_agent_lab import MASTER, key_file, start_serve
 
-from .test_agent_lab import agent_log, sniffover_ctl, start_agent
-from .test_ftp_lab import FILES, Client, expectations, start_vsftpd, stop_sessions
-from .test_prime_agent_lab import MASTER, key_file, start_serve
-
-TOOLS = ("ip", "nft", "conntrack", "ping", "vsftpd")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping, vsftpd",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping", "vsftpd")
 
 
 def run_prime_expect(tmp_path: Path, prime: bool) -> dict:  # type: ignore[type-arg]

@@ -19,13 +19,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in ("ip", "conntrack")),
-        reason="needs root, ip and conntrack",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "conntrack")
 
 PREFIX = f"snfprime-{os.getpid()}-"
 MASTER, STANDBY = PREFIX + "m", PREFIX + "s"

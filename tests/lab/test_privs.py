@@ -10,8 +10,6 @@ AF_PACKET socket (CAP_NET_RAW) must still work, and ``chown`` must fail with EPE
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,12 +17,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare"
-    ),
-]
+pytestmark = pytest.mark.requires("unshare")
 
 NET_ADMIN, NET_RAW = 12, 13
 KEPT = 1 << NET_ADMIN | 1 << NET_RAW

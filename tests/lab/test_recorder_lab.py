@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import time
 
@@ -13,14 +11,8 @@ import pytest
 
 from sniffover.conntrack.listing import parse_listing
 
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0
-        or any(shutil.which(tool) is None for tool in ("ip", "nft", "conntrack", "tcpdump")),
-        reason="needs root and ip, nft, conntrack, tcpdump",
-    ),
-]
+# ping: the icmp_echo scenario recorded here pings from the client namespace
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping", "tcpdump")
 
 
 def _snfrec_namespaces() -> list[str]:

@@ -20,7 +20,6 @@ import inspect
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -29,17 +28,9 @@ from collections.abc import Callable
 import pytest
 
 from sniffover.lab.hub import Lab, client_ip, server_ip, stop_process
+from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
 
-from .test_agent_lab import agent_log, sniffover_ctl, start_agent
-
-TOOLS = ("ip", "nft", "conntrack", "ping")
-pytestmark = [
-    pytest.mark.lab,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or any(shutil.which(t) is None for t in TOOLS),
-        reason="needs root and ip, nft, conntrack, ping",
-    ),
-]
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
 
 def content(name: str) -> bytes:

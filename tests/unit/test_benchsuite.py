@@ -12,8 +12,6 @@ from sniffover.bench.measure import coverage, parse_ct
 from sniffover.bench.report import _summarize, format_markdown
 from sniffover.bench.suite import BenchConfig
 
-pytestmark = pytest.mark.unit
-
 MASTER = """\
 tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=40001 dport=8000 \
 src=198.51.100.10 dst=192.0.2.10 sport=8000 dport=40001 [ASSURED] mark=0 use=1

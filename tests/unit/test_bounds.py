@@ -13,16 +13,12 @@ import sys
 import time
 import tracemalloc
 
-import pytest
-
 from sniffover.conntrack.entry import IPS_ASSURED, Conn
 from sniffover.conntrack.packet import Packet
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import TCP_ESTABLISHED, TCP_TIME_WAIT
 from sniffover.conntrack.verdict import ACCEPT, INVALID
 from tests.helpers import ACK, FIN, PSH, SYN, A, B, syn_opts, tcp, udp
-
-pytestmark = pytest.mark.unit
 
 FLOOD_SRC = 198  # spoofed sources: 198.51.100.0/24 x ports
 SERVER = bytes([203, 0, 113, 80])

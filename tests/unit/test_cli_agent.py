@@ -14,8 +14,6 @@ from sniffover.agent.config import CONFIG_KEYS, load_config, merged_options
 from sniffover.cli import build_parser, main
 from sniffover.errors import CliError
 
-pytestmark = pytest.mark.unit
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "sniffover" / "examples"
 
 

@@ -10,10 +10,7 @@ from sniffover.conntrack.install_policy import desired
 from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import TCP_ESTABLISHED
-
-from ..helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp, udp
-
-pytestmark = pytest.mark.unit
+from tests.helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp, udp
 
 IN, OUT = HW_TO_MASTER, HW_FROM_MASTER
 

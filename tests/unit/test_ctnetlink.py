@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
@@ -18,8 +17,6 @@ from sniffover.kernel.ctnetlink import (
     encode_ct_new,
     encode_ct_new_fast,
 )
-
-pytestmark = pytest.mark.unit
 
 A4, B4 = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
 A6 = bytes.fromhex("20010db8000100000000000000000001")

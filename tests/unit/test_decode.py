@@ -21,10 +21,7 @@ from sniffover.capture.decode import (
     Decoder,
 )
 from sniffover.conntrack.packet import FAMILY_IPV4, FAMILY_IPV6, Packet
-
-from ..helpers import A6, B6, A, B, syn_opts
-
-pytestmark = pytest.mark.unit
+from tests.helpers import A6, B6, A, B, syn_opts
 
 MAC1, MAC2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"
 

@@ -25,10 +25,7 @@ from sniffover.kernel.ctnetlink import (
     encode_exp_new,
     iter_attrs,
 )
-
-from ..helpers import A6, ACK, B6, PSH, SYN, A, B, tcp
-
-pytestmark = pytest.mark.unit
+from tests.helpers import A6, ACK, B6, PSH, SYN, A, B, tcp
 
 
 def control(src=A, dst=B, sport=40000, seen_reply=True) -> Conn:

@@ -16,7 +16,6 @@ import struct
 from dataclasses import asdict
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,8 +38,6 @@ from sniffover.conntrack.packet import Packet
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts
 from sniffover.conntrack.tuple import Tuple
-
-pytestmark = pytest.mark.unit
 
 MAX_TIMEOUT = max(
     [

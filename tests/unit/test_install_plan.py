@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import errno
 
-import pytest
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from sniffover.conntrack.snapshot import SnapshotEntry, seed
 from sniffover.conntrack.timeouts import TCP_ESTABLISHED
 from sniffover.kernel.installer import Installer
-
-from ..helpers import FakeSender
-
-pytestmark = pytest.mark.unit
+from tests.helpers import FakeSender
 
 C, S = bytes([192, 0, 2, 10]), bytes([198, 51, 100, 10])
 VIP = bytes([198, 51, 100, 1])

@@ -10,8 +10,6 @@ from sniffover.lab import netns
 from sniffover.lab.hub import Lab, client_ip, server_ip
 from sniffover.lab.traffic import garp_frame
 
-pytestmark = pytest.mark.unit
-
 
 def test_garp_frame_layout() -> None:
     mac = bytes.fromhex("020000000001")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 
-import pytest
-
 from sniffover.agent.learning import MasterLearner
-
-pytestmark = pytest.mark.unit
 
 CLIENT_MAC, FW_MAC, OTHER_MAC = (bytes([2, 0, 0, 0, 0, i]) for i in (1, 2, 3))
 CLIENT, SERVER, VIP = (

@@ -35,8 +35,6 @@ from sniffover.prime.records import decode_body, decode_expect_body, encode_body
 from sniffover.prime.server import Server
 from sniffover.prime.stream import CHUNK_ENTRIES, bytes_reader, encode_stream, read_stream
 
-pytestmark = pytest.mark.unit
-
 PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 A, B = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
 A6 = bytes.fromhex("20010db8000100000000000000000001")

@@ -37,8 +37,6 @@ from sniffover.prime.stream import (
     encode_stream,
 )
 
-pytestmark = pytest.mark.unit
-
 KEY = b"hostile-segment-test-key"
 
 

@@ -18,10 +18,7 @@ import pytest
 
 from sniffover.cli import main
 from sniffover.replay import replay
-
-from ..helpers import syn_opts
-
-pytestmark = pytest.mark.unit
+from tests.helpers import syn_opts
 
 A, B = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
 MAC1, MAC2 = b"\x02\x00\x00\x00\x00\x01", b"\x02\x00\x00\x00\x00\x02"

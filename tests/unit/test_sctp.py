@@ -47,8 +47,6 @@ from sniffover.lab.frames import (
     sctp_packet,
 )
 
-pytestmark = pytest.mark.unit
-
 C, S = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
 TC, TS = 0x11111111, 0x22222222
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,8 +11,6 @@ from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts
 from sniffover.conntrack.tuple import invert
 from sniffover.conntrack.verdict import ACCEPT, IGNORE, INVALID, RELATED, UNTRACKED
-
-pytestmark = pytest.mark.unit
 
 HOSTS = [bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1]), bytes([203, 0, 113, 9])]
 PORTS = [80, 443, 40000, 40001, 53]

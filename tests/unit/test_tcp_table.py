@@ -12,8 +12,6 @@ import pytest
 from sniffover.conntrack import tcp
 from sniffover.conntrack.timeouts import TCP_STATE_NAMES
 
-pytestmark = pytest.mark.unit
-
 KERNEL_TABLE = """
 ORIGINAL
 /*syn*/    { sSS, sSS, sIG, sIG, sIG, sIG, sIG, sSS, sSS, sS2 },

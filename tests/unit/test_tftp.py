@@ -22,11 +22,8 @@ from sniffover.kernel.ctnetlink import (
 )
 from sniffover.kernel.expect import ExpectInstaller
 from sniffover.kernel.installer import Installer
-
-from ..helpers import A6, B6, A, B, FakeSender, udp
-from .test_decode import _fields, decoded_both_ways, ether, ipv4, ipv6
-
-pytestmark = pytest.mark.unit
+from tests.helpers import A6, B6, A, B, FakeSender, udp
+from tests.unit.test_decode import _fields, decoded_both_ways, ether, ipv4, ipv6
 
 RRQ = b"\x00\x01f1.bin\x00octet\x00"
 WRQ = b"\x00\x02up.bin\x00octet\x00"

@@ -26,8 +26,6 @@ from sniffover.conntrack.timeouts import TCP_STATE_NAMES, Timeouts
 from sniffover.conntrack.verdict import ACCEPT, IGNORE, INVALID, RELATED, UNTRACKED
 from tests.helpers import ACK, FIN, PSH, RST, SYN, A, B, icmp, syn_opts, tcp, udp
 
-pytestmark = pytest.mark.unit
-
 KEY = (6, A, B, 40000, 80)
 ISN_C, ISN_S = 1000, 5000
 

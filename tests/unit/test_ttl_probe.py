@@ -9,10 +9,7 @@ import pytest
 from sniffover.conntrack.packet import Packet
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.verdict import INVALID, RELATED
-
-from ..helpers import A6, B6, A, B, icmp, udp
-
-pytestmark = pytest.mark.unit
+from tests.helpers import A6, B6, A, B, icmp, udp
 
 ROUTER = bytes([192, 0, 2, 254])
 ROUTER6 = bytes.fromhex("20010db80001000000000000000000fe")
