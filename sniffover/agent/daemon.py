@@ -34,7 +34,7 @@ from .config import AgentConfig
 from .control import ControlServer
 from .learning import MasterLearning
 from .pipeline import REORDER, Pipeline, timeouts_for
-from .priming import Fetch, PrimeController, _fetch
+from .priming import Fetch, PrimeController, fetch_snapshot
 from .status import Status, build_status
 from .util import GC_FREEZE_EVERY, Clock, RateLimited, settle_gc, start_gc
 
@@ -55,7 +55,7 @@ class Agent:
         ctnl_socket: Callable[[], CtnlSocket] = CtnlSocket,
         open_capture: CaptureFactory = open_live,
         control_server: Callable[[str | None], ControlServer] = ControlServer,
-        fetch: Fetch = _fetch,
+        fetch: Fetch = fetch_snapshot,
     ) -> None:
         self.cfg = cfg
         self.clock = clock = clock or Clock()

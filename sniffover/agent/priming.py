@@ -30,7 +30,7 @@ PRIME_AFTER_DROPS = 60.0  # at most one automatic re-prime this often after capt
 Fetch = Callable[..., Any]
 
 
-def _fetch(*args: Any, **kw: Any) -> Any:
+def fetch_snapshot(*args: Any, **kw: Any) -> Any:
     from ..prime.client import fetch
 
     return fetch(*args, **kw)
@@ -44,7 +44,7 @@ class PrimeController:
         counters: Counter[str],
         ratelog: RateLimited,
         clock: Clock,
-        fetch: Fetch = _fetch,
+        fetch: Fetch = fetch_snapshot,
         second_socket: Callable[[], CtnlSocket] = CtnlSocket,
     ) -> None:
         self.cfg = cfg
