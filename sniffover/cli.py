@@ -81,6 +81,9 @@ Command-line options override the file.
 
 
 def _add_agent_options(p: argparse.ArgumentParser) -> None:
+    # defaults in the help come from AgentConfig (agent.config), the one source of them
+    from .agent.config import shown_default
+
     g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
     g.add_argument(
         "-i",
@@ -91,7 +94,10 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--config", metavar="FILE", help="TOML file with any of these options")
     g.add_argument(
-        "--zone", type=int, metavar="N", help="conntrack zone of installed entries (default 0)"
+        "--zone",
+        type=int,
+        metavar="N",
+        help=f"conntrack zone of installed entries (default {shown_default('zone')})",
     )
     g.add_argument("--mark", type=lambda v: int(v, 0), metavar="MARK", help="ct mark to set")
     g.add_argument(
@@ -104,11 +110,20 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "--flush-interval",
         type=float,
         metavar="SECONDS",
-        help="how often changed entries are written to the kernel (default 0.02)",
+        help="how often changed entries are written to the kernel "
+        f"(default {shown_default('flush_interval')})",
     )
-    g.add_argument("--snaplen", type=int, metavar="BYTES", help="capture length (default 256)")
     g.add_argument(
-        "--ring-mb", type=int, metavar="MIB", help="kernel capture ring per interface (default 32)"
+        "--snaplen",
+        type=int,
+        metavar="BYTES",
+        help=f"capture length (default {shown_default('snaplen')})",
+    )
+    g.add_argument(
+        "--ring-mb",
+        type=int,
+        metavar="MIB",
+        help=f"kernel capture ring per interface (default {shown_default('ring_mb')})",
     )
     g.add_argument(
         "--bpf", metavar="FILTER", help="extra capture filter (pcap syntax), ANDed with ours"
@@ -130,21 +145,24 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         choices=["none", "control"],
         help="'control': the kernel passes up only TCP segments with SYN/FIN/RST, all "
         "non-TCP and a sample of the rest (see --pickup-sample); far less Python work, "
-        "handshakes assumed to complete once the SYN/ACK is seen (default none)",
+        "handshakes assumed to complete once the SYN/ACK is seen "
+        f"(default {shown_default('prefilter')})",
     )
     g.add_argument(
         "--pickup-sample",
         type=int,
         metavar="N",
         help="with --prefilter control, pass about 1 in N other TCP segments so connections "
-        "open before the agent started are picked up mid-stream (default 16)",
+        "open before the agent started are picked up mid-stream "
+        f"(default {shown_default('pickup_sample')})",
     )
     g.add_argument(
         "--warmup",
         type=float,
         metavar="SECONDS",
         help="with --prefilter control, capture everything for this long after start (and "
-        "after a demotion) so every active connection is picked up (default 30)",
+        "after a demotion) so every active connection is picked up "
+        f"(default {shown_default('warmup')})",
     )
     g.add_argument(
         "--max-flows",
@@ -172,7 +190,8 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         help="install only flows seen forwarded by the master: 'mac' = a frame of the flow "
         "sent from the master's MAC; 'both' = the same packet seen going into the master on "
         "one segment and out of it on another (sniff inside and outside); 'auto' = 'both' "
-        "with two or more --iface, else 'mac'; 'off' trusts everything (default auto)",
+        "with two or more --iface, else 'mac'; 'off' trusts everything "
+        f"(default {shown_default('confirm')})",
     )
     g.add_argument(
         "--master-mac",
@@ -199,29 +218,34 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "every 30 s and report not-ready in `sniffover status`",
     )
     g.add_argument(
-        "--prime-timeout", type=float, metavar="SECONDS", help="per pull attempt (default 10)"
+        "--prime-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"per pull attempt (default {shown_default('prime_timeout')})",
     )
     g.add_argument(
         "--sysctl-dir",
         metavar="DIR",
-        help="nf_conntrack_* timeouts to mirror (default /proc/sys/net/netfilter)",
+        help=f"nf_conntrack_* timeouts to mirror (default {shown_default('sysctl_dir')})",
     )
     g.add_argument(
         "--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics (e.g. 127.0.0.1:9477)"
     )
     g.add_argument(
-        "--log-format", choices=["text", "json"], help="log line format on stderr (default text)"
+        "--log-format",
+        choices=["text", "json"],
+        help=f"log line format on stderr (default {shown_default('log_format')})",
     )
     g.add_argument(
         "--log-level",
         choices=["debug", "info", "warning", "error"],
-        help="default info",
+        help=f"default {shown_default('log_level')}",
     )
     g.add_argument(
         "--stats-interval",
         type=float,
         metavar="SECONDS",
-        help="log a counters line this often (default 60)",
+        help=f"log a counters line this often (default {shown_default('stats_interval')})",
     )
     g.add_argument(
         "--control",

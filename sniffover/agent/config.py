@@ -1,4 +1,6 @@
-"""Start the standby agent from command-line options and an optional TOML config file."""
+"""The agent's configuration: ``AgentConfig`` (the one source of option names, TOML keys
+and defaults), the TOML file, option merging, logging set-up, and ``run_agent``, which
+starts the standby agent from all that."""
 
 from __future__ import annotations
 
@@ -8,62 +10,155 @@ import logging
 import sys
 import time
 import tomllib
-from typing import Any
+import typing
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, cast
 
+from ..conntrack.timeouts import Timeouts
 from ..errors import EXIT_USAGE, CliError
 
-# option name -> (AgentConfig field, type)
-CONFIG_KEYS: dict[str, type] = {
-    "iface": list,
-    "zone": int,
-    "mark": int,
-    "no_install": bool,
-    "flush_interval": float,
-    "snaplen": int,
-    "ring_mb": int,
-    "bpf": str,
-    "include_self": bool,
-    "no_pickup": bool,
-    "sysctl_dir": str,
-    "metrics": str,
-    "log_format": str,
-    "log_level": str,
-    "stats_interval": float,
-    "control": str,
-    "prefilter": str,
-    "pickup_sample": int,
-    "warmup": float,
-    "prime_from": str,
-    "key_file": str,
-    "prime_required": bool,
-    "prime_timeout": float,
-    "confirm": str,
-    "max_flows": int,
-    "keep_privileges": bool,
-    "user": str,
-    "master_mac": list,
+
+@dataclass(frozen=True)
+class Option:
+    """An agent option: ``--name-with-dashes`` on the command line, ``name`` (dashes or
+    underscores) in the TOML file. ``negate``: a flag that turns its field off
+    (``no_install`` -> ``install``)."""
+
+    name: str
+    kind: type = object  # the TOML value's type; derived from the field when left out
+    negate: bool = False
+    to_option: Callable[[Any], Any] | None = None  # field value -> option value
+    from_option: Callable[[Any], Any] | None = None  # option value -> field value
+
+
+def _opt(name: str = "", **kw: Any) -> dict[str, Option]:
+    return {"option": Option(name, **kw)}
+
+
+@dataclass
+class AgentConfig:
+    """The agent's settings: the one source of its option names, TOML keys and defaults
+    (the ``option`` metadata; ``CONFIG_KEYS`` and ``DEFAULTS`` are derived from it)."""
+
+    ifaces: list[str] = field(metadata=_opt("iface", kind=list, from_option=list))
+    timeouts: Timeouts = field(default_factory=Timeouts)  # from --sysctl-dir
+    control: str | None = field(default=None, metadata=_opt())
+    zone: int = field(default=0, metadata=_opt())
+    mark: int | None = field(default=None, metadata=_opt())
+    flush_interval: float = field(default=0.02, metadata=_opt())
+    install: bool = field(default=True, metadata=_opt("no_install", negate=True))
+    # headers + an FTP control line (conntrack.ftp)
+    snaplen: int = field(default=256, metadata=_opt())
+    ring_mb: int = field(default=32, metadata=_opt())
+    exclude_self: bool = field(default=True, metadata=_opt("include_self", negate=True))
+    bpf: str = field(default="", metadata=_opt())
+    stats_interval: float = field(default=60.0, metadata=_opt())
+    pickup: bool = field(default=True, metadata=_opt("no_pickup", negate=True))
+    # --prefilter control: only control segments + a sample reach Python
+    prefilter: bool = field(
+        default=False,
+        metadata=_opt(
+            kind=str,
+            to_option=lambda on: "control" if on else "none",
+            from_option=lambda text: text == "control",
+        ),
+    )
+    pickup_sample: int = field(default=16, metadata=_opt())
+    # seconds of full capture before the prefilter applies
+    warmup: float = field(default=30.0, metadata=_opt())
+    # HOST[:PORT] | ssh://[user@]HOST | FILE
+    prime_from: str | None = field(default=None, metadata=_opt())
+    key_file: str | None = field(default=None, metadata=_opt())
+    prime_required: bool = field(default=False, metadata=_opt())
+    prime_timeout: float = field(default=10.0, metadata=_opt())
+    # bound of the tracker's table (early drop beyond it); default: the host's
+    # nf_conntrack_max, read by run_agent
+    max_flows: int | None = field(default=None, metadata=_opt())
+    # keep only CAP_NET_ADMIN + CAP_NET_RAW once sockets are open
+    drop_privileges: bool = field(default=True, metadata=_opt("keep_privileges", negate=True))
+    user: str | None = field(default=None, metadata=_opt())  # and run as this user
+    metrics_listen: str | None = field(default=None, metadata=_opt("metrics", kind=str))
+    # forwarding confirmation: auto | mac | both | off
+    confirm: str = field(default="auto", metadata=_opt())
+    # configured; else learned
+    master_macs: list[str] = field(
+        default_factory=list,
+        metadata=_opt("master_mac", kind=list, from_option=lambda v: list(v or [])),
+    )
+    # Not options (no flag, no TOML key): these cannot be set today, on purpose.
+    reprime_after_drops: bool = True
+    ftp: bool = True  # FTP control entries get the kernel's ftp helper, expectations follow
+    tftp: bool = True  # TFTP requests (UDP to 69) likewise, with the tftp helper
+
+
+# Options that are not AgentConfig fields (they choose where settings come from).
+OTHER_OPTIONS: dict[str, tuple[type, Any]] = {
+    "sysctl_dir": (str, "/proc/sys/net/netfilter"),
+    "log_format": (str, "text"),
+    "log_level": (str, "info"),
 }
-DEFAULTS: dict[str, Any] = {
-    "zone": 0,
-    "no_install": False,
-    "flush_interval": 0.02,
-    "snaplen": 256,  # headers + an FTP control line (conntrack.ftp)
-    "ring_mb": 32,
-    "bpf": "",
-    "include_self": False,
-    "no_pickup": False,
-    "sysctl_dir": "/proc/sys/net/netfilter",
-    "log_format": "text",
-    "log_level": "info",
-    "stats_interval": 60.0,
-    "prefilter": "none",
-    "pickup_sample": 16,
-    "warmup": 30.0,
-    "prime_required": False,
-    "prime_timeout": 10.0,
-    "confirm": "auto",
-    "keep_privileges": False,
-}
+
+
+def _kind(hint: Any) -> type:
+    """``int | None`` -> int, ``list[str]`` -> list."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin is list:
+        return list
+    if args and origin is not None:
+        return _kind(args[0])
+    return cast(type, hint)
+
+
+def _options() -> tuple[dict[str, type], dict[str, Any], dict[str, tuple[str, Option]]]:
+    hints = typing.get_type_hints(AgentConfig)
+    keys: dict[str, type] = {}
+    defaults: dict[str, Any] = {}
+    by_option: dict[str, tuple[str, Option]] = {}
+    for f in fields(AgentConfig):
+        spec: Option | None = f.metadata.get("option")
+        if spec is None:
+            continue
+        name = spec.name or f.name
+        by_option[name] = (f.name, spec)
+        keys[name] = (
+            bool
+            if spec.negate
+            else spec.kind
+            if spec.kind is not object
+            else (_kind(hints[f.name]))
+        )
+        if f.default is not MISSING and f.default is not None:
+            value = not f.default if spec.negate else f.default
+            defaults[name] = spec.to_option(value) if spec.to_option else value
+    for name, (kind, default) in OTHER_OPTIONS.items():
+        keys[name] = kind
+        defaults[name] = default
+    return keys, defaults, by_option
+
+
+# option name -> its TOML type; option name -> its default (options without one: None)
+CONFIG_KEYS, DEFAULTS, _BY_OPTION = _options()
+
+
+def shown_default(name: str) -> str:
+    """An option's default as the help text shows it (``30.0`` -> ``30``)."""
+    value = DEFAULTS[name]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def agent_config(opts: dict[str, Any], timeouts: Timeouts) -> AgentConfig:
+    """The AgentConfig of merged options (see ``merged_options``)."""
+    kw: dict[str, Any] = {"timeouts": timeouts}
+    for name, (fname, spec) in _BY_OPTION.items():
+        value = opts.get(name)
+        if spec.negate:
+            value = not value
+        elif spec.from_option is not None:
+            value = spec.from_option(value)
+        kw[fname] = value
+    return AgentConfig(**kw)
 
 
 class JsonFormatter(logging.Formatter):
@@ -141,37 +236,11 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from ..kernel.ctnetlink import NetlinkError
     from ..kernel.sysctl import conntrack_max, host_timeouts
     from .control import ControlError
-    from .daemon import Agent, AgentConfig
+    from .daemon import Agent
     from .privs import PrivilegeError
 
-    cfg = AgentConfig(
-        ifaces=list(opts["iface"]),
-        timeouts=host_timeouts(opts["sysctl_dir"]),
-        control=opts.get("control"),
-        zone=opts["zone"],
-        mark=opts.get("mark"),
-        flush_interval=opts["flush_interval"],
-        install=not opts["no_install"],
-        snaplen=opts["snaplen"],
-        ring_mb=opts["ring_mb"],
-        exclude_self=not opts["include_self"],
-        bpf=opts["bpf"],
-        stats_interval=opts["stats_interval"],
-        pickup=not opts["no_pickup"],
-        prefilter=opts["prefilter"] == "control",
-        pickup_sample=opts["pickup_sample"],
-        warmup=opts["warmup"],
-        prime_from=opts.get("prime_from"),
-        key_file=opts.get("key_file"),
-        prime_required=opts["prime_required"],
-        prime_timeout=opts["prime_timeout"],
-        confirm=opts["confirm"],
-        max_flows=opts.get("max_flows") or conntrack_max(opts["sysctl_dir"]),
-        drop_privileges=not opts["keep_privileges"],
-        user=opts.get("user"),
-        metrics_listen=opts.get("metrics"),
-        master_macs=list(opts.get("master_mac") or []),
-    )
+    cfg = agent_config(opts, host_timeouts(opts["sysctl_dir"]))
+    cfg.max_flows = cfg.max_flows or conntrack_max(opts["sysctl_dir"])
     if cfg.confirm not in ("auto", "mac", "both", "off"):
         raise CliError(f"--confirm {cfg.confirm!r}: expected auto, mac, both or off")
     try:

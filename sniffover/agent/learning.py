@@ -1,12 +1,28 @@
-"""Which MAC addresses are the master's: learned from the traffic, or the host's own."""
+"""Which MAC addresses are the master's: learned from the traffic, or the host's own.
+
+``MasterLearner`` learns on one segment; ``MasterLearning`` is the agent's glue across
+segments (the known MACs, ingress copy keys shared by the segments, the flows to confirm
+once the master is known)."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import struct
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
+
+from ..capture.bpf import mac_bytes, mac_text
+from ..conntrack.packet import HW_TO_MASTER, Packet
+
+if TYPE_CHECKING:
+    from ..conntrack.confirm import ForwardingConfirmer
+    from .captures import Capture
+
+log = logging.getLogger("sniffover.agent")
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def local_macs() -> list[str]:
@@ -167,3 +183,98 @@ class MasterLearner:
             if n >= self.SHARE * total:
                 self.learned = mac
         return self.learned
+
+
+def _learner(c: Capture) -> MasterLearner | None:
+    """The learner the agent hooked into this capture (the handle knows only its feed())."""
+    return cast("MasterLearner | None", c.learner)
+
+
+class MasterLearning:
+    """The master's MACs across the agent's segments: configured (``--master-mac``) or
+    learned per segment, then given to every decoder so the master's frames are flagged."""
+
+    def __init__(self, master_macs: list[str], confirm: bool) -> None:
+        self.configured = bool(master_macs)
+        self.enabled = confirm  # forwarding confirmation on: MACs matter
+        self.master: set[bytes] = {mac_bytes(m) for m in master_macs}
+        self.ingress_keys: set[tuple[int, ...]] = set()
+        # flows the master forwarded before its MAC was known: confirmed again at the next
+        # tick (some may still wait in the reorder buffer when it is learned)
+        self.confirm_later: list[tuple[int, bytes, bytes, int, int]] = []
+
+    def attach(self, cap: Capture, nets: Callable[[str], list[Net]]) -> None:
+        """A capture just opened: flag the known MACs, learn the rest from its traffic."""
+        if not self.enabled:
+            return
+        cap.decoder.master = frozenset(self.master)
+        if not self.configured:
+            cap.learner = MasterLearner(nets(cap.iface))
+            cap.ingress_keys = self.ingress_keys
+
+    def learning(self, captures: Sequence[Capture]) -> list[str]:
+        """The interfaces still learning the master's MAC."""
+        return [c.iface for c in captures if c.learner is not None]
+
+    def note_ingress(self, captures: Sequence[Capture], packets: list[Packet]) -> None:
+        """Remember packets entering the master where it is known, so a segment where it is
+        not can recognise their copies coming out (see MasterLearner.feed)."""
+        keys = self.ingress_keys
+        if len(keys) > 65536:
+            keys.clear()
+        new = [
+            (p.proto, p.ipid, p.seq, p.ack, p.l4len)
+            for p in packets
+            if p.hw & HW_TO_MASTER and p.family == 2
+        ]
+        keys.update(new)
+        for c in captures:
+            ln = _learner(c)
+            mac = ln.match(new) if ln is not None else None
+            if mac is not None:
+                c.decoder.master = c.decoder.master | {mac}
+
+    def learned(
+        self, captures: Sequence[Capture], confirmer: ForwardingConfirmer | None, now: float
+    ) -> None:
+        """Collect MACs the learners found; every decoder then flags the master's frames."""
+        changed = False
+        for c in captures:
+            ln = _learner(c)
+            if ln is not None and ln.learned is not None:
+                if ln.learned not in self.master:
+                    self.master.add(ln.learned)
+                    changed = True
+                    log.warning(
+                        "master firewall on %s: %s (learned from routed traffic)",
+                        c.iface,
+                        mac_text(ln.learned),
+                    )
+                if confirmer is not None:
+                    # flows it forwarded before we knew its MAC are proven all the same
+                    # (again at the next tick: some may still wait in the reorder buffer)
+                    before = ln.confirmed_before()
+                    for t in before:
+                        confirmer.confirm(t)
+                    self.confirm_later += before
+                c.learner = None
+        if changed:
+            master = frozenset(self.master)
+            for c in captures:
+                c.decoder.master = master
+        # every segment must know the master before host-to-host frames can be told apart
+        if (
+            confirmer is not None
+            and self.master
+            and not confirmer.master_known
+            and all(c.learner is None for c in captures)
+        ):
+            # frames already read (decoded without the MACs, some still held for
+            # reordering) keep being tracked: only later ones are judged by their MACs
+            confirmer.master_learned(now)
+
+    def confirm_pending(self, confirmer: ForwardingConfirmer) -> None:
+        """Confirm again the flows found when the master was learned (see ``learned``)."""
+        later, self.confirm_later = self.confirm_later, []
+        for t in later:
+            confirmer.confirm(t)

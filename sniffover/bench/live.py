@@ -231,7 +231,7 @@ def inner_install(entries: int) -> dict[str, Any]:
     build = time.perf_counter() - t0
     if installer.pending != entries:
         raise BenchError(f"{installer.pending} entries pending, expected {entries}")
-    from ..agent.daemon import settle_gc
+    from ..agent.util import settle_gc
 
     settle_gc()  # what the agent's loop does every GC_FREEZE_EVERY seconds
     t0 = time.perf_counter()
@@ -264,7 +264,7 @@ def inner_capture(
     ``gc_off`` (diagnostic, not what the agent does): no cyclic garbage collection
     during the run, to show what full collections over a large table cost.
     """
-    from ..agent.daemon import GC_FREEZE_EVERY, settle_gc
+    from ..agent.util import GC_FREEZE_EVERY, settle_gc
 
     if gc_off:
         gc.collect()

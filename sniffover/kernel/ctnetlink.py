@@ -591,6 +591,21 @@ class CtnlSocket:
         if err:
             raise NetlinkError(err, os.strerror(err))
 
+    def check_writable(self) -> None:
+        """Raise NetlinkError, with one line, if we may not write the conntrack table: asks
+        to delete a TEST-NET tuple that is never there (ENOENT means allowed to ask)."""
+        probe = (17, bytes([192, 0, 2, 0]), bytes([192, 0, 2, 0]), 0, 0)
+        try:
+            self.request(encode_ct_delete(probe, seq=self.next_seq()))
+        except NetlinkError as exc:
+            if exc.errno == errno.ENOENT:
+                return
+            if exc.errno == errno.EPERM:
+                raise NetlinkError(
+                    errno.EPERM, "ctnetlink: permission denied (needs CAP_NET_ADMIN)"
+                ) from None
+            raise
+
     def dump(self, family: int = 0) -> list[DumpedEntry]:
         """Every entry of this namespace's table (family 0 = IPv4 and IPv6)."""
         seq = self.next_seq()

@@ -1,0 +1,83 @@
+"""The agent's status document: what ``sniffover status``/``ctl``, the Prometheus metrics,
+the benchmarks and the lab tests read. One ``TypedDict`` says its keys; one builder fills
+it from the agent's parts."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, TypedDict
+
+from ..capture.bpf import mac_text
+from .captures import CaptureStats
+
+if TYPE_CHECKING:
+    from .daemon import Agent
+
+
+class Status(TypedDict):
+    ok: bool  # ready: capturing on every interface (or promoted), and primed if asked
+    state: str  # "standby" | "active"
+    capturing: bool
+    pid: int
+    uptime: float
+    interfaces: list[str]
+    packets: int
+    last_packet_age: float | None
+    flows: int
+    installed: int
+    pending: int
+    primed: bool | None  # None: no --prime-from; False: not (yet) primed
+    prime: dict[str, Any]
+    capture: dict[str, CaptureStats]
+    install: dict[str, int]
+    tracker: dict[str, int]
+    agent: dict[str, int]
+    confirm: dict[str, Any]
+    ftp: dict[str, Any]
+    prefilter: str  # "off" | "warm-up" | "on"
+    lost_interfaces: list[str]
+    skipped: dict[str, int]
+
+
+def build_status(agent: Agent, now: float) -> Status:
+    pipe = agent.pipeline
+    caps = agent.captures
+    inst = pipe.installer
+    cf = pipe.confirmer
+    ftp = pipe.ftp
+    expect = pipe.expect
+    capturing = bool(caps.captures) and not caps.lost and not agent.active
+    ready = (capturing or agent.active) and agent.priming.primed is not False
+    return {
+        "ok": ready,
+        "state": "active" if agent.active else "standby",
+        "capturing": capturing,
+        "pid": os.getpid(),
+        "uptime": round(now - agent.started, 1),
+        "interfaces": agent.cfg.ifaces,
+        "packets": pipe.packets,
+        "last_packet_age": round(now - pipe.last_packet, 3) if pipe.last_packet else None,
+        "flows": len(pipe.table),
+        "installed": len(inst.shadow) if inst else 0,
+        "pending": inst.pending if inst else 0,
+        "primed": agent.priming.primed,
+        "prime": agent.priming.info,
+        "capture": caps.drops(),
+        "install": dict(inst.counters) if inst else {},
+        "tracker": dict(pipe.table.counters),
+        "agent": dict(agent.counters),
+        "confirm": {
+            "mode": "off" if cf is None else "both" if cf.two_segments else "mac",
+            "master_macs": sorted(mac_text(m) for m in agent.learning.master),
+            "learning": agent.learning.learning(caps.captures),
+            **(dict(cf.counters) if cf else {}),
+        },
+        "ftp": {
+            "outstanding": len(ftp.by_master) if ftp else 0,
+            **(ftp.counters if ftp else {}),
+            **(dict(expect.counters) if expect else {}),
+        },
+        "prefilter": caps.prefilter_state(),
+        "lost_interfaces": sorted(caps.lost),
+        "skipped": caps.skipped(),
+    }

@@ -1,0 +1,454 @@
+"""The agent's own policy without root: promotion and demotion, the prime controller
+(cold absorb, adopt over a live table, failure and retry, --prime-required, re-prime after
+capture drops), status readiness, the two-segment reorder merge and the prefilter warm-up
+switch. Sockets, captures and the clock are fakes injected into ``Agent``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from sniffover.agent.config import AgentConfig
+from sniffover.agent.daemon import Agent
+from sniffover.agent.pipeline import REORDER, release_held
+from sniffover.agent.priming import PRIME_AFTER_DROPS, PRIME_RETRY
+from sniffover.agent.util import Clock
+from sniffover.conntrack.snapshot import SnapshotEntry
+from sniffover.errors import PrimeError
+from sniffover.prime.client import Snapshot
+
+from ..helpers import A, B, FakeSender, udp
+
+pytestmark = pytest.mark.unit
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = time.time()  # PrimeStage stamps entries with the real clock
+        self.mono_now = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        self.mono_now += seconds
+
+    def clock(self) -> Clock:
+        return Clock(wall=lambda: self.now, mono=lambda: self.mono_now)
+
+
+class FakeSock(FakeSender):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def check_writable(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeDecoder:
+    def __init__(self) -> None:
+        self.master: frozenset[bytes] = frozenset()
+        self.skipped: Counter[str] = Counter()
+
+
+class FakeCapture:
+    def __init__(self, iface: str, bpf: str) -> None:
+        self.iface = iface
+        self.decoder = FakeDecoder()
+        self.frames = 0
+        self.learner: Any = None
+        self.ingress_keys: Any = None
+        self.filters = [bpf]
+        self.queue: list[Any] = []
+        self.dropped = 0
+        self.closed = False
+
+    def set_filter(self, bpf: str) -> None:
+        self.filters.append(bpf)
+
+    def fileno(self) -> int:
+        return -1
+
+    def read(self) -> list[Any]:
+        got, self.queue = self.queue, []
+        self.frames += len(got)
+        return got
+
+    def stats(self) -> tuple[int, int, int]:
+        return (self.frames, self.dropped, 0)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeControl:
+    def __init__(self, path: str | None) -> None:
+        self.answers: list[dict[str, Any]] = []
+        self.requests: list[str] = []
+
+    def accept(self) -> tuple[Any, str] | None:
+        return (None, self.requests.pop(0)) if self.requests else None
+
+    def answer(self, conn: Any, doc: dict[str, Any]) -> None:
+        self.answers.append(doc)
+
+    def close(self) -> None:
+        pass
+
+    def fileno(self) -> int:
+        return -1
+
+
+class Pulls:
+    """A fake ``fetch``: each call takes the next outcome (entries or an exception)."""
+
+    def __init__(self, *outcomes: Any) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+        self.gate: threading.Event | None = None
+
+    def __call__(self, source: str, key: Any, timeout: float, sink: Any) -> Snapshot:
+        self.calls += 1
+        if self.gate is not None:
+            self.gate.wait(5)
+        outcome = self.outcomes.pop(0) if self.outcomes else PrimeError("no more pulls")
+        if isinstance(outcome, Exception):
+            raise outcome
+        taken_at = time.time()
+        sink.begin()
+        sink.add(taken_at, outcome)
+        return Snapshot([], taken_at, source, 100, 0.01, [], len(outcome))
+
+
+def entry(port: int, timeout: int = 29) -> SnapshotEntry:
+    """A replied UDP entry (CONFIRMED | SEEN_REPLY): one the installer puts in."""
+    return SnapshotEntry((17, A, B, port, 53), (17, B, A, 53, port), 0xA, timeout)
+
+
+def flow(ts: float, port: int) -> list[Any]:
+    """A UDP request and its answer: an entry the installer puts in."""
+    return [udp(ts, sport=port), udp(ts + 0.001, src=B, dst=A, sport=53, dport=port)]
+
+
+def make(
+    fc: FakeClock, pulls: Pulls | None = None, ifaces: tuple[str, ...] = ("in0",), **kw: Any
+) -> tuple[Agent, dict[str, list[FakeCapture]]]:
+    opened: dict[str, list[FakeCapture]] = {}
+
+    def open_capture(iface: str, snaplen: int, ring: int, bpf: str) -> FakeCapture:
+        cap = FakeCapture(iface, bpf)
+        opened.setdefault(iface, []).append(cap)
+        return cap
+
+    kw.setdefault("confirm", "off")
+    kw.setdefault("exclude_self", False)
+    cfg = AgentConfig(ifaces=list(ifaces), **kw)
+    agent = Agent(
+        cfg,
+        clock=fc.clock(),
+        ctnl_socket=FakeSock,
+        open_capture=open_capture,  # type: ignore[arg-type]
+        control_server=FakeControl,  # type: ignore[arg-type]
+        fetch=pulls or Pulls(),
+    )
+    return agent, opened
+
+
+def sniff(agent: Agent, cap: FakeCapture, *packets: Any) -> None:
+    cap.queue += packets
+    agent.read_ready([cap])
+
+
+def wait_pull(agent: Agent) -> None:
+    thread = agent.priming.thread
+    assert thread is not None
+    thread.join(5)
+    agent.after_events()
+
+
+# --- promotion and demotion --------------------------------------------------------------
+
+
+def test_promotion_installs_everything_and_stands_down():
+    fc = FakeClock()
+    agent, opened = make(fc)
+    agent.start()
+    cap = opened["in0"][0]
+    sniff(agent, cap, *flow(fc.now, 5001), *flow(fc.now, 5002))
+    sock = agent.sock
+    assert isinstance(sock, FakeSock) and sock.sent == []  # not flushed yet
+    doc = agent.promote()
+    assert doc["ok"] and doc["state"] == "active" and doc["installed"] == 2
+    assert doc["committed"] == len(sock.sent) == 2
+    assert cap.closed and agent.captures.captures == []
+    s = agent.status()
+    assert s["state"] == "active" and s["ok"] and not s["capturing"] and s["installed"] == 2
+
+
+def test_promotion_drains_the_rings_first():
+    fc = FakeClock()
+    agent, opened = make(fc)
+    agent.start()
+    opened["in0"][0].queue += flow(fc.now, 5003)  # read by the promotion itself
+    assert agent.promote()["installed"] == 1
+
+
+def test_demotion_is_a_fresh_standby():
+    fc = FakeClock()
+    pulls = Pulls([entry(7000)], [entry(7001)])
+    agent, opened = make(fc, pulls, prime_from="master")
+    agent.start()
+    wait_pull(agent)
+    sniff(agent, opened["in0"][0], *flow(fc.now, 5001))
+    agent.promote()
+    assert agent.demote() == {"ok": True, "state": "standby"}
+    assert len(agent.pipeline.table) == 0  # empty tracker, new installer
+    assert agent.pipeline.installer is not None and len(agent.pipeline.installer.shadow) == 0
+    assert len(opened["in0"]) == 2 and not opened["in0"][1].closed  # captures reopened
+    assert agent.priming.primed is False and agent.priming.thread is not None
+    assert agent.pipeline.hold == []  # sniffed packets wait for the pull
+    assert agent.status()["state"] == "standby" and not agent.status()["ok"]
+    wait_pull(agent)
+    assert agent.status()["ok"] and len(agent.pipeline.table) == 1
+    assert agent.demote()["note"] == "already standby"
+
+
+def test_control_commands():
+    fc = FakeClock()
+    agent, _ = make(fc)
+    agent.start()
+    control = agent.control
+    assert isinstance(control, FakeControl)
+    control.requests += ["status", "prime", "bogus", "promote", "promote"]
+    for _ in range(5):
+        agent.handle_control()
+    status, prime, bogus, promoted, again = control.answers
+    assert status["state"] == "standby" and status["ok"]
+    assert prime == {"ok": False, "error": "no --prime-from configured"}
+    assert bogus == {"ok": False, "error": "unknown command 'bogus'"}
+    assert promoted["state"] == "active" and "committed" in promoted
+    assert again == {"ok": True, "state": "active"}
+
+
+# --- priming -----------------------------------------------------------------------------
+
+
+def test_cold_start_absorbs_the_snapshot_and_commits_it():
+    fc = FakeClock()
+    pulls = Pulls([entry(p) for p in range(7000, 7010)])
+    gate = pulls.gate = threading.Event()
+    agent, opened = make(fc, pulls, prime_from="master")
+    agent.start()
+    assert agent.status()["primed"] is False and not agent.status()["ok"]
+    sniff(agent, opened["in0"][0], *flow(fc.now, 5001))  # held while the pull runs
+    assert len(agent.pipeline.table) == 0 and agent.pipeline.packets == 2
+    gate.set()
+    wait_pull(agent)
+    info = agent.priming.info
+    assert info["ok"] and info["entries"] == 10 and info["adopted"] == 10
+    assert len(agent.pipeline.table) == 11  # the held packet applied after the snapshot
+    assert agent.pipeline.packets == 2  # not counted twice
+    inst = agent.pipeline.installer
+    assert inst is not None and len(inst.shadow) == 11  # committed, then the held one flushed
+    assert agent.status()["ok"] and agent.status()["primed"] is True
+
+
+def test_reprime_over_a_live_table_adopts_only_what_is_new():
+    fc = FakeClock()
+    pulls = Pulls([], [entry(5001, timeout=100), entry(7000)])
+    agent, opened = make(fc, pulls, prime_from="master")
+    agent.start()
+    wait_pull(agent)  # empty snapshot
+    sniff(agent, opened["in0"][0], *flow(fc.now, 5001))
+    before = agent.pipeline.table.get((17, A, B, 5001, 53))
+    assert before is not None
+    assert agent.priming.start(buffer=False)
+    wait_pull(agent)
+    assert agent.priming.info["adopted"] == 1 and len(agent.pipeline.table) == 2
+    after = agent.pipeline.table.get((17, A, B, 5001, 53))
+    assert after is not None and after[0] is before[0]  # the sniffed entry wins
+
+
+def test_prime_failure_retries_after_prime_retry():
+    fc = FakeClock()
+    pulls = Pulls(PrimeError("connection refused"), [entry(7000)])
+    agent, _ = make(fc, pulls, prime_from="master")
+    agent.start()
+    wait_pull(agent)
+    assert agent.priming.info == {"ok": False, "error": "connection refused"}
+    assert agent.counters["prime-failed"] == 1 and not agent.status()["ok"]
+    fc.advance(PRIME_RETRY - 1)
+    agent.tick()
+    assert pulls.calls == 1 and agent.priming.thread is None
+    fc.advance(1)
+    agent.tick()
+    assert pulls.calls == 2
+    wait_pull(agent)
+    assert agent.priming.info["ok"] and agent.status()["ok"]
+    assert agent.priming.next is None
+
+
+def test_prime_required_exits_when_the_first_pull_fails():
+    fc = FakeClock()
+    agent, _ = make(fc, Pulls(PrimeError("refused")), prime_from="master", prime_required=True)
+    agent.start()
+    with pytest.raises(PrimeError, match="prime from master failed: refused .--prime-required."):
+        wait_pull(agent)
+
+
+def test_prime_required_tolerates_a_later_failure():
+    fc = FakeClock()
+    pulls = Pulls([entry(7000)], PrimeError("refused"))
+    agent, _ = make(fc, pulls, prime_from="master", prime_required=True)
+    agent.start()
+    wait_pull(agent)
+    agent.priming.start(buffer=False)
+    wait_pull(agent)  # no exception: the agent was primed once
+    assert agent.counters["prime-failed"] == 1 and agent.priming.fatal is None
+
+
+def test_reprime_after_drops_at_most_once_per_period():
+    fc = FakeClock()
+    pulls = Pulls([], [], [], [])
+    agent, opened = make(fc, pulls, prime_from="master")
+    agent.start()
+    wait_pull(agent)
+    cap = opened["in0"][0]
+    agent.tick()
+    assert pulls.calls == 1  # no drops, no pull
+    cap.dropped = 5
+    agent.tick()
+    assert pulls.calls == 2
+    wait_pull(agent)
+    fc.advance(PRIME_AFTER_DROPS - 1)
+    cap.dropped = 9
+    agent.tick()
+    assert pulls.calls == 2  # too soon
+    fc.advance(1)
+    agent.tick()
+    assert pulls.calls == 2  # no new drops since
+    cap.dropped = 10
+    agent.tick()
+    assert pulls.calls == 3
+
+
+def test_no_reprime_after_drops_without_prime_from():
+    fc = FakeClock()
+    pulls = Pulls()
+    agent, opened = make(fc, pulls)
+    agent.start()
+    opened["in0"][0].dropped = 5
+    agent.tick()
+    assert pulls.calls == 0 and agent.priming.thread is None
+
+
+# --- status ------------------------------------------------------------------------------
+
+
+def test_status_readiness_follows_lost_interfaces():
+    fc = FakeClock()
+    agent, opened = make(fc, ifaces=("in0", "out0"))
+    agent.start()
+    assert agent.status()["ok"] and agent.status()["capturing"]
+    agent.captures.lost_one(opened["out0"][0], "out0: gone")
+    s = agent.status()
+    assert not s["ok"] and not s["capturing"] and s["lost_interfaces"] == ["out0"]
+    assert s["agent"]["capture-lost"] == 1
+    agent.tick()  # reopened
+    s = agent.status()
+    assert s["ok"] and s["lost_interfaces"] == [] and sorted(s["capture"]) == ["in0", "out0"]
+    assert s["agent"]["capture-reopened"] == 1
+
+
+def test_status_keys():
+    fc = FakeClock()
+    agent, _ = make(fc)
+    agent.start()
+    assert set(agent.status()) == {
+        "ok", "state", "capturing", "pid", "uptime", "interfaces", "packets",
+        "last_packet_age", "flows", "installed", "pending", "primed", "prime", "capture",
+        "install", "tracker", "agent", "confirm", "ftp", "prefilter", "lost_interfaces",
+        "skipped",
+    }  # fmt: skip
+    assert agent.status()["primed"] is None and agent.status()["prefilter"] == "off"
+
+
+# --- reorder merge and warm-up ------------------------------------------------------------
+
+
+def test_release_held_merges_in_timestamp_order_up_to_the_cutoff():
+    a = [udp(1.0, sport=1), udp(3.0, sport=3), udp(5.0, sport=5)]
+    b = [udp(2.0, sport=2), udp(4.0, sport=4)]
+    held = {"in": list(a), "out": list(b)}
+    assert [p.sport for p in release_held(held, 3.5)] == [1, 2, 3]
+    assert [p.ts for p in held["in"]] == [5.0] and [p.ts for p in held["out"]] == [4.0]
+    assert release_held(held, 3.9) == []
+    assert [p.sport for p in release_held(held, float("inf"))] == [4, 5]
+    assert held == {"in": [], "out": []}
+
+
+def test_two_segments_hold_frames_for_the_reorder_window():
+    fc = FakeClock()
+    agent, opened = make(fc, ifaces=("in0", "out0"))
+    agent.start()
+    t = fc.now
+    opened["out0"][0].queue.append(udp(t - 0.005, src=B, dst=A, sport=53, dport=5001))
+    opened["in0"][0].queue.append(udp(t - 0.010, sport=5001))
+    agent.read_ready(agent.captures.captures)
+    assert agent.pipeline.packets == 0 and agent.pipeline.held() == 2  # within REORDER
+    fc.advance(REORDER)
+    agent.pipeline.release(fc.now - REORDER)
+    assert agent.pipeline.packets == 2
+    conn = agent.pipeline.table.get((17, A, B, 5001, 53))
+    assert conn is not None and conn[0].orig[1] == A  # the earlier frame made the entry
+
+
+def test_prefilter_switches_after_the_warm_up():
+    fc = FakeClock()
+    agent, opened = make(fc, prefilter=True, warmup=30.0)
+    agent.start()
+    cap = opened["in0"][0]
+    full, pre = agent.captures.bpf_full, agent.captures.bpf_pre
+    assert pre and pre != full and "tcp port 21" in pre
+    assert cap.filters == [full, pre, full]  # both compiled at start, full capture first
+    assert agent.status()["prefilter"] == "warm-up"
+    fc.advance(29.9)
+    agent.tick()
+    assert cap.filters[-1] == full and agent.status()["prefilter"] == "warm-up"
+    fc.advance(0.1)
+    agent.tick()
+    assert cap.filters[-1] == pre and agent.status()["prefilter"] == "on"
+    agent.tick()
+    assert len(cap.filters) == 4  # switched once
+
+
+def test_a_big_cold_start_commits_through_a_second_socket():
+    fc = FakeClock()
+    socks: list[FakeSock] = []
+
+    def ctnl() -> FakeSock:
+        socks.append(FakeSock())
+        return socks[-1]
+
+    n = 64 * 20  # 20 batches: the commit is split over two sockets from 16 on
+    pulls = Pulls([entry(p) for p in range(10000, 10000 + n)])
+    cfg = AgentConfig(ifaces=["in0"], confirm="off", exclude_self=False, prime_from="m")
+    agent = Agent(
+        cfg,
+        clock=fc.clock(),
+        ctnl_socket=ctnl,  # type: ignore[arg-type]
+        open_capture=lambda i, s, r, b: FakeCapture(i, b),  # type: ignore[arg-type,return-value]
+        control_server=FakeControl,  # type: ignore[arg-type]
+        fetch=pulls,
+    )
+    agent.start()
+    wait_pull(agent)
+    assert len(socks) == 2 and socks[1].closed and not socks[0].closed
+    assert len(socks[0].sent) + len(socks[1].sent) == n and len(socks[1].sent) > 0
+    assert agent.pipeline.installer is not None and len(agent.pipeline.installer.shadow) == n
