@@ -45,9 +45,10 @@ from .handshake import (
     PROTOCOL_VERSION,
     STATUS_OK,
     client_proof,
+    parse_hostport,
     read_key,
+    recv_exact,
     server_proof,
-    split_hostport,
     stream_key,
 )
 from .stream import (
@@ -107,31 +108,22 @@ class Snapshot:
 # --- sniffover serve -------------------------------------------------------------------
 
 
-def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
-    return split_hostport(text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError)
+def parse_source(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """A ``--prime-from`` address (``HOST[:PORT]``; port 0 refused)."""
+    return parse_hostport(text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError)
 
 
 def _recv_exact(sock: socket.socket, n: int, what: str, deadline: float) -> bytes:
-    """``n`` bytes before ``deadline`` (monotonic); memory grows only with what arrives."""
-    chunks: list[bytes] = []
-    got = 0
-    while got < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _Retryable(f"truncated stream: timed out reading {what}")
-        try:
-            sock.settimeout(left)
-            chunk = sock.recv(min(n - got, 1 << 20))
-        except TimeoutError:
-            raise _Retryable(f"truncated stream: timed out reading {what}") from None
-        except OSError as exc:
-            raise _Retryable(f"truncated stream: {what}: {exc.strerror or exc}") from None
-        if not chunk:
-            raise _Retryable(f"truncated stream: connection closed during {what} ({got}/{n} B)")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+    """``recv_exact``, its failures as retryable "truncated stream" errors naming ``what``."""
+    try:
+        data = recv_exact(sock, n, deadline)
+    except TimeoutError:
+        raise _Retryable(f"truncated stream: timed out reading {what}") from None
+    except OSError as exc:
+        raise _Retryable(f"truncated stream: {what}: {exc.strerror or exc}") from None
+    if len(data) < n:
+        raise _Retryable(f"truncated stream: connection closed during {what} ({len(data)}/{n} B)")
+    return data
 
 
 MIN_RATE = 1 << 20  # bytes/s a pull may not fall below, on top of the timeout
@@ -196,7 +188,7 @@ def pull(
 def _fetch_serve(
     source: str, key: bytes, timeout: float, save_to: str | None, sink: PrimeSink
 ) -> Snapshot:
-    host, port = parse_hostport(source)
+    host, port = parse_source(source)
     t0 = time.perf_counter()
     keep: list[bytes] | None = [] if save_to else None
     taken_at, count, exps, size = pull(host, port, key, sink, timeout, keep)
@@ -304,7 +296,7 @@ def listing_entries(text: str) -> list[SnapshotEntry]:
 def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snapshot:
     rest = source[len("ssh://") :].rstrip("/")
     user, _, hostport = rest.rpartition("@")
-    host, port = parse_hostport(hostport, 22) if hostport else ("", 22)
+    host, port = parse_source(hostport, 22) if hostport else ("", 22)
     if not host:
         raise PrimeError(f"bad source {source!r}: no host")
     ssh = shutil.which("ssh")
