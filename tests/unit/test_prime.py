@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
-from sniffover.conntrack.listing import parse_listing
+from sniffover.conntrack.listing import ListingError, parse_expect_line, parse_listing
 from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from sniffover.errors import CliError
 from sniffover.prime import handshake
@@ -27,7 +27,7 @@ from sniffover.prime.client import (
     decode_stream,
     decode_stream_full,
     fetch,
-    parse_expect_line,
+    listing_snapshot,
     parse_source,
 )
 from sniffover.prime.handshake import parse_listen, read_key
@@ -550,8 +550,10 @@ def test_listing_with_expectation_lines(tmp_path: Path) -> None:
     assert parse_expect_line(EXPECT_TEXT.splitlines()[1]) == SnapshotExpectation(
         e.orig, (6, a, b, 0, 40001), (6, FULL4, FULL4, 0, 65535), 299, "ftp"
     )
-    with pytest.raises(PrimeError, match="bad format"):
+    with pytest.raises(ListingError, match="not a conntrack -L expect line"):
         parse_expect_line("12 proto=6 src=nonsense")
+    with pytest.raises(PrimeError, match="^bad format: not a conntrack -L expect line: '12 pro"):
+        listing_snapshot("12 proto=6 src=nonsense")
 
 
 def test_expectation_message_decoder() -> None:
