@@ -183,3 +183,26 @@ def test_dump_decoder_reads_what_we_encode(rows):
         for e in out
     ]
     assert got == want
+
+
+def test_bench_event_decoder_reads_what_we_encode():
+    """The benchmarks' general decoder (``bench/ctdecode.py``, NEW events) on our messages."""
+    from sniffover.bench.ctdecode import decode_ct_message
+
+    orig, reply = (6, A6, B6, 40000, 80), (6, B6, A6, 80, 40000)
+    tcp = TcpInfo(3, 7, 9, 0x03, 0x0B, 0x0F, 0x0F)
+    raw = encode_ct_new(orig, reply, status=0x6, timeout=300, tcp=tcp, mark=0x2A, zone=5)
+    e = decode_ct_message(raw, 16, len(raw))
+    assert (e.orig, e.reply, e.status, e.timeout, e.mark, e.zone, e.tcp_state) == (
+        orig,
+        reply,
+        0xE,
+        300,
+        0x2A,
+        5,
+        3,
+    )
+    icmp = (1, A4, B4, 77, 8 << 8)
+    raw = encode_ct_new(icmp, (1, B4, A4, 77, 0), status=0, timeout=30)
+    e = decode_ct_message(raw, 16, len(raw))
+    assert (e.orig, e.reply, e.tcp_state) == (icmp, (1, B4, A4, 77, 0), None)
