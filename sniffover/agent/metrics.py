@@ -6,13 +6,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from ..prime.handshake import parse_hostport
+
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT``."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--metrics {text!r}: expected ADDR:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT`` (the shared parser, port required)."""
+    return parse_hostport(text, f"--metrics {text!r}", None, min_port=1, error=ValueError)
 
 
 class Metrics:

@@ -343,7 +343,8 @@ def inner_capture(
 
 def inner_events(count: int, idle: float, deadline: float) -> dict[str, Any]:
     """Timestamp (CLOCK_MONOTONIC) every NEW event of this namespace's conntrack table."""
-    from ..kernel.ctnetlink import NETLINK_NETFILTER, decode_ct_message
+    from ..kernel.ctnetlink import NETLINK_NETFILTER
+    from .ctdecode import decode_ct_message
 
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
     with contextlib.suppress(OSError):

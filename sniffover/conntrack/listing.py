@@ -3,7 +3,8 @@
 Printing matches conntrack-tools 1.4.7's default and ``-o extended`` output so
 that ``diff`` against the real table works (after sorting: the kernel lists in
 hash order). Parsing reads either form into ``ListedEntry`` records; it is used
-to compare with the kernel's table and to load a saved dump.
+to compare with the kernel's table and to load a saved dump. ``conntrack -L expect``
+lines are read into ``SnapshotExpectation`` records (for priming from text).
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ class ListedEntry:
         return "UNREPLIED" in self.flags
 
 
-def _build_tuple(proto: int, kv: dict[str, str]) -> Tuple:
+def build_tuple(proto: int, kv: dict[str, str]) -> Tuple:
+    """The tuple a listing's ``src=``/``dst=``/ports (or ICMP, GRE keys) fields describe."""
     src = addr_bytes(kv["src"])
     dst = addr_bytes(kv["dst"])
     if "type" in kv:
@@ -167,8 +169,8 @@ def parse_line(line: str) -> ListedEntry:
             proto=proto,
             timeout=timeout,
             state=state,
-            orig=_build_tuple(proto, tuples[0]),
-            reply=_build_tuple(proto, tuples[1]),
+            orig=build_tuple(proto, tuples[0]),
+            reply=build_tuple(proto, tuples[1]),
             flags=flags,
             mark=int(rest.pop("mark", "0"), 0),
             zone=int(rest.pop("zone", "0"), 0),
@@ -189,3 +191,54 @@ def parse_listing(text: str) -> list[ListedEntry]:
             continue
         out.append(parse_line(s))
     return out
+
+
+# --- conntrack -L expect ----------------------------------------------------------------
+# Only this part reads into snapshot records; its import sits here with it.
+
+from .snapshot import SnapshotExpectation  # noqa: E402
+
+
+def is_expect_line(line: str) -> bool:
+    """A line of ``conntrack -L expect`` (``<timeout> proto=<n> ...``), not of ``-L``."""
+    head, _, rest = line.strip().partition(" ")
+    return head.isdigit() and rest.startswith("proto=")
+
+
+def parse_expect_line(line: str) -> SnapshotExpectation:
+    """One line of ``conntrack -L expect``: timeout, expected tuple, mask, master tuple,
+    [zone], [PERMANENT,INACTIVE,USERSPACE], class, helper (libnetfilter_conntrack's
+    default format). The master's protocol is not printed: the expected one is assumed
+    (the prime client corrects it from the master entry). ``ListingError`` if it is not
+    such a line."""
+    tokens = line.split()
+    try:
+        timeout = int(tokens[0])
+        proto = int(tokens[1].partition("=")[2])
+        groups: list[dict[str, str]] = [{}, {}, {}]  # expected, mask, master
+        g = 0
+        x = SnapshotExpectation((0, b"", b"", 0, 0), (0, b"", b"", 0, 0), (0, b"", b"", 0, 0), 0)
+        for tok in tokens[2:]:
+            key, sep, value = tok.partition("=")
+            if not sep:
+                for word in tok.split(","):
+                    x.flags |= {"PERMANENT": 1, "INACTIVE": 2, "USERSPACE": 4}.get(word, 0)
+                continue
+            for i, prefix in ((1, "mask-"), (2, "master-")):
+                if key.startswith(prefix):
+                    g, key = i, key[len(prefix) :]
+            if key in TUPLE_KEYS and key not in groups[g]:
+                groups[g][key] = value
+            elif key == "zone":
+                x.zone = int(value)
+            elif key == "class":
+                x.klass = int(value)
+            elif key == "helper":
+                x.helper = value
+        x.tuple = build_tuple(proto, groups[0])
+        x.mask = build_tuple(proto, groups[1])
+        x.master = build_tuple(proto, groups[2])
+        x.timeout = timeout
+        return x
+    except (IndexError, KeyError, ValueError) as exc:
+        raise ListingError(f"not a conntrack -L expect line: {line.strip()!r}") from exc

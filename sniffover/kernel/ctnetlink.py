@@ -1,4 +1,7 @@
-"""ctnetlink: install, update, delete and dump entries of the kernel's conntrack table.
+"""ctnetlink: the messages that install, update and delete kernel conntrack entries and
+expectations, the socket that sends them, and the netlink/ctnetlink numbers and header
+structs, declared here once (``dump.py`` decodes with them; ``IPS_*`` bits come from
+``conntrack.entry``).
 
 The hot install path packs ``IPCTNL_MSG_CT_NEW`` messages by hand and sends many
 per ``sendmsg`` (pyroute2's encoder is ~50x slower); tests decode what is sent
@@ -17,86 +20,106 @@ import socket
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from ..conntrack.entry import IPS_CONFIRMED
 from ..errors import NetlinkError
 
-NETLINK_NETFILTER = 12
-NFNL_SUBSYS_CTNETLINK = 1
-IPCTNL_MSG_CT_NEW = 0
-IPCTNL_MSG_CT_GET = 1
-IPCTNL_MSG_CT_DELETE = 2
-NFNL_SUBSYS_CTNETLINK_EXP = 2  # expectations (conntrack-semantics §6.3)
-IPCTNL_MSG_EXP_NEW = 0
-IPCTNL_MSG_EXP_DELETE = 2
+# The netlink and ctnetlink numbers (linux/netfilter/nfnetlink_conntrack.h), declared once
+# for the encoder here, the dump decoder (``dump.py``) and the expectation installer.
+NETLINK_NETFILTER: Final = 12
+NFNL_SUBSYS_CTNETLINK: Final = 1
+IPCTNL_MSG_CT_NEW: Final = 0
+IPCTNL_MSG_CT_GET: Final = 1
+IPCTNL_MSG_CT_DELETE: Final = 2
+NFNL_SUBSYS_CTNETLINK_EXP: Final = 2  # expectations (conntrack-semantics §6.3)
+IPCTNL_MSG_EXP_NEW: Final = 0
+IPCTNL_MSG_EXP_GET: Final = 1
+IPCTNL_MSG_EXP_DELETE: Final = 2
 
-NLM_F_REQUEST = 0x01
-NLM_F_MULTI = 0x02
-NLM_F_ACK = 0x04
-NLM_F_DUMP = 0x300
-NLM_F_EXCL = 0x200
-NLM_F_CREATE = 0x400
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLA_F_NESTED = 0x8000
+NLM_F_REQUEST: Final = 0x01
+NLM_F_MULTI: Final = 0x02
+NLM_F_ACK: Final = 0x04
+NLM_F_DUMP: Final = 0x300
+NLM_F_EXCL: Final = 0x200
+NLM_F_CREATE: Final = 0x400
+NLMSG_ERROR: Final = 2
+NLMSG_DONE: Final = 3
+NLA_F_NESTED: Final = 0x8000
 
-CTA_TUPLE_ORIG = 1
-CTA_TUPLE_REPLY = 2
-CTA_STATUS = 3
-CTA_PROTOINFO = 4
-CTA_HELP = 5
-CTA_HELP_NAME = 1
-CTA_TIMEOUT = 7
-CTA_MARK = 8
-CTA_ID = 12
-CTA_ZONE = 18
-CTA_EXPECT_MASTER = 1
-CTA_EXPECT_TUPLE = 2
-CTA_EXPECT_MASK = 3
-CTA_EXPECT_TIMEOUT = 4
-CTA_EXPECT_ZONE = 7
-CTA_LABELS = 22
-CTA_NAT_SRC = 6
-CTA_NAT_DST = 13
-CTA_NAT_V4_MINIP = 1
-CTA_NAT_V4_MAXIP = 2
-CTA_NAT_PROTO = 3
-CTA_NAT_V6_MINIP = 4
-CTA_NAT_V6_MAXIP = 5
-CTA_PROTONAT_PORT_MIN = 1
-CTA_PROTONAT_PORT_MAX = 2
-CTA_TUPLE_IP = 1
-CTA_TUPLE_PROTO = 2
-CTA_IP_V4_SRC, CTA_IP_V4_DST, CTA_IP_V6_SRC, CTA_IP_V6_DST = 1, 2, 3, 4
-CTA_PROTO_NUM = 1
-CTA_PROTO_SRC_PORT = 2
-CTA_PROTO_DST_PORT = 3
-CTA_PROTO_ICMP_ID, CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMP_CODE = 4, 5, 6
-CTA_PROTO_ICMPV6_ID, CTA_PROTO_ICMPV6_TYPE, CTA_PROTO_ICMPV6_CODE = 7, 8, 9
-CTA_PROTOINFO_TCP = 1
-CTA_PROTOINFO_TCP_STATE = 1
-CTA_PROTOINFO_TCP_WSCALE_ORIGINAL = 2
-CTA_PROTOINFO_TCP_WSCALE_REPLY = 3
-CTA_PROTOINFO_TCP_FLAGS_ORIGINAL = 4
-CTA_PROTOINFO_TCP_FLAGS_REPLY = 5
-CTA_PROTOINFO_SCTP = 3
-CTA_PROTOINFO_SCTP_STATE = 1
-CTA_PROTOINFO_SCTP_VTAG_ORIGINAL = 2
-CTA_PROTOINFO_SCTP_VTAG_REPLY = 3
+# enum ctattr_type
+CTA_TUPLE_ORIG: Final = 1
+CTA_TUPLE_REPLY: Final = 2
+CTA_STATUS: Final = 3
+CTA_PROTOINFO: Final = 4
+CTA_HELP: Final = 5
+CTA_NAT_SRC: Final = 6
+CTA_TIMEOUT: Final = 7
+CTA_MARK: Final = 8
+CTA_ID: Final = 12
+CTA_NAT_DST: Final = 13
+CTA_ZONE: Final = 18
+CTA_LABELS: Final = 22
+# enum ctattr_help
+CTA_HELP_NAME: Final = 1
+# enum ctattr_expect
+CTA_EXPECT_MASTER: Final = 1
+CTA_EXPECT_TUPLE: Final = 2
+CTA_EXPECT_MASK: Final = 3
+CTA_EXPECT_TIMEOUT: Final = 4
+CTA_EXPECT_HELP_NAME: Final = 6
+CTA_EXPECT_ZONE: Final = 7
+CTA_EXPECT_FLAGS: Final = 8
+CTA_EXPECT_CLASS: Final = 9
+# enum ctattr_nat, ctattr_protonat
+CTA_NAT_V4_MINIP: Final = 1
+CTA_NAT_V4_MAXIP: Final = 2
+CTA_NAT_PROTO: Final = 3
+CTA_NAT_V6_MINIP: Final = 4
+CTA_NAT_V6_MAXIP: Final = 5
+CTA_PROTONAT_PORT_MIN: Final = 1
+CTA_PROTONAT_PORT_MAX: Final = 2
+# enum ctattr_tuple, ctattr_ip, ctattr_l4proto
+CTA_TUPLE_IP: Final = 1
+CTA_TUPLE_PROTO: Final = 2
+CTA_IP_V4_SRC: Final = 1
+CTA_IP_V4_DST: Final = 2
+CTA_IP_V6_SRC: Final = 3
+CTA_IP_V6_DST: Final = 4
+CTA_PROTO_NUM: Final = 1
+CTA_PROTO_SRC_PORT: Final = 2
+CTA_PROTO_DST_PORT: Final = 3
+CTA_PROTO_ICMP_ID: Final = 4
+CTA_PROTO_ICMP_TYPE: Final = 5
+CTA_PROTO_ICMP_CODE: Final = 6
+CTA_PROTO_ICMPV6_ID: Final = 7
+CTA_PROTO_ICMPV6_TYPE: Final = 8
+CTA_PROTO_ICMPV6_CODE: Final = 9
+# enum ctattr_protoinfo, ctattr_protoinfo_tcp, ctattr_protoinfo_sctp
+CTA_PROTOINFO_TCP: Final = 1
+CTA_PROTOINFO_TCP_STATE: Final = 1
+CTA_PROTOINFO_TCP_WSCALE_ORIGINAL: Final = 2
+CTA_PROTOINFO_TCP_WSCALE_REPLY: Final = 3
+CTA_PROTOINFO_TCP_FLAGS_ORIGINAL: Final = 4
+CTA_PROTOINFO_TCP_FLAGS_REPLY: Final = 5
+CTA_PROTOINFO_SCTP: Final = 3
+CTA_PROTOINFO_SCTP_STATE: Final = 1
+CTA_PROTOINFO_SCTP_VTAG_ORIGINAL: Final = 2
+CTA_PROTOINFO_SCTP_VTAG_REPLY: Final = 3
 
-IPS_CONFIRMED = 0x8
-AF_INET, AF_INET6 = 2, 10
+AF_INET: Final = 2
+AF_INET6: Final = 10
 
 Tuple = tuple[Any, ...]  # (proto, src, dst, sport, dport) as in the core (conntrack.tuple)
 
-_NLMSG = struct.Struct("=IHHII")
-_NLA = struct.Struct("=HH")
-_NFGEN = struct.Struct("=BBH")
+NLMSG_HDR: Final = struct.Struct("=IHHII")  # struct nlmsghdr
+NLA_HDR: Final = struct.Struct("=HH")  # struct nlattr
+NFGEN_HDR: Final = struct.Struct("=BBH")  # struct nfgenmsg
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
     pad = (-len(payload)) & 3
-    return _NLA.pack(4 + len(payload), kind) + payload + b"\0" * pad
+    return NLA_HDR.pack(4 + len(payload), kind) + payload + b"\0" * pad
 
 
 def _nest(kind: int, *children: bytes) -> bytes:
@@ -290,8 +313,8 @@ _N = NLA_F_NESTED
 
 # The constant pieces of a message, joined with the variable ones (addresses, ports,
 # status, timeout, ...) in one b"".join: compiled, that beats one struct.pack of ~60 values.
-_HEAD = struct.Struct(_NLMSG.format + _NFGEN.format.lstrip("=")).pack  # nlmsghdr + nfgenmsg
-_HH = _NLA.pack  # an attribute header
+_HEAD = struct.Struct(NLMSG_HDR.format + NFGEN_HDR.format.lstrip("=")).pack  # nlmsghdr + nfgenmsg
+_HH = NLA_HDR.pack  # an attribute header
 _PORTS: tuple[bytes, ...] = tuple(struct.pack("!Hxx", p) for p in range(0x10000))
 _PROTOS: tuple[bytes, ...] = tuple(bytes((p, 0, 0, 0)) for p in range(256))
 
@@ -428,42 +451,34 @@ def encode_ct_delete(orig: Tuple, zone: int = 0, seq: int = 0, ack: bool = True)
     )
 
 
+def encode_dump_request(msg: int, seq: int, family: int, subsys: int) -> bytes:
+    """A dump request (``IPCTNL_MSG_CT_GET`` / ``IPCTNL_MSG_EXP_GET``) for ``family`` (0: all)."""
+    return _message(msg, NLM_F_REQUEST | NLM_F_DUMP, seq, family, b"", subsys)
+
+
 def _message(
     msg: int, flags: int, seq: int, family: int, body: bytes, subsys: int = NFNL_SUBSYS_CTNETLINK
 ) -> bytes:
-    payload = _NFGEN.pack(family, 0, 0) + body
+    payload = NFGEN_HDR.pack(family, 0, 0) + body
     kind = (subsys << 8) | msg
-    return _NLMSG.pack(16 + len(payload), kind, flags, seq, 0) + payload
+    return NLMSG_HDR.pack(16 + len(payload), kind, flags, seq, 0) + payload
 
 
-# --- decoding (dumps, events) --------------------------------------------------------
+# --- decoding (dump.py, tests) --------------------------------------------------------
 
 
 def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type without flags, payload start, payload end) for each attribute in buf[start:end]."""
     while start + 4 <= end:
-        length, kind = _NLA.unpack_from(buf, start)
+        length, kind = NLA_HDR.unpack_from(buf, start)
         if length < 4 or start + length > end:
             return
         yield kind & 0x3FFF, start + 4, start + length
         start += (length + 3) & ~3
 
 
-@dataclass
-class DumpedEntry:
-    """An entry as the kernel reports it over ctnetlink."""
-
-    orig: Tuple
-    reply: Tuple
-    status: int = 0
-    timeout: int = 0
-    mark: int = 0
-    zone: int = 0
-    tcp_state: int | None = None
-    conn_id: int = 0
-
-
-def _decode_tuple(buf: bytes, start: int, end: int) -> Tuple:
+def decode_tuple(buf: bytes, start: int, end: int) -> Tuple:
+    """The tuple in a CTA_TUPLE_* nest body buf[start:end] (the inverse of ``encode_tuple``)."""
     src = dst = b""
     proto = sport = dport = 0
     icmp_type = icmp_code = 0
@@ -493,33 +508,6 @@ def _decode_tuple(buf: bytes, start: int, end: int) -> Tuple:
     if is_icmp:
         dport = icmp_type << 8 | icmp_code
     return (proto, src, dst, sport, dport)
-
-
-def decode_ct_message(buf: bytes, start: int, end: int) -> DumpedEntry:
-    """Decode one IPCTNL_MSG_CT_NEW/DELETE message body (after the nlmsghdr)."""
-    entry = DumpedEntry(orig=(0, b"", b"", 0, 0), reply=(0, b"", b"", 0, 0))
-    for kind, s, e in iter_attrs(buf, start + 4, end):
-        if kind == CTA_TUPLE_ORIG:
-            entry.orig = _decode_tuple(buf, s, e)
-        elif kind == CTA_TUPLE_REPLY:
-            entry.reply = _decode_tuple(buf, s, e)
-        elif kind == CTA_STATUS:
-            entry.status = int.from_bytes(buf[s:e], "big")
-        elif kind == CTA_TIMEOUT:
-            entry.timeout = int.from_bytes(buf[s:e], "big")
-        elif kind == CTA_MARK:
-            entry.mark = int.from_bytes(buf[s:e], "big")
-        elif kind == CTA_ZONE:
-            entry.zone = int.from_bytes(buf[s:e], "big")
-        elif kind == CTA_ID:
-            entry.conn_id = int.from_bytes(buf[s:e], "big")
-        elif kind == CTA_PROTOINFO:
-            for k, s2, e2 in iter_attrs(buf, s, e):
-                if k == CTA_PROTOINFO_TCP:
-                    for k3, s3, _e3 in iter_attrs(buf, s2, e2):
-                        if k3 == CTA_PROTOINFO_TCP_STATE:
-                            entry.tcp_state = buf[s3]
-    return entry
 
 
 # --- the socket ----------------------------------------------------------------------
@@ -563,7 +551,7 @@ class CtnlSocket:
         """
         pending = set()
         for m in messages:
-            _len, _kind, flags, seq, _pid = _NLMSG.unpack_from(m, 0)
+            _len, _kind, flags, seq, _pid = NLMSG_HDR.unpack_from(m, 0)
             if flags & NLM_F_ACK:
                 pending.add(seq)
         self.sock.sendmsg(messages)
@@ -573,7 +561,7 @@ class CtnlSocket:
             n = self.sock.recv_into(view)
             off = 0
             while off + 16 <= n:
-                length, kind, _flags, seq, _pid = _NLMSG.unpack_from(self._buf, off)
+                length, kind, _flags, seq, _pid = NLMSG_HDR.unpack_from(self._buf, off)
                 if length < 16:
                     break
                 if kind == NLMSG_ERROR:
@@ -586,7 +574,7 @@ class CtnlSocket:
 
     def request(self, message: bytes) -> None:
         """Send one message and raise NetlinkError if the kernel refuses it."""
-        seq = _NLMSG.unpack_from(message, 0)[3]
+        seq = NLMSG_HDR.unpack_from(message, 0)[3]
         err = self.send_batch([message]).get(seq, 0)
         if err:
             raise NetlinkError(err, os.strerror(err))
@@ -606,33 +594,9 @@ class CtnlSocket:
                 ) from None
             raise
 
-    def dump(self, family: int = 0) -> list[DumpedEntry]:
-        """Every entry of this namespace's table (family 0 = IPv4 and IPv6)."""
-        seq = self.next_seq()
-        msg = _message(IPCTNL_MSG_CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, family, b"")
-        self.sock.send(msg)
-        out: list[DumpedEntry] = []
-        while True:
-            n = self.sock.recv_into(self._buf)
-            off = 0
-            while off + 16 <= n:
-                length, kind, _flags, mseq, _pid = _NLMSG.unpack_from(self._buf, off)
-                if length < 16:
-                    return out
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    err = -struct.unpack_from("=i", self._buf, off + 16)[0]
-                    if err:
-                        raise NetlinkError(err, os.strerror(err))
-                elif mseq == seq and (kind & 0xFF) == IPCTNL_MSG_CT_NEW:
-                    out.append(decode_ct_message(bytes(self._buf[off : off + length]), 16, length))
-                off += (length + 3) & ~3
-
 
 __all__ = [
     "CtnlSocket",
-    "DumpedEntry",
     "NetlinkError",
     "TcpInfo",
     "encode_ct_delete",

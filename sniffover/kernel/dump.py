@@ -20,7 +20,17 @@ from collections.abc import Iterator
 
 from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from .ctnetlink import (
-    _NLMSG,
+    CTA_EXPECT_CLASS,
+    CTA_EXPECT_FLAGS,
+    CTA_EXPECT_HELP_NAME,
+    CTA_EXPECT_MASK,
+    CTA_EXPECT_MASTER,
+    CTA_EXPECT_TIMEOUT,
+    CTA_EXPECT_TUPLE,
+    CTA_EXPECT_ZONE,
+    CTA_HELP,
+    CTA_HELP_NAME,
+    CTA_LABELS,
     CTA_MARK,
     CTA_PROTOINFO,
     CTA_PROTOINFO_TCP,
@@ -36,27 +46,24 @@ from .ctnetlink import (
     CTA_ZONE,
     IPCTNL_MSG_CT_GET,
     IPCTNL_MSG_CT_NEW,
+    IPCTNL_MSG_EXP_GET,
+    IPCTNL_MSG_EXP_NEW,
     NFNL_SUBSYS_CTNETLINK,
     NFNL_SUBSYS_CTNETLINK_EXP,
-    NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NLA_HDR,
     NLMSG_DONE,
     NLMSG_ERROR,
+    NLMSG_HDR,
     CtnlSocket,
     NetlinkError,
     Tuple,
-    _decode_tuple,
+    decode_tuple,
+    encode_dump_request,
     iter_attrs,
 )
 
-CTA_HELP = 5
-CTA_HELP_NAME = 1
-CTA_LABELS = 22
-
-_NLA = struct.Struct("=HH")
 _BE32 = struct.Struct(">I")
 _BE16 = struct.Struct(">H")
-_NFGEN = struct.Struct("=BBH")
 # Tuple nest body as the kernel writes it for IPv4 + ports (TCP/UDP/SCTP/UDP-Lite):
 # IP{V4_SRC, V4_DST} PROTO{NUM, SRC_PORT, DST_PORT}. Ports stay big-endian ("2s").
 _T4 = struct.Struct("=HH HH4s HH4s HH HHB3x HH2s2x HH2s2x")
@@ -110,7 +117,7 @@ def _fast_tuple(buf: bytearray, s: int, e: int) -> Tuple:
                     int.from_bytes(v[15], "big"),
                     int.from_bytes(v[18], "big"),
                 )
-    return _decode_tuple(bytes(buf[s:e]), 0, e - s)
+    return decode_tuple(bytes(buf[s:e]), 0, e - s)
 
 
 def _tcp_info(entry: SnapshotEntry, buf: bytearray, s: int, e: int) -> None:
@@ -149,7 +156,7 @@ def _tcp_info(entry: SnapshotEntry, buf: bytearray, s: int, e: int) -> None:
 
 def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
     """One IPCTNL_MSG_CT_NEW message buf[start:end] (from its nlmsghdr) as a SnapshotEntry."""
-    nla = _NLA.unpack_from
+    nla = NLA_HDR.unpack_from
     empty: Tuple = (0, b"", b"", 0, 0)
     orig = reply = empty
     status = timeout = mark = zone = 0
@@ -250,7 +257,7 @@ def _compile(buf: bytearray, start: int, end: int) -> _Layout | None:
     while off < end:
         if off + 4 > end:
             return None
-        length, raw = _NLA.unpack_from(buf, off)
+        length, raw = NLA_HDR.unpack_from(buf, off)
         kind = raw & 0x3FFF
         if length < 4 or off + length > end or kind in seen:
             return None
@@ -376,11 +383,7 @@ def dump_batches(ctnl: CtnlSocket, family: int = 0) -> Iterator[list[SnapshotEnt
     serve``). Holds nothing to release: the caller owns the socket (a compiled generator
     abandoned half-way is not finalized like a Python one)."""
     seq = ctnl.next_seq()
-    payload = _NFGEN.pack(family, 0, 0)
-    kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-    ctnl.sock.send(
-        _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
-    )
+    ctnl.sock.send(encode_dump_request(IPCTNL_MSG_CT_GET, seq, family, NFNL_SUBSYS_CTNETLINK))
     buf = bytearray(1 << 20)
     view = memoryview(buf)
     layouts: dict[int, list[_Layout]] = {}
@@ -402,7 +405,7 @@ def _dump_buffer(
     """The entries in one received buffer of a dump, and whether it ended the dump."""
     out: list[SnapshotEntry] = []
     append = out.append
-    hdr = _NLMSG.unpack_from
+    hdr = NLMSG_HDR.unpack_from
     new_kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
     off = 0
     while off + 16 <= n:
@@ -433,10 +436,6 @@ def _dump_buffer(
 
 # --- expectations ----------------------------------------------------------------------
 
-IPCTNL_MSG_EXP_GET = 1
-CTA_EXPECT_MASTER, CTA_EXPECT_TUPLE, CTA_EXPECT_MASK, CTA_EXPECT_TIMEOUT = 1, 2, 3, 4
-CTA_EXPECT_HELP_NAME, CTA_EXPECT_ZONE, CTA_EXPECT_FLAGS, CTA_EXPECT_CLASS = 6, 7, 8, 9
-
 
 def decode_expectation(buf: bytes, start: int, end: int) -> SnapshotExpectation:
     """One IPCTNL_MSG_EXP_NEW message buf[start:end] (from its nlmsghdr)."""
@@ -444,11 +443,11 @@ def decode_expectation(buf: bytes, start: int, end: int) -> SnapshotExpectation:
     exp = SnapshotExpectation(empty, empty, empty, 0)
     for kind, s, e in iter_attrs(buf, start + 20, end):
         if kind == CTA_EXPECT_MASTER:
-            exp.master = _decode_tuple(buf, s, e)
+            exp.master = decode_tuple(buf, s, e)
         elif kind == CTA_EXPECT_TUPLE:
-            exp.tuple = _decode_tuple(buf, s, e)
+            exp.tuple = decode_tuple(buf, s, e)
         elif kind == CTA_EXPECT_MASK:
-            exp.mask = _decode_tuple(buf, s, e)
+            exp.mask = decode_tuple(buf, s, e)
         elif kind == CTA_EXPECT_TIMEOUT and e - s == 4:
             exp.timeout = _BE32.unpack_from(buf, s)[0]
         elif kind == CTA_EXPECT_HELP_NAME:
@@ -473,12 +472,10 @@ def dump_expectations(sock: CtnlSocket | None = None, family: int = 0) -> list[S
     ctnl = CtnlSocket() if sock is None else sock
     try:
         seq = ctnl.next_seq()
-        payload = _NFGEN.pack(family, 0, 0)
-        kind = (NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_EXP_GET
         ctnl.sock.send(
-            _NLMSG.pack(16 + len(payload), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + payload
+            encode_dump_request(IPCTNL_MSG_EXP_GET, seq, family, NFNL_SUBSYS_CTNETLINK_EXP)
         )
-        new_kind = (NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_CT_NEW  # EXP_NEW is 0 too
+        new_kind = (NFNL_SUBSYS_CTNETLINK_EXP << 8) | IPCTNL_MSG_EXP_NEW
         buf = bytearray(1 << 20)
         out: list[SnapshotExpectation] = []
         for _ in range(1 << 24):  # bounded: ends at NLMSG_DONE
@@ -487,7 +484,7 @@ def dump_expectations(sock: CtnlSocket | None = None, family: int = 0) -> list[S
                 raise NetlinkError(0, "expectation dump ended without NLMSG_DONE")
             off = 0
             while off + 16 <= n:
-                length, mkind, _flags, mseq, _pid = _NLMSG.unpack_from(buf, off)
+                length, mkind, _flags, mseq, _pid = NLMSG_HDR.unpack_from(buf, off)
                 if length < 16 or off + length > n:
                     raise NetlinkError(0, "malformed expectation dump message")
                 if mkind == NLMSG_DONE:

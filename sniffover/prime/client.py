@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
-from ..conntrack.listing import TUPLE_KEYS, ListingError, _build_tuple, parse_listing
+from ..conntrack.listing import ListingError, is_expect_line, parse_expect_line, parse_listing
 from ..conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from ..errors import PrimeError
 from .handshake import (
@@ -45,9 +45,10 @@ from .handshake import (
     PROTOCOL_VERSION,
     STATUS_OK,
     client_proof,
+    parse_hostport,
     read_key,
+    recv_exact,
     server_proof,
-    split_hostport,
     stream_key,
 )
 from .stream import (
@@ -107,31 +108,22 @@ class Snapshot:
 # --- sniffover serve -------------------------------------------------------------------
 
 
-def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
-    """``HOST``, ``HOST:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address."""
-    return split_hostport(text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError)
+def parse_source(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """A ``--prime-from`` address (``HOST[:PORT]``; port 0 refused)."""
+    return parse_hostport(text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError)
 
 
 def _recv_exact(sock: socket.socket, n: int, what: str, deadline: float) -> bytes:
-    """``n`` bytes before ``deadline`` (monotonic); memory grows only with what arrives."""
-    chunks: list[bytes] = []
-    got = 0
-    while got < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _Retryable(f"truncated stream: timed out reading {what}")
-        try:
-            sock.settimeout(left)
-            chunk = sock.recv(min(n - got, 1 << 20))
-        except TimeoutError:
-            raise _Retryable(f"truncated stream: timed out reading {what}") from None
-        except OSError as exc:
-            raise _Retryable(f"truncated stream: {what}: {exc.strerror or exc}") from None
-        if not chunk:
-            raise _Retryable(f"truncated stream: connection closed during {what} ({got}/{n} B)")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+    """``recv_exact``, its failures as retryable "truncated stream" errors naming ``what``."""
+    try:
+        data = recv_exact(sock, n, deadline)
+    except TimeoutError:
+        raise _Retryable(f"truncated stream: timed out reading {what}") from None
+    except OSError as exc:
+        raise _Retryable(f"truncated stream: {what}: {exc.strerror or exc}") from None
+    if len(data) < n:
+        raise _Retryable(f"truncated stream: connection closed during {what} ({len(data)}/{n} B)")
+    return data
 
 
 MIN_RATE = 1 << 20  # bytes/s a pull may not fall below, on top of the timeout
@@ -196,7 +188,7 @@ def pull(
 def _fetch_serve(
     source: str, key: bytes, timeout: float, save_to: str | None, sink: PrimeSink
 ) -> Snapshot:
-    host, port = parse_hostport(source)
+    host, port = parse_source(source)
     t0 = time.perf_counter()
     keep: list[bytes] | None = [] if save_to else None
     taken_at, count, exps, size = pull(host, port, key, sink, timeout, keep)
@@ -211,57 +203,16 @@ def _fetch_serve(
 # --- conntrack -L text (ssh, files) ----------------------------------------------------
 
 
-def is_expect_line(line: str) -> bool:
-    """A line of ``conntrack -L expect`` (``<timeout> proto=<n> ...``), not of ``-L``."""
-    head, _, rest = line.strip().partition(" ")
-    return head.isdigit() and rest.startswith("proto=")
-
-
-def parse_expect_line(line: str) -> SnapshotExpectation:
-    """One line of ``conntrack -L expect``: timeout, expected tuple, mask, master tuple,
-    [zone], [PERMANENT,INACTIVE,USERSPACE], class, helper (libnetfilter_conntrack's
-    default format). The master's protocol is not printed: the expected one is assumed
-    (``listing_snapshot`` corrects it from the master entry)."""
-    tokens = line.split()
-    try:
-        timeout = int(tokens[0])
-        proto = int(tokens[1].partition("=")[2])
-        groups: list[dict[str, str]] = [{}, {}, {}]  # expected, mask, master
-        g = 0
-        x = SnapshotExpectation((0, b"", b"", 0, 0), (0, b"", b"", 0, 0), (0, b"", b"", 0, 0), 0)
-        for tok in tokens[2:]:
-            key, sep, value = tok.partition("=")
-            if not sep:
-                for word in tok.split(","):
-                    x.flags |= {"PERMANENT": 1, "INACTIVE": 2, "USERSPACE": 4}.get(word, 0)
-                continue
-            for i, prefix in ((1, "mask-"), (2, "master-")):
-                if key.startswith(prefix):
-                    g, key = i, key[len(prefix) :]
-            if key in TUPLE_KEYS and key not in groups[g]:
-                groups[g][key] = value
-            elif key == "zone":
-                x.zone = int(value)
-            elif key == "class":
-                x.klass = int(value)
-            elif key == "helper":
-                x.helper = value
-        x.tuple = _build_tuple(proto, groups[0])
-        x.mask = _build_tuple(proto, groups[1])
-        x.master = _build_tuple(proto, groups[2])
-        x.timeout = timeout
-        return x
-    except (IndexError, KeyError, ValueError) as exc:
-        raise PrimeError(f"bad format: not a conntrack -L expect line: {line.strip()!r}") from exc
-
-
 def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpectation]]:
     """``conntrack -L [-o extended]`` text, possibly followed (or interleaved) by
     ``conntrack -L expect`` lines: (entries, expectations). An expectation takes its zone
     and its master's protocol from the master entry when the listing has it (the text
     shows neither)."""
     lines = text.splitlines()
-    exps = [parse_expect_line(ln) for ln in lines if is_expect_line(ln)]
+    try:
+        exps = [parse_expect_line(ln) for ln in lines if is_expect_line(ln)]
+    except ListingError as exc:
+        raise PrimeError(f"bad format: {exc}") from exc
     entries = listing_entries("\n".join(ln for ln in lines if not is_expect_line(ln)))
     if exps:
         by_ports = {(e.orig[1], e.orig[2], e.orig[3], e.orig[4]): e for e in entries}
@@ -304,7 +255,7 @@ def listing_entries(text: str) -> list[SnapshotEntry]:
 def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snapshot:
     rest = source[len("ssh://") :].rstrip("/")
     user, _, hostport = rest.rpartition("@")
-    host, port = parse_hostport(hostport, 22) if hostport else ("", 22)
+    host, port = parse_source(hostport, 22) if hostport else ("", 22)
     if not host:
         raise PrimeError(f"bad source {source!r}: no host")
     ssh = shutil.which("ssh")

@@ -1,15 +1,19 @@
 """The prime protocol's handshake, shared by both ends (``server.py`` describes the exchange).
 
 Constants of the greeting, the key proofs both sides compute, the per-session stream key,
-the pre-shared key file and the ``HOST[:PORT]`` parsing of ``--listen``/``--prime-from``.
+the pre-shared key file, the bounded receive both ends read with, and the one
+``HOST[:PORT]`` parser (``serve --listen``, ``--prime-from``, ``--metrics``). Imports
+neither end: the client and the server import this.
 """
 
 from __future__ import annotations
 
 import hmac
 import os
+import socket
 import stat
 import struct
+import time
 
 from ..errors import CliError
 
@@ -61,15 +65,51 @@ def read_key(path: str, error: type[Exception] = CliError) -> bytes:
     return key
 
 
-def split_hostport(
+def recv_exact(sock: socket.socket, n: int, deadline: float) -> bytes:
+    """``n`` bytes before ``deadline`` (monotonic; for the whole read, not per ``recv``, so a
+    peer that dribbles cannot hold the reader), or fewer only if the peer closed first.
+
+    Memory grows only with what arrives. A deadline that passes between two ``recv``s
+    raises ``TimeoutError("request not complete within the timeout")``; one that passes
+    inside a ``recv`` raises the socket's ``TimeoutError``, other socket errors as they are.
+    """
+    chunks: list[bytes] = []
+    got = 0
+    while got < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("request not complete within the timeout")
+        sock.settimeout(left)
+        chunk = sock.recv(min(n - got, 1 << 20))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def parse_hostport(
     text: str,
     label: str,
-    default_port: int = DEFAULT_PORT,
+    default_port: int | None = DEFAULT_PORT,
+    *,
     min_port: int = 0,
     error: type[Exception] = CliError,
 ) -> tuple[str, int]:
-    """``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a bare IPv6 address;
-    errors name ``label`` (e.g. ``--listen '...'``) and are raised as ``error``."""
+    """The one ``HOST[:PORT]`` parser; errors name ``label`` (e.g. ``--listen '...'``) and are
+    raised as ``error``.
+
+    With a ``default_port``: ``ADDR``, ``ADDR:PORT``, ``[V6ADDR]:PORT``, ``[V6ADDR]`` or a
+    bare IPv6 address (which then takes the default port), surrounding blanks ignored.
+    Without one (``None``, ``--metrics``) the port is required and follows the last colon,
+    so ``V6ADDR:PORT`` and ``[V6ADDR]:PORT`` both work and ``:PORT`` means every address
+    (``0.0.0.0``); any failure is ``"{label}: expected ADDR:PORT"``.
+    """
+    if default_port is None:
+        host, sep, rest_port = text.rpartition(":")
+        if not sep or not rest_port.isdigit() or not min_port <= int(rest_port) <= 65535:
+            raise error(f"{label}: expected ADDR:PORT")
+        return host.strip("[]") or "0.0.0.0", int(rest_port)
     text = text.strip()
     port = default_port
     rest_port = ""
@@ -93,4 +133,4 @@ def split_hostport(
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """``sniffover serve --listen``: port 0 means any free port."""
-    return split_hostport(listen, f"--listen {listen!r}")
+    return parse_hostport(listen, f"--listen {listen!r}")

@@ -47,6 +47,7 @@ from .handshake import (
     client_proof,
     parse_listen,
     read_key,
+    recv_exact,
     server_proof,
     stream_key,
 )
@@ -68,22 +69,6 @@ class PullStats:
     cpu_seconds: float
     ok: bool
     expectations: int = 0
-
-
-def _recv_exact(conn: socket.socket, n: int, timeout: float) -> bytes:
-    """``n`` bytes within ``timeout`` seconds in all (not per recv: no slowloris)."""
-    deadline = time.monotonic() + timeout
-    buf = bytearray()
-    while len(buf) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("request not complete within the timeout")
-        conn.settimeout(left)
-        chunk = conn.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("peer closed the connection")
-        buf += chunk
-    return bytes(buf)
 
 
 def default_dumper() -> Iterator[SnapshotEntry]:
@@ -195,7 +180,9 @@ class Server:
             conn.settimeout(self.timeout)
             sn = secrets.token_bytes(NONCE_LEN)
             conn.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, sn))
-            req = _recv_exact(conn, NONCE_LEN + MAC_LEN, self.timeout)
+            req = recv_exact(conn, NONCE_LEN + MAC_LEN, time.monotonic() + self.timeout)
+            if len(req) < NONCE_LEN + MAC_LEN:
+                raise ConnectionError("peer closed the connection")
             cn, proof = req[:NONCE_LEN], req[NONCE_LEN:]
             if not hmac.compare_digest(proof, client_proof(self.key, sn, cn)):
                 conn.sendall(bytes((STATUS_AUTH_FAILED,)) + bytes(MAC_LEN))

@@ -119,3 +119,87 @@ def test_labels_go_with_a_create_only():
     assert msg.get_attr("CTA_LABELS") is not None
     upd = decode(encode_ct_new(orig, reply, status=0, timeout=9, labels=labels, create=False))
     assert upd.get_attr("CTA_LABELS") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.sampled_from([6, 17, 132, 136]),
+            ports,
+            ports,
+            st.integers(0, 0xFFFF),
+            st.integers(1, 0xFFFFFFFF),
+            st.tuples(*(st.integers(0, 255) for _ in range(7))),
+            st.none() | st.integers(0, 0xFFFFFFFF),
+            st.integers(0, 65535),
+            st.sampled_from([None, "ftp", "tftp"]),
+            st.sampled_from([b"", bytes([0x08]) + bytes(15)]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_dump_decoder_reads_what_we_encode(rows):
+    """The dump decoder (the generic path and the layouts it compiles on the way) against
+    the reference encoder: a dump reply is CT_NEW messages of the same attribute tree."""
+    from sniffover.kernel.ctnetlink import NLMSG_DONE, NLMSG_HDR
+    from sniffover.kernel.dump import _dump_buffer
+
+    seq = 9
+    blob, want = b"", []
+    for v6, proto, sport, dport, status, timeout, tcp, mark, zone, helper, labels in rows:
+        a, b = (A6, B6) if v6 else (A4, B4)
+        orig, reply = (proto, a, b, sport, dport), (proto, b, a, dport, sport)
+        info = TcpInfo(*tcp) if proto == 6 else None
+        blob += encode_ct_new(
+            orig,
+            reply,
+            status=status,
+            timeout=timeout,
+            tcp=info,
+            mark=mark,
+            zone=zone,
+            seq=seq,
+            helper=helper,
+            labels=labels,
+        )
+        tcp_fields = (tcp[0], tcp[1], tcp[2], tcp[3], tcp[4]) if info else (None,) * 5
+        want.append(
+            (orig, reply, status | 0x8, timeout, *tcp_fields, mark or 0, zone, labels, helper or "")
+        )
+    blob += NLMSG_HDR.pack(20, NLMSG_DONE, 2, seq, 0) + bytes(4)
+    buf = bytearray(blob)
+    layouts: dict = {}
+    out, done = _dump_buffer(buf, len(buf), seq, layouts)
+    assert done
+    got = [
+        (e.orig, e.reply, e.status, e.timeout, e.tcp_state, e.wscale_orig, e.wscale_reply)
+        + (e.flags_orig, e.flags_reply, e.mark, e.zone, e.labels, e.helper)
+        for e in out
+    ]
+    assert got == want
+
+
+def test_bench_event_decoder_reads_what_we_encode():
+    """The benchmarks' general decoder (``bench/ctdecode.py``, NEW events) on our messages."""
+    from sniffover.bench.ctdecode import decode_ct_message
+
+    orig, reply = (6, A6, B6, 40000, 80), (6, B6, A6, 80, 40000)
+    tcp = TcpInfo(3, 7, 9, 0x03, 0x0B, 0x0F, 0x0F)
+    raw = encode_ct_new(orig, reply, status=0x6, timeout=300, tcp=tcp, mark=0x2A, zone=5)
+    e = decode_ct_message(raw, 16, len(raw))
+    assert (e.orig, e.reply, e.status, e.timeout, e.mark, e.zone, e.tcp_state) == (
+        orig,
+        reply,
+        0xE,
+        300,
+        0x2A,
+        5,
+        3,
+    )
+    icmp = (1, A4, B4, 77, 8 << 8)
+    raw = encode_ct_new(icmp, (1, B4, A4, 77, 0), status=0, timeout=30)
+    e = decode_ct_message(raw, 16, len(raw))
+    assert (e.orig, e.reply, e.tcp_state) == (icmp, (1, B4, A4, 77, 0), None)

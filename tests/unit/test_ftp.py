@@ -19,7 +19,7 @@ from sniffover.kernel.ctnetlink import (
     CTA_HELP_NAME,
     NFNL_SUBSYS_CTNETLINK_EXP,
     TcpInfo,
-    _decode_tuple,
+    decode_tuple,
     encode_ct_new,
     encode_exp_delete,
     encode_exp_new,
@@ -181,9 +181,9 @@ def test_exp_new_message():
         CTA_EXPECT_TIMEOUT,
         CTA_EXPECT_ZONE,
     }
-    assert _decode_tuple(msg, *a[CTA_EXPECT_MASTER]) == c.orig
-    assert _decode_tuple(msg, *a[CTA_EXPECT_TUPLE]) == (6, A, B, 0, 50000)
-    assert _decode_tuple(msg, *a[CTA_EXPECT_MASK]) == (6, b"\xff" * 4, b"\xff" * 4, 0, 0xFFFF)
+    assert decode_tuple(msg, *a[CTA_EXPECT_MASTER]) == c.orig
+    assert decode_tuple(msg, *a[CTA_EXPECT_TUPLE]) == (6, A, B, 0, 50000)
+    assert decode_tuple(msg, *a[CTA_EXPECT_MASK]) == (6, b"\xff" * 4, b"\xff" * 4, 0, 0xFFFF)
     s, e = a[CTA_EXPECT_TIMEOUT]
     assert int.from_bytes(msg[s:e], "big") == 123
     s, e = a[CTA_EXPECT_ZONE]

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
-from sniffover.conntrack.listing import parse_listing
+from sniffover.conntrack.listing import ListingError, parse_expect_line, parse_listing
 from sniffover.conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
 from sniffover.errors import CliError
 from sniffover.prime import handshake
@@ -27,8 +27,8 @@ from sniffover.prime.client import (
     decode_stream,
     decode_stream_full,
     fetch,
-    parse_expect_line,
-    parse_hostport,
+    listing_snapshot,
+    parse_source,
 )
 from sniffover.prime.handshake import parse_listen, read_key
 from sniffover.prime.records import decode_body, decode_expect_body, encode_body
@@ -290,12 +290,50 @@ def test_listen_and_source_parsing() -> None:
     assert parse_listen("192.0.2.1:9000") == ("192.0.2.1", 9000)
     assert parse_listen("[2001:db8::1]:9000") == ("2001:db8::1", 9000)
     assert parse_listen("::") == ("::", 7445)
-    assert parse_hostport("[::1]") == ("::1", 7445)
-    assert parse_hostport("fw1:22", 7445) == ("fw1", 22)
+    assert parse_source("[::1]") == ("::1", 7445)
+    assert parse_source("fw1:22", 7445) == ("fw1", 22)
     with pytest.raises(CliError):
         parse_listen("192.0.2.1:http")
     with pytest.raises(PrimeError):
-        parse_hostport("fw1:0")
+        parse_source("fw1:0")
+
+
+def test_metrics_listen_parsing() -> None:
+    """``--metrics`` goes through the same parser, with its own rules: a port is required
+    and follows the last colon, ``:PORT`` is every address."""
+    from sniffover.agent.metrics import parse_listen as metrics_listen
+
+    assert metrics_listen("127.0.0.1:9477") == ("127.0.0.1", 9477)
+    assert metrics_listen(":9477") == ("0.0.0.0", 9477)
+    assert metrics_listen("[2001:db8::1]:9477") == ("2001:db8::1", 9477)
+    assert metrics_listen("2001:db8::1:9477") == ("2001:db8::1", 9477)
+    for bad in ("127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "[::1]", "host:http"):
+        with pytest.raises(ValueError, match=r"^--metrics .*: expected ADDR:PORT$"):
+            metrics_listen(bad)
+
+
+def test_server_logs_why_a_request_failed(key_file: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A client that closes within its request, or sends none in time: one failure line
+    naming the error as the server has always logged it."""
+    srv = Server("127.0.0.1:0", read_key(key_file), timeout=0.3, dump=list)
+    try:
+        with caplog.at_level("INFO", logger="sniffover.serve"):
+            ours, theirs = socket.socketpair()
+            with theirs:
+                theirs.sendall(bytes(10))
+                theirs.shutdown(socket.SHUT_WR)
+                assert not srv.handle(ours, "peer1").ok
+            ours, theirs = socket.socketpair()
+            with theirs:
+                assert not srv.handle(ours, "peer2").ok
+    finally:
+        srv.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(
+        ln.startswith("pull from peer1 failed: ConnectionError: peer closed the connection (")
+        for ln in lines
+    ), lines
+    assert any(ln.startswith("pull from peer2 failed: TimeoutError: ") for ln in lines), lines
 
 
 CONNTRACK_FILES = sorted(PCAPS.glob("*.conntrack"))
@@ -510,8 +548,10 @@ def test_listing_with_expectation_lines(tmp_path: Path) -> None:
     assert parse_expect_line(EXPECT_TEXT.splitlines()[1]) == SnapshotExpectation(
         e.orig, (6, a, b, 0, 40001), (6, FULL4, FULL4, 0, 65535), 299, "ftp"
     )
-    with pytest.raises(PrimeError, match="bad format"):
+    with pytest.raises(ListingError, match="not a conntrack -L expect line"):
         parse_expect_line("12 proto=6 src=nonsense")
+    with pytest.raises(PrimeError, match="^bad format: not a conntrack -L expect line: '12 pro"):
+        listing_snapshot("12 proto=6 src=nonsense")
 
 
 def test_expectation_message_decoder() -> None:

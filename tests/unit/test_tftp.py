@@ -17,7 +17,7 @@ from sniffover.kernel.ctnetlink import (
     CTA_EXPECT_MASK,
     CTA_EXPECT_MASTER,
     CTA_EXPECT_TUPLE,
-    _decode_tuple,
+    decode_tuple,
     iter_attrs,
 )
 from sniffover.kernel.expect import ExpectInstaller
@@ -203,9 +203,9 @@ def test_expectation_sent_once_the_master_is_in():
     assert ex.installed == {c.orig: exp} and not ex.pending
     msg = sock.sent[-1]
     a = {k: (s, e) for k, s, e in iter_attrs(msg, 20, len(msg))}
-    assert _decode_tuple(msg, *a[CTA_EXPECT_MASTER]) == (17, A, B, 40000, 69)
-    assert _decode_tuple(msg, *a[CTA_EXPECT_TUPLE]) == (17, B, A, 0, 40000)
-    assert _decode_tuple(msg, *a[CTA_EXPECT_MASK]) == (17, FULL4, FULL4, 0, 0xFFFF)
+    assert decode_tuple(msg, *a[CTA_EXPECT_MASTER]) == (17, A, B, 40000, 69)
+    assert decode_tuple(msg, *a[CTA_EXPECT_TUPLE]) == (17, B, A, 0, 40000)
+    assert decode_tuple(msg, *a[CTA_EXPECT_MASK]) == (17, FULL4, FULL4, 0, 0xFFFF)
     ex.consumed(exp)  # the answer appeared on the master: deleted here too
     assert ex.flush(102.0) == 1 and ex.counters["expect-deleted"] == 1
 
