@@ -46,14 +46,12 @@ from .entry import (
 )
 from .helpers.tftp import TFTP_PORT
 from .packet import PROTO_SCTP, PROTO_TCP, PROTO_UDP
-from .sctp import (
+from .states import (
     SCTP_CONNTRACK_CLOSED,
     SCTP_CONNTRACK_ESTABLISHED,
     SCTP_CONNTRACK_SHUTDOWN_ACK_SENT,
     SCTP_CONNTRACK_SHUTDOWN_RECD,
     SCTP_CONNTRACK_SHUTDOWN_SENT,
-)
-from .timeouts import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_ESTABLISHED,
