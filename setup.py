@@ -22,6 +22,7 @@ HOT_MODULES = [
     "sniffover/conntrack/packet.py",
     "sniffover/conntrack/tuple.py",
     "sniffover/conntrack/verdict.py",
+    "sniffover/conntrack/states.py",
     "sniffover/conntrack/timeouts.py",
     "sniffover/conntrack/entry.py",
     "sniffover/conntrack/tcp.py",

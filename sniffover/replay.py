@@ -20,8 +20,9 @@ from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.listing import PROTO_NAMES, remaining_seconds
 from .conntrack.packet import Packet
+from .conntrack.states import TCP_STATE_NAMES
 from .conntrack.table import ConntrackTable
-from .conntrack.timeouts import TCP_STATE_NAMES, Timeouts
+from .conntrack.timeouts import Timeouts
 from .conntrack.tuple import Tuple, addr_text
 from .conntrack.verdict import NAMES as VERDICT_NAMES
 

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 
-def prefilter_bpf(sample: int = 16) -> str:
+from ..conntrack.expect import Helper
+from ..conntrack.helpers import payload_ports
+from ..conntrack.packet import PROTO_TCP
+
+
+def prefilter_bpf(sample: int = 16, helpers: Iterable[Helper] = ()) -> str:
     """``--prefilter control``: what the kernel passes up to Python.
 
     Every non-TCP packet, every TCP segment with SYN, FIN or RST, and a
@@ -11,6 +17,9 @@ def prefilter_bpf(sample: int = 16) -> str:
     the low bits of seq + ack, which change as data moves) so connections open
     before the agent started are still picked up mid-stream. IPv4 and IPv6
     (TCP right after the fixed header), untagged and 802.1Q-tagged.
+
+    The TCP masters of ``helpers`` (FTP control) pass whole, ahead of the rest
+    ("vlan" shifts what follows it); their non-TCP masters pass anyway.
     """
     mask = max(1, sample) - 1
     v4 = "(ip and tcp[13] & 7 != 0)"
@@ -20,7 +29,11 @@ def prefilter_bpf(sample: int = 16) -> str:
         parts.append(f"(ip and (tcp[7] + tcp[11]) & {mask} == 0)")
         parts.append(f"(ip6 and ip6[6] == 6 and (ip6[47] + ip6[51]) & {mask} == 0)")
     expr = " or ".join(parts)
-    return f"(({expr}) or (vlan and ({expr})))"
+    pre = f"(({expr}) or (vlan and ({expr})))"
+    ports = sorted(payload_ports(PROTO_TCP, helpers))
+    if ports:
+        pre = "(" + " or ".join(f"tcp port {p}" for p in ports) + f") or {pre}"
+    return pre
 
 
 def mac_text(mac: bytes) -> str:

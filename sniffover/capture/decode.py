@@ -28,6 +28,7 @@ import sys
 from collections import Counter
 from typing import Final
 
+from ..conntrack.helpers import payload_ports
 from ..conntrack.packet import (
     FAMILY_IPV4,
     FAMILY_IPV6,
@@ -98,8 +99,16 @@ _META = struct.Struct("=IIII").unpack_from  # next_batch's per-frame record, nat
 LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
-FTP_PORT: Final = 21  # TCP segments to or from it keep their payload (Packet.payload)
-TFTP_PORT: Final = 69  # so do UDP datagrams (conntrack.tftp reads the request's opcode)
+# Segments to or from a helper's port keep their payload (Packet.payload) for the helper
+# (conntrack.helpers: FTP control lines, TFTP requests). Derived from the registry once.
+# A port is first compared with the range of its protocol's helper ports, which is that
+# one port while a protocol has one helper: the fast path costs int comparisons only.
+TCP_PAYLOAD_PORTS: Final = payload_ports(PROTO_TCP)
+UDP_PAYLOAD_PORTS: Final = payload_ports(PROTO_UDP)
+_TCP_LO: Final = min(TCP_PAYLOAD_PORTS, default=65536)
+_TCP_HI: Final = max(TCP_PAYLOAD_PORTS, default=-1)
+_UDP_LO: Final = min(UDP_PAYLOAD_PORTS, default=65536)
+_UDP_HI: Final = max(UDP_PAYLOAD_PORTS, default=-1)
 
 
 def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, bool] | None:
@@ -308,7 +317,9 @@ class Decoder:
                 ts, family, proto, src, dst, sport, dport, payload - hlen,
                 flags, seq, ack, win, opts, None, vlan, ttl,
             )  # fmt: skip
-            if sport == FTP_PORT or dport == FTP_PORT:  # FTP control: conntrack.ftp reads it
+            if (_TCP_LO <= sport <= _TCP_HI and sport in TCP_PAYLOAD_PORTS) or (
+                _TCP_LO <= dport <= _TCP_HI and dport in TCP_PAYLOAD_PORTS
+            ):  # e.g. FTP control: conntrack.helpers.ftp reads it
                 pkt.payload = bytes(buf[l4 + hlen : stop])
             return pkt
         if proto in (PROTO_UDP, PROTO_UDPLITE):
@@ -321,7 +332,10 @@ class Decoder:
             sport, dport = _u16u16(buf, l4)
             pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 8, 0, 0, 0, 0, b"",
                          None, vlan, ttl)  # fmt: skip
-            if (sport == TFTP_PORT or dport == TFTP_PORT) and proto == PROTO_UDP:  # TFTP request
+            if proto == PROTO_UDP and (
+                (_UDP_LO <= sport <= _UDP_HI and sport in UDP_PAYLOAD_PORTS)
+                or (_UDP_LO <= dport <= _UDP_HI and dport in UDP_PAYLOAD_PORTS)
+            ):  # e.g. a TFTP request: conntrack.helpers.tftp reads its opcode
                 pkt.payload = bytes(buf[l4 + 8 : stop])
             return pkt
         if proto in (PROTO_ICMP, PROTO_ICMPV6):
@@ -482,8 +496,9 @@ class Decoder:
                     if (
                         20 <= hlen <= total - 20
                         and caplen >= 54
-                        and sport != FTP_PORT  # FTP control carries its payload:
-                        and dport != FTP_PORT  # decode_at does that
+                        # a helper's segments carry their payload: decode_at does that
+                        and not _TCP_LO <= sport <= _TCP_HI
+                        and not _TCP_LO <= dport <= _TCP_HI
                     ):
                         opts = (
                             data[off + 54 : min(off + 34 + hlen, off + caplen)]
@@ -512,8 +527,8 @@ class Decoder:
                 elif (
                     proto == 17
                     and total >= 28
-                    and sport != TFTP_PORT  # TFTP requests carry their payload too
-                    and dport != TFTP_PORT
+                    and not _UDP_LO <= sport <= _UDP_HI  # a helper's: decode_at
+                    and not _UDP_LO <= dport <= _UDP_HI
                 ):
                     append(Packet(ts, 2, 17, data[off + 26 : off + 30], data[off + 30 : off + 34],
                                   sport, dport, total - 28, 0, 0, 0, 0, b"", None, 0,

@@ -304,6 +304,8 @@ class Conn:
         return self.expires - now
 
     def __repr__(self) -> str:
-        from .listing import format_entry  # local: listing imports this module
+        # local: listing imports this module. The text is conntrack -L's line (the
+        # installer's debug log prints entries with it), so it stays listing's.
+        from .listing import format_entry
 
         return f"<Conn {format_entry(self, self.last_seen)}>"

@@ -21,10 +21,11 @@ The rules come from how the kernel treats injected entries
   only for an association that was established.
 * UDP, UDP-Lite, ICMP echo, GRE and generic entries are installed once a reply
   was seen (SEEN_REPLY): unreplied traffic is allowed as NEW from the inside by
-  any sane ruleset, and one-way floods stay out of the kernel. Exception (``tftp``): a
-  UDP flow to port 69 goes in unreplied, since a TFTP server answers from another port
-  (the request's flow never sees a reply) and the kernel accepts the expectation for
-  that answer (``conntrack.tftp``) only on a master it holds.
+  any sane ruleset, and one-way floods stay out of the kernel. Exception
+  (``unreplied``): the master of a helper with ``install_unreplied`` goes in unreplied.
+  That is a TFTP request's flow: the server answers from another port (the request's
+  flow never sees a reply) and the kernel accepts the expectation for that answer
+  (``conntrack.helpers.tftp``) only on a master it holds.
 * Status is CONFIRMED (which ctnetlink demands) | SEEN_REPLY | ASSURED as the
   tracker has them; the timeout is what remains of the tracker's timer.
 """
@@ -44,16 +45,13 @@ from .entry import (
     TCP_FLAG_WINDOW_SCALE,
     Conn,
 )
-from .helpers.tftp import TFTP_PORT
-from .packet import PROTO_SCTP, PROTO_TCP, PROTO_UDP
-from .sctp import (
+from .packet import PROTO_SCTP, PROTO_TCP
+from .states import (
     SCTP_CONNTRACK_CLOSED,
     SCTP_CONNTRACK_ESTABLISHED,
     SCTP_CONNTRACK_SHUTDOWN_ACK_SENT,
     SCTP_CONNTRACK_SHUTDOWN_RECD,
     SCTP_CONNTRACK_SHUTDOWN_SENT,
-)
-from .timeouts import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_ESTABLISHED,
@@ -105,7 +103,7 @@ def desired(
     installed: bool,
     assume_handshake: bool = False,
     require_forwarded: bool = False,
-    tftp: bool = False,
+    unreplied: frozenset[tuple[int, int]] = frozenset(),
 ) -> Desired | None:
     """The entry to hold in the kernel for ``conn``, or None if it should not be there.
 
@@ -117,7 +115,8 @@ def desired(
     ESTABLISHED, ASSURED entry the master makes of it one round trip later.
     ``require_forwarded``: only entries the master was seen forwarding
     (``conntrack.confirm``); anything else on the segment may be forged.
-    ``tftp``: UDP to port 69 goes in unreplied (the master of a TFTP expectation).
+    ``unreplied``: the ``(l4proto, port)`` of helper masters that go in unreplied
+    (``Helper.install_unreplied``: the flow of a TFTP request).
     """
     if conn.expires <= now or (require_forwarded and not conn.forwarded):
         return None
@@ -157,7 +156,7 @@ def desired(
             return Desired(status, -1, 0, 0, 0, 0, sc.state, sc.vtag[0], sc.vtag[1])
         return None
     if not conn.status & IPS_SEEN_REPLY and not (
-        tftp and conn.orig[0] == PROTO_UDP and conn.orig[4] == TFTP_PORT
+        unreplied and (conn.orig[0], conn.orig[4]) in unreplied
     ):
         return None
     return Desired(status)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 from .entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .packet import PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP
-from .sctp import SCTP_STATE_NAMES
-from .timeouts import TCP_STATE_NAMES
+from .states import SCTP_STATE_NAMES, TCP_STATE_NAMES
 from .tuple import Tuple, addr_bytes, addr_text
 
 PROTO_NAMES = {

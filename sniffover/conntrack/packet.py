@@ -124,8 +124,8 @@ class Packet:
         self.ttl = ttl  # IPv4 TTL / IPv6 hop limit
         self.hw = hw  # HW_FROM_MASTER | HW_TO_MASTER: the frame's MACs against the master's
         self.ipid = ipid  # IPv4 identification (0 for IPv6): pairs a packet's copies
-        # L4 payload as captured (up to the snap length), only for TCP port 21 (FTP control,
-        # read by ``conntrack.ftp``) and UDP port 69 (``conntrack.tftp``); empty otherwise
+        # L4 payload as captured (up to the snap length), only to or from a helper's port
+        # (``conntrack.helpers``: FTP control lines, TFTP requests); empty otherwise
         self.payload = payload
 
     def __repr__(self) -> str:

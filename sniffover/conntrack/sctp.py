@@ -43,32 +43,16 @@ from typing import Final
 
 from .entry import IPS_ASSURED, IPS_CONFIRMED, IPS_FIXED_TIMEOUT, Conn, SctpState
 from .packet import Packet
+from .states import (
+    SCTP_CONNTRACK_CLOSED,
+    SCTP_CONNTRACK_ESTABLISHED,
+    SCTP_CONNTRACK_MAX,
+    SCTP_CONNTRACK_NONE,
+    SCTP_CONNTRACK_SHUTDOWN_ACK_SENT,
+    SCTP_CONNTRACK_SHUTDOWN_SENT,
+)
 from .timeouts import Timeouts
 from .verdict import ACCEPT, INVALID
-
-# enum sctp_conntrack (CTA_PROTOINFO_SCTP_STATE values)
-SCTP_CONNTRACK_NONE: Final = 0
-SCTP_CONNTRACK_CLOSED: Final = 1
-SCTP_CONNTRACK_COOKIE_WAIT: Final = 2
-SCTP_CONNTRACK_COOKIE_ECHOED: Final = 3
-SCTP_CONNTRACK_ESTABLISHED: Final = 4
-SCTP_CONNTRACK_SHUTDOWN_SENT: Final = 5
-SCTP_CONNTRACK_SHUTDOWN_RECD: Final = 6
-SCTP_CONNTRACK_SHUTDOWN_ACK_SENT: Final = 7
-SCTP_CONNTRACK_HEARTBEAT_SENT: Final = 8
-SCTP_CONNTRACK_MAX: Final = 9  # "invalid" in the transition table
-
-SCTP_STATE_NAMES = (
-    "NONE",
-    "CLOSED",
-    "COOKIE_WAIT",
-    "COOKIE_ECHOED",
-    "ESTABLISHED",
-    "SHUTDOWN_SENT",
-    "SHUTDOWN_RECD",
-    "SHUTDOWN_ACK_SENT",
-    "HEARTBEAT_SENT",
-)
 
 # Chunk types (SCTP_CID_*)
 SCTP_CID_DATA: Final = 0

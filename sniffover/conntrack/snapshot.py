@@ -24,9 +24,9 @@ from .entry import (
     TcpState,
 )
 from .packet import PROTO_TCP
+from .states import TCP_STATE_NAMES
 from .table import ConntrackTable
 from .tcp import NONE as TCP_INDEX_NONE
-from .timeouts import TCP_STATE_NAMES
 from .tuple import Tuple
 
 # Bits a snapshot's status may carry over to our entry (others are the kernel's business).
@@ -63,7 +63,7 @@ class SnapshotEntry:
         reply: Tuple,
         status: int,  # IPS_* bits as the master had them
         timeout: int,  # seconds left when the master dumped it
-        tcp_state: int | None = None,  # TCP state number (timeouts.TCP_*), None if not TCP
+        tcp_state: int | None = None,  # TCP state number (states.TCP_*), None if not TCP
         wscale_orig: int | None = None,
         wscale_reply: int | None = None,
         flags_orig: int | None = None,  # CTA_PROTOINFO_TCP_FLAGS_* (TCP_FLAG_* bits)

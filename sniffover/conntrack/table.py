@@ -64,10 +64,11 @@ from .protocols import (
     udplite_packet,
 )
 from .sctp import sctp_can_early_drop, sctp_new, sctp_packet
+from .states import TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT
 from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
 from .tcp import TCP_INDEX, VALID_FLAGS, tcp_new, tcp_packet
-from .timeouts import TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT, Timeouts
+from .timeouts import Timeouts
 from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
 

@@ -43,7 +43,7 @@ from .entry import (
     TcpState,
 )
 from .packet import TH_ACK, TH_FIN, TH_RST, TH_SYN, TH_URG, Packet, tcp_sack_edge, tcp_syn_options
-from .timeouts import (
+from .states import (
     TCP_CLOSE,
     TCP_CLOSE_WAIT,
     TCP_ESTABLISHED,
@@ -58,8 +58,8 @@ from .timeouts import (
     TCP_SYN_SENT2,
     TCP_TIME_WAIT,
     TCP_UNACK,
-    Timeouts,
 )
+from .timeouts import Timeouts
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, REPEAT
 
 # Packet classes (enum tcp_bit_set), in the order the kernel checks them.

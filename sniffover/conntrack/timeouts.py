@@ -1,5 +1,7 @@
 """Per-state timeouts and tracker tunables, as the kernel's per-netns sysctls hold them.
 
+The per-state arrays are indexed by the state numbers of ``states.py``.
+
 Values are seconds. Defaults are Linux 6.18's compiled defaults; ``from_sysctl``
 takes the contents of ``/proc/sys/net/netfilter/`` as a mapping (read by an
 adapter, never here: the core does no I/O) and keeps defaults for absent keys.
@@ -9,38 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Final
-
-# TCP conntrack states, numbered as ctnetlink exports them (CTA_PROTOINFO_TCP_STATE).
-TCP_NONE: Final = 0
-TCP_SYN_SENT: Final = 1
-TCP_SYN_RECV: Final = 2
-TCP_ESTABLISHED: Final = 3
-TCP_FIN_WAIT: Final = 4
-TCP_CLOSE_WAIT: Final = 5
-TCP_LAST_ACK: Final = 6
-TCP_TIME_WAIT: Final = 7
-TCP_CLOSE: Final = 8
-TCP_SYN_SENT2: Final = 9
-# Internal pseudo-states of the table / timeout array.
-TCP_MAX: Final = 10  # "invalid" (sIV)
-TCP_IGNORE: Final = 11  # "ignore" (sIG)
-TCP_RETRANS: Final = 12
-TCP_UNACK: Final = 13
-
-TCP_STATE_NAMES = (
-    "NONE",
-    "SYN_SENT",
-    "SYN_RECV",
-    "ESTABLISHED",
-    "FIN_WAIT",
-    "CLOSE_WAIT",
-    "LAST_ACK",
-    "TIME_WAIT",
-    "CLOSE",
-    "SYN_SENT2",
-)
-
 
 _TABLES = ("tcp", "sctp")  # derived per-state arrays, not sysctls
 

@@ -1,13 +1,13 @@
 """Expectations into the standby's kernel (ctnetlink ``IPCTNL_MSG_EXP_NEW`` / ``EXP_DELETE``).
 
-``conntrack.ftp`` finds, in the sniffed FTP control channels, the expectations the
-master's FTP helper registered (``conntrack.tftp`` likewise for TFTP requests); this
+``conntrack.helpers.ftp`` finds, in the sniffed FTP control channels, the expectations the
+master's FTP helper registered (``conntrack.helpers.tftp`` likewise for TFTP requests); this
 adapter mirrors them into the standby's kernel so a data connection opened after a
 takeover on an older control connection (a TFTP server's answer to a request seen
 before it) is RELATED there too (conntrack-semantics §6). The kernel accepts an
 expectation only for a master entry that exists (else ENOENT) and has a helper (else
 EOPNOTSUPP): the installer creates FTP control entries with CTA_HELP "ftp" and TFTP
-request flows (UDP to port 69, unreplied) with CTA_HELP "tftp", and an expectation is
+request flows (unreplied) with CTA_HELP "tftp", and an expectation is
 sent only once its master is in the installer's shadow. The messages are the same for
 both (TCP or UDP tuples). Attributes: CTA_EXPECT_MASTER (the control connection's
 ORIGINAL tuple), CTA_EXPECT_TUPLE, CTA_EXPECT_MASK (source address exact, source port
@@ -25,7 +25,7 @@ import math
 import struct
 from collections import Counter
 
-from ..conntrack.helpers.ftp import Expectation
+from ..conntrack.expect import Expectation
 from ..conntrack.tuple import Tuple
 from .ctnetlink import CtnlSocket, encode_exp_delete, encode_exp_new
 from .installer import Installer

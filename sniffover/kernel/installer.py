@@ -26,10 +26,11 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Final, Protocol
 
 from ..conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
+from ..conntrack.helpers import select
 from ..conntrack.install_policy import Desired, desired, remaining_timeout
 from ..conntrack.tuple import Tuple, invert
 from .ctnetlink import (
@@ -130,15 +131,22 @@ class Installer:
         batch: int = BATCH,
         assume_handshake: bool = False,
         require_forwarded: bool = False,
+        helpers: Collection[str] = (),
         ftp_helper: bool = False,
         tftp_helper: bool = False,
     ) -> None:
         self.sock = sock
-        # create FTP control entries (TCP to port 21) with CTA_HELP "ftp": the kernel then
-        # follows the session after a takeover and accepts its expectations (kernel/expect.py)
-        self.ftp_helper = ftp_helper
-        # the same for TFTP requests (UDP to port 69, CTA_HELP "tftp"), installed unreplied
-        self.tftp_helper = tftp_helper
+        # Masters of the ``helpers`` (registry names; ``ftp_helper``/``tftp_helper`` are
+        # the agent's switches for two of them) are created with CTA_HELP: the kernel then
+        # follows e.g. an FTP session after a takeover and accepts its expectations
+        # (kernel/expect.py). Helpers with install_unreplied (TFTP) go in unreplied.
+        names = set(helpers)
+        names.update(n for n, on in (("ftp", ftp_helper), ("tftp", tftp_helper)) if on)
+        chosen = select(names)
+        self.helper_names: dict[tuple[int, int], str] = {h.key: h.name for h in chosen}
+        self.unreplied: frozenset[tuple[int, int]] = frozenset(
+            h.key for h in chosen if h.install_unreplied
+        )
         self.zone = zone
         self.mark = mark
         self.batch = batch
@@ -231,7 +239,7 @@ class Installer:
             inst is not None,
             self.assume_handshake,
             self.require_forwarded,
-            self.tftp_helper,
+            self.unreplied,
         )
         if want is None:
             return [_Op(orig, None, None, "delete")] if inst is not None else []
@@ -339,11 +347,10 @@ class Installer:
     def _helper(self, op: _Op, conn: Conn) -> str | None:
         """The kernel helper to attach: only on create (it cannot be added later)."""
         if op.mode == "create" and not op.plain:
-            o = conn.orig
-            if self.ftp_helper and o[0] == 6 and o[4] == 21:
-                return "ftp"
-            if self.tftp_helper and o[0] == 17 and o[4] == 69:
-                return "tftp"
+            names = self.helper_names
+            if names:
+                o = conn.orig
+                return names.get((o[0], o[4]))
         return None
 
     def _run(self, ops: list[_Op], now: float) -> int:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from sniffover.conntrack.listing import ListedEntry, format_entry, remaining_seconds
-from sniffover.conntrack.sctp import SCTP_STATE_NAMES
-from sniffover.conntrack.timeouts import TCP_STATE_NAMES
+from sniffover.conntrack.states import SCTP_STATE_NAMES, TCP_STATE_NAMES
 from sniffover.conntrack.tuple import Tuple
 
 

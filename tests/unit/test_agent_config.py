@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from sniffover.agent.config import (
     CONFIG_KEYS,
     DEFAULTS,
@@ -17,8 +15,6 @@ from sniffover.agent.config import (
 )
 from sniffover.cli import build_parser
 from sniffover.conntrack.timeouts import Timeouts
-
-pytestmark = pytest.mark.unit
 
 
 def options(*argv: str) -> dict:

@@ -20,10 +20,7 @@ from sniffover.agent.util import Clock
 from sniffover.conntrack.snapshot import SnapshotEntry
 from sniffover.errors import PrimeError
 from sniffover.prime.client import Snapshot
-
-from ..helpers import A, B, FakeSender, udp
-
-pytestmark = pytest.mark.unit
+from tests.helpers import A, B, FakeSender, udp
 
 
 class FakeClock:

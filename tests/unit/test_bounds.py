@@ -15,8 +15,8 @@ import tracemalloc
 
 from sniffover.conntrack.entry import IPS_ASSURED, Conn
 from sniffover.conntrack.packet import Packet
+from sniffover.conntrack.states import TCP_ESTABLISHED, TCP_TIME_WAIT
 from sniffover.conntrack.table import ConntrackTable
-from sniffover.conntrack.timeouts import TCP_ESTABLISHED, TCP_TIME_WAIT
 from sniffover.conntrack.verdict import ACCEPT, INVALID
 from tests.helpers import ACK, FIN, PSH, SYN, A, B, syn_opts, tcp, udp
 

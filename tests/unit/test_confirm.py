@@ -8,8 +8,8 @@ import pytest
 from sniffover.conntrack.confirm import ForwardingConfirmer
 from sniffover.conntrack.install_policy import desired
 from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER
+from sniffover.conntrack.states import TCP_ESTABLISHED
 from sniffover.conntrack.table import ConntrackTable
-from sniffover.conntrack.timeouts import TCP_ESTABLISHED
 from tests.helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp, udp
 
 IN, OUT = HW_TO_MASTER, HW_FROM_MASTER

@@ -7,7 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sniffover.conntrack.entry import IPS_SEEN_REPLY, Conn
-from sniffover.conntrack.helpers.ftp import FtpFollower, expectation, parse
+from sniffover.conntrack.helpers import HelperFollower
+from sniffover.conntrack.helpers.ftp import expectation, parse
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.kernel.ctnetlink import (
     CTA_EXPECT_MASK,
@@ -129,7 +130,7 @@ def test_parser_never_raises(head, body, direction, v6):
 
 def test_follower_consumed_replaced_and_master_gone():
     table = ConntrackTable()
-    f = FtpFollower()
+    f = HelperFollower(names=["ftp"])
     table.listener = lambda kind, conn: (
         f.on_new(conn) if kind == "new" else f.on_destroy(conn) if kind == "destroy" else None
     )

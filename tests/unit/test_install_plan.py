@@ -9,7 +9,7 @@ from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from sniffover.conntrack.snapshot import SnapshotEntry, seed
-from sniffover.conntrack.timeouts import TCP_ESTABLISHED
+from sniffover.conntrack.states import TCP_ESTABLISHED
 from sniffover.kernel.installer import Installer
 from tests.helpers import FakeSender
 

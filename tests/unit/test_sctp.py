@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from sniffover.capture.decode import LINKTYPE_RAW, Decoder
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY
 from sniffover.conntrack.listing import format_entry, parse_line
-from sniffover.conntrack.sctp import (
+from sniffover.conntrack.sctp import SCTP_TRANSITIONS
+from sniffover.conntrack.states import (
     SCTP_CONNTRACK_CLOSED,
     SCTP_CONNTRACK_COOKIE_ECHOED,
     SCTP_CONNTRACK_COOKIE_WAIT,
@@ -24,7 +25,6 @@ from sniffover.conntrack.sctp import (
     SCTP_CONNTRACK_SHUTDOWN_ACK_SENT,
     SCTP_CONNTRACK_SHUTDOWN_RECD,
     SCTP_CONNTRACK_SHUTDOWN_SENT,
-    SCTP_TRANSITIONS,
 )
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from sniffover.conntrack import tcp
-from sniffover.conntrack.timeouts import TCP_STATE_NAMES
+from sniffover.conntrack.states import TCP_STATE_NAMES
 
 KERNEL_TABLE = """
 ORIGINAL

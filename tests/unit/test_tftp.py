@@ -10,7 +10,7 @@ from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
 from sniffover.conntrack.entry import IPS_CONFIRMED, IPS_SEEN_REPLY, Conn
 from sniffover.conntrack.helpers import HelperFollower
-from sniffover.conntrack.helpers.tftp import TftpFollower, expectation, parse
+from sniffover.conntrack.helpers.tftp import HELPER, expectation, parse
 from sniffover.conntrack.install_policy import desired
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.kernel.ctnetlink import (
@@ -111,7 +111,7 @@ def test_never_raises(payload, sport, dport, proto, direction, v6):
 
 def test_follower_consumed_replaced_and_master_gone():
     table = ConntrackTable()
-    f = TftpFollower()
+    f = HelperFollower(names=["tftp"])
     table.listener = lambda kind, conn: (
         f.on_new(conn) if kind == "new" else f.on_destroy(conn) if kind == "destroy" else None
     )
@@ -155,15 +155,18 @@ def test_helper_follower_dispatches_by_protocol():
 # --- what goes into the kernel --------------------------------------------------------------
 
 
+UNREPLIED = frozenset({HELPER.key})  # what the installer passes with the tftp helper on
+
+
 def test_unreplied_request_flow_goes_in_only_with_tftp():
     c = request()
     c.expires = 30.0
     assert desired(c, 1.0, False) is None  # plain UDP: only once replied
-    want = desired(c, 1.0, False, tftp=True)
+    want = desired(c, 1.0, False, unreplied=UNREPLIED)
     assert want is not None and want.status == IPS_CONFIRMED
-    assert desired(request(dport=53), 1.0, False, tftp=True) is None
+    assert desired(request(dport=53), 1.0, False, unreplied=UNREPLIED) is None
     c.forwarded = False
-    assert desired(c, 1.0, False, require_forwarded=True, tftp=True) is None
+    assert desired(c, 1.0, False, require_forwarded=True, unreplied=UNREPLIED) is None
 
 
 def test_request_flow_is_created_with_the_tftp_helper():

@@ -21,8 +21,9 @@ from sniffover.conntrack.entry import (
 )
 from sniffover.conntrack.listing import remaining_seconds
 from sniffover.conntrack.packet import Packet
+from sniffover.conntrack.states import TCP_STATE_NAMES
 from sniffover.conntrack.table import ConntrackTable
-from sniffover.conntrack.timeouts import TCP_STATE_NAMES, Timeouts
+from sniffover.conntrack.timeouts import Timeouts
 from sniffover.conntrack.verdict import ACCEPT, IGNORE, INVALID, RELATED, UNTRACKED
 from tests.helpers import ACK, FIN, PSH, RST, SYN, A, B, icmp, syn_opts, tcp, udp
 

@@ -32,34 +32,15 @@ Pure: no I/O, never raises on any payload.
 from __future__ import annotations
 
 import ipaddress
-from typing import NamedTuple
 
 from ..entry import IPS_SEEN_REPLY, Conn
+from ..expect import Expectation, Expectations, ExpectPolicy, Helper
 from ..packet import PROTO_TCP
-from ..tuple import Tuple
 
 FTP_PORT = 21
-EXPECT_TIMEOUT = 300.0  # ftp_exp_policy.timeout (max_expected 1)
+POLICY = ExpectPolicy(max_expected=1, timeout=300.0)  # ftp_exp_policy
+EXPECT_TIMEOUT = POLICY.timeout
 U32 = 0xFFFFFFFF
-
-
-class Expectation(NamedTuple):
-    """One expectation as ctnetlink takes it (CTA_EXPECT_MASTER / TUPLE / MASK)."""
-
-    master: Tuple  # ORIGINAL tuple of the control connection
-    tuple: Tuple  # first packet of the data connection: (6, src, dst, 0, port)
-    mask: Tuple  # (6, src mask, dst mask, sport mask 0, dport mask 0xffff)
-    created: float  # capture time of the announcing segment
-    kind: str  # "PORT" | "EPRT" | "227" | "229"
-
-    @property
-    def expires(self) -> float:
-        return self.created + EXPECT_TIMEOUT
-
-    def matches(self, t: Tuple) -> bool:
-        """Whether a new connection with ORIGINAL tuple ``t`` is the one expected."""
-        e = self.tuple
-        return t[0] == e[0] and t[1] == e[1] and t[2] == e[2] and t[4] == e[4]
 
 
 # --- the helper's parsers, on bytes (each returns None where the kernel's returns 0) ----
@@ -212,46 +193,20 @@ def expectation(conn: Conn, direction: int, payload: bytes, now: float) -> Expec
         (PROTO_TCP, full, full, 0, 0xFFFF),
         now,
         kind,
+        POLICY.timeout,
     )
 
 
-class FtpFollower:
-    """Outstanding expectations of the tracked FTP control connections (pure bookkeeping).
+HELPER = Helper(
+    name="ftp",
+    l4proto=PROTO_TCP,
+    port=FTP_PORT,
+    expectation=expectation,
+    policy=POLICY,
+    install_unreplied=False,
+    payload=True,
+)
 
-    ``feed`` is given every packet that carries a payload with the entry it belongs to;
-    ``on_new`` every new entry (an expected data connection consumes its expectation);
-    ``on_destroy`` every destroyed one (a master takes its expectations with it). The
-    caller installs what ``feed`` returns and removes what ``on_new`` returns.
-    """
-
-    def __init__(self) -> None:
-        self.by_master: dict[Tuple, Expectation] = {}
-        self.counters: dict[str, int] = {}
-
-    def _count(self, key: str) -> None:
-        self.counters[key] = self.counters.get(key, 0) + 1
-
-    def feed(self, conn: Conn, direction: int, payload: bytes, now: float) -> Expectation | None:
-        exp = expectation(conn, direction, payload, now)
-        if exp is not None:
-            self.by_master[conn.orig] = exp  # one per master: a new one evicts the old
-            self._count("expect-" + exp.kind)
-        return exp
-
-    def on_new(self, conn: Conn) -> Expectation | None:
-        """The expectation ``conn`` consumes, if it is an expected data connection."""
-        for master, exp in self.by_master.items():
-            if exp.matches(conn.orig):
-                del self.by_master[master]
-                self._count("expect-consumed")
-                return exp
-        return None
-
-    def on_destroy(self, conn: Conn) -> None:
-        if self.by_master.pop(conn.orig, None) is not None:
-            self._count("expect-master-gone")
-
-    def expire(self, now: float) -> None:
-        for master in [m for m, e in self.by_master.items() if e.expires <= now]:
-            del self.by_master[master]
-            self._count("expect-timeout")
+# The agent's name for the follower's type (it builds a ``HelperFollower``): a thin alias
+# until the agent says ``Expectations``; follow FTP alone with ``Expectations((HELPER,))``.
+FtpFollower = Expectations

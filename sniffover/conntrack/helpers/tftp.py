@@ -26,10 +26,11 @@ Pure: no I/O, never raises on any payload.
 from __future__ import annotations
 
 from ..entry import Conn
+from ..expect import Expectation, ExpectPolicy, Helper
 from ..packet import PROTO_UDP
-from .ftp import Expectation, FtpFollower
 
 TFTP_PORT = 69
+POLICY = ExpectPolicy(max_expected=1, timeout=300.0)  # tftp_exp_policy
 OPCODE_READ = 1
 OPCODE_WRITE = 2
 OPCODES = {OPCODE_READ: "RRQ", OPCODE_WRITE: "WRQ"}
@@ -63,17 +64,16 @@ def expectation(conn: Conn, direction: int, payload: bytes, now: float) -> Expec
         (PROTO_UDP, full, full, 0, 0xFFFF),
         now,
         kind,
+        POLICY.timeout,
     )
 
 
-class TftpFollower(FtpFollower):
-    """Outstanding TFTP expectations: the FTP follower's bookkeeping (one per master,
-    consumed by the expected flow, gone with the master, 300 s) with the TFTP helper's
-    rule for what registers one."""
-
-    def feed(self, conn: Conn, direction: int, payload: bytes, now: float) -> Expectation | None:
-        exp = expectation(conn, direction, payload, now)
-        if exp is not None:
-            self.by_master[conn.orig] = exp
-            self._count("expect-" + exp.kind)
-        return exp
+HELPER = Helper(
+    name="tftp",
+    l4proto=PROTO_UDP,
+    port=TFTP_PORT,
+    expectation=expectation,
+    policy=POLICY,
+    install_unreplied=True,  # the server answers from another port: never replied
+    payload=True,
+)
