@@ -15,7 +15,7 @@ from typing import Protocol, TypedDict
 from ..capture.bpf import exclude_self_filter, prefilter_bpf
 from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
-from ..conntrack.helpers.ftp import FTP_PORT
+from ..conntrack.helpers import select
 from ..conntrack.packet import Packet
 from .config import AgentConfig
 from .learning import MasterLearning, Net, local_macs, local_prefixes
@@ -97,9 +97,7 @@ class CaptureSet:
         if cfg.prefilter:
             # Warm-up: everything for a while, so every active connection is picked up
             # mid-stream; then only control segments and a sample.
-            pre = prefilter_bpf(cfg.pickup_sample)
-            if cfg.ftp:  # FTP control lines pass whole (first: "vlan" shifts what follows)
-                pre = f"(tcp port {FTP_PORT}) or {pre}"
+            pre = prefilter_bpf(cfg.pickup_sample, select(cfg.helpers))
             self.bpf_pre = f"({bpf}) and {pre}" if bpf else pre
             self.prefilter_at = mono + cfg.warmup
         caps = []

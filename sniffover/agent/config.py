@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, cast
 
+from ..conntrack.helpers import HELPERS
 from ..conntrack.timeouts import Timeouts
 from ..errors import EXIT_USAGE, CliError
 
@@ -48,7 +49,7 @@ class AgentConfig:
     mark: int | None = field(default=None, metadata=_opt())
     flush_interval: float = field(default=0.02, metadata=_opt())
     install: bool = field(default=True, metadata=_opt("no_install", negate=True))
-    # headers + an FTP control line (conntrack.ftp)
+    # headers + an FTP control line (conntrack/helpers/ftp.py)
     snaplen: int = field(default=256, metadata=_opt())
     ring_mb: int = field(default=32, metadata=_opt())
     exclude_self: bool = field(default=True, metadata=_opt("include_self", negate=True))
@@ -88,8 +89,9 @@ class AgentConfig:
     )
     # Not options (no flag, no TOML key): these cannot be set today, on purpose.
     reprime_after_drops: bool = True
-    ftp: bool = True  # FTP control entries get the kernel's ftp helper, expectations follow
-    tftp: bool = True  # TFTP requests (UDP to 69) likewise, with the tftp helper
+    # Every registered helper is on: its masters get the kernel's helper (CTA_HELP), and
+    # the expectations it registers follow (conntrack/helpers/).
+    helpers: tuple[str, ...] = tuple(h.name for h in HELPERS)
 
 
 # Options that are not AgentConfig fields (they choose where settings come from).

@@ -1,6 +1,6 @@
 """The agent's pipeline: sniffed packets -> forwarding confirmation -> tracker -> installer.
 
-Owns the composition (``Installer``, ``HelperFollower``, ``ExpectInstaller``,
+Owns the composition (``Installer``, the helpers' ``Expectations``, ``ExpectInstaller``,
 ``ConntrackTable``, ``ForwardingConfirmer`` and the listener that fans table events out
 to the installer and the helpers), the tracking dispatch, the packets held while the
 first prime runs, and the two-segment reorder merge (a pure function of the held frames
@@ -17,8 +17,8 @@ from typing import TypeVar
 
 from ..conntrack.confirm import ForwardingConfirmer
 from ..conntrack.entry import Conn
+from ..conntrack.expect import Expectations
 from ..conntrack.helpers import HELPER_PORTS, HelperFollower
-from ..conntrack.helpers.ftp import FtpFollower
 from ..conntrack.packet import Packet
 from ..conntrack.table import ConntrackTable
 from ..conntrack.timeouts import Timeouts
@@ -74,20 +74,20 @@ def timeouts_for(cfg: AgentConfig) -> Timeouts:
 
 
 def helper_listener(
-    inst: Installer, ftp: FtpFollower, expect: ExpectInstaller
+    inst: Installer, helpers: Expectations, expect: ExpectInstaller
 ) -> Callable[[str, Conn], None]:
-    """Table events to the installer, and to the FTP expectations they consume or end."""
+    """Table events to the installer, and to the helpers' expectations they consume or end."""
     on_event = inst.on_event
 
     def listener(kind: str, conn: Conn) -> None:
         on_event(kind, conn)
         if kind == "new":
-            if ftp.by_master:
-                exp = ftp.on_new(conn)
+            if helpers.by_master:
+                exp = helpers.on_new(conn)
                 if exp is not None:
                     expect.consumed(exp)
         elif kind == "destroy" and conn.orig[4] in HELPER_PORTS:
-            ftp.on_destroy(conn)
+            helpers.on_destroy(conn)
             expect.master_gone(conn.orig)
 
     return listener
@@ -110,7 +110,7 @@ class Pipeline:
         self.ratelog = ratelog
         self.installer: Installer | None = None
         self.confirmer: ForwardingConfirmer | None = None
-        self.ftp: FtpFollower | None = None
+        self.helpers: Expectations | None = None  # the helpers' outstanding expectations
         self.expect: ExpectInstaller | None = None
         self.counters = counters  # the agent's
         self.packets = 0
@@ -131,14 +131,13 @@ class Pipeline:
                 mark=cfg.mark,
                 assume_handshake=cfg.prefilter,
                 require_forwarded=confirm,
-                ftp_helper=cfg.ftp,
-                tftp_helper=cfg.tftp,
+                helpers=cfg.helpers,
             )
             listener: Callable[[str, Conn], None] = self.installer.on_event
-            if cfg.ftp or cfg.tftp:
-                self.ftp = HelperFollower(cfg.ftp, cfg.tftp)
+            if cfg.helpers:
+                self.helpers = HelperFollower(names=cfg.helpers)
                 self.expect = ExpectInstaller(self.sock, self.installer, cfg.zone)
-                listener = helper_listener(self.installer, self.ftp, self.expect)
+                listener = helper_listener(self.installer, self.helpers, self.expect)
             table = ConntrackTable(self.timeouts, listener=listener, max_entries=cfg.max_flows)
         else:
             table = ConntrackTable(self.timeouts, max_entries=cfg.max_flows)
@@ -164,7 +163,7 @@ class Pipeline:
             self.last_packet = packets[-1].ts
             return
         process = self.confirmer.feed if self.confirmer is not None else self.table.process
-        if self.ftp is None:
+        if self.helpers is None:
             for p in packets:
                 process(p)
         else:
@@ -183,12 +182,12 @@ class Pipeline:
         self.packets = n
 
     def _helper_segment(self, p: Packet) -> None:
-        """An FTP control segment: the expectation the master's helper made of it."""
-        assert self.ftp is not None
+        """A segment with payload (a helper's master): the expectation the helper makes of it."""
+        assert self.helpers is not None
         found = self.table.get((p.proto, p.src, p.dst, p.sport, p.dport))
         if found is None:
             return
-        exp = self.ftp.feed(found[0], found[1], p.payload, p.ts)
+        exp = self.helpers.feed(found[0], found[1], p.payload, p.ts)
         if exp is not None and self.expect is not None:
             self.expect.add(exp)
 
@@ -239,8 +238,8 @@ class Pipeline:
     def expire(self, now: float) -> None:
         """Once a second: sweep expired entries and expectations, re-arm kernel timers."""
         self.table.expire(now)
-        if self.ftp is not None:
-            self.ftp.expire(now)
+        if self.helpers is not None:
+            self.helpers.expire(now)
         if self.installer is not None:
             try:
                 self.installer.refresh(now, self.table.conn)

@@ -197,10 +197,8 @@ class PrimeController:
         One per master (FTP and TFTP keep one); a sniffed one newer than the snapshot
         wins. Returns how many were queued."""
         pipe = self.pipeline
-        if pipe.expect is None or pipe.ftp is None:
+        if pipe.expect is None or pipe.helpers is None:
             return 0
-        from ..conntrack.helpers.ftp import EXPECT_TIMEOUT, Expectation
-
         queued = 0
         for x in exps:
             found = pipe.table.get(x.master)
@@ -211,14 +209,10 @@ class PrimeController:
             if (master.zone or self.cfg.zone) != self.cfg.zone:
                 self.counters["prime-expect-other-zone"] += 1
                 continue
-            created = taken_at + x.timeout - EXPECT_TIMEOUT
-            exp = Expectation(master.orig, x.tuple, x.mask, created, "prime")
-            old = pipe.ftp.by_master.get(master.orig)
-            if exp.expires <= now or (old is not None and old.created > taken_at):
-                continue
-            pipe.ftp.by_master[master.orig] = exp
-            pipe.expect.add(exp)
-            queued += 1
+            exp = pipe.helpers.adopt(master.orig, x.tuple, x.mask, x.timeout, taken_at, now)
+            if exp is not None:
+                pipe.expect.add(exp)
+                queued += 1
         return queued
 
     def tick(self, mono: float, dropped: int, active: bool) -> None:

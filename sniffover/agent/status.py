@@ -44,7 +44,7 @@ def build_status(agent: Agent, now: float) -> Status:
     caps = agent.captures
     inst = pipe.installer
     cf = pipe.confirmer
-    ftp = pipe.ftp
+    helpers = pipe.helpers
     expect = pipe.expect
     capturing = bool(caps.captures) and not caps.lost and not agent.active
     ready = (capturing or agent.active) and agent.priming.primed is not False
@@ -72,9 +72,9 @@ def build_status(agent: Agent, now: float) -> Status:
             "learning": agent.learning.learning(caps.captures),
             **(dict(cf.counters) if cf else {}),
         },
-        "ftp": {
-            "outstanding": len(ftp.by_master) if ftp else 0,
-            **(ftp.counters if ftp else {}),
+        "ftp": {  # every helper's expectations (the key predates TFTP)
+            "outstanding": len(helpers.by_master) if helpers else 0,
+            **(helpers.counters if helpers else {}),
             **(dict(expect.counters) if expect else {}),
         },
         "prefilter": caps.prefilter_state(),

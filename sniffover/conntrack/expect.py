@@ -34,6 +34,9 @@ class ExpectPolicy(NamedTuple):
     timeout: float  # seconds an expectation lives unless consumed
 
 
+DEFAULT_EXPECT_TIMEOUT = 300.0  # a primed expectation whose master has no helper here
+
+
 class Expectation(NamedTuple):
     """One expectation as ctnetlink takes it (CTA_EXPECT_MASTER / TUPLE / MASK)."""
 
@@ -42,9 +45,8 @@ class Expectation(NamedTuple):
     mask: Tuple  # (proto, src mask, dst mask, sport mask 0, dport mask 0xffff)
     created: float  # capture time of the packet that registered it
     kind: str  # what registered it: "PORT" | "EPRT" | "227" | "229" | "RRQ" | "WRQ" | ...
-    # The registering helper's policy timeout. Both FTP's and TFTP's are 300 s, which is
-    # also the default for expectations built elsewhere (primed ones, in the agent).
-    timeout: float = 300.0
+    # The registering helper's policy timeout (FTP's and TFTP's are both 300 s).
+    timeout: float = DEFAULT_EXPECT_TIMEOUT
 
     @property
     def expires(self) -> float:
@@ -162,6 +164,28 @@ class Expectations:
     def on_destroy(self, conn: Conn) -> None:
         if self.outstanding.pop(conn.orig, None) is not None:
             self._count("expect-master-gone")
+
+    def adopt(
+        self,
+        master: Tuple,
+        tuple_: Tuple,
+        mask: Tuple,
+        remaining: float,
+        taken_at: float,
+        now: float,
+    ) -> Expectation | None:
+        """An expectation the master's kernel held (a prime), ``remaining`` seconds before
+        it expired at ``taken_at``. It takes the master's slot unless it has run out by
+        ``now`` or a sniffed one registered after the snapshot holds the slot. Returns it
+        when adopted: the caller installs it."""
+        helper = self.helpers.get((master[0], master[4]))
+        timeout = helper.policy.timeout if helper is not None else DEFAULT_EXPECT_TIMEOUT
+        exp = Expectation(master, tuple_, mask, taken_at + remaining - timeout, "prime", timeout)
+        old = self.outstanding.get(master)
+        if exp.expires <= now or (old is not None and old.created > taken_at):
+            return None
+        self.outstanding[master] = exp
+        return exp
 
     def expire(self, now: float) -> None:
         for master in [m for m, e in self.outstanding.items() if e.expires <= now]:

@@ -132,17 +132,12 @@ class Installer:
         assume_handshake: bool = False,
         require_forwarded: bool = False,
         helpers: Collection[str] = (),
-        ftp_helper: bool = False,
-        tftp_helper: bool = False,
     ) -> None:
         self.sock = sock
-        # Masters of the ``helpers`` (registry names; ``ftp_helper``/``tftp_helper`` are
-        # the agent's switches for two of them) are created with CTA_HELP: the kernel then
-        # follows e.g. an FTP session after a takeover and accepts its expectations
+        # Masters of the ``helpers`` (registry names) are created with CTA_HELP: the kernel
+        # then follows e.g. an FTP session after a takeover and accepts its expectations
         # (kernel/expect.py). Helpers with install_unreplied (TFTP) go in unreplied.
-        names = set(helpers)
-        names.update(n for n, on in (("ftp", ftp_helper), ("tftp", tftp_helper)) if on)
-        chosen = select(names)
+        chosen = select(helpers)
         self.helper_names: dict[tuple[int, int], str] = {h.key: h.name for h in chosen}
         self.unreplied: frozenset[tuple[int, int]] = frozenset(
             h.key for h in chosen if h.install_unreplied

@@ -45,8 +45,8 @@ def test_negated_flags_and_converted_options():
 
 def test_fields_without_an_option_cannot_be_set():
     names = {f.name for f in dataclasses.fields(AgentConfig) if "option" not in f.metadata}
-    assert names == {"timeouts", "reprime_after_drops", "ftp", "tftp"}
-    for name in ("ftp", "tftp", "reprime_after_drops"):
+    assert names == {"timeouts", "reprime_after_drops", "helpers"}
+    for name in ("helpers", "reprime_after_drops"):
         assert name not in CONFIG_KEYS
 
 

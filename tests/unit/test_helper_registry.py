@@ -31,7 +31,7 @@ def test_decoder_payload_ports_come_from_the_registry():
 
 
 def test_installer_helper_names_and_unreplied_masters():
-    inst = Installer(sock=None, ftp_helper=True, tftp_helper=True)  # type: ignore[arg-type]
+    inst = Installer(sock=None, helpers=["ftp", "tftp"])  # type: ignore[arg-type]
     assert inst.helper_names == {(6, ftp.FTP_PORT): "ftp", (17, tftp.TFTP_PORT): "tftp"}
     assert inst.unreplied == {(17, tftp.TFTP_PORT)}
     by_name = Installer(sock=None, helpers=["tftp"])  # type: ignore[arg-type]
@@ -74,3 +74,21 @@ def test_expectation_lives_for_its_helper_policy():
     f = HelperFollower(names=["ftp"])
     exp = f.feed(ctl, 0, b"PORT 192,0,2,1,39,17\r\n", 10.0)
     assert exp is not None and exp.timeout == ftp.POLICY.timeout and exp.expires == 310.0
+
+
+def test_adopt_a_primed_expectation():
+    """A prime's expectation takes its master's slot with the helper's policy timeout,
+    unless it ran out or a sniffed one newer than the snapshot holds the slot."""
+    master = (6, A, B, 40000, ftp.FTP_PORT)
+    data = (6, B, A, 0, 50000)
+    mask = (6, b"\xff" * 4, b"\xff" * 4, 0, 0xFFFF)
+    f = HelperFollower()
+    exp = f.adopt(master, data, mask, remaining=100.0, taken_at=1000.0, now=1010.0)
+    assert exp is not None and exp.kind == "prime" and exp.expires == 1100.0
+    assert exp.timeout == ftp.POLICY.timeout and f.by_master[master] is exp
+    assert f.on_new(Conn((6, B, A, 40001, 50000), (6, A, B, 50000, 40001), 0.0)) == exp
+    assert f.adopt(master, data, mask, remaining=5.0, taken_at=1000.0, now=1010.0) is None
+    sniffed = Expectation(master, data, mask, 1001.0, "227")
+    f.by_master[master] = sniffed
+    assert f.adopt(master, data, mask, remaining=200.0, taken_at=1000.0, now=1010.0) is None
+    assert f.by_master[master] is sniffed

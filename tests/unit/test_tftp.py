@@ -147,9 +147,9 @@ def test_helper_follower_dispatches_by_protocol():
     assert both.feed(ftp_conn, 0, port, 0.0) is not None
     assert both.feed(request(), 0, RRQ, 0.0) is not None
     assert len(both.by_master) == 2
-    assert HelperFollower(ftp=False).feed(ftp_conn, 0, port, 0.0) is None
-    assert HelperFollower(tftp=False).feed(request(), 0, RRQ, 0.0) is None
-    assert HelperFollower(tftp=False).feed(ftp_conn, 0, port, 0.0) is not None
+    assert HelperFollower(names=["tftp"]).feed(ftp_conn, 0, port, 0.0) is None
+    assert HelperFollower(names=["ftp"]).feed(request(), 0, RRQ, 0.0) is None
+    assert HelperFollower(names=["ftp"]).feed(ftp_conn, 0, port, 0.0) is not None
 
 
 # --- what goes into the kernel --------------------------------------------------------------
@@ -170,7 +170,7 @@ def test_unreplied_request_flow_goes_in_only_with_tftp():
 
 
 def test_request_flow_is_created_with_the_tftp_helper():
-    inst = Installer(sock=None, tftp_helper=True)  # type: ignore[arg-type]
+    inst = Installer(sock=None, helpers=["tftp"])  # type: ignore[arg-type]
     c = request()
     c.expires = 1_000.0
     (op,) = inst._plan(c.orig, c, 990.0)
@@ -194,7 +194,7 @@ def test_request_flow_is_created_with_the_tftp_helper():
 
 def test_expectation_sent_once_the_master_is_in():
     sock = FakeSender()
-    inst = Installer(sock=sock, tftp_helper=True)  # type: ignore[arg-type]
+    inst = Installer(sock=sock, helpers=["tftp"])  # type: ignore[arg-type]
     ex = ExpectInstaller(sock, inst)  # type: ignore[arg-type]
     c = request()
     exp = expectation(c, 0, RRQ, 100.0)

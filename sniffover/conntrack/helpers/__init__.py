@@ -41,13 +41,7 @@ def payload_ports(l4proto: int, helpers: Iterable[Helper] = HELPERS) -> frozense
 
 
 class HelperFollower(Expectations):
-    """``Expectations`` of the registered helpers that are on. ``ftp``/``tftp`` are the
-    agent's switches (positional, as it calls it); ``names`` (a collection of helper
-    names) takes precedence and covers helpers added later."""
+    """``Expectations`` of the registered helpers called ``names`` (all of them by default)."""
 
-    def __init__(
-        self, ftp: bool = True, tftp: bool = True, *, names: Collection[str] | None = None
-    ) -> None:
-        if names is None:
-            names = [n for n, on in (("ftp", ftp), ("tftp", tftp)) if on]
-        super().__init__(select(names))
+    def __init__(self, names: Collection[str] | None = None) -> None:
+        super().__init__(HELPERS if names is None else select(names))

@@ -34,12 +34,11 @@ from __future__ import annotations
 import ipaddress
 
 from ..entry import IPS_SEEN_REPLY, Conn
-from ..expect import Expectation, Expectations, ExpectPolicy, Helper
+from ..expect import Expectation, ExpectPolicy, Helper
 from ..packet import PROTO_TCP
 
 FTP_PORT = 21
 POLICY = ExpectPolicy(max_expected=1, timeout=300.0)  # ftp_exp_policy
-EXPECT_TIMEOUT = POLICY.timeout
 U32 = 0xFFFFFFFF
 
 
@@ -206,7 +205,3 @@ HELPER = Helper(
     install_unreplied=False,
     payload=True,
 )
-
-# The agent's name for the follower's type (it builds a ``HelperFollower``): a thin alias
-# until the agent says ``Expectations``; follow FTP alone with ``Expectations((HELPER,))``.
-FtpFollower = Expectations
