@@ -304,8 +304,6 @@ class Conn:
         return self.expires - now
 
     def __repr__(self) -> str:
-        # local: listing imports this module. The text is conntrack -L's line (the
-        # installer's debug log prints entries with it), so it stays listing's.
-        from .listing import format_entry
-
-        return f"<Conn {format_entry(self, self.last_seen)}>"
+        # Self-contained: conntrack -L's line is listing.format_entry's (listing imports
+        # this module, so using it here would tie the two in a cycle).
+        return f"<Conn orig={self.orig!r} reply={self.reply!r} status={self.status:#x}>"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from .entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .packet import PROTO_GRE, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP
+from .snapshot import SnapshotExpectation
 from .states import SCTP_STATE_NAMES, TCP_STATE_NAMES
 from .tuple import Tuple, addr_bytes, addr_text
 
@@ -193,9 +194,6 @@ def parse_listing(text: str) -> list[ListedEntry]:
 
 
 # --- conntrack -L expect ----------------------------------------------------------------
-# Only this part reads into snapshot records; its import sits here with it.
-
-from .snapshot import SnapshotExpectation  # noqa: E402
 
 
 def is_expect_line(line: str) -> bool:

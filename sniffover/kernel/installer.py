@@ -32,6 +32,7 @@ from typing import Final, Protocol
 from ..conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from ..conntrack.helpers import select
 from ..conntrack.install_policy import Desired, desired, remaining_timeout
+from ..conntrack.listing import format_entry
 from ..conntrack.tuple import Tuple, invert
 from .ctnetlink import (
     TcpInfo,
@@ -194,7 +195,8 @@ class Installer:
         for orig, conn in dirty.items():
             planned = self._plan(orig, conn, now)
             if debug:
-                log.debug("plan %s -> %s", conn, [(op.mode, op.want) for op in planned])
+                line = format_entry(conn, conn.last_seen)
+                log.debug("plan <Conn %s> -> %s", line, [(op.mode, op.want) for op in planned])
             ops += planned
         return self._run(ops, now)
 

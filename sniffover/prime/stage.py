@@ -5,8 +5,9 @@ entries are seeded into a table of their own and, on a cold start (the agent's t
 still empty, sniffed packets held back), their ctnetlink messages are planned and
 encoded at once. So while the master is still dumping, the standby does everything but
 the kernel's part; once the end of the stream checks out, the agent takes the staged
-table over whole and sends the prepared messages (``Agent.finish_prime``). A failed or
-truncated pull leaves the stage unused: nothing reaches the tracker or the kernel.
+table over whole and sends the prepared messages (``PrimeController.finish`` in
+agent/priming.py). A failed or truncated pull leaves the stage unused: nothing reaches the
+tracker or the kernel.
 """
 
 from __future__ import annotations
