@@ -21,9 +21,8 @@ from ..kernel.ctnetlink import (
     CTA_TUPLE_REPLY,
     CTA_ZONE,
     Tuple,
-    decode_tuple,
-    iter_attrs,
 )
+from ..kernel.dump import decode_tuple, iter_attrs
 
 
 @dataclass

@@ -18,7 +18,6 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -462,52 +461,6 @@ def _message(
     payload = NFGEN_HDR.pack(family, 0, 0) + body
     kind = (subsys << 8) | msg
     return NLMSG_HDR.pack(16 + len(payload), kind, flags, seq, 0) + payload
-
-
-# --- decoding (dump.py, tests) --------------------------------------------------------
-
-
-def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(type without flags, payload start, payload end) for each attribute in buf[start:end]."""
-    while start + 4 <= end:
-        length, kind = NLA_HDR.unpack_from(buf, start)
-        if length < 4 or start + length > end:
-            return
-        yield kind & 0x3FFF, start + 4, start + length
-        start += (length + 3) & ~3
-
-
-def decode_tuple(buf: bytes, start: int, end: int) -> Tuple:
-    """The tuple in a CTA_TUPLE_* nest body buf[start:end] (the inverse of ``encode_tuple``)."""
-    src = dst = b""
-    proto = sport = dport = 0
-    icmp_type = icmp_code = 0
-    is_icmp = False
-    for kind, s, e in iter_attrs(buf, start, end):
-        if kind == CTA_TUPLE_IP:
-            for k, s2, e2 in iter_attrs(buf, s, e):
-                if k in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
-                    src = bytes(buf[s2:e2])
-                elif k in (CTA_IP_V4_DST, CTA_IP_V6_DST):
-                    dst = bytes(buf[s2:e2])
-        elif kind == CTA_TUPLE_PROTO:
-            for k, s2, e2 in iter_attrs(buf, s, e):
-                v = int.from_bytes(buf[s2:e2], "big")
-                if k == CTA_PROTO_NUM:
-                    proto = v
-                elif k == CTA_PROTO_SRC_PORT:
-                    sport = v
-                elif k == CTA_PROTO_DST_PORT:
-                    dport = v
-                elif k in (CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID):
-                    sport, is_icmp = v, True
-                elif k in (CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMPV6_TYPE):
-                    icmp_type, is_icmp = v, True
-                elif k in (CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMPV6_CODE):
-                    icmp_code, is_icmp = v, True
-    if is_icmp:
-        dport = icmp_type << 8 | icmp_code
-    return (proto, src, dst, sport, dport)
 
 
 # --- the socket ----------------------------------------------------------------------

@@ -30,8 +30,21 @@ from .ctnetlink import (
     CTA_EXPECT_ZONE,
     CTA_HELP,
     CTA_HELP_NAME,
+    CTA_IP_V4_DST,
+    CTA_IP_V4_SRC,
+    CTA_IP_V6_DST,
+    CTA_IP_V6_SRC,
     CTA_LABELS,
     CTA_MARK,
+    CTA_PROTO_DST_PORT,
+    CTA_PROTO_ICMP_CODE,
+    CTA_PROTO_ICMP_ID,
+    CTA_PROTO_ICMP_TYPE,
+    CTA_PROTO_ICMPV6_CODE,
+    CTA_PROTO_ICMPV6_ID,
+    CTA_PROTO_ICMPV6_TYPE,
+    CTA_PROTO_NUM,
+    CTA_PROTO_SRC_PORT,
     CTA_PROTOINFO,
     CTA_PROTOINFO_TCP,
     CTA_PROTOINFO_TCP_FLAGS_ORIGINAL,
@@ -41,7 +54,9 @@ from .ctnetlink import (
     CTA_PROTOINFO_TCP_WSCALE_REPLY,
     CTA_STATUS,
     CTA_TIMEOUT,
+    CTA_TUPLE_IP,
     CTA_TUPLE_ORIG,
+    CTA_TUPLE_PROTO,
     CTA_TUPLE_REPLY,
     CTA_ZONE,
     IPCTNL_MSG_CT_GET,
@@ -57,9 +72,7 @@ from .ctnetlink import (
     CtnlSocket,
     NetlinkError,
     Tuple,
-    decode_tuple,
     encode_dump_request,
-    iter_attrs,
 )
 
 _BE32 = struct.Struct(">I")
@@ -76,6 +89,52 @@ _T6_HDR = (44, 0x8001, 20, 3, 20, 4, 28, 0x8002, 5, 1, 6, 2, 6, 3)
 _TCPINFO = struct.Struct("=HH HHB3x HHB3x HHB3x HHB3x HHB3x")
 _TCPINFO_HDR = (44, 0x8001, 5, 1, 5, 2, 5, 3, 6, 4, 6, 5)
 _PORT_PROTOS = frozenset((6, 17, 132, 136))
+
+
+# --- attributes of the kernel's answers ------------------------------------------------
+
+
+def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(type without flags, payload start, payload end) for each attribute in buf[start:end]."""
+    while start + 4 <= end:
+        length, kind = NLA_HDR.unpack_from(buf, start)
+        if length < 4 or start + length > end:
+            return
+        yield kind & 0x3FFF, start + 4, start + length
+        start += (length + 3) & ~3
+
+
+def decode_tuple(buf: bytes, start: int, end: int) -> Tuple:
+    """The tuple in a CTA_TUPLE_* nest body buf[start:end] (the inverse of ``encode_tuple``)."""
+    src = dst = b""
+    proto = sport = dport = 0
+    icmp_type = icmp_code = 0
+    is_icmp = False
+    for kind, s, e in iter_attrs(buf, start, end):
+        if kind == CTA_TUPLE_IP:
+            for k, s2, e2 in iter_attrs(buf, s, e):
+                if k in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
+                    src = bytes(buf[s2:e2])
+                elif k in (CTA_IP_V4_DST, CTA_IP_V6_DST):
+                    dst = bytes(buf[s2:e2])
+        elif kind == CTA_TUPLE_PROTO:
+            for k, s2, e2 in iter_attrs(buf, s, e):
+                v = int.from_bytes(buf[s2:e2], "big")
+                if k == CTA_PROTO_NUM:
+                    proto = v
+                elif k == CTA_PROTO_SRC_PORT:
+                    sport = v
+                elif k == CTA_PROTO_DST_PORT:
+                    dport = v
+                elif k in (CTA_PROTO_ICMP_ID, CTA_PROTO_ICMPV6_ID):
+                    sport, is_icmp = v, True
+                elif k in (CTA_PROTO_ICMP_TYPE, CTA_PROTO_ICMPV6_TYPE):
+                    icmp_type, is_icmp = v, True
+                elif k in (CTA_PROTO_ICMP_CODE, CTA_PROTO_ICMPV6_CODE):
+                    icmp_code, is_icmp = v, True
+    if is_icmp:
+        dport = icmp_type << 8 | icmp_code
+    return (proto, src, dst, sport, dport)
 
 
 def _fast_tuple(buf: bytearray, s: int, e: int) -> Tuple:

@@ -20,12 +20,11 @@ from sniffover.kernel.ctnetlink import (
     CTA_HELP_NAME,
     NFNL_SUBSYS_CTNETLINK_EXP,
     TcpInfo,
-    decode_tuple,
     encode_ct_new,
     encode_exp_delete,
     encode_exp_new,
-    iter_attrs,
 )
+from sniffover.kernel.dump import decode_tuple, iter_attrs
 from tests.helpers import A6, ACK, B6, PSH, SYN, A, B, tcp
 
 

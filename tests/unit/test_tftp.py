@@ -17,9 +17,8 @@ from sniffover.kernel.ctnetlink import (
     CTA_EXPECT_MASK,
     CTA_EXPECT_MASTER,
     CTA_EXPECT_TUPLE,
-    decode_tuple,
-    iter_attrs,
 )
+from sniffover.kernel.dump import decode_tuple, iter_attrs
 from sniffover.kernel.expect import ExpectInstaller
 from sniffover.kernel.installer import Installer
 from tests.helpers import A6, B6, A, B, FakeSender, udp
