@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..conntrack.states import TCP_STATE_NAMES
 from ..lab.hub import (
     FW_INSIDE,
     FW_OUTSIDE,
@@ -20,20 +21,7 @@ from ..lab.hub import (
 
 Key = tuple[str, str, str, int, int]
 
-TCP_STATES = frozenset(
-    {
-        "NONE",
-        "SYN_SENT",
-        "SYN_RECV",
-        "ESTABLISHED",
-        "FIN_WAIT",
-        "CLOSE_WAIT",
-        "LAST_ACK",
-        "TIME_WAIT",
-        "CLOSE",
-        "SYN_SENT2",
-    }
-)
+TCP_STATES = frozenset(TCP_STATE_NAMES)
 CLOSED_STATES = frozenset({"TIME_WAIT", "CLOSE"})
 PROTOS = frozenset({"tcp", "udp", "icmp", "udplite", "sctp", "dccp", "gre", "icmpv6"})
 # addresses of the firewalls themselves: their own traffic (sync link, pulls) is not state
