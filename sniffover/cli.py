@@ -296,10 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
     demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
     from .bench.suite import add_bench_arguments
+    from .check import add_check_arguments
     from .prime.server import add_serve_arguments
 
     add_serve_arguments(sub)
     add_bench_arguments(sub)
+    add_check_arguments(sub)
     st = sub.add_parser(
         "status",
         help="show the running agent's state; exit 0 only if it is up and capturing",
@@ -401,6 +403,12 @@ def cmd_serve_lazy(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
+def cmd_check_lazy(args: argparse.Namespace) -> int:
+    from .check import cmd_check
+
+    return cmd_check(args)
+
+
 def cmd_bench_lazy(args: argparse.Namespace) -> int:
     from .bench.suite import cmd_bench
 
@@ -414,6 +422,7 @@ COMMANDS = {
     "status": cmd_status,
     "demo": cmd_demo,
     "serve": cmd_serve_lazy,
+    "check": cmd_check_lazy,
 }
 
 
