@@ -177,6 +177,7 @@ class ControlServer:
         clock: Callable[[], float] = time.monotonic,
         creds: Creds = peer_of,
         on_refused: Callable[[Peer, str], None] | None = None,
+        counters: Counter[str] | None = None,
     ) -> None:
         group = _gid(group_name)
         self.path = path or default_path()
@@ -185,7 +186,7 @@ class ControlServer:
         self.clock = clock
         self.creds = creds
         self.on_refused = on_refused
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self.conns: list[Request] = []
         self.sock: socket.socket | None = None
         try:
@@ -364,7 +365,8 @@ def request(
                 f"control socket {where} is served by uid {server.uid} (pid {server.pid}), "
                 "not by root: not believing it"
             )
-        s.sendall((command + "\n").encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            s.sendall((command + "\n").encode())  # a refusal may come before we sent
         data = b""
         while not data.endswith(b"\n") and len(data) < 64 << 20:
             s.settimeout(max(0.001, deadline - time.monotonic()))

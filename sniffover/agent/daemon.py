@@ -76,7 +76,11 @@ class Agent:
         self.pipeline = Pipeline(cfg, timeouts_for(cfg), self.sock, self.counters, self.ratelog)
         self.captures = CaptureSet(cfg, self.learning, self.counters, open_capture)
         self.control = control_server(
-            cfg.control, cfg.control_group, clock=clock.mono, on_refused=self._refused
+            cfg.control,
+            cfg.control_group,
+            clock=clock.mono,
+            on_refused=self._refused,
+            counters=self.counters,
         )
         self.prime_waiters: list[Request] = []  # `ctl prime`s answered when the pull ends
         self.last_ctl_prime = -1e9  # monotonic
