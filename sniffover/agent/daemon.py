@@ -280,7 +280,12 @@ class Agent:
 
     def run(self) -> int:
         self._signals()
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.captures.close()
+            self.control.close()  # no stale socket behind a failed start
+            raise
         pipe = self.pipeline
         mono = self.clock.mono
         flush_every = self.cfg.flush_interval
