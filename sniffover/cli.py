@@ -250,7 +250,15 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--control",
         metavar="PATH",
-        help="control socket path (default: abstract @sniffover of this network namespace)",
+        help="control socket path (default: /run/sniffover/net-<netns inode>/control, one per "
+        "network namespace, in a root-owned 0750 directory); a stale socket there is "
+        "replaced, any other file refuses the start",
+    )
+    g.add_argument(
+        "--control-group",
+        metavar="GROUP",
+        help="besides root, members of this group may use the control socket "
+        "(default: root only; `table` stays root only)",
     )
 
 
@@ -277,10 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
             "promote: read what the capture rings still hold, install every tracked entry "
             "into the kernel, then stand down; returns when the kernel table holds "
             "everything seen so far. demote: resume standby duty. Same as SIGUSR1/SIGUSR2. "
-            "prime: pull the master's table again now (--prime-from) and merge it."
+            "prime: pull the master's table again now (--prime-from) and merge it; answers "
+            "when the pull ends; at most one every 10 s. table: print the tracked table as "
+            "conntrack -L does (root only). Only root or --control-group members may use "
+            "the control socket, and only an agent running as root is believed."
         ),
     )
-    ctl.add_argument("action", choices=["promote", "demote", "prime"])
+    ctl.add_argument("action", choices=["promote", "demote", "prime", "table"])
     ctl.add_argument("--control", dest="ctl_path", metavar="PATH", help="agent's control socket")
     ctl.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     demo = sub.add_parser(
@@ -351,7 +362,9 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if not doc.get("ok"):
         raise CliError(f"{args.action} failed: {doc.get('error', doc)}")
-    if args.action == "promote":
+    if args.action == "table":
+        sys.stdout.write(str(doc.get("table", "")))
+    elif args.action == "promote":
         print(
             f"promoted: {doc.get('installed', 0)} entries in the kernel table "
             f"({doc.get('committed', 0)} messages in {doc.get('seconds', 0)} s)"
@@ -373,6 +386,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         doc = request("status", args.ctl_path or args.control, timeout=10.0)
     except ControlError as exc:
         raise CliError(str(exc)) from None
+    if "state" not in doc:  # refused, or not a status document
+        raise CliError(f"status failed: {doc.get('error', doc)}")
     if args.json:
         print(json.dumps(doc, indent=1))
     else:

@@ -45,6 +45,8 @@ class AgentConfig:
     ifaces: list[str] = field(metadata=_opt("iface", kind=list, from_option=list))
     timeouts: Timeouts = field(default_factory=Timeouts)  # from --sysctl-dir
     control: str | None = field(default=None, metadata=_opt())
+    # the group (besides root) allowed on the control socket (agent/control.py)
+    control_group: str | None = field(default=None, metadata=_opt())
     zone: int = field(default=0, metadata=_opt())
     mark: int | None = field(default=None, metadata=_opt())
     flush_interval: float = field(default=0.02, metadata=_opt())

@@ -31,7 +31,7 @@ from ..capture.files import CaptureError
 from ..kernel.ctnetlink import CtnlSocket
 from .captures import CaptureFactory, CaptureSet, open_live
 from .config import AgentConfig
-from .control import ControlServer
+from .control import ControlServer, Peer, Request
 from .learning import MasterLearning
 from .pipeline import REORDER, Pipeline, timeouts_for
 from .priming import Fetch, PrimeController, fetch_snapshot
@@ -42,6 +42,7 @@ log = logging.getLogger("sniffover.agent")
 
 TICK = 0.05
 DRAIN_MAX = 2.0  # seconds a promotion reads the rings at most before installing
+CTL_PRIME_EVERY = 10.0  # seconds between pulls asked through the control socket
 
 Doc = dict[str, Any]
 
@@ -54,7 +55,7 @@ class Agent:
         clock: Clock | None = None,
         ctnl_socket: Callable[[], CtnlSocket] = CtnlSocket,
         open_capture: CaptureFactory = open_live,
-        control_server: Callable[[str | None], ControlServer] = ControlServer,
+        control_server: Callable[..., ControlServer] = ControlServer,
         fetch: Fetch = fetch_snapshot,
     ) -> None:
         self.cfg = cfg
@@ -63,6 +64,7 @@ class Agent:
         self.want_promote = False
         self.want_demote = False
         self.active = False  # promoted: standing down
+        self.promoted_by: str | None = None  # "control uid N" | "signal from uid N"
         self.counters: Counter[str] = Counter()
         self.started = clock.wall()
         self.ratelog = RateLimited(log, clock=clock.mono)
@@ -73,15 +75,23 @@ class Agent:
         self.learning = MasterLearning(cfg.master_macs, cfg.confirm != "off")
         self.pipeline = Pipeline(cfg, timeouts_for(cfg), self.sock, self.counters, self.ratelog)
         self.captures = CaptureSet(cfg, self.learning, self.counters, open_capture)
-        self.control = control_server(cfg.control)
+        self.control = control_server(
+            cfg.control,
+            cfg.control_group,
+            clock=clock.mono,
+            on_refused=self._refused,
+            counters=self.counters,
+        )
+        self.prime_waiters: list[Request] = []  # `ctl prime`s answered when the pull ends
+        self.last_ctl_prime = -1e9  # monotonic
         self.priming = PrimeController(
             cfg, self.pipeline, self.counters, self.ratelog, clock, fetch, ctnl_socket
         )
         self.metrics: Any = None
-        self.commands: dict[str, Callable[[], Doc]] = {
+        self.commands: dict[str, Callable[[Request], Doc | None]] = {
             "promote": self._cmd_promote,
             "demote": self._cmd_demote,
-            "status": lambda: dict(self.status()),
+            "status": lambda _req: dict(self.status()),
             "prime": self._cmd_prime,
             "table": self._cmd_table,
         }
@@ -116,12 +126,13 @@ class Agent:
 
     # --- takeover -------------------------------------------------------------------
 
-    def promote(self) -> Doc:
+    def promote(self, by: str = "signal") -> Doc:
         start = self.clock.mono()
         self.drain()
         sent = self.pipeline.install_all(self.clock.wall())
         self.captures.close()
         self.active = True
+        self.promoted_by = by
         took = self.clock.mono() - start
         inst = self.pipeline.installer
         installed = len(inst.shadow) if inst else 0
@@ -146,6 +157,7 @@ class Agent:
         self.pipeline.reset()
         self.captures.open(self.clock.mono())
         self.active = False
+        self.promoted_by = None
         if self.cfg.prime_from:
             self.priming.primed = False
             self.priming.start(buffer=True)
@@ -157,38 +169,66 @@ class Agent:
 
     # --- control commands -----------------------------------------------------------
 
-    def handle_control(self) -> None:
-        got = self.control.accept()
-        if got is None:
-            return
-        conn, cmd = got
-        command = self.commands.get(cmd)
-        doc = command() if command else {"ok": False, "error": f"unknown command {cmd!r}"}
-        self.control.answer(conn, doc)
+    def handle_control(self, ready: list[Any]) -> None:
+        for req in self.control.service(ready):
+            command = self.commands.get(req.command)
+            if command is None:
+                doc: Doc | None = {"ok": False, "error": f"unknown command {req.command[:40]!r}"}
+            else:
+                doc = command(req)
+            if doc is None:
+                self.control.hold(req)
+            else:
+                self.control.answer(req, doc)
 
-    def _cmd_promote(self) -> Doc:
-        return self.promote() if not self.active else {"ok": True, "state": "active"}
+    def _refused(self, peer: Peer, why: str) -> None:
+        self.ratelog(
+            "control-refused",
+            logging.WARNING,
+            "control socket: refused pid %d uid %d (%s)",
+            peer.pid,
+            peer.uid,
+            why,
+        )
 
-    def _cmd_demote(self) -> Doc:
+    def _cmd_promote(self, req: Request) -> Doc:
+        if self.active:
+            return {"ok": True, "state": "active"}
+        return self.promote(by=f"control uid {req.peer.uid}")
+
+    def _cmd_demote(self, _req: Request) -> Doc:
         try:
             return self.demote()
         except CaptureError as exc:
             return {"ok": False, "error": str(exc)}
 
-    def _cmd_prime(self) -> Doc:
+    def _cmd_prime(self, req: Request) -> Doc | None:
+        """Start a pull (or join the running one); answered when it ends (``after_events``),
+        never blocking the loop. Pulls asked here: one per CTL_PRIME_EVERY."""
         if not self.cfg.prime_from:
             return {"ok": False, "error": "no --prime-from configured"}
         if self.active:
             return {"ok": False, "error": "active (promoted): nothing to prime"}
         priming = self.priming
-        started = priming.start(buffer=False)
-        # blocks the loop until the pull ends (answering later is a separate change)
-        if priming.thread is not None:
-            priming.thread.join(self.cfg.prime_timeout * 4 + 5)
-        priming.finish(self.active)
-        return {"ok": bool(priming.info.get("ok")), "started": started, **priming.info}
+        if priming.thread is None:
+            wait = self.last_ctl_prime + CTL_PRIME_EVERY - self.clock.mono()
+            if wait > 0:
+                self.counters["ctl-prime-limited"] += 1
+                return {
+                    "ok": False,
+                    "error": f"rate-limited: one pull per {CTL_PRIME_EVERY:g} s "
+                    f"(try again in {wait:.1f} s)",
+                }
+            priming.start(buffer=False)
+            self.last_ctl_prime = self.clock.mono()
+        self.prime_waiters.append(req)
+        return None
 
-    def _cmd_table(self) -> Doc:
+    def _cmd_table(self, req: Request) -> Doc:
+        """The tracked table as ``conntrack -L`` text: uid 0 only (not the admin group),
+        as ``conntrack -L`` itself needs CAP_NET_ADMIN."""
+        if req.peer.uid != 0:
+            return {"ok": False, "error": "table: root only"}
         from ..conntrack.listing import format_table
 
         now = self.clock.wall()
@@ -235,12 +275,17 @@ class Agent:
             "standby agent up (pid %d): installing into %s, control %s",
             os.getpid(),
             "this namespace's conntrack table" if self.sock else "nowhere (--no-install)",
-            self.cfg.control or "@sniffover",
+            self.control.path,
         )
 
     def run(self) -> int:
         self._signals()
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.captures.close()
+            self.control.close()  # no stale socket behind a failed start
+            raise
         pipe = self.pipeline
         mono = self.clock.mono
         flush_every = self.cfg.flush_interval
@@ -251,7 +296,7 @@ class Agent:
         next_stats = mono() + self.cfg.stats_interval
         try:
             while not self.stop:
-                fds: list[Any] = [self.control, *self.captures.captures]
+                fds: list[Any] = [*self.control.fds(), *self.captures.captures]
                 wait = TICK
                 inst = pipe.installer
                 if inst is not None and inst.pending:
@@ -263,11 +308,10 @@ class Agent:
                     ready, _, _ = select.select(fds, [], [], wait)
                 except InterruptedError:
                     ready = []
-                caps = [r for r in ready if r is not self.control]
+                caps = [r for r in ready if r in self.captures.captures]
                 if caps:
                     self.read_ready(caps)
-                if self.control in ready:
-                    self.handle_control()
+                self.handle_control(ready)  # also drops connections past their deadline
                 self.after_events()
                 now = mono()
                 inst = pipe.installer  # a demotion made a new one
@@ -296,6 +340,10 @@ class Agent:
         """A finished pull, and promotion or demotion asked by a signal."""
         if self.priming.finished():
             self.priming.finish(self.active)
+            waiters, self.prime_waiters = self.prime_waiters, []
+            for req in waiters:
+                info = self.priming.info
+                self.control.answer(req, {"ok": bool(info.get("ok")), **info})
             if self.priming.fatal:
                 from ..prime.client import PrimeError
 
@@ -303,7 +351,7 @@ class Agent:
         if self.want_promote:
             self.want_promote = False
             if not self.active:
-                self.promote()
+                self.promote(by="signal")
         if self.want_demote:
             self.want_demote = False
             self.demote()

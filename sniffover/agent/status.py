@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 
 class Status(TypedDict):
-    ok: bool  # ready: capturing on every interface (or promoted), and primed if asked
+    ok: bool  # ready: capturing on every interface (or promoted by root), and primed if asked
     state: str  # "standby" | "active"
+    promoted_by: str | None  # "control uid N" | "signal"; None while standby
     capturing: bool
     pid: int
     uptime: float
@@ -47,10 +48,14 @@ def build_status(agent: Agent, now: float) -> Status:
     helpers = pipe.helpers
     expect = pipe.expect
     capturing = bool(caps.captures) and not caps.lost and not agent.active
-    ready = (capturing or agent.active) and agent.priming.primed is not False
+    # active counts as ready only when promoted through a path only root (or the admin
+    # group) has: the control socket's peer check, or a signal
+    promoted = agent.active and agent.promoted_by is not None
+    ready = (capturing or promoted) and agent.priming.primed is not False
     return {
         "ok": ready,
         "state": "active" if agent.active else "standby",
+        "promoted_by": agent.promoted_by,
         "capturing": capturing,
         "pid": os.getpid(),
         "uptime": round(now - agent.started, 1),

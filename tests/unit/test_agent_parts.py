@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from sniffover.agent.config import AgentConfig
+from sniffover.agent.control import Peer, Request
 from sniffover.agent.daemon import Agent
 from sniffover.agent.pipeline import REORDER, release_held
 from sniffover.agent.priming import PRIME_AFTER_DROPS, PRIME_RETRY
@@ -85,14 +86,29 @@ class FakeCapture:
 
 
 class FakeControl:
-    def __init__(self, path: str | None) -> None:
+    """One request per ``service`` call, from root unless ``uid`` says otherwise."""
+
+    def __init__(self, path: str | None, group: Any = None, **kw: Any) -> None:
+        self.path = path or "fake"
         self.answers: list[dict[str, Any]] = []
         self.requests: list[str] = []
+        self.held: list[Request] = []
+        self.uid = 0
 
-    def accept(self) -> tuple[Any, str] | None:
-        return (None, self.requests.pop(0)) if self.requests else None
+    def fds(self) -> list[Any]:
+        return []
 
-    def answer(self, conn: Any, doc: dict[str, Any]) -> None:
+    def service(self, ready: Any) -> list[Request]:
+        if not self.requests:
+            return []
+        return [Request(None, Peer(1, self.uid, self.uid), 0.0, command=self.requests.pop(0))]
+
+    def hold(self, req: Request) -> None:
+        self.held.append(req)
+
+    def answer(self, req: Request, doc: dict[str, Any]) -> None:
+        if req in self.held:
+            self.held.remove(req)
         self.answers.append(doc)
 
     def close(self) -> None:
@@ -224,7 +240,7 @@ def test_control_commands():
     assert isinstance(control, FakeControl)
     control.requests += ["status", "prime", "bogus", "promote", "promote"]
     for _ in range(5):
-        agent.handle_control()
+        agent.handle_control([])
     status, prime, bogus, promoted, again = control.answers
     assert status["state"] == "standby" and status["ok"]
     assert prime == {"ok": False, "error": "no --prime-from configured"}
@@ -368,7 +384,7 @@ def test_status_keys():
     agent, _ = make(fc)
     agent.start()
     assert set(agent.status()) == {
-        "ok", "state", "capturing", "pid", "uptime", "interfaces", "packets",
+        "ok", "state", "promoted_by", "capturing", "pid", "uptime", "interfaces", "packets",
         "last_packet_age", "flows", "installed", "pending", "primed", "prime", "capture",
         "install", "tracker", "agent", "confirm", "ftp", "prefilter", "lost_interfaces",
         "skipped",
