@@ -128,6 +128,14 @@ def _prime_source(value: Any) -> None:
             ssh_destination(value)
         except ValueError as exc:
             raise ValueError(f"must be ssh://[user@]HOST[:PORT] ({exc})") from None
+    elif serve_source(value):
+        from ..errors import PrimeError
+        from ..prime.client import parse_source
+
+        try:
+            parse_source(value)
+        except PrimeError:
+            raise ValueError("must be HOST[:PORT] (port 1-65535)") from None
 
 
 def _u32(text: str) -> int:

@@ -257,6 +257,8 @@ def ssh_destination(source: str) -> tuple[str, int]:
     with ``-`` (ssh would take it for an option), or holds a blank, a control character
     or a character no host name has, raises ValueError."""
     rest = source[len("ssh://") :].rstrip("/")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in rest):
+        raise ValueError(f"bad source {source!r}: blank or control character")
     user, at, hostport = rest.rpartition("@")
     try:
         host, port = parse_source(hostport, 22) if hostport else ("", 22)
