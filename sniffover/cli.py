@@ -9,10 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Sequence
 
 from . import __version__
-from .errors import EXIT_ERROR, EXIT_OK, CliError
+from .errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line (what is wrong, where help is), exit 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -81,25 +89,32 @@ Command-line options override the file.
 
 
 def _add_agent_options(p: argparse.ArgumentParser) -> None:
-    # defaults in the help come from AgentConfig (agent.config), the one source of them
-    from .agent.config import shown_default
+    # defaults in the help come from AgentConfig (agent.config), the one source of them;
+    # values go through its check_value as TOML values do
+    from .agent.config import option_type, shown_default
 
     g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
     g.add_argument(
         "-i",
         "--iface",
         action="append",
+        type=option_type("iface"),
         metavar="IFACE",
         help="shared segment to sniff, promiscuous; repeat for several (not the sync link)",
     )
     g.add_argument("--config", metavar="FILE", help="TOML file with any of these options")
     g.add_argument(
         "--zone",
-        type=int,
+        type=option_type("zone"),
         metavar="N",
         help=f"conntrack zone of installed entries (default {shown_default('zone')})",
     )
-    g.add_argument("--mark", type=lambda v: int(v, 0), metavar="MARK", help="ct mark to set")
+    g.add_argument(
+        "--mark",
+        type=option_type("mark"),
+        metavar="MARK",
+        help="ct mark set on installed entries (32 bits: 16 or 0x10)",
+    )
     g.add_argument(
         "--no-install",
         action="store_true",
@@ -108,25 +123,28 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--flush-interval",
-        type=float,
+        type=option_type("flush_interval"),
         metavar="SECONDS",
         help="how often changed entries are written to the kernel "
         f"(default {shown_default('flush_interval')})",
     )
     g.add_argument(
         "--snaplen",
-        type=int,
+        type=option_type("snaplen"),
         metavar="BYTES",
-        help=f"capture length (default {shown_default('snaplen')})",
+        help=f"capture length, 128-65535 (default {shown_default('snaplen')})",
     )
     g.add_argument(
         "--ring-mb",
-        type=int,
+        type=option_type("ring_mb"),
         metavar="MIB",
-        help=f"kernel capture ring per interface (default {shown_default('ring_mb')})",
+        help=f"kernel capture ring per interface, 1-2048 (default {shown_default('ring_mb')})",
     )
     g.add_argument(
-        "--bpf", metavar="FILTER", help="extra capture filter (pcap syntax), ANDed with ours"
+        "--bpf",
+        type=option_type("bpf"),
+        metavar="FILTER",
+        help="extra capture filter (pcap syntax), ANDed with ours",
     )
     g.add_argument(
         "--include-self",
@@ -150,15 +168,16 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--pickup-sample",
-        type=int,
+        type=option_type("pickup_sample"),
         metavar="N",
-        help="with --prefilter control, pass about 1 in N other TCP segments so connections "
+        help="with --prefilter control, pass about 1 in N (a power of two, 1-256) other TCP "
+        "segments so connections "
         "open before the agent started are picked up mid-stream "
         f"(default {shown_default('pickup_sample')})",
     )
     g.add_argument(
         "--warmup",
-        type=float,
+        type=option_type("warmup"),
         metavar="SECONDS",
         help="with --prefilter control, capture everything for this long after start (and "
         "after a demotion) so every active connection is picked up "
@@ -166,13 +185,14 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-flows",
-        type=int,
+        type=option_type("max_flows"),
         metavar="N",
         help="bound of the agent's own table; beyond it unassured entries are dropped first, "
         "like the kernel's early drop (default: this host's nf_conntrack_max)",
     )
     g.add_argument(
         "--user",
+        type=option_type("user"),
         metavar="USER",
         help="after opening its sockets, run as this user (keeping only CAP_NET_ADMIN and "
         "CAP_NET_RAW)",
@@ -196,19 +216,24 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--master-mac",
         action="append",
+        type=option_type("master_mac"),
         metavar="MAC",
         help="the master firewall's MAC on a sniffed segment (repeat per segment); default: "
         "learned from the traffic it routes",
     )
     g.add_argument(
         "--prime-from",
+        type=option_type("prime_from"),
         metavar="SOURCE",
         help="pull the master's table once at start-up (and after a demotion or capture "
         "loss): HOST[:PORT] (sniffover serve, default port 7445), ssh://[user@]HOST "
         "(runs conntrack -L there) or a saved dump FILE",
     )
     g.add_argument(
-        "--key-file", metavar="FILE", help="pre-shared key for sniffover serve (mode 0600)"
+        "--key-file",
+        type=option_type("key_file"),
+        metavar="FILE",
+        help="pre-shared key for sniffover serve (mode 0600)",
     )
     g.add_argument(
         "--prime-required",
@@ -219,17 +244,22 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--prime-timeout",
-        type=float,
+        type=option_type("prime_timeout"),
         metavar="SECONDS",
         help=f"per pull attempt (default {shown_default('prime_timeout')})",
     )
     g.add_argument(
         "--sysctl-dir",
+        type=option_type("sysctl_dir"),
         metavar="DIR",
         help=f"nf_conntrack_* timeouts to mirror (default {shown_default('sysctl_dir')})",
     )
     g.add_argument(
-        "--metrics", metavar="ADDR:PORT", help="serve Prometheus metrics (e.g. 127.0.0.1:9477)"
+        "--metrics",
+        type=option_type("metrics"),
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics: ':9477' = 127.0.0.1:9477 (this host only); "
+        "'0.0.0.0:9477' or '[::]:9477' listen on every address",
     )
     g.add_argument(
         "--log-format",
@@ -243,12 +273,13 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--stats-interval",
-        type=float,
+        type=option_type("stats_interval"),
         metavar="SECONDS",
         help=f"log a counters line this often (default {shown_default('stats_interval')})",
     )
     g.add_argument(
         "--control",
+        type=option_type("control"),
         metavar="PATH",
         help="control socket path (default: /run/sniffover/net-<netns inode>/control, one per "
         "network namespace, in a root-owned 0750 directory); a stale socket there is "
@@ -263,7 +294,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sniffover",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -452,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except CliError as exc:
         print(f"sniffover: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return exc.code
     except BrokenPipeError:
         return EXIT_OK
     except KeyboardInterrupt:

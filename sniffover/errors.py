@@ -6,7 +6,15 @@ EXIT_USAGE = 2
 
 
 class CliError(Exception):
-    """An error to report as one line on stderr, with exit status 1."""
+    """An error to report as one line on stderr, with exit status ``code`` (1)."""
+
+    code = EXIT_ERROR
+
+
+class UsageError(CliError):
+    """A bad option or option value: one line on stderr, exit status 2."""
+
+    code = EXIT_USAGE
 
 
 class NetlinkError(OSError):

@@ -254,7 +254,7 @@ class Agent:
     def start(self) -> None:
         """Open the captures, drop privileges, start the metrics server and the first pull."""
         self.captures.open(self.clock.mono())  # before the pull: nothing sniffed is lost
-        if self.cfg.drop_privileges and os.geteuid() == 0:
+        if self.cfg.drop_privileges and (os.geteuid() == 0 or _has_capabilities()):
             from .privs import drop_privileges
 
             # before any thread starts: capabilities are per thread
@@ -410,3 +410,11 @@ class Agent:
             s["pending"],
             s["install"],
         )
+
+
+def _has_capabilities() -> bool:
+    """A non-root agent with capabilities (a service user given ambient CAP_NET_ADMIN and
+    CAP_NET_RAW) drops them too: ambient and inheritable cleared, no_new_privs."""
+    from .privs import get_caps
+
+    return get_caps()[1] != 0

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
-
 from ..prime.handshake import parse_hostport
+
+# ``:PORT``: this host only. The counters tell a host on the sniffed segment whether the
+# standby is active and whether its flood causes drops: every address only when asked.
+DEFAULT_HOST = "127.0.0.1"
 
 
 def parse_listen(text: str) -> tuple[str, int]:
-    """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT`` (the shared parser, port required)."""
-    return parse_hostport(text, f"--metrics {text!r}", None, min_port=1, error=ValueError)
+    """``ADDR:PORT``, ``[v6]:PORT`` or ``:PORT`` (= ``127.0.0.1:PORT``; ``0.0.0.0:PORT`` or
+    ``[::]:PORT`` listen on every address). The shared parser, port required."""
+    host, port = parse_hostport(text, f"--metrics {text!r}", None, min_port=1, error=ValueError)
+    if not text.rpartition(":")[0].strip(" []"):
+        host = DEFAULT_HOST
+    return host, port
 
 
 class Metrics:
     def __init__(self, listen: str) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
         host, port = parse_listen(listen)
         self.registry = r = CollectorRegistry()
         self.packets = Counter("sniffover_packets", "Packets tracked", registry=r)

@@ -81,6 +81,8 @@ def helper_listener(
 
     def listener(kind: str, conn: Conn) -> None:
         on_event(kind, conn)
+        if expect.waiting:  # an event may get a waiting expectation's master installed
+            expect.touched(conn.orig)
         if kind == "new":
             if helpers.by_master:
                 exp = helpers.on_new(conn)
@@ -232,7 +234,7 @@ class Pipeline:
             return 0
         sent = self.installer.install_all(self.table.entries(now), now)
         if self.expect is not None:
-            sent += self.expect.flush(now)
+            sent += self.expect.flush(now, everything=True)
         return sent
 
     def expire(self, now: float) -> None:

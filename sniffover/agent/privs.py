@@ -218,10 +218,15 @@ def drop_privileges(
             raise PrivilegeError(f"cannot drop privileges: no such user {user!r}") from None
     done: list[str] = []
 
-    # 1. bounding set (needs CAP_SETPCAP in the effective set), ambient set
+    # 1. bounding set (needs CAP_SETPCAP in the effective set), ambient set. A service
+    # user started with ambient capabilities (the example unit: User=sniffover) has no
+    # CAP_SETPCAP: its bounding set is the service manager's (CapabilityBoundingSet=),
+    # and with the ambient and inheritable sets empty and no_new_privs nothing it runs
+    # gains a capability anyway.
+    setpcap = eff >> CAP_NAMES.index("CAP_SETPCAP") & 1
     dropped = []
     for n in range(last_cap() + 1):
-        if want >> n & 1:
+        if want >> n & 1 or not setpcap:
             continue
         if _prctl("PR_CAPBSET_READ", PR_CAPBSET_READ, n) == 1:
             try:
@@ -229,7 +234,10 @@ def drop_privileges(
             except PrivilegeError as exc:
                 raise PrivilegeError(f"{exc} (needs CAP_SETPCAP)") from None
             dropped.append(n)
-    done.append(f"bounding set: dropped {len(dropped)} capabilities")
+    if setpcap:
+        done.append(f"bounding set: dropped {len(dropped)} capabilities")
+    else:
+        done.append("bounding set: left to the service manager (no CAP_SETPCAP)")
     _prctl("PR_CAP_AMBIENT_CLEAR_ALL", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
     done.append("ambient set cleared")
 

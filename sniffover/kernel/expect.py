@@ -15,6 +15,14 @@ wildcard), CTA_EXPECT_TIMEOUT (what is left of the helper's 300 s; the kernel us
 policy timeout on create anyway), CTA_EXPECT_ZONE with a zone. An expectation the master
 saw consumed (its data connection appeared) is deleted again; one whose master went is
 forgotten (the kernel drops a master's expectations with it).
+
+Expectations whose master is not in the shadow (not confirmed, or not installed yet) wait
+in an index of their own, bounded (``limit``; beyond it new ones are refused and counted,
+as the kernel refuses beyond ``nf_conntrack_expect_max``), so a flood of unconfirmed FTP
+flows never makes a flush walk them all: a flush looks at the ones whose master had a
+table event since the last flush (``touched``), plus a round-robin slice of ``SWEEP``
+(which also finds a master put in the shadow without an event, and ages them out).
+Promotion looks at every one (``flush(everything=True)``).
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import errno
 import logging
 import math
 import struct
-from collections import Counter
+from collections import Counter, deque
 
 from ..conntrack.expect import Expectation
 from ..conntrack.tuple import Tuple
@@ -33,40 +41,118 @@ from .installer import Installer
 log = logging.getLogger("sniffover.expect")
 
 
+SWEEP = 64  # waiting expectations a flush looks at besides the touched ones
+WAITING_MAX = 65536  # waiting (master not installed) expectations kept
+
+
 class ExpectInstaller:
-    def __init__(self, sock: CtnlSocket, installer: Installer, zone: int = 0) -> None:
+    def __init__(
+        self, sock: CtnlSocket, installer: Installer, zone: int = 0, limit: int = WAITING_MAX
+    ) -> None:
         self.sock = sock
         self.installer = installer
         self.zone = zone
-        self.pending: dict[Tuple, Expectation] = {}  # by master: to send
+        self.limit = limit
+        self.ready: dict[Tuple, Expectation] = {}  # by master, master in the shadow: to send
+        self.waiting: dict[Tuple, Expectation] = {}  # by master, master not (yet) installed
+        self.woken: set[Tuple] = set()  # waiting masters with a table event since the flush
+        self.rotation: deque[Tuple] = deque()  # waiting masters, round robin (lazily pruned)
         self.installed: dict[Tuple, Expectation] = {}  # by master: in the kernel
         self.removals: list[Expectation] = []
         self.counters: Counter[str] = Counter()
 
+    @property
+    def pending(self) -> int:
+        return len(self.ready) + len(self.waiting)
+
     def add(self, exp: Expectation) -> None:
-        self.pending[exp.master] = exp  # one per master, as the FTP and TFTP helpers keep
+        master = exp.master  # one per master, as the FTP and TFTP helpers keep
+        if master in self.installer.shadow:
+            self.waiting.pop(master, None)
+            self.ready[master] = exp
+        else:
+            self.ready.pop(master, None)
+            self._wait(exp)
+
+    def _wait(self, exp: Expectation) -> None:
+        waiting = self.waiting
+        if exp.master not in waiting:
+            if len(waiting) >= self.limit:
+                self.counters["expect-waiting-full"] += 1
+                return
+            self.rotation.append(exp.master)
+            if len(self.rotation) > 2 * len(waiting) + 64:  # stale names: start afresh
+                self.rotation = deque(waiting)
+                self.rotation.append(exp.master)
+        waiting[exp.master] = exp
+
+    def touched(self, master: Tuple) -> None:
+        """A table event of ``master``: if an expectation waits on it, look at it at the
+        next flush (the event may be what gets the master installed)."""
+        if master in self.waiting:
+            self.woken.add(master)
 
     def consumed(self, exp: Expectation) -> None:
         """The master's data connection appeared: the master's expectation is used up."""
-        if self.pending.get(exp.master) == exp:
-            del self.pending[exp.master]
+        for held in (self.ready, self.waiting):
+            if held.get(exp.master) == exp:
+                del held[exp.master]
         if self.installed.get(exp.master) == exp:
             del self.installed[exp.master]
             self.removals.append(exp)
 
     def master_gone(self, master: Tuple) -> None:
-        self.pending.pop(master, None)
+        self.ready.pop(master, None)
+        self.waiting.pop(master, None)
         self.installed.pop(master, None)
 
-    def flush(self, now: float) -> int:
-        """Send what is due; returns the number of messages sent."""
+    def _wake(self, now: float, everything: bool) -> None:
+        """Waiting expectations whose master is now in the shadow become ready: the touched
+        ones and a slice of the rotation (every one with ``everything``)."""
+        shadow = self.installer.shadow
+        waiting = self.waiting
+        if not waiting:
+            self.woken.clear()
+            self.rotation.clear()
+            return
+        dirty = self.installer.dirty
+        woken, self.woken = self.woken, set()
+        for master in woken:
+            if master in shadow:
+                exp = waiting.pop(master, None)
+                if exp is not None:
+                    self.ready[master] = exp
+            elif master in dirty and master in waiting:  # requeued by the installer
+                self.woken.add(master)
+        rotation = self.rotation
+        for _ in range(len(rotation) if everything else min(SWEEP, len(rotation))):
+            master = rotation.popleft()
+            exp = waiting.get(master)
+            if exp is None:
+                continue  # gone (consumed, woken, master gone): a stale name
+            if exp.expires <= now:
+                del waiting[master]
+                self.counters["expect-expired-unsent"] += 1
+            elif master in shadow:
+                del waiting[master]
+                self.ready[master] = exp
+            else:
+                rotation.append(master)
+
+    def flush(self, now: float, everything: bool = False) -> int:
+        """Send what is due; returns the number of messages sent. ``everything``
+        (promotion): look at every waiting expectation, not only a slice."""
+        self._wake(now, everything)
         ops: list[tuple[str, Expectation, bytes]] = []
         shadow = self.installer.shadow
-        for master, exp in list(self.pending.items()):
+        for master, exp in list(self.ready.items()):
             if exp.expires <= now:
-                del self.pending[master]
+                del self.ready[master]
                 self.counters["expect-expired-unsent"] += 1
-            elif master in shadow:  # the kernel must hold the master first
+            elif master not in shadow:  # the master left the kernel again: wait for it
+                del self.ready[master]
+                self._wait(exp)
+            else:
                 timeout = max(1, math.ceil(exp.expires - now))
                 msg = encode_exp_new(
                     exp.master,
@@ -90,11 +176,11 @@ class ExpectInstaller:
             if kind == "delete":
                 c["expect-deleted" if not err else "expect-delete-gone"] += 1
                 continue
-            if self.pending.get(exp.master) == exp:
+            if self.ready.get(exp.master) == exp:
                 if err == errno.ENOENT:  # the master is not (yet) in the kernel: retry
                     c["expect-no-master"] += 1
                     continue
-                del self.pending[exp.master]
+                del self.ready[exp.master]
             if not err:
                 self.installed[exp.master] = exp
                 c["expect-installed"] += 1

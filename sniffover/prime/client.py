@@ -252,16 +252,40 @@ def listing_entries(text: str) -> list[SnapshotEntry]:
     return out
 
 
-def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snapshot:
+def ssh_destination(source: str) -> tuple[str, int]:
+    """``ssh://[user@]HOST[:PORT]`` -> (``[user@]HOST``, port). A user or host that starts
+    with ``-`` (ssh would take it for an option), or holds a blank, a control character
+    or a character no host name has, raises ValueError."""
     rest = source[len("ssh://") :].rstrip("/")
-    user, _, hostport = rest.rpartition("@")
-    host, port = parse_source(hostport, 22) if hostport else ("", 22)
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in rest):
+        raise ValueError(f"bad source {source!r}: blank or control character")
+    user, at, hostport = rest.rpartition("@")
+    try:
+        host, port = parse_source(hostport, 22) if hostport else ("", 22)
+    except PrimeError as exc:
+        raise ValueError(str(exc)) from None
     if not host:
-        raise PrimeError(f"bad source {source!r}: no host")
+        raise ValueError(f"bad source {source!r}: no host")
+    for what, text in (("user", user), ("host", host)):
+        if (at or what == "host") and (
+            not text
+            or text.startswith("-")
+            or any(
+                c.isspace() or ord(c) < 32 or ord(c) == 127 or c in "@/\\'\"`$;|&<>" for c in text
+            )
+        ):
+            raise ValueError(f"bad source {source!r}: unsafe ssh {what} {text!r}")
+    return (f"{user}@{host}" if user else host), port
+
+
+def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snapshot:
+    try:
+        target, port = ssh_destination(source)
+    except ValueError as exc:
+        raise PrimeError(str(exc)) from None
     ssh = shutil.which("ssh")
     if ssh is None:
         raise PrimeError("ssh not found on this machine")
-    target = f"{user}@{host}" if user else host
     cmd = [
         ssh,
         "-o",
@@ -271,6 +295,7 @@ def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snaps
         "-p",
         str(port),
         *ssh_options,
+        "--",  # the destination is never read as an option
         target,
         # the table, then the expectations (both families) if this conntrack lists them
         "conntrack -L -o extended && "

@@ -300,11 +300,15 @@ def test_listen_and_source_parsing() -> None:
 
 def test_metrics_listen_parsing() -> None:
     """``--metrics`` goes through the same parser, with its own rules: a port is required
-    and follows the last colon, ``:PORT`` is every address."""
+    and follows the last colon, ``:PORT`` is this host only (issue 13: it was every
+    address); every address only when asked."""
     from sniffover.agent.metrics import parse_listen as metrics_listen
 
     assert metrics_listen("127.0.0.1:9477") == ("127.0.0.1", 9477)
-    assert metrics_listen(":9477") == ("0.0.0.0", 9477)
+    assert metrics_listen(":9477") == ("127.0.0.1", 9477)
+    assert metrics_listen("[]:9477") == ("127.0.0.1", 9477)
+    assert metrics_listen("0.0.0.0:9477") == ("0.0.0.0", 9477)
+    assert metrics_listen("[::]:9477") == ("::", 9477)
     assert metrics_listen("[2001:db8::1]:9477") == ("2001:db8::1", 9477)
     assert metrics_listen("2001:db8::1:9477") == ("2001:db8::1", 9477)
     for bad in ("127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", "[::1]", "host:http"):
