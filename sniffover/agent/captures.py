@@ -17,6 +17,7 @@ from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
 from ..conntrack.packet import Packet
+from .anchors import parse_addrs, prime_host
 from .config import AgentConfig
 from .learning import MasterLearning, Net, local_macs, local_prefixes
 
@@ -77,6 +78,8 @@ class CaptureSet:
     ) -> None:
         self.cfg = cfg
         self.learning = learning
+        if not learning.addrs:  # the master's own addresses: its MAC answers ARP for them
+            learning.addrs = parse_addrs(cfg.master_addrs) or prime_host(cfg.prime_from)
         self.counters = counters  # the agent's
         self.open_capture = open_capture
         self.own_macs = own_macs

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 import tomllib
@@ -86,6 +87,11 @@ class AgentConfig:
     master_macs: list[str] = field(
         default_factory=list,
         metadata=_opt("master_mac", kind=list, from_option=lambda v: list(v or [])),
+    )
+    # the master's own IPv4 addresses: its MAC on each segment is the one answering ARP
+    master_addrs: list[str] = field(
+        default_factory=list,
+        metadata=_opt("master_addr", kind=list, from_option=lambda v: list(v or [])),
     )
     # Not options (no flag, no TOML key): these cannot be set today, on purpose.
     reprime_after_drops: bool = True
@@ -252,6 +258,19 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             mac_bytes(m)
     except ValueError as exc:
         raise CliError(f"--master-mac: {exc}") from None
+    try:
+        from .anchors import parse_addrs, prime_host
+
+        anchored = parse_addrs(cfg.master_addrs) or prime_host(cfg.prime_from)
+    except ValueError as exc:
+        raise CliError(f"--master-addr: {exc}") from None
+    present = all(os.path.exists(f"/sys/class/net/{i}") for i in cfg.ifaces)
+    # (a missing interface is reported by the capture, first)
+    if present and cfg.confirm != "off" and not cfg.master_macs and not anchored:
+        raise CliError(
+            "no trust anchor for the master: give --master-addr (its own address), "
+            "--master-mac, or --prime-from HOST; or --confirm off to trust the segment"
+        )
     if opts["prefilter"] not in ("none", "control"):
         raise CliError(f"--prefilter {opts['prefilter']!r}: expected none or control")
     try:
