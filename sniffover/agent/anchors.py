@@ -7,7 +7,7 @@ traffic elects whoever sends most of it. So the master's MAC is taken only from
 * ``--master-mac`` (configured), or
 * the MAC that answers ARP on that segment for one of the master's own addresses
   (``--master-addr``, else the ``--prime-from`` peer's address). The agent asks (an ARP
-  request from the capture interface, every second until answered, every 30 s after)
+  request from the capture interface, every 0.5 s until answered, every 30 s after)
   and watches every ARP frame claiming those addresses. Linux answers ARP for any of its
   addresses on any interface (``arp_ignore=0``, the default), so the master's sync
   address works too. Two MACs claiming the master's addresses within ``CONFLICT_WINDOW``
@@ -31,9 +31,9 @@ from collections.abc import Iterable
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 ETH_P_ARP = 0x0806
 CONFLICT_WINDOW = 10.0  # seconds: two MACs claiming the master's addresses within it
-ASK_UNRESOLVED = 1.0  # seconds between ARP requests while the master is unknown
+ASK_UNRESOLVED = 0.5  # seconds between ARP requests while the master is unknown
 ASK_RESOLVED = 30.0  # ... and once it is known (re-check)
-SETTLE = 1.0  # seconds a MAC must claim them, alone, before it is believed
+SETTLE = 0.5  # seconds a MAC must claim them, alone, before it is believed
 MAX_CLAIMS = 16  # distinct MACs remembered claiming the master's addresses
 SAMPLE = 32  # once resolved, the raw hook looks at 1 batch in SAMPLE (routed watch)
 

@@ -169,7 +169,10 @@ class CaptureSet:
             log.warning("%s: capturing again", iface)
 
     def warm_up(self, mono: float) -> None:
-        """Once the warm-up is over, switch every capture to the prefilter."""
+        """Once the warm-up is over, switch every capture to the prefilter. It counts from
+        the moment every segment's master is known (pickup before that may be cut short)."""
+        if self.prefilter_at is not None and self.learning.unknown(self.captures):
+            self.prefilter_at = max(self.prefilter_at, mono + self.cfg.warmup)
         if self.prefilter_at is not None and mono >= self.prefilter_at:
             self.prefilter_at = None
             self.bpf = self.bpf_pre
