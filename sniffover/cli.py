@@ -219,7 +219,15 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         type=option_type("master_mac"),
         metavar="MAC",
         help="the master firewall's MAC on a sniffed segment (repeat per segment); default: "
-        "learned from the traffic it routes",
+        "the MAC answering ARP for --master-addr",
+    )
+    g.add_argument(
+        "--master-addr",
+        action="append",
+        metavar="ADDR[,ADDR]",
+        help="the master firewall's own IPv4 address(es) (not a virtual one): on each segment "
+        "its MAC is the one answering ARP for them (default: the --prime-from host); one "
+        "of --master-addr, --master-mac, --prime-from HOST is needed unless --confirm off",
     )
     g.add_argument(
         "--prime-from",

@@ -17,6 +17,7 @@ from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
 from ..conntrack.packet import Packet
+from .anchors import parse_addrs, prime_host
 from .config import AgentConfig
 from .learning import MasterLearning, Net, local_macs, local_prefixes
 
@@ -77,6 +78,8 @@ class CaptureSet:
     ) -> None:
         self.cfg = cfg
         self.learning = learning
+        if not learning.addrs:  # the master's own addresses: its MAC answers ARP for them
+            learning.addrs = parse_addrs(cfg.master_addrs) or prime_host(cfg.prime_from)
         self.counters = counters  # the agent's
         self.open_capture = open_capture
         self.own_macs = own_macs
@@ -166,7 +169,10 @@ class CaptureSet:
             log.warning("%s: capturing again", iface)
 
     def warm_up(self, mono: float) -> None:
-        """Once the warm-up is over, switch every capture to the prefilter."""
+        """Once the warm-up is over, switch every capture to the prefilter. It counts from
+        the moment every segment's master is known (pickup before that may be cut short)."""
+        if self.prefilter_at is not None and self.learning.unknown(self.captures):
+            self.prefilter_at = max(self.prefilter_at, mono + self.cfg.warmup)
         if self.prefilter_at is not None and mono >= self.prefilter_at:
             self.prefilter_at = None
             self.bpf = self.bpf_pre

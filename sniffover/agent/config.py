@@ -198,6 +198,11 @@ class AgentConfig:
         default_factory=list,
         metadata=_opt("master_mac", kind=list, from_option=lambda v: list(v or []), check=_mac),
     )
+    # the master's own IPv4 addresses: its MAC on each segment is the one answering ARP
+    master_addrs: list[str] = field(
+        default_factory=list,
+        metadata=_opt("master_addr", kind=list, from_option=lambda v: list(v or [])),
+    )
     # Not options (no flag, no TOML key): these cannot be set today, on purpose.
     reprime_after_drops: bool = True
     # Every registered helper is on: its masters get the kernel's helper (CTA_HELP), and
@@ -455,6 +460,19 @@ def run_agent(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
 
     cfg = agent_config(opts, host_timeouts(opts["sysctl_dir"]))
     cfg.max_flows = cfg.max_flows or conntrack_max(opts["sysctl_dir"])
+    from .anchors import parse_addrs, prime_host
+
+    try:
+        anchored = parse_addrs(cfg.master_addrs) or prime_host(cfg.prime_from)
+    except ValueError as exc:
+        raise UsageError(f"--master-addr: {exc}") from None
+    present = all(os.path.exists(f"/sys/class/net/{i}") for i in cfg.ifaces)
+    # (a missing interface is reported by the capture, first)
+    if present and cfg.confirm != "off" and not cfg.master_macs and not anchored:
+        raise UsageError(
+            "no trust anchor for the master: give --master-addr (its own address), "
+            "--master-mac, or --prime-from HOST; or --confirm off to trust the segment"
+        )
     try:
         agent = Agent(cfg)
         return agent.run()

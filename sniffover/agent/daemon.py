@@ -370,14 +370,14 @@ class Agent:
             self.learning.learned(caps.captures, cf, now)
             cf.expire(now)
             self.learning.confirm_pending(cf)
-            waiting = [c.iface for c in caps.captures if c.learner is not None and c.frames]
+            waiting = self.learning.learning(caps.captures)
             if waiting and now - self.started > 10:
                 self.ratelog(
                     "learning",
                     logging.WARNING,
-                    "master firewall's MAC not known yet on %s: flows there are tracked but "
-                    "not installed (forwarding confirmation); give --master-mac, or --confirm "
-                    "off to trust the segment",
+                    "master firewall's MAC not known yet on %s (no single MAC answers ARP "
+                    "for its addresses): flows there are tracked but not installed, status "
+                    "is not ready; check --master-addr, or give --master-mac",
                     ", ".join(waiting),
                 )
         mono = self.clock.mono()

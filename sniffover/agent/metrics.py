@@ -44,6 +44,15 @@ class Metrics:
         self.skipped = Gauge(
             "sniffover_skipped_frames", "Undecodable frames by reason", ["reason"], registry=r
         )
+        self.master_events = Gauge(
+            "sniffover_master_events",
+            "Trust-anchor events: resolved, moved, conflict, routed-moved",
+            ["event"],
+            registry=r,
+        )
+        self.master_unknown = Gauge(
+            "sniffover_master_unknown", "Segments whose master's MAC is unknown", registry=r
+        )
         self._packets_seen = 0
         start_http_server(port, addr=host, registry=r)
 
@@ -62,5 +71,9 @@ class Metrics:
             self.frames.labels(iface).set(d["frames"])
         for kind, n in s["install"].items():
             self.install.labels(kind).set(n)
+        conf = s["confirm"]
+        for event in ("resolved", "moved", "conflict", "routed-moved"):
+            self.master_events.labels(event).set(conf.get(f"master-{event}", 0))
+        self.master_unknown.set(len(conf.get("learning", [])))
         for reason, n in s["skipped"].items():
             self.skipped.labels(reason).set(n)

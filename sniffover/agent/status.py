@@ -51,7 +51,9 @@ def build_status(agent: Agent, now: float) -> Status:
     # active counts as ready only when promoted through a path only root (or the admin
     # group) has: the control socket's peer check, or a signal
     promoted = agent.active and agent.promoted_by is not None
-    ready = (capturing or promoted) and agent.priming.primed is not False
+    # a segment whose master is unknown installs nothing: not ready (unless promoted)
+    anchored = agent.active or not agent.learning.unknown(caps.captures)
+    ready = (capturing or promoted) and agent.priming.primed is not False and anchored
     return {
         "ok": ready,
         "state": "active" if agent.active else "standby",
@@ -75,6 +77,8 @@ def build_status(agent: Agent, now: float) -> Status:
             "mode": "off" if cf is None else "both" if cf.two_segments else "mac",
             "master_macs": sorted(mac_text(m) for m in agent.learning.master),
             "learning": agent.learning.learning(caps.captures),
+            "anchors": agent.learning.info(caps.captures),
+            **dict(agent.learning.counters),
             **(dict(cf.counters) if cf else {}),
         },
         "ftp": {  # every helper's expectations (the key predates TFTP)

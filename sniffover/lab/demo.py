@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import CliError
-from .hub import Lab, LabError, stop_process
+from .hub import FW_INSIDE, Lab, LabError, stop_process
 
 
 @dataclass
@@ -41,6 +41,8 @@ def _agent(lab: Lab, log_path: str) -> subprocess.Popen[str]:
             "sniffover.cli",
             "--iface",
             "inside0",
+            "--master-addr",  # the trust anchor: fw1's own address (its MAC answers ARP)
+            FW_INSIDE["fw1"],
             stdout=subprocess.DEVNULL,
             stderr=log,
             text=True,

@@ -64,9 +64,25 @@ def tcp_frame(
     return dmac + smac + b"\x08\x00" + ip + tcp + payload
 
 
+def udp_frame(
+    dmac: bytes,
+    smac: bytes,
+    src: bytes,
+    dst: bytes,
+    sport: int,
+    dport: int,
+    ipid: int,
+    payload: bytes,
+) -> bytes:
+    udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ipid, 0, 63, 17, 0, src, dst)
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return dmac + smac + b"\x08\x00" + ip + udp
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sniffover.lab.forge")
-    p.add_argument("kind", choices=["handshake", "teardown", "synflood", "oow"])
+    p.add_argument("kind", choices=["handshake", "teardown", "synflood", "oow", "routed"])
     p.add_argument("--iface", required=True)
     p.add_argument("--smac", required=True, help="source MAC to put in the frames")
     p.add_argument("--dmac", required=True, help="destination MAC")
@@ -78,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ack", type=int, default=0)
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--rate", type=float, default=0.0, help="routed: frames per second")
     args = p.parse_args(argv)
     src, dst = _check(args.src), _check(args.dst)
     smac, dmac = mac(args.smac), mac(args.dmac)
@@ -137,6 +154,16 @@ def main(argv: list[str] | None = None) -> int:
                     b"y" * 100,
                 )
             )
+            sent += 1
+    elif args.kind == "routed":
+        # routed-looking UDP from this host's own MAC (off-subnet source, TTL 63), paced:
+        # what a bystander sends to be taken for the router
+        gap = 1.0 / args.rate if args.rate > 0 else 0.0
+        for i in range(count):
+            due = t0 + i * gap
+            if gap and due > time.monotonic():
+                time.sleep(due - time.monotonic())
+            s.send(udp_frame(dmac, smac, src, dst, 40000 + i % 1000, 53, i & 0xFFFF, b"q" * 20))
             sent += 1
     else:  # synflood: spoofed sources inside src's /24, random ports
         base = src[:3]

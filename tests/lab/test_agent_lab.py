@@ -18,9 +18,19 @@ import time
 
 import pytest
 
-from sniffover.lab.hub import Lab, client_ip, list_netns, server_ip, stop_process
+from sniffover.lab.hub import (
+    FW_INSIDE,
+    FW_OUTSIDE,
+    Lab,
+    client_ip,
+    list_netns,
+    server_ip,
+    stop_process,
+)
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
+
+MASTER_ADDRS = f"{FW_INSIDE['fw1']},{FW_OUTSIDE['fw1']}"
 
 LINE = re.compile(
     r"^(?P<proto>\w+)\s+\d+\s+\d+\s+(?:(?P<state>[A-Z_]+)\s+)?src=(?P<src>\S+) dst=(?P<dst>\S+) "
@@ -52,6 +62,8 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         "inside0",
         "--stats-interval",
         "5",
+        # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
+        *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
         *extra,
         stdout=subprocess.DEVNULL,
         stderr=log,
