@@ -2,8 +2,10 @@
 # Install sniffover with the distribution's own python3 (Debian 12 and alike), as root.
 #
 #   ./install.sh            the product: a venv in /opt/sniffover (PEP 668 forbids pip in the
-#                           system python), /usr/local/sbin/sniffover, the system user "sniffover",
-#                           /etc/sniffover/ (0750 root:sniffover) with an example config
+#                           system python), /usr/local/sbin/sniffover, sniffover(8), the system
+#                           user "sniffover", /etc/sniffover/ (0750 root:sniffover) with an example
+#                           config, the units sniffover.service (standby) and sniffover-serve.service
+#                           (master) in /etc/systemd/system (not enabled)
 #   ./install.sh --dev      a development checkout: .venv here with the test tools, an editable
 #                           build (the compiled modules beside their source), the lab's programs
 #
@@ -24,7 +26,7 @@ while [ $# -gt 0 ]; do
         --prefix=*) prefix=${1#--prefix=} ;;
         --pure) export SNIFFOVER_PURE=1 ;;
         --no-apt) apt=no ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -eu/{/^#/p}' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -74,6 +76,15 @@ if ! compiled_check "$prefix/bin/python"; then
     say "WARNING: the hot path was not compiled (no compiler, headers or mypyc?): pure Python runs, same behaviour, ~6x slower"
 fi
 ln -sf "$prefix/bin/sniffover" /usr/local/sbin/sniffover
+install -d /usr/local/share/man/man8
+"$prefix/bin/sniffover" manpage > /usr/local/share/man/man8/sniffover.8
+# the units (not enabled: the operator edits the config, then `systemctl enable --now`)
+if [ -d /etc/systemd/system ]; then
+    for unit in sniffover.service sniffover-serve.service; do
+        install -m 0644 "$here/sniffover/examples/$unit" "/etc/systemd/system/$unit"
+    done
+    if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+fi
 
 if ! getent passwd sniffover >/dev/null; then
     useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \

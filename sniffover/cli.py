@@ -352,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sub)
     add_bench_arguments(sub)
     add_check_arguments(sub)
+    sub.add_parser(
+        "manpage",
+        help="print the sniffover(8) man page (roff), generated from this --help",
+        description="Prints the man page in roff: sniffover manpage > sniffover.8",
+    )
     st = sub.add_parser(
         "status",
         help="show the running agent's state; exit 0 only if it is up and capturing",
@@ -457,6 +462,12 @@ def cmd_serve_lazy(args: argparse.Namespace) -> int:
     return cmd_serve(args)
 
 
+def cmd_manpage_lazy(args: argparse.Namespace) -> int:
+    from .manpage import cmd_manpage
+
+    return cmd_manpage(args)
+
+
 def cmd_check_lazy(args: argparse.Namespace) -> int:
     from .check import cmd_check
 
@@ -477,6 +488,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "serve": cmd_serve_lazy,
     "check": cmd_check_lazy,
+    "manpage": cmd_manpage_lazy,
 }
 
 

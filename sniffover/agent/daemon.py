@@ -36,7 +36,7 @@ from .learning import MasterLearning
 from .pipeline import REORDER, Pipeline, timeouts_for
 from .priming import Fetch, PrimeController, fetch_snapshot
 from .status import Status, build_status
-from .util import GC_FREEZE_EVERY, Clock, RateLimited, settle_gc, start_gc
+from .util import GC_FREEZE_EVERY, Clock, RateLimited, sd_notify, settle_gc, start_gc
 
 log = logging.getLogger("sniffover.agent")
 
@@ -67,6 +67,7 @@ class Agent:
         self.promoted_by: str | None = None  # "control uid N" | "signal from uid N"
         self.counters: Counter[str] = Counter()
         self.started = clock.wall()
+        self.notified = False  # systemd was told READY=1 (Type=notify)
         self.ratelog = RateLimited(log, clock=clock.mono)
         self.sock: CtnlSocket | None = None
         if cfg.install:
@@ -399,6 +400,11 @@ class Agent:
                 )
         if self.metrics is not None:
             self.metrics.update(self)
+        if not self.notified and self.status()["ok"]:
+            # systemd's Type=notify: the unit is started only once the standby is ready
+            # (capturing, primed when asked, every segment's master known)
+            sd_notify("READY=1")
+            self.notified = True
 
     def _log_stats(self) -> None:
         s = self.status()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -83,3 +85,20 @@ class RateLimited:
         n = self.suppressed.pop(key, 0)
         self.last[key] = now
         self.logger.log(level, msg + (f" (+{n} similar suppressed)" if n else ""), *args)
+
+
+def sd_notify(state: str, environ: dict[str, str] | None = None) -> bool:
+    """Tell systemd (``Type=notify``) ``state``, e.g. "READY=1"; False when not run by it.
+
+    The protocol is one datagram to the AF_UNIX socket named in ``NOTIFY_SOCKET`` (a leading
+    "@" means the abstract namespace); no library needed."""
+    path = (os.environ if environ is None else environ).get("NOTIFY_SOCKET", "")
+    if not path or path[0] not in "/@":
+        return False
+    addr = "\0" + path[1:] if path[0] == "@" else path
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+            s.sendto(state.encode(), addr)
+    except OSError:
+        return False
+    return True

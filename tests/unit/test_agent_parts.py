@@ -5,6 +5,8 @@ switch. Sockets, captures and the clock are fakes injected into ``Agent``."""
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections import Counter
@@ -465,3 +467,46 @@ def test_a_big_cold_start_commits_through_a_second_socket():
     assert len(socks) == 2 and socks[1].closed and not socks[0].closed
     assert len(socks[0].sent) + len(socks[1].sent) == n and len(socks[1].sent) > 0
     assert agent.pipeline.installer is not None and len(agent.pipeline.installer.shadow) == n
+
+
+# --- systemd readiness ----------------------------------------------------------------------
+
+
+def test_sd_notify_datagram(tmp_path: Any) -> None:
+    from sniffover.agent.util import sd_notify
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(path)
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": path})
+        assert s.recv(64) == b"READY=1"
+    name = f"sniffover-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        assert sd_notify("READY=1", {"NOTIFY_SOCKET": "@" + name})
+        assert s.recv(64) == b"READY=1"
+    assert not sd_notify("READY=1", {})
+    assert not sd_notify("READY=1", {"NOTIFY_SOCKET": "relative"})
+
+
+def test_systemd_hears_ready_once_the_prime_is_done(tmp_path: Any, monkeypatch: Any) -> None:
+    path = str(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", path)
+    fc = FakeClock()
+    pulls = Pulls([entry(p) for p in range(7000, 7003)])
+    gate = pulls.gate = threading.Event()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(path)
+        s.setblocking(False)
+        agent, _ = make(fc, pulls, prime_from="master")
+        agent.start()
+        agent.tick()
+        with pytest.raises(BlockingIOError):  # capturing, but the pull still runs: not ready
+            s.recv(64)
+        gate.set()
+        wait_pull(agent)
+        agent.tick()
+        assert s.recv(64) == b"READY=1"
+        agent.tick()
+        with pytest.raises(BlockingIOError):  # once
+            s.recv(64)

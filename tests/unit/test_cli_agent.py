@@ -26,7 +26,10 @@ def test_help_explains_every_option():
 
 
 def test_example_config_loads_and_flags_override(tmp_path):
-    assert load_config(str(EXAMPLES / "sniffover.toml")) == {"iface": ["inside0"]}
+    assert load_config(str(EXAMPLES / "sniffover.toml")) == {
+        "iface": ["inside0"],
+        "master_addr": ["192.0.2.2"],
+    }
     cfg = tmp_path / "s.toml"
     cfg.write_text('iface = "eth7"\nflush-interval = 1\nmark = "0x10"\nlog_format = "json"\n')
     args = build_parser().parse_args(["--config", str(cfg), "--log-format", "text"])
