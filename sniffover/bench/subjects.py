@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..lab.hub import (
+    FW_INSIDE,
     FW_SYNC,
     SYNC_IF,
     Lab,
@@ -138,10 +139,11 @@ class Cold(Subject):
 class Sniffover(Subject):
     name = "sniffover"
     description = "fw2: sniffover --iface inside0 (sniffing only, mid-stream pickup)"
+    # the trust anchor for forwarding confirmation: fw1's own address on the segment
     prime = False
 
     def _agent_args(self) -> list[str]:
-        return ["--iface", "inside0", "--stats-interval", "60"]
+        return ["--iface", "inside0", "--master-addr", FW_INSIDE["fw1"], "--stats-interval", "60"]
 
     def start_standby(self) -> None:
         log = self._log("agent.log")

@@ -184,7 +184,18 @@ def test_a_squatted_path_is_not_believed_and_not_deleted(pair: Pair, shared_dir:
     os.unlink(path)
     with open(path, "w") as f:
         f.write("keep")
-    r = pair.run(pair.a, *CLI, "--iface", "snc0", "--no-install", "--control", path, check=False)
+    r = pair.run(
+        pair.a,
+        *CLI,
+        "--iface",
+        "snc0",
+        "--no-install",
+        "--confirm",
+        "off",
+        "--control",
+        path,
+        check=False,
+    )
     assert r.returncode == 1 and "not a socket" in r.stderr, r.stderr
     with open(path) as f:
         assert f.read() == "keep"

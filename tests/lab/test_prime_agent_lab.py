@@ -17,7 +17,7 @@ import time
 import pytest
 
 from sniffover.lab.hub import FW_SYNC, Lab, stop_process
-from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent, table
+from tests.lab.test_agent_lab import MASTER_ADDRS, agent_log, sniffover_ctl, start_agent, table
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
@@ -120,6 +120,8 @@ def test_wrong_key_and_unreachable_master_install_nothing(tmp_path) -> None:
                     "sniffover.cli",
                     "--iface",
                     "inside0",
+                    "--master-addr",
+                    MASTER_ADDRS,
                     "--prime-required",
                     *extra,
                     check=False,
@@ -153,6 +155,8 @@ def test_connection_closed_during_the_pull_is_not_resurrected(tmp_path) -> None:
             "sniffover.cli",
             "--iface",
             "inside0",
+            "--master-addr",
+            MASTER_ADDRS,
             "--prime-from",
             str(fifo),
             stdout=subprocess.DEVNULL,

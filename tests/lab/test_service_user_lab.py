@@ -17,7 +17,7 @@ import pytest
 
 from sniffover.lab import netns
 
-pytestmark = pytest.mark.requires("ip", "setpriv")
+pytestmark = pytest.mark.requires("ip", "setpriv", "unshare", "nsenter")
 
 ROOT = Path(__file__).resolve().parents[2]
 AS_SERVICE = [
@@ -76,6 +76,7 @@ def caps(pid: int) -> dict[str, str]:
 def test_agent_runs_as_a_service_user_with_ambient_capabilities():
     tmp = Path(tempfile.mkdtemp(prefix="snfsvc-"))
     os.chmod(tmp, 0o755)
+    os.makedirs("/run/sniffover", exist_ok=True)  # the mount point (as any agent makes it)
     ns = netns.create(netns.base_name("snflab-") + "-svc")
     proc = None
     try:
@@ -88,7 +89,28 @@ def test_agent_runs_as_a_service_user_with_ambient_capabilities():
         log = tmp / "agent.log"
         with open(log, "w") as out:
             proc = subprocess.Popen(
-                [*netns.exec_argv(ns, *AS_SERVICE, python, "-m", "sniffover.cli"), "-i", "in0"],
+                # systemd's RuntimeDirectory=sniffover, in a mount namespace of the agent's:
+                # /run/sniffover owned by the service user, 0750
+                netns.exec_argv(
+                    ns,
+                    "unshare",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    "mount -t tmpfs -o mode=0750,uid=65534,gid=65534 tmpfs /run/sniffover"
+                    ' && exec "$@"',
+                    "sh",
+                    *AS_SERVICE,
+                    python,
+                    "-m",
+                    "sniffover.cli",
+                    "-i",
+                    "in0",
+                    "--master-mac",
+                    "02:00:00:00:00:01",
+                ),
                 env=env,
                 cwd="/",
                 stdout=subprocess.DEVNULL,
@@ -108,8 +130,20 @@ def test_agent_runs_as_a_service_user_with_ambient_capabilities():
         assert int(st["CapEff"], 16) == int(st["CapPrm"], 16) == 0x3000, st  # net_admin+raw
         assert int(st["CapAmb"], 16) == 0 and int(st["CapInh"], 16) == 0, st
         assert st["NoNewPrivs"] == "1", st
+        # root's status, in the agent's mount namespace: it believes the socket's server
+        # because that user owns /run/sniffover (only root could have made it so)
         status = subprocess.run(
-            netns.exec_argv(ns, sys.executable, "-m", "sniffover.cli", "status"),
+            netns.exec_argv(
+                ns,
+                "nsenter",
+                "--mount",
+                f"--target={proc.pid}",
+                "--",
+                sys.executable,
+                "-m",
+                "sniffover.cli",
+                "status",
+            ),
             capture_output=True,
             text=True,
             timeout=30,
