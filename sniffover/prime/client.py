@@ -289,6 +289,10 @@ def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snaps
     host, port = parse_source(hostport, 22) if hostport else ("", 22)
     if not host:
         raise PrimeError(f"bad source {source!r}: no host")
+    for part in (user, host):
+        # ssh would take "-oProxyCommand=..." as an option (finding 11); "--" below too
+        if part.startswith("-") or any(c.isspace() or not c.isprintable() for c in part):
+            raise PrimeError(f"bad source {source!r}: {part!r} is not a user or host name")
     ssh = shutil.which("ssh")
     if ssh is None:
         raise PrimeError("ssh not found on this machine")
@@ -302,6 +306,7 @@ def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snaps
         "-p",
         str(port),
         *ssh_options,
+        "--",
         target,
         # the table, then the expectations (both families) if this conntrack lists them
         "conntrack -L -o extended && "

@@ -355,3 +355,32 @@ def test_log_limiter() -> None:
     clock.now += 11
     assert lim.warning("x", "again")
     assert got == ["line 0", "line 1", "line 2", "2 more x lines suppressed in 11 s", "again"]
+
+
+def test_ssh_user_and_host_never_become_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The review's finding 11: ``ssh://-oProxyCommand=...`` reached ssh as an option."""
+    import subprocess
+
+    from sniffover.prime import client
+
+    argvs: list[list[str]] = []
+
+    def run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[bytes]:
+        argvs.append(argv)
+        return subprocess.CompletedProcess(argv, 0, LISTING.encode(), b"")
+
+    monkeypatch.setattr(client.subprocess, "run", run)
+    monkeypatch.setattr(client.shutil, "which", lambda _n: "/usr/bin/ssh")
+    for bad in (
+        f"ssh://-oProxyCommand=touch {tmp_path}/pwned",
+        "ssh://-E/tmp/x@fw1",
+        "ssh://root@fw1\tx",
+    ):
+        with pytest.raises(PrimeError, match="is not a user or host name"):
+            fetch(bad, None, timeout=1, retries=0)
+    assert argvs == []
+    assert fetch("ssh://root@fw1:2222", None, timeout=1, retries=0).count == 1
+    (argv,) = argvs
+    assert argv[argv.index("--") + 1] == "root@fw1"
