@@ -457,9 +457,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_lazy(args: argparse.Namespace) -> int:
-    from .prime.server import cmd_serve
+    import os
+    import pwd
 
-    return cmd_serve(args)
+    from .agent.privs import drop_privileges
+    from .prime.server import DEFAULT_USERS, cmd_serve
+
+    user = args.user
+    if user is None:
+        known = {p.pw_name for p in pwd.getpwall()}
+        user = next((u for u in DEFAULT_USERS if u in known), DEFAULT_USERS[-1])
+
+    def drop() -> list[str]:
+        # root: become ``user`` keeping CAP_NET_ADMIN (the dump); started unprivileged
+        # (e.g. a unit's User= with ambient capabilities): keep what is needed of what it has
+        if os.geteuid() == 0:
+            return drop_privileges(("CAP_NET_ADMIN",), user)
+        return [f"not started as root: running as uid {os.geteuid()} unchanged"]
+
+    return cmd_serve(args, drop)
 
 
 def cmd_manpage_lazy(args: argparse.Namespace) -> int:

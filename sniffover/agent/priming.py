@@ -65,6 +65,21 @@ class PrimeController:
         self.last_drop_prime = -1e9  # monotonic time of the last re-prime after drops
         self.successes = 0  # successful pulls
         self.fatal: str | None = None  # --prime-required and the first pull failed
+        self.key = self._read_key()
+
+    def _read_key(self) -> str | bytes | None:
+        """The key itself, read now: the agent is built before it drops privileges, and a
+        root-owned 0600 key is unreadable after the drop. If it cannot be read now, the
+        path is kept and each pull reports why (one line), as before."""
+        from ..errors import PrimeError
+        from ..prime.handshake import read_key
+
+        if not self.cfg.key_file or not self.cfg.prime_from:
+            return self.cfg.key_file
+        try:
+            return read_key(self.cfg.key_file, PrimeError)
+        except PrimeError:
+            return self.cfg.key_file
 
     def finished(self) -> bool:
         """A pull ended whose result ``finish`` has not taken yet."""
@@ -79,7 +94,7 @@ class PrimeController:
 
         fetch = self.fetch
         pipe = self.pipeline
-        source, key, timeout = self.cfg.prime_from, self.cfg.key_file, self.cfg.prime_timeout
+        source, key, timeout = self.cfg.prime_from, self.key, self.cfg.prime_timeout
         # a cold start (table empty, packets held) also encodes the kernel's messages while
         # the pull runs; a re-prime over a live table stages the entries only
         cold = buffer and len(pipe.table) == 0

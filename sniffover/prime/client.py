@@ -7,9 +7,14 @@
 * ``ssh://[user@]HOST[:PORT]`` - runs ``conntrack -L -o extended`` there with the system
   ``ssh`` (BatchMode, ConnectTimeout), then ``conntrack -L expect`` (both families; its
   failure is ignored), and parses the text;
-* a file path - a saved ``conntrack -L`` text dump (with or without ``-o extended``,
-  optionally with ``conntrack -L expect`` lines; taken at the file's mtime) or a stream
-  saved by ``fetch(..., save_to=...)``.
+* ``file:PATH`` or an absolute path - a saved ``conntrack -L`` text dump (with or
+  without ``-o extended``, optionally with ``conntrack -L expect`` lines; taken at the
+  file's mtime) or a stream saved by ``fetch(..., save_to=...)``.
+
+The type is in the text, never in the filesystem (``parse_prime_source``): a bare
+``HOST[:PORT]`` is a host even when a file of that name is in the working directory
+(it was once read instead, with no key), and a relative path without ``file:`` is an
+error that says how to write it.
 
 Everything is all-or-nothing: a serve stream comes in chunks, each authenticated (MAC
 over everything before it) before it is decoded and handed to the caller's sink, and the
@@ -43,6 +48,7 @@ from .handshake import (
     MAGIC,
     NONCE_LEN,
     PROTOCOL_VERSION,
+    STATUS_BUSY,
     STATUS_OK,
     client_proof,
     parse_hostport,
@@ -113,6 +119,29 @@ def parse_source(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]
     return parse_hostport(text, f"bad source {text!r}", default_port, min_port=1, error=PrimeError)
 
 
+def parse_prime_source(text: str) -> tuple[str, str]:
+    """The kind of a ``--prime-from`` value and what it names, from the text alone:
+    ``("ssh", text)``, ``("file", PATH)`` for ``file:PATH`` or an absolute path, or
+    ``("serve", text)`` for ``HOST[:PORT]`` (checked). PrimeError for anything else,
+    e.g. a relative path written the old way."""
+    if text.startswith("ssh://"):
+        return "ssh", text
+    if text.startswith("file:"):
+        path = text[len("file:") :]
+        if not path:
+            raise PrimeError(f"bad source {text!r}: file: needs a path")
+        return "file", path
+    if text.startswith("/"):
+        return "file", text
+    if "/" in text or text.startswith("."):
+        raise PrimeError(
+            f"bad source {text!r}: a relative path; write file:{text} (or an absolute "
+            "path) to read a file, HOST[:PORT] for sniffover serve"
+        )
+    parse_source(text)
+    return "serve", text
+
+
 def _recv_exact(sock: socket.socket, n: int, what: str, deadline: float) -> bytes:
     """``recv_exact``, its failures as retryable "truncated stream" errors naming ``what``."""
     try:
@@ -162,6 +191,8 @@ def pull(
         except OSError as exc:
             raise _Retryable(f"{host}:{port}: {exc.strerror or exc}") from None
         answer = _recv_exact(sock, 1 + MAC_LEN, "the authentication answer", deadline)
+        if answer[0] == STATUS_BUSY:
+            raise _Retryable(f"{host}:{port} is busy (every pull slot taken)")
         if answer[0] != STATUS_OK:
             raise PrimeError(f"authentication failed at {host}:{port} (wrong key?)")
         if not hmac.compare_digest(answer[1:], server_proof(key, sn, cn)):
@@ -324,7 +355,7 @@ def _fetch_ssh(source: str, timeout: float, ssh_options: Sequence[str]) -> Snaps
     return Snapshot(entries, taken_at, source, len(proc.stdout), took, exps, len(entries))
 
 
-def _fetch_file(path: str, key_file: str | None) -> Snapshot:
+def _fetch_file(path: str, key_file: str | bytes | None) -> Snapshot:
     t0 = time.perf_counter()
     try:
         with open(path, "rb") as f:
@@ -335,7 +366,7 @@ def _fetch_file(path: str, key_file: str | None) -> Snapshot:
     if data.startswith(SAVE_MAGIC):
         if key_file is None:
             raise PrimeError(f"{path}: a saved stream needs the key file to authenticate it")
-        key = read_key(key_file, PrimeError)
+        key = key_file if isinstance(key_file, bytes) else read_key(key_file, PrimeError)
         o = len(SAVE_MAGIC)
         sn, cn = data[o : o + NONCE_LEN], data[o + NONCE_LEN : o + 2 * NONCE_LEN]
         taken_at, entries, exps = decode_stream_full(
@@ -359,7 +390,7 @@ def _fetch_file(path: str, key_file: str | None) -> Snapshot:
 
 def fetch(
     source: str,
-    key_file: str | None,
+    key_file: str | bytes | None,
     timeout: float = 10.0,
     retries: int = 3,
     *,
@@ -370,6 +401,7 @@ def fetch(
 ) -> Snapshot:
     """The master's table from ``source`` (see the module docstring); PrimeError on failure.
 
+    ``key_file`` may be the key itself (bytes), read before privileges were dropped.
     ``retries`` extra attempts after connection failures, waiting ``backoff`` seconds,
     doubled each time (at most 5 s); authentication and format errors are final.
     ``save_to`` keeps a pulled serve stream for a later ``fetch(save_to, key_file)``.
@@ -378,15 +410,16 @@ def fetch(
     sink's staging may be applied only once ``fetch`` has returned.
     """
     out = sink if sink is not None else _Collect()
-    if source.startswith("ssh://"):
+    kind, what = parse_prime_source(source)
+    if kind == "ssh":
         attempt = lambda: _fetch_ssh(source, timeout, ssh_options)  # noqa: E731
-    elif os.path.exists(source) or os.sep in source:
-        attempt = lambda: _fetch_file(source, key_file)  # noqa: E731
+    elif kind == "file":
+        attempt = lambda: _fetch_file(what, key_file)  # noqa: E731
         retries = 0
     else:
         if key_file is None:
             raise PrimeError(f"{source}: pulling from sniffover serve needs a key file")
-        key = read_key(key_file, PrimeError)
+        key = key_file if isinstance(key_file, bytes) else read_key(key_file, PrimeError)
         attempt = lambda: _fetch_serve(source, key, timeout, save_to, out)  # noqa: E731
     delay = backoff
     for n in range(max(0, retries) + 1):

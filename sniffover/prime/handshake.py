@@ -1,6 +1,7 @@
 """The prime protocol's handshake, shared by both ends (``server.py`` describes the exchange).
 
-Constants of the greeting, the key proofs both sides compute, the per-session stream key,
+Constants of the greeting, the key proofs both sides compute, the per-session stream key
+(the AEAD key of ``stream``),
 the pre-shared key file, the bounded receive both ends read with, and the one
 ``HOST[:PORT]`` parser (``serve --listen``, ``--prime-from``, ``--metrics``). Imports
 neither end: the client and the server import this.
@@ -8,6 +9,7 @@ neither end: the client and the server import this.
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import socket
@@ -18,13 +20,15 @@ import time
 from ..errors import CliError
 
 DEFAULT_PORT = 7445
-PROTOCOL_VERSION = 2  # 2: the stream comes in authenticated chunks (snapstream)
+PROTOCOL_VERSION = 3  # 3: the stream is encrypted (ChaCha20-Poly1305); 2 was plaintext
 MAGIC = b"SNFOVR"
 NONCE_LEN = 32
 HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce
 STATUS_OK = 0
 STATUS_AUTH_FAILED = 1
+STATUS_BUSY = 2  # authenticated, but every pull slot is taken: try again later
 MAX_KEY_BYTES = 4096
+MIN_KEY_BYTES = 16  # a 2-byte key fell to online guessing in 442 tries
 
 
 def client_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
@@ -36,32 +40,52 @@ def server_proof(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
 
 
 def stream_key(key: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
-    return hmac.digest(key, b"sniffover-stream" + server_nonce + client_nonce, "sha256")
+    """The 32-byte ChaCha20-Poly1305 key of one session (both nonces are fresh)."""
+    return hmac.digest(key, b"sniffover-stream-v3" + server_nonce + client_nonce, "sha256")
 
 
 def read_key(path: str, error: type[Exception] = CliError) -> bytes:
-    """The pre-shared key in ``path``; refuses a missing, empty or group/world-accessible file."""
+    """The pre-shared key in ``path``, checked on the open file (no stat-then-open race).
+
+    Refused: a symlink (``O_NOFOLLOW``), anything but a regular file, a file owned by
+    someone other than root or the running user, any group/other permission bit, and
+    fewer than ``MIN_KEY_BYTES`` of key material (blanks around it ignored). Read it
+    before dropping privileges: a root-owned 0600 key is unreadable afterwards.
+    """
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise error(f"key file {path}: is a symbolic link (give the real file)") from None
         raise error(f"key file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise error(f"key file {path}: not a regular file")
-    if st.st_mode & 0o077:
-        raise error(
-            f"key file {path}: accessible by group/others (mode {st.st_mode & 0o777:04o}); "
-            "chmod 600 it"
-        )
-    try:
-        with open(path, "rb") as f:
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"key file {path}: not a regular file")
+        if st.st_uid not in (0, os.geteuid()):
+            raise error(
+                f"key file {path}: owned by uid {st.st_uid}, not by root or this user "
+                f"(uid {os.geteuid()}); chown it"
+            )
+        if st.st_mode & 0o077:
+            raise error(
+                f"key file {path}: accessible by group/others (mode {st.st_mode & 0o777:04o}); "
+                "chmod 600 it"
+            )
+        try:
             key = f.read(MAX_KEY_BYTES + 1)
-    except OSError as exc:
-        raise error(f"key file {path}: {exc.strerror}") from None
+        except OSError as exc:
+            raise error(f"key file {path}: {exc.strerror}") from None
     key = key.strip()
     if not key:
         raise error(f"key file {path}: empty")
     if len(key) > MAX_KEY_BYTES:
         raise error(f"key file {path}: longer than {MAX_KEY_BYTES} bytes")
+    if len(key) < MIN_KEY_BYTES:
+        raise error(
+            f"key file {path}: {len(key)} bytes, at least {MIN_KEY_BYTES} needed "
+            "(e.g. head -c 32 /dev/urandom | base64 > FILE)"
+        )
     return key
 
 

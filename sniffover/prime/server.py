@@ -2,26 +2,32 @@
 
 A small read-only TCP service. Each connection is one pull:
 
-1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian) + 32-byte server nonce
+1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian, 3) + 32-byte
+   server nonce
 2. client -> server: 32-byte client nonce + ``HMAC(key, b"sniffover-client" + sn + cn)``
-3. server -> client: one status byte (0 = ok, 1 = authentication failed) + 32 bytes:
-   ``HMAC(key, b"sniffover-server" + sn + cn)`` on success (zeros otherwise, then close)
-4. server -> client: the table as it is dumped, in authenticated chunks (format version
-   2, see ``snapstream``): a header with the dump time, frames of ~2,000 entries each
-   sealed by ``HMAC(HMAC(key, b"sniffover-stream" + sn + cn), everything before it)``,
-   the master's expectations, and an end frame with the entry count. A chunk is sent
-   as soon as the kernel dump has produced it, so the standby works on it meanwhile.
+3. server -> client: one status byte (0 = ok, 1 = authentication failed, 2 = every pull
+   slot busy) + 32 bytes: ``HMAC(key, b"sniffover-server" + sn + cn)`` on success
+   (zeros otherwise, then close)
+4. server -> client: the table as it is dumped, encrypted in chunks (format version 3,
+   see ``stream``): ChaCha20-Poly1305 keyed by ``HMAC(key, b"sniffover-stream-v3" + sn
+   + cn)``, one sequence-numbered frame per ~2,000 entries, the master's expectations,
+   and an end frame with the entry count. A chunk is sent as soon as the kernel dump
+   has produced it, so the standby works on it meanwhile.
 
 Both sides prove knowledge of the pre-shared key with fresh nonces (constant-time
-compares); the stream MAC is keyed per session, so a recorded stream cannot be replayed
-to another pull, and truncation or tampering fails the MAC. Every read has a timeout,
-requests have fixed sizes, at most ``max_clients`` pulls run at once (extra connections
-are closed at once), one dump per pull. One log line per pull.
+compares); the stream key is per session, so a recorded stream cannot be replayed to
+another pull, and nobody on the sync link reads the table. Before authentication a
+connection has ``auth_timeout`` (2 s) for its 64 bytes and sits in a bounded pool
+(``admission``: per-source limit, the oldest evicted rather than the newcomer refused,
+failed authentications throttled per source); after it, at most ``max_clients`` pulls
+run at once, one dump each, every read and write bounded by ``timeout``. One log line
+per pull; refusals and failures are rate-limited.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import hmac
 import logging
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 
 from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from ..errors import EXIT_ERROR, CliError
+from .admission import MAX_PENDING, PER_SOURCE, Admission, LogLimiter, Pending
 from .handshake import (
     DEFAULT_PORT,
     HELLO,
@@ -43,6 +50,7 @@ from .handshake import (
     NONCE_LEN,
     PROTOCOL_VERSION,
     STATUS_AUTH_FAILED,
+    STATUS_BUSY,
     STATUS_OK,
     client_proof,
     parse_listen,
@@ -54,6 +62,9 @@ from .handshake import (
 from .stream import CHUNK_ENTRIES, HEADER, MAC_LEN, StreamWriter, chunked
 
 log = logging.getLogger("sniffover.serve")
+
+EVICTED = "evicted before authenticating (pre-authentication slots full)"
+AUTH_TIMEOUT = 2.0  # s for the 64-byte request after the greeting (one round trip)
 
 
 Dumper = Callable[[], Iterable[SnapshotEntry]]  # may be lazy: sent as it comes
@@ -99,12 +110,18 @@ class Server:
         *,
         max_clients: int = 4,
         timeout: float = 10.0,
+        auth_timeout: float = AUTH_TIMEOUT,
+        max_pending: int = MAX_PENDING,
+        per_source: int = PER_SOURCE,
         dump: Dumper | None = None,
         dump_expect: ExpectDumper | None = None,
     ) -> None:
         host, port = parse_listen(listen)
         self.key = key
         self.timeout = timeout
+        self.auth_timeout = min(auth_timeout, timeout)
+        self.admission = Admission(max_pending, per_source)
+        self.limited = LogLimiter(log)
         self.dump = dump or default_dumper
         # the kernel's expectations go with the kernel's table; a test's own dumper
         # sends none (no section) unless it brings its own
@@ -124,7 +141,7 @@ class Server:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             self.sock.bind(addr)
-            self.sock.listen(16)
+            self.sock.listen(128)  # a burst of connects is accepted, then evicted
         except OSError as exc:
             self.sock.close()
             raise CliError(f"cannot listen on {listen}: {exc.strerror}") from None
@@ -150,7 +167,7 @@ class Server:
     def serve_forever(self) -> None:
         while not self.stop_event.is_set():
             try:
-                conn, peer = self.sock.accept()
+                conn, addr = self.sock.accept()
             except TimeoutError:
                 continue
             except OSError:
@@ -158,77 +175,61 @@ class Server:
                     return
                 time.sleep(0.05)
                 continue
-            if not self.slots.acquire(blocking=False):
-                log.warning("pull from %s refused: %s clients busy", _peer(peer), "max")
+            peer = _peer(addr)
+            entry, evicted, why = self.admission.admit(conn, addr[0])
+            for old in evicted:  # its handler sees the shutdown and ends
+                with contextlib.suppress(OSError):
+                    old.sock.shutdown(socket.SHUT_RDWR)
+            if entry is None:
+                self.limited.warning("refused", "connection from %s refused: %s", peer, why)
                 conn.close()
                 continue
-            threading.Thread(target=self._run, args=(conn, peer), daemon=True).start()
+            threading.Thread(target=self.handle, args=(conn, peer, entry), daemon=True).start()
 
-    def _run(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        try:
-            self.handle(conn, _peer(peer))
-        finally:
-            self.slots.release()
-
-    def handle(self, conn: socket.socket, peer: str) -> PullStats:
-        """One pull over ``conn`` (closed at the end); logs one line, returns the figures."""
+    def handle(self, conn: socket.socket, peer: str, entry: Pending | None = None) -> PullStats:
+        """One pull over ``conn`` (closed at the end); logs one line, returns the figures.
+        ``entry``: its place in the pre-authentication pool (``serve_forever``)."""
+        source = entry.source if entry is not None else peer
         t0 = time.perf_counter()
         cpu0 = resource.getrusage(resource.RUSAGE_THREAD)
         stats = PullStats(peer, 0, 0, 0.0, 0.0, False)
         why = ""
         try:
-            conn.settimeout(self.timeout)
+            conn.settimeout(self.auth_timeout)
             sn = secrets.token_bytes(NONCE_LEN)
             conn.sendall(HELLO.pack(MAGIC, PROTOCOL_VERSION, sn))
-            req = recv_exact(conn, NONCE_LEN + MAC_LEN, time.monotonic() + self.timeout)
+            try:
+                req = recv_exact(conn, NONCE_LEN + MAC_LEN, time.monotonic() + self.auth_timeout)
+            except OSError:
+                if entry is not None and entry.evicted:
+                    raise ConnectionError(EVICTED) from None
+                raise
             if len(req) < NONCE_LEN + MAC_LEN:
-                raise ConnectionError("peer closed the connection")
+                evicted = entry is not None and entry.evicted
+                raise ConnectionError(EVICTED if evicted else "peer closed the connection")
             cn, proof = req[:NONCE_LEN], req[NONCE_LEN:]
             if not hmac.compare_digest(proof, client_proof(self.key, sn, cn)):
+                wait = self.admission.failed(source)
                 conn.sendall(bytes((STATUS_AUTH_FAILED,)) + bytes(MAC_LEN))
-                why = "authentication failed"
+                why = f"authentication failed (source throttled for {wait:.1f} s)"
+            elif entry is not None and not self.admission.authenticated(entry):
+                raise ConnectionError(EVICTED)
+            elif not self.slots.acquire(blocking=False):
+                conn.sendall(bytes((STATUS_BUSY,)) + bytes(MAC_LEN))
+                why = "every pull slot busy"
             else:
-                conn.settimeout(self.timeout)
-                conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
-                taken_at = time.time()
-                w = StreamWriter(stream_key(self.key, sn, cn), taken_at)
-                conn.sendall(w.header())
-                # each chunk goes out as soon as the dump has read it: the standby
-                # decodes and stages it while the next one is dumped
-                dump = iter(self.dump())
-                self._collector(+1)
                 try:
-                    for chunk in chunked(dump, CHUNK_ENTRIES):
-                        data = w.chunk(chunk)
-                        conn.sendall(data)
-                        stats.bytes += len(data)
-                finally:  # a pull cut short ends the kernel's dump now
-                    self._collector(-1)
-                    close = getattr(dump, "close", None)
-                    if close is not None:
-                        close()
-                stats.entries = w.entries
-                if self.dump_expect is not None:
-                    try:
-                        exps = self.dump_expect()
-                    except Exception as exc:  # the table alone is still worth sending
-                        log.warning("expectation dump failed: %s", exc)
-                        exps = []
-                    data = w.expectations(exps)
-                    conn.sendall(data)
-                    stats.bytes += len(data)
-                    stats.expectations = len(exps)
-                data = w.end()
-                conn.sendall(data)
-                stats.bytes += len(data) + HEADER.size
-                stats.ok = True
-                conn.shutdown(socket.SHUT_WR)
+                    self._pull(conn, sn, cn, stats)
+                finally:
+                    self.slots.release()
         except (OSError, ConnectionError) as exc:
             why = f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a failed dump must not kill the server
             why = f"dump failed: {exc}"
         finally:
             conn.close()
+            if entry is not None:
+                self.admission.done(entry)
         cpu1 = resource.getrusage(resource.RUSAGE_THREAD)
         stats.seconds = time.perf_counter() - t0
         stats.cpu_seconds = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
@@ -245,8 +246,48 @@ class Server:
                 stats.cpu_seconds,
             )
         else:
-            log.warning("pull from %s failed: %s (%.3f s)", peer, why, stats.seconds)
+            self.limited.warning(
+                "failed-pull", "pull from %s failed: %s (%.3f s)", peer, why, stats.seconds
+            )
         return stats
+
+    def _pull(self, conn: socket.socket, sn: bytes, cn: bytes, stats: PullStats) -> None:
+        """The authenticated part: the answer, then the encrypted stream."""
+        conn.settimeout(self.timeout)
+        conn.sendall(bytes((STATUS_OK,)) + server_proof(self.key, sn, cn))
+        taken_at = time.time()
+        w = StreamWriter(stream_key(self.key, sn, cn), taken_at)
+        conn.sendall(w.header())
+        # each chunk goes out as soon as the dump has read it: the standby
+        # decodes and stages it while the next one is dumped
+        dump = iter(self.dump())
+        self._collector(+1)
+        try:
+            for chunk in chunked(dump, CHUNK_ENTRIES):
+                data = w.chunk(chunk)
+                conn.sendall(data)
+                stats.bytes += len(data)
+        finally:  # a pull cut short ends the kernel's dump now
+            self._collector(-1)
+            close = getattr(dump, "close", None)
+            if close is not None:
+                close()
+        stats.entries = w.entries
+        if self.dump_expect is not None:
+            try:
+                exps = self.dump_expect()
+            except Exception as exc:  # the table alone is still worth sending
+                log.warning("expectation dump failed: %s", exc)
+                exps = []
+            data = w.expectations(exps)
+            conn.sendall(data)
+            stats.bytes += len(data)
+            stats.expectations = len(exps)
+        data = w.end()
+        conn.sendall(data)
+        stats.bytes += len(data) + HEADER.size
+        stats.ok = True
+        conn.shutdown(socket.SHUT_WR)
 
 
 def _peer(peer: tuple[str, int] | tuple[str, int, int, int]) -> str:
@@ -262,10 +303,25 @@ def serve(
     timeout: float = 10.0,
     dump: Dumper | None = None,
     ready: Callable[[Server], None] | None = None,
+    drop: Callable[[], list[str]] | None = None,
 ) -> None:
-    """Serve pulls on ``listen`` until interrupted (``ready`` gets the bound server first)."""
+    """Serve pulls on ``listen`` until interrupted (``ready`` gets the bound server first).
+
+    The key is read and the socket bound first; then ``drop()`` (``sniffover serve``
+    passes the privilege drop) runs before any thread starts, so the pulls run without
+    the privileges that were needed only to get there."""
     key = read_key(key_file)
     server = Server(listen, key, max_clients=max_clients, timeout=timeout, dump=dump)
+    if dump is None:  # the kernel's dumpers, imported while their files are still readable
+        from ..kernel import ctnetlink  # noqa: F401
+        from ..kernel import dump as kernel_dump  # noqa: F401
+    if drop is not None:
+        try:
+            for line in drop():
+                log.info("privileges: %s", line)
+        except BaseException:
+            server.close()
+            raise
     log.info("serving conntrack snapshots on %s", listen)
     if ready is not None:
         ready(server)
@@ -273,6 +329,9 @@ def serve(
         server.serve_forever()
     finally:
         server.close()
+
+
+DEFAULT_USERS = ("sniffover", "nobody")
 
 
 def add_serve_arguments(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
@@ -283,10 +342,21 @@ def add_serve_arguments(subparsers: argparse._SubParsersAction) -> argparse.Argu
         description=(
             "Listen for pulls from a standby's --prime-from; each pull is authenticated "
             "with the pre-shared key (mutual HMAC-SHA256 challenge-response) and gets one "
-            "dump of this namespace's conntrack table, MAC-protected against truncation."
+            "dump of this namespace's conntrack table, encrypted and authenticated "
+            "(ChaCha20-Poly1305, a key per session). Once bound, it keeps only "
+            "CAP_NET_ADMIN (to dump the table) and runs as --user."
         ),
     )
     _arguments(p)
+    p.add_argument(
+        "--user",
+        metavar="USER",
+        default=None,
+        help=(
+            f"unprivileged user to run as once bound (default: {DEFAULT_USERS[0]} if that "
+            f"system user exists, else {DEFAULT_USERS[1]}); ignored when not started as root"
+        ),
+    )
     return p
 
 
@@ -301,24 +371,36 @@ def _arguments(p: argparse.ArgumentParser) -> None:
         "--key-file",
         required=True,
         metavar="FILE",
-        help="pre-shared key (must not be readable by group/others)",
+        help=(
+            "pre-shared key, at least 16 bytes (e.g. 32 random bytes in base64); a regular "
+            "file (no symlink) owned by root or the running user, mode 0600"
+        ),
     )
     p.add_argument("--max-clients", type=int, default=4, metavar="N", help="concurrent pulls")
     p.add_argument(
-        "--timeout", type=float, default=10.0, metavar="SECONDS", help="timeout of every read"
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help=(
+            "timeout of every read and write of a pull (the request before authentication "
+            f"has min({AUTH_TIMEOUT:g} s, this))"
+        ),
     )
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    if args.max_clients < 1 or args.timeout <= 0:
+def cmd_serve(args: argparse.Namespace, drop: Callable[[], list[str]] | None = None) -> int:
+    if args.max_clients < 1 or not args.timeout > 0:
         raise CliError("serve: --max-clients must be >= 1 and --timeout > 0")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s sniffover serve: %(message)s")
-    serve(args.listen, args.key_file, args.max_clients, timeout=args.timeout)
+    serve(args.listen, args.key_file, args.max_clients, timeout=args.timeout, drop=drop)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sniffover.prime.server``: the server alone, for tests and development;
+    it keeps the privileges it was started with (``sniffover serve`` drops them)."""
     parser = argparse.ArgumentParser(prog="python -m sniffover.prime.server")
     _arguments(parser)
     args = parser.parse_args(argv)

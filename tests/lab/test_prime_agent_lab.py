@@ -103,7 +103,7 @@ def test_wrong_key_and_unreachable_master_install_nothing(tmp_path) -> None:
         key = key_file(tmp_path)
         serve = start_serve(lab, key)
         wrong = tmp_path / "wrong"
-        wrong.write_text("not the key")
+        wrong.write_text("not the key, but long enough")
         wrong.chmod(0o600)
         cases = [
             (("--prime-from", MASTER, "--key-file", str(wrong)), "authentication"),

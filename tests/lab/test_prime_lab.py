@@ -100,7 +100,7 @@ class Lab:
         self.key.write_bytes(os.urandom(32).hex().encode())
         self.key.chmod(0o600)
         self.wrong = tmp / "wrong"
-        self.wrong.write_bytes(b"wrong key")
+        self.wrong.write_bytes(b"a wrong key, long enough")
         self.wrong.chmod(0o600)
         self.procs: list[subprocess.Popen[bytes]] = []
 

@@ -469,6 +469,36 @@ def test_a_big_cold_start_commits_through_a_second_socket():
     assert agent.pipeline.installer is not None and len(agent.pipeline.installer.shadow) == n
 
 
+def test_the_prime_key_is_read_before_privileges_are_dropped(tmp_path: Any) -> None:
+    """With --user the key file is unreadable once the agent has dropped privileges (the
+    review's finding 8): it is read when the agent is built, before ``start`` drops."""
+    key = tmp_path / "key"
+    key.write_bytes(b"a key of at least sixteen bytes\n")
+    key.chmod(0o600)
+    seen: list[Any] = []
+    pulls = Pulls([entry(10000)])
+
+    def fetch(source: str, key: Any, timeout: float, sink: Any) -> Snapshot:
+        seen.append(key)
+        return pulls(source, key, timeout, sink)
+
+    cfg = AgentConfig(
+        ifaces=["in0"], confirm="off", exclude_self=False, prime_from="m", key_file=str(key)
+    )
+    agent = Agent(
+        cfg,
+        clock=FakeClock().clock(),
+        ctnl_socket=FakeSock,  # type: ignore[arg-type]
+        open_capture=lambda i, s, r, b: FakeCapture(i, b),  # type: ignore[arg-type,return-value]
+        control_server=FakeControl,  # type: ignore[arg-type]
+        fetch=fetch,
+    )
+    key.unlink()  # what the dropped agent sees: no access to the file any more
+    agent.start()
+    wait_pull(agent)
+    assert seen == [b"a key of at least sixteen bytes"]
+
+
 # --- systemd readiness ----------------------------------------------------------------------
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
 import struct
@@ -39,6 +40,11 @@ PCAPS = Path(__file__).resolve().parents[2] / "pcaps"
 A, B = bytes([192, 0, 2, 1]), bytes([198, 51, 100, 1])
 A6 = bytes.fromhex("20010db8000100000000000000000001")
 B6 = bytes.fromhex("20010db8000200000000000000000001")
+
+
+def sk(name: bytes) -> bytes:
+    """A 32-byte stream key named ``name`` (the AEAD's key length)."""
+    return hashlib.sha256(name).digest()
 
 
 def sample_entries(n: int = 50) -> list[SnapshotEntry]:
@@ -79,7 +85,7 @@ def key_file(tmp_path: Path) -> str:
 @pytest.fixture
 def wrong_key_file(tmp_path: Path) -> str:
     p = tmp_path / "wrong"
-    p.write_bytes(b"not the key\n")
+    p.write_bytes(b"not the key, though long enough\n")
     p.chmod(0o600)
     return str(p)
 
@@ -235,7 +241,7 @@ def test_tampered_stream(server: Server, key_file: str, monkeypatch: pytest.Monk
 
 
 def test_refused_is_retried_then_fails(key_file: str) -> None:
-    srv = Server("127.0.0.1:0", b"k", dump=list)
+    srv = Server("127.0.0.1:0", b"k" * 32, dump=list)
     port = srv.address[1]
     srv.close()  # nothing listens there now
     t0 = time.monotonic()
@@ -259,23 +265,23 @@ def test_saved_stream_file(server: Server, key_file: str, tmp_path: Path) -> Non
 
 def test_stream_is_bound_to_the_session() -> None:
     entries = sample_entries(5)
-    data = encode_stream(entries, 1000.5, b"session-a")
-    assert decode_stream(data, b"session-a") == (1000.5, entries)
+    data = encode_stream(entries, 1000.5, sk(b"session-a"))
+    assert decode_stream(data, sk(b"session-a")) == (1000.5, entries)
     with pytest.raises(PrimeError, match="authentication"):
-        decode_stream(data, b"session-b")
+        decode_stream(data, sk(b"session-b"))
     for cut in (0, 10, len(data) // 2, len(data) - 1):
         with pytest.raises(PrimeError, match="truncated"):
-            decode_stream(data[:cut], b"session-a")
+            decode_stream(data[:cut], sk(b"session-a"))
 
 
 def test_key_file_checks(tmp_path: Path) -> None:
     p = tmp_path / "k"
-    p.write_bytes(b"secret")
+    p.write_bytes(b"a secret of 16+ bytes")
     p.chmod(0o644)
     with pytest.raises(CliError, match="group/others"):
         read_key(str(p))
     p.chmod(0o600)
-    assert read_key(str(p)) == b"secret"
+    assert read_key(str(p)) == b"a secret of 16+ bytes"
     p.write_bytes(b"\n")
     with pytest.raises(CliError, match="empty"):
         read_key(str(p))
@@ -416,10 +422,10 @@ def test_fuzz_mutated_valid_bodies(data: st.DataObject) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_fuzz_stream(data: bytes) -> None:
-    valid = encode_stream(sample_entries(2), 1.0, b"k")
+    valid = encode_stream(sample_entries(2), 1.0, sk(b"k"))
     for blob in (data, valid[: len(data)], valid[:32] + data):
         with contextlib.suppress(PrimeError):
-            decode_stream(blob, b"k")
+            decode_stream(blob, sk(b"k"))
 
 
 # --- expectations ------------------------------------------------------------------------
@@ -455,35 +461,35 @@ def sample_expectations() -> list[SnapshotExpectation]:
 
 def test_stream_with_expectations_round_trip() -> None:
     entries, exps = sample_entries(5), sample_expectations()
-    data = encode_stream(entries, 7.0, b"s", exps)
-    assert decode_stream_full(data, b"s") == (7.0, entries, exps)
+    data = encode_stream(entries, 7.0, sk(b"s"), exps)
+    assert decode_stream_full(data, sk(b"s")) == (7.0, entries, exps)
     # an empty section is carried; no section at all gives no expectations
-    assert decode_stream_full(encode_stream(entries, 7.0, b"s", []), b"s")[2] == []
-    assert decode_stream_full(encode_stream(entries, 7.0, b"s"), b"s")[2] == []
+    assert decode_stream_full(encode_stream(entries, 7.0, sk(b"s"), []), sk(b"s"))[2] == []
+    assert decode_stream_full(encode_stream(entries, 7.0, sk(b"s")), sk(b"s"))[2] == []
     for cut in (len(data) // 2, len(data) - 40, len(data) - 1):
         with pytest.raises(PrimeError, match="truncated"):
-            decode_stream_full(data[:cut], b"s")
+            decode_stream_full(data[:cut], sk(b"s"))
     for i in (len(data) // 2, len(data) - 45, len(data) - 1):
         bad = bytearray(data)
         bad[i] ^= 0x20
         with pytest.raises(PrimeError, match="authentication failed|bad format"):
-            decode_stream_full(bytes(bad), b"s")
+            decode_stream_full(bytes(bad), sk(b"s"))
     with pytest.raises(PrimeError, match="authentication"):
-        decode_stream_full(data, b"other")
+        decode_stream_full(data, sk(b"other"))
 
 
 def test_chunks_are_chained() -> None:
     """Each chunk's MAC covers everything before it: a chunk dropped, repeated or moved
     fails, though each one on its own was genuine."""
     entries = sample_entries(9)
-    data = encode_stream(entries, 3.0, b"s", chunk=3)
+    data = encode_stream(entries, 3.0, sk(b"s"), chunk=3)
     got: list[int] = []
     read, used = bytes_reader(data)
-    assert read_stream(read, b"s", lambda _t, c: got.append(len(c))) == (3.0, 9, [])
+    assert read_stream(read, sk(b"s"), lambda _t, c: got.append(len(c))) == (3.0, 9, [])
     assert got == [3, 3, 3] and used() == len(data)
     frames, off = [], snapstream.HEADER.size
     while off < len(data):
-        size = snapstream.FRAME.size + snapstream.FRAME.unpack_from(data, off)[2] + 32
+        size = snapstream.FRAME.size + snapstream.FRAME.unpack_from(data, off)[1]
         frames.append(data[off : off + size])
         off += size
     c1, c2, c3, end = frames
@@ -495,7 +501,7 @@ def test_chunks_are_chained() -> None:
         head + c1 + c1 + tail,
     ):
         with pytest.raises(PrimeError, match="authentication failed"):
-            decode_stream_full(forged, b"s")
+            decode_stream_full(forged, sk(b"s"))
 
 
 def test_serve_pull_carries_expectations(key_file: str) -> None:
@@ -584,10 +590,10 @@ def test_fuzz_expect_body_parser(data: bytes, count: int) -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_fuzz_stream_with_expectations(data: st.DataObject) -> None:
-    blob = bytearray(encode_stream(sample_entries(2), 1.0, b"k", sample_expectations()))
+    blob = bytearray(encode_stream(sample_entries(2), 1.0, sk(b"k"), sample_expectations()))
     for _ in range(data.draw(st.integers(0, 4))):
         i = data.draw(st.integers(0, len(blob) - 1))
         blob[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(blob)))
     with contextlib.suppress(PrimeError):
-        decode_stream_full(bytes(blob[:cut]), b"k")
+        decode_stream_full(bytes(blob[:cut]), sk(b"k"))

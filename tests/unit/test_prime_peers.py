@@ -6,9 +6,9 @@ client cannot hold a real server's slot.
 
 from __future__ import annotations
 
-import hmac
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,6 +16,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from sniffover.prime.client import PrimeError, fetch
 from sniffover.prime.handshake import (
@@ -171,15 +172,14 @@ def test_server_without_the_key(key_file: str, tmp_path: Path) -> None:
 
 def sealed(sn: bytes, cn: bytes, *frames: tuple[bytes, int, bytes]) -> bytes:
     """A stream from a peer that knows the key: header, then each (kind, count, body)
-    frame with its genuine MAC; whatever it says."""
-    mac = hmac.new(stream_key(KEY, sn, cn), digestmod="sha256")
-    out = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
-    mac.update(out)
-    for kind, count, body in frames:
-        mac.update(FRAME.pack(kind, count, len(body)) + body)
-        seal = mac.copy().digest()
-        mac.update(seal)
-        out += FRAME.pack(kind, count, len(body)) + body + seal
+    frame genuinely sealed (the AEAD, in sequence); whatever it says."""
+    aead = ChaCha20Poly1305(stream_key(KEY, sn, cn))
+    head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
+    out = head
+    for seq, (kind, count, body) in enumerate(frames):
+        fh = FRAME.pack(kind, 4 + len(body) + 16)
+        nonce = bytes(4) + seq.to_bytes(8, "big")
+        out += fh + aead.encrypt(nonce, struct.pack("!I", count) + body, head + fh)
     return out
 
 
@@ -187,7 +187,7 @@ def test_oversized_body_length(key_file: str, tmp_path: Path) -> None:
     def huge(c: socket.socket) -> None:
         authenticate(c)
         head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
-        c.sendall(head + FRAME.pack(CHUNK, 1, (1 << 32) - 1))
+        c.sendall(head + FRAME.pack(CHUNK, (1 << 32) - 1))
 
     with hostile(huge) as src:
         expect_failure(src, key_file, "over the limit", tmp_path)
@@ -226,7 +226,7 @@ def test_close_mid_stream(key_file: str, tmp_path: Path) -> None:
     def cut(c: socket.socket) -> None:
         authenticate(c)
         head = HEADER.pack(STREAM_MAGIC, FORMAT_VERSION, 0, time.time())
-        c.sendall(head + FRAME.pack(CHUNK, 3, 500) + bytes(100))
+        c.sendall(head + FRAME.pack(CHUNK, 520) + bytes(100))
 
     with hostile(cut) as src:
         expect_failure(src, key_file, "connection closed during the snapshot", tmp_path)
