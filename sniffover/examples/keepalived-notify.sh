@@ -9,7 +9,7 @@
 # FAULT  : same as BACKUP: keep tracking, so a later takeover still has the state.
 set -u
 STATE=${3:-}
-CTL="sniffover ctl"
+CTL="/usr/local/sbin/sniffover ctl"
 log() { logger -t sniffover-notify "$*"; }
 case "$STATE" in
     MASTER)
