@@ -12,7 +12,7 @@ import sys
 import typing
 from collections.abc import Sequence
 
-from . import __version__
+from . import __version__, build
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
 
 
@@ -313,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog=AGENT_EPILOG,
     )
-    parser.add_argument("--version", action="version", version=f"sniffover {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"sniffover {__version__} ({build()})"
+    )
     _add_agent_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_replay(sub)

@@ -53,6 +53,15 @@ class Metrics:
         self.master_unknown = Gauge(
             "sniffover_master_unknown", "Segments whose master's MAC is unknown", registry=r
         )
+        from .. import __version__, build
+
+        info = Gauge(
+            "sniffover_build_info",
+            "1, labelled with the version and build",
+            ["version", "build"],
+            registry=r,
+        )
+        info.labels(__version__, build()).set(1)
         self._packets_seen = 0
         start_http_server(port, addr=host, registry=r)
 

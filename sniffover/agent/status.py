@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .. import __version__, build
 from ..capture.bpf import mac_text
 from .captures import CaptureStats
 
@@ -20,6 +21,8 @@ class Status(TypedDict):
     promoted_by: str | None  # "control uid N" | "signal"; None while standby
     capturing: bool
     pid: int
+    version: str  # sniffover's, and whether its hot path is compiled
+    build: str  # "compiled" | "pure Python"
     uptime: float
     interfaces: list[str]
     packets: int
@@ -60,6 +63,8 @@ def build_status(agent: Agent, now: float) -> Status:
         "promoted_by": agent.promoted_by,
         "capturing": capturing,
         "pid": os.getpid(),
+        "version": __version__,
+        "build": build(),
         "uptime": round(now - agent.started, 1),
         "interfaces": agent.cfg.ifaces,
         "packets": pipe.packets,

@@ -386,12 +386,19 @@ def test_status_keys():
     agent, _ = make(fc)
     agent.start()
     assert set(agent.status()) == {
-        "ok", "state", "promoted_by", "capturing", "pid", "uptime", "interfaces", "packets",
+        "ok", "state", "promoted_by", "capturing", "pid", "version", "build", "uptime",
+        "interfaces", "packets",
         "last_packet_age", "flows", "installed", "pending", "primed", "prime", "capture",
         "install", "tracker", "agent", "confirm", "ftp", "prefilter", "lost_interfaces",
         "skipped",
     }  # fmt: skip
     assert agent.status()["primed"] is None and agent.status()["prefilter"] == "off"
+    from sniffover import __version__
+    from sniffover.conntrack import tcp
+
+    compiled = not tcp.__file__.endswith(".py")
+    assert agent.status()["version"] == __version__
+    assert agent.status()["build"] == ("compiled" if compiled else "pure Python")
 
 
 # --- reorder merge and warm-up ------------------------------------------------------------
