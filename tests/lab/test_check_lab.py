@@ -127,3 +127,46 @@ def test_without_capabilities_cannot_pass(pair: tuple[str, str]) -> None:
     assert got["ctnetlink"].startswith("FAIL ctnetlink:") and "CAP_NET_ADMIN" in got["ctnetlink"]
     assert got["iface c0"].startswith("FAIL iface c0:") and "CAP_NET_RAW" in got["iface c0"]
     assert "Traceback" not in r.stderr
+
+
+def test_prime_peer_answers_and_authenticates(pair: tuple[str, str], tmp_path: Path) -> None:
+    a, b = pair
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32).hex().encode())
+    key.chmod(0o600)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    serve = subprocess.Popen(
+        netns.exec_argv(
+            b,
+            sys.executable,
+            "-m",
+            "sniffover.cli",
+            "serve",
+            "--listen",
+            "192.0.2.3:7445",
+            "--key-file",
+            str(key),
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            r = check(a, "--key-file", str(key), "--prime-from", "192.0.2.3", "--timeout", "3")
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.3)
+        assert r.returncode == 0, r.stdout + r.stderr
+        got = lines(r.stdout)
+        assert got["key"].startswith("ok") and got["prime"].startswith("ok   prime: 192.0.2.3 sent")
+        wrong = tmp_path / "wrong"
+        wrong.write_bytes(os.urandom(32).hex().encode())
+        wrong.chmod(0o600)
+        bad = check(a, "--key-file", str(wrong), "--prime-from", "192.0.2.3", "--timeout", "3")
+        assert bad.returncode == 1 and lines(bad.stdout)["prime"].startswith("FAIL prime:")
+        assert "authentication" in lines(bad.stdout)["prime"], bad.stdout
+    finally:
+        serve.terminate()
+        serve.wait(10)
