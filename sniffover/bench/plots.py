@@ -4,7 +4,7 @@
 ones, UDP flows and ICMP ids answering through fw2 after the failover, per subject) and
 ``coldstart.png`` (coverage of fw1's table by the standby's state, sampled every ~0.5 s after
 the standby's agent/daemon starts). Raises ImportError when matplotlib is missing; the caller
-skips the plots then.
+then writes the same plots as SVG (``svgplots.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+# survival per subject: (summary key, legend)
+KINDS = (
+    ("tcp", "TCP (all long-lived)"),
+    ("old", "TCP opened before the standby"),
+    ("old_idle", "… of which idle"),
+    ("udp", "UDP"),
+    ("icmp", "ICMP echo"),
+)
 
-def _fraction(pair: list[int] | None) -> float:
+
+def fraction(pair: list[int] | None) -> float:
     if not pair or not pair[1]:
         return 0.0
     return pair[0] / pair[1]
@@ -30,19 +39,12 @@ def plot_results(results: dict[str, Any], out: Path) -> list[Path]:
     if not subjects:
         return written
 
-    # survival per subject
-    kinds = [
-        ("tcp", "TCP (all long-lived)"),
-        ("old", "TCP opened before the standby"),
-        ("old_idle", "… of which idle"),
-        ("udp", "UDP"),
-        ("icmp", "ICMP echo"),
-    ]
+    kinds = KINDS
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(kinds)
     for j, (key, label) in enumerate(kinds):
         xs = [i + (j - (len(kinds) - 1) / 2) * width for i in range(len(subjects))]
-        ys = [100 * _fraction(r["summary"].get(key)) for r in subjects]
+        ys = [100 * fraction(r["summary"].get(key)) for r in subjects]
         ax.bar(xs, ys, width, label=label)
     ax.set_xticks(range(len(subjects)), [r["subject"] for r in subjects])
     ax.set_ylabel("answering through fw2 after the failover (%)")

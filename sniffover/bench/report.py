@@ -149,5 +149,8 @@ def write_results(results: dict[str, Any], out: Path, progress: Progress) -> lis
     try:
         written += plot_results(results, out)
     except ImportError:
-        progress("plots skipped: matplotlib is not installed (pip install 'sniffover[bench]')")
+        from .svgplots import svg_results
+
+        written += svg_results(results, out)
+        progress("plots as SVG (PNG with matplotlib: pip install 'sniffover[bench]')")
     return written

@@ -26,8 +26,8 @@ the other, the same traffic each time (driver seeded with ``--seed``):
 The traffic driver (``driver.py``) runs in the client namespace; the subjects are in
 ``subjects.py``, the measurements in ``measure.py``, the report in ``report.py``.
 Results: a Markdown table on stdout, and with ``--out DIR`` also ``results.json``,
-``results.md`` and PNG plots (``sniffover.bench.plots``). Only the plots need matplotlib, the
-``[bench]`` extra (``pip install 'sniffover[bench]'``); without it they are skipped. The suite
+``results.md`` and two plots: PNG with matplotlib (the ``[bench]`` extra, ``plots.py``), SVG
+without it (``svgplots.py``); the paths written are printed. The suite
 needs root (network namespaces) and, for the conntrackd subject, ``conntrackd``.
 """
 
@@ -361,7 +361,8 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out",
         metavar="DIR",
-        help="write results.json, results.md and PNG plots (plots: matplotlib, the [bench] extra)",
+        help="write results.json, results.md and the plots there (PNG with the [bench] extra's "
+        "matplotlib, else SVG)",
     )
     p.add_argument(
         "--subjects",

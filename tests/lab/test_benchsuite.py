@@ -47,3 +47,4 @@ def test_tiny_suite_cold_loses_sniffover_keeps(tmp_path) -> None:
     assert any("standby up" in line for line in lines)
     written = write_results(results, tmp_path, lines.append)
     assert (tmp_path / "results.json").exists() and (tmp_path / "results.md") in written
+    assert {p.stem for p in written if p.suffix in (".png", ".svg")} == {"survival", "coldstart"}

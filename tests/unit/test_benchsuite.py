@@ -109,3 +109,33 @@ def test_config_flags() -> None:
     with pytest.raises(ValueError):
         benchsuite.config_from_args(p.parse_args(["--subjects", "nope"]))
     assert p.parse_args(["micro"]).what == "micro"
+
+
+def test_plots_without_matplotlib_are_svg(tmp_path) -> None:
+    """A default install (no [bench] extra) still draws both plots, as SVG."""
+    import xml.etree.ElementTree as ET
+
+    from sniffover.bench.svgplots import svg_results
+
+    curve = [
+        {"t": 0.0, "coverage": 0.0, "established_coverage": 0.0},
+        {"t": 0.5, "coverage": 0.8, "established_coverage": 1.0},
+    ]
+    summary = {"tcp": [3, 4], "old": [1, 2], "old_idle": [0, 1], "udp": [1, 1], "icmp": [1, 1]}
+    results = {
+        "subjects": [
+            {"subject": "cold", "summary": dict(summary, tcp=[0, 4])},
+            {"subject": "sniffover", "summary": summary, "cold_start_curve": curve},
+        ]
+    }
+    written = svg_results(results, tmp_path)
+    assert [p.name for p in written] == ["survival.svg", "coldstart.svg"]
+    survival = ET.parse(written[0]).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = [r for r in survival.iter(f"{ns}rect") if r.find(f"{ns}title") is not None]
+    assert len(bars) == 2 * 5  # subjects x kinds
+    tcp_cold, tcp_sniffover = float(bars[0].get("height")), float(bars[5].get("height"))
+    assert tcp_cold == 0.0 and tcp_sniffover > 0
+    assert "sniffover tcp: 75%" in ET.tostring(survival, encoding="unicode")
+    lines = list(ET.parse(written[1]).getroot().iter(f"{ns}polyline"))
+    assert len(lines) == 2 and len(lines[0].get("points").split()) == 2
