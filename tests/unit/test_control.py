@@ -5,13 +5,17 @@ deadline and the cap on open connections (socketpairs and a fake clock), what is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sniffover.agent import control
 from sniffover.agent.control import (
@@ -358,3 +362,58 @@ def test_status_names_who_promoted_and_an_unexplained_active_is_not_ready():
     assert not agent.status()["ok"]
     agent.demote()
     assert agent.status()["promoted_by"] is None
+
+
+# --- fuzzing the protocol ---------------------------------------------------------------------
+
+COMMANDS = [b"status", b"promote", b"demote", b"prime", b"table", b""]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.binary(max_size=200),
+            st.sampled_from(COMMANDS).map(lambda c: c + b"\n"),
+            st.sampled_from(COMMANDS).map(lambda c: b" \t" + c + b"\r\n\x00junk"),
+        ),
+        max_size=5,
+    ),
+    root=st.booleans(),
+)
+def test_any_bytes_get_one_json_answer_and_nobody_changes_nothing(
+    chunks: list[bytes], root: bool
+) -> None:
+    """Whatever a client sends, in whatever pieces: the agent never raises, the client gets
+    exactly one JSON object (then EOF), and a peer that is not root changes no state."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        agent, _ = make(FakeClock())
+        agent.start()
+        srv, clock = server(Path(tmp), peer=ROOT if root else NOBODY)
+        agent.control = srv
+        before = (agent.active, len(agent.pipeline.table), agent.priming.thread)
+        try:
+            client, req = pair(srv)
+            if req is not None:
+                for chunk in chunks:
+                    with contextlib.suppress(OSError):
+                        client.sendall(chunk)
+                    agent.handle_control([req.sock])
+                    if req not in srv.conns:
+                        break
+                if req in srv.conns and not req.held:
+                    clock.now += REQUEST_DEADLINE + 1  # a silent client: cut at the deadline
+                    agent.handle_control([])
+                if req.held:  # ctl prime without --prime-from is answered at once; never held
+                    raise AssertionError("held without a pull")
+            client.shutdown(socket.SHUT_WR)
+            doc = answer_of(client)
+            assert "ok" in doc
+            if not root:
+                assert doc["ok"] is False and "permission denied" in doc["error"]
+                assert (agent.active, len(agent.pipeline.table), agent.priming.thread) == before
+            client.close()
+        finally:
+            srv.close()
