@@ -78,6 +78,8 @@ fi
 ln -sf "$prefix/bin/sniffover" /usr/local/sbin/sniffover
 install -d /usr/local/share/man/man8
 "$prefix/bin/sniffover" manpage > /usr/local/share/man/man8/sniffover.8
+install -d /usr/local/share/bash-completion/completions
+"$prefix/bin/sniffover" completion > /usr/local/share/bash-completion/completions/sniffover
 # the units (not enabled: the operator edits the config, then `systemctl enable --now`)
 if [ -d /etc/systemd/system ]; then
     for unit in sniffover.service sniffover-serve.service; do

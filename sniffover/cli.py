@@ -355,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(sub)
     add_check_arguments(sub)
     sub.add_parser(
+        "completion",
+        help="print the bash completion script, generated from this --help",
+        description="Prints the bash completion: sniffover completion > "
+        "/usr/share/bash-completion/completions/sniffover",
+    )
+    sub.add_parser(
         "manpage",
         help="print the sniffover(8) man page (roff), generated from this --help",
         description="Prints the man page in roff: sniffover manpage > sniffover.8",
@@ -480,6 +486,12 @@ def cmd_serve_lazy(args: argparse.Namespace) -> int:
     return cmd_serve(args, drop)
 
 
+def cmd_completion_lazy(args: argparse.Namespace) -> int:
+    from .completion import cmd_completion
+
+    return cmd_completion(args)
+
+
 def cmd_manpage_lazy(args: argparse.Namespace) -> int:
     from .manpage import cmd_manpage
 
@@ -507,6 +519,7 @@ COMMANDS = {
     "serve": cmd_serve_lazy,
     "check": cmd_check_lazy,
     "manpage": cmd_manpage_lazy,
+    "completion": cmd_completion_lazy,
 }
 
 

@@ -68,3 +68,28 @@ def test_man_page_has_every_option_and_command() -> None:
             [man, "--warnings", "-l", "-"], input=page, capture_output=True, text=True, timeout=60
         )
         assert r.returncode == 0 and "SNIFFOVER(8)" in r.stdout and not r.stderr.strip(), r.stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        (["sniffover", "ct"], ["ctl"]),
+        (["sniffover", "ctl", "pro"], ["promote"]),
+        (["sniffover", "check", "--li"], ["--listen-seconds"]),
+        (["sniffover", "--master"], ["--master-mac", "--master-addr"]),
+        (["sniffover", "--iface", "eth0", "serve", "--k"], ["--key-file"]),
+    ],
+)
+def test_bash_completion_from_the_parser(words: list[str], expected: list[str]) -> None:
+    from sniffover.completion import render
+
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash not installed")
+    script = render(build_parser())
+    line = " ".join(f"'{w}'" for w in words)
+    probe = f"{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _sniffover; "
+    probe += 'printf "%s\\n" "${COMPREPLY[@]}"'
+    r = subprocess.run([bash, "-c", probe], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    assert r.stdout.split() == expected
