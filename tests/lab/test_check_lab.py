@@ -13,7 +13,7 @@ import pytest
 
 from sniffover.lab import netns
 
-pytestmark = pytest.mark.requires("ip", "ping", "setpriv")
+pytestmark = pytest.mark.requires("ip", "ping", "setpriv", "unshare")
 
 
 def ip(*argv: str) -> None:
@@ -170,3 +170,39 @@ def test_prime_peer_answers_and_authenticates(pair: tuple[str, str], tmp_path: P
     finally:
         serve.terminate()
         serve.wait(10)
+
+
+def test_missing_helper_module(pair: tuple[str, str]) -> None:
+    """A host without nf_conntrack_tftp: modules cannot be unloaded here, so the check runs in a
+    mount namespace whose /sys/module lists nf_conntrack_ftp only."""
+    a, _ = pair
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    script = 'mount -t tmpfs tmpfs /sys/module && mkdir /sys/module/nf_conntrack_ftp && exec "$@"'
+    r = subprocess.run(
+        netns.exec_argv(
+            a,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+            sys.executable,
+            "-m",
+            "sniffover.cli",
+            "check",
+            "--iface",
+            "c0",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert lines(r.stdout)["helpers"] == (
+        "FAIL helpers: not loaded: nf_conntrack_tftp -> modprobe nf_conntrack_tftp "
+        "(and list them in /etc/modules-load.d/)"
+    )
