@@ -16,7 +16,8 @@ What a sniffer on a segment sees and what the kernel's conntrack does with it:
   skipped ("ip-fragment"), the first fragment is tracked with its own ports;
 * IPv6 with its extension-header chain (hop-by-hop, routing, destination
   options, fragment, AH), as ``ipv6_skip_exthdr()`` walks it;
-* TCP, UDP, UDP-Lite, SCTP (ports, verification tag, chunk types), GRE (v0: no keys;
+* TCP, UDP, UDP-Lite, SCTP (ports, verification tag, chunk types, whether its CRC32c is
+  wrong), GRE (v0: no keys;
   v1/PPTP: the call id), ICMP and ICMPv6 (echo id; errors carry the quoted tuple in ``inner``); any
   other protocol is tracked as generic (ports 0/0).
 """
@@ -109,6 +110,43 @@ _TCP_LO: Final = min(TCP_PAYLOAD_PORTS, default=65536)
 _TCP_HI: Final = max(TCP_PAYLOAD_PORTS, default=-1)
 _UDP_LO: Final = min(UDP_PAYLOAD_PORTS, default=65536)
 _UDP_HI: Final = max(UDP_PAYLOAD_PORTS, default=-1)
+
+
+def _crc32c_table() -> list[int]:
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC32C: Final[list[int]] = _crc32c_table()
+
+
+def crc32c(buf: bytes, start: int = 0, end: int = -1) -> int:
+    """CRC32c (Castagnoli) of ``buf[start:end]``, as SCTP uses it (RFC 9260 appendix B)."""
+    table = _CRC32C
+    c = 0xFFFFFFFF
+    for i in range(start, len(buf) if end < 0 else end):
+        c = table[(c ^ buf[i]) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+def sctp_crc_ok(buf: bytes, l4: int, end: int) -> bool:
+    """Is the CRC32c of the SCTP packet ``buf[l4:end]`` right (``sctp_compute_cksum``:
+    computed with the checksum field as zeros, stored little-endian)?"""
+    table = _CRC32C
+    c = 0xFFFFFFFF
+    for i in range(l4, l4 + 8):
+        c = table[(c ^ buf[i]) & 0xFF] ^ (c >> 8)
+    for _ in range(4):
+        c = table[c & 0xFF] ^ (c >> 8)
+    for i in range(l4 + 12, end):
+        c = table[(c ^ buf[i]) & 0xFF] ^ (c >> 8)
+    stored = buf[l4 + 8] | buf[l4 + 9] << 8 | buf[l4 + 10] << 16 | buf[l4 + 11] << 24
+    return (c ^ 0xFFFFFFFF) == stored
 
 
 def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, bool] | None:
@@ -358,6 +396,11 @@ class Decoder:
             pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 12, 0, 0, 0, 0, b"",
                          None, vlan, ttl)  # fmt: skip
             pkt.sctp_vtag = vtag
+            # sctp_error()'s CRC32c check needs the whole packet: a capture cut by its snap
+            # length cannot tell, and such a packet counts as good
+            pkt.sctp_bad_crc = (
+                payload >= 12 and caplen >= payload and not sctp_crc_ok(buf, l4, l4 + payload)
+            )
             # the chunk walk of for_each_sctp_chunk (bounded: every step moves >= 4 bytes); a
             # zero-length chunk makes the packet invalid for the kernel: no chunks then
             types = bytearray()
