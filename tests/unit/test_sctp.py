@@ -344,3 +344,13 @@ def test_bad_crc_accepted_with_checksum_off() -> None:
     f = Flow(Timeouts.from_sysctl({"nf_conntrack_checksum": "0"}))
     assert f._send(_bad_crc(ip4(sctp_packet(40000, 5000, 0, sc_init(TC)))), 0.1) == ACCEPT
     assert not f.missing()
+
+
+def test_decoder_crc32c_equals_the_reference_for_every_length() -> None:
+    from sniffover.capture.checksum import crc32c as fast
+
+    data = bytes((i * 37 + 11) & 0xFF for i in range(70))
+    for n in range(3, len(data) + 1):  # every tail length of the 8-byte steps
+        for start in (0, 3):
+            assert fast(data, start, n) == crc32c(data[start:n])
+    assert fast(b"123456789") == 0xE3069283
