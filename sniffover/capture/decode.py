@@ -263,10 +263,10 @@ class Decoder:
             buf[off + 8],
         )
         if (buf[off + 6] & 0x3F) or buf[off + 7]:  # more fragments or an offset: defrag first
-            self.skipped["ip-fragment"] += 1
             key = self._link_key(buf, frame, hw, vlan)
             done = self.defrag.ipv4(ts, buf, off, end, ihl, total, key)
-            if done is None:
+            if done is None:  # queued, or dropped (why: defrag.counters)
+                self.skipped["ip-fragment"] += 1
                 return None
             data, payload, head = done
             l4, stop, ttl = 0, len(data), head[0]
@@ -301,10 +301,10 @@ class Decoder:
         payload = plen - (l4 - off - 40)
         data = buf
         if frag >= 0:  # nf_defrag_ipv6 first: the fragmentable part, when it is whole
-            self.skipped["ip-fragment"] += 1
             key = self._link_key(buf, frame, hw, vlan)
             done = self.defrag.ipv6(ts, buf, off, stop, frag, plen, key)
-            if done is None:
+            if done is None:  # queued, or dropped (why: defrag.counters)
+                self.skipped["ip-fragment"] += 1
                 return None
             data, length, head = done
             walked = _skip_ipv6_ext(data, head[0], 0, len(data))

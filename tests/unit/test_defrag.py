@@ -68,6 +68,7 @@ def test_ipv4_tcp_segment_tracked_whole_at_its_last_fragment() -> None:
     assert (pkt.sport, pkt.dport, pkt.seq, pkt.l4len) == (40000, 80, 1000, 1448)
     assert (pkt.ts, pkt.ttl, pkt.ipid) == (2.0, 9, 7)
     assert len(dec.defrag) == 0 and dec.defrag.mem == 0
+    assert dec.skipped["ip-fragment"] == 2  # frames = packets + skipped, as ever
 
 
 def test_the_batch_fast_path_sends_fragments_to_reassembly() -> None:
