@@ -255,6 +255,7 @@ class ConntrackTable:
             pkt.ttl == 1
             and pkt.src in self._dying
             and pkt.dst not in self._routers
+            and pkt.dst[0] < (224 if len(pkt.dst) == 4 else 0xFF)  # multicast: delivered here
             and not pkt.hw & HW_FROM_MASTER  # it left the master with TTL 1: forwarded
         ):  # dies in the first hop's ip_forward(), never confirmed (_learn_first_hop)
             self.counters["ttl-expired"] += 1
