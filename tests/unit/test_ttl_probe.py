@@ -75,7 +75,7 @@ def test_probes_past_the_icmp_rate_limit_die_too(src: bytes, dst: bytes, router:
     to_router.ttl = 1
     assert t.process(to_router) != INVALID and len(t) == 1
     # so is multicast with TTL 1 (LLMNR, ...): whether the router takes it is not this rule's
-    group = bytes([224, 0, 0, 252]) if len(src) == 4 else bytes.fromhex("ff02" + "0" * 22 + "10003")
+    group = bytes([224, 0, 0, 252]) if len(src) == 4 else bytes.fromhex("ff02" + "0" * 23 + "10003")
     llmnr = udp(0.025, src=src, dst=group, sport=40300, dport=5355)
     llmnr.ttl = 1
     assert t.process(llmnr) != INVALID and len(t) == 2
