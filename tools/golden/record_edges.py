@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from sniffover.lab import netns
 from sniffover.lab.frames import (
@@ -31,6 +32,7 @@ from .record import (
     CLIENT4,
     HOST_IF,
     INSIDE,
+    OUTSIDE,
     ROUTER_IN4,
     ROUTER_IN6,
     ROUTER_OUT6,
@@ -143,6 +145,17 @@ def sc_ttl_probes(lab: Lab) -> None:
     lab.ping("-6", "-c", "2", "-i", "0.2", "-W", "1", "-t", "1", SERVER6)
 
 
+def sc_ttl_forwarded(lab: Lab, pcap: Path) -> None:
+    # Captured on the router's OUTSIDE: the client's TTL-2 traffic leaves the router with
+    # TTL 1 (forwarded, confirmed), its TTL-1 probes never show; the server's own TTL-1
+    # probes towards the client die at the router, whose time-exceeded goes out here.
+    lab.start_capture(pcap, iface=OUTSIDE)
+    lab.echo_server(tcp=[(SERVER4, 8080), (SERVER6, 8080)], udp=[(SERVER4, 5300), (SERVER6, 5300)])
+    args = {"echo": [SERVER4, SERVER6], "ttl": 2, "dst": SERVER4, "burst": 3}
+    lab.run_py(lab.client, "ttl_hops_client", args)
+    lab.run_py(lab.server, "ttl_hops_client", {"ttl": 1, "dst": CLIENT4, "burst": 10})
+
+
 EDGES: tuple[Scenario, ...] = (
     Scenario(
         "sctp_bad_crc",
@@ -163,6 +176,14 @@ EDGES: tuple[Scenario, ...] = (
         "the router's ICMP rate limit (IPv4, IPv6), TTL 1 to the router's own addresses, "
         "IPv6 echo with hop limit 1, one plain UDP exchange.",
         sc_ttl_probes,
+    ),
+    Scenario(
+        "ttl_forwarded",
+        "Captured on the router's outside link: UDP and TCP with TTL / hop limit 2 from the "
+        "client (they leave the router with 1; v4, v6), the client's TTL-1 probes (never "
+        "seen there), 10 TTL-1 UDP probes from the server (time exceeded for the first).",
+        sc_ttl_forwarded,
+        precapture=True,
     ),
 )
 
