@@ -44,6 +44,7 @@ from .record import (
     SctpAssoc,
     sctp_run,
 )
+from .record_cooked import _any
 
 # --------------------------------------------------------------------------------------
 # SCTP with a bad CRC32c
@@ -176,6 +177,19 @@ EDGES: tuple[Scenario, ...] = (
         "the router's ICMP rate limit (IPv4, IPv6), TTL 1 to the router's own addresses, "
         "IPv6 echo with hop limit 1, one plain UDP exchange.",
         sc_ttl_probes,
+    ),
+    Scenario(
+        "any_fragmented",
+        "tcp_fragmented captured with tcpdump -i any on the router: each datagram in "
+        "fragments on the inside and whole on the outside (or the other way).",
+        _any(sc_tcp_fragmented, nat=False),
+        precapture=True,
+    ),
+    Scenario(
+        "any_fragmented_snat",
+        "any_fragmented through a router that source-NATs IPv4 to its outside address.",
+        _any(sc_tcp_fragmented, nat=True),
+        precapture=True,
     ),
     Scenario(
         "ttl_forwarded",
