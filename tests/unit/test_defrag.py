@@ -269,3 +269,18 @@ def test_any_order_with_duplicates_gives_the_datagram_back(
     assert done and all(d[0] == body and d[1] == size for d in done)
     r.expire(100.0)
     assert len(r) == 0 and r.mem == 0
+
+
+def test_the_prefilter_passes_every_fragment() -> None:
+    # tcp[] cannot look into a fragment: without its own clause the prefilter would pass
+    # the first fragment of a data segment (sometimes) and never the others
+    pcapy = pytest.importorskip("pcapy")
+    from sniffover.capture.bpf import prefilter_bpf
+
+    prog = pcapy.compile(LINKTYPE_ETHERNET, 65535, prefilter_bpf(16), 1, 0)
+    segment = ip4_packet(tcp(b"d" * 1448, seq=1001, flags=0x10))  # ACK, not sampled
+    assert prog.filter(eth(MAC_C, segment)) == 0
+    for frag in fragment4(segment, 552):
+        assert prog.filter(eth(MAC_C, frag)) > 0
+    for frag in fragment6(tcp(b"d" * 2000, seq=1001, flags=0x10), 6, 1232):
+        assert prog.filter(eth(MAC_C, frag, 0x86DD)) > 0
