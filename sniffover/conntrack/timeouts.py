@@ -40,6 +40,8 @@ class Timeouts:
     tcp_be_liberal: int = 0
     tcp_ignore_invalid_rst: int = 0
     tcp_max_retrans: int = 3
+    # nf_conntrack_checksum: verify L4 checksums at PRE_ROUTING (protocols.udplite_error)
+    checksum: int = 1
     sctp_timeout_closed: float = 10
     sctp_timeout_cookie_wait: float = 3
     sctp_timeout_cookie_echoed: float = 3

@@ -608,6 +608,35 @@ def sc_icmp_echo(lab: Lab) -> None:
     lab.ping("-c", "3", "-i", "0.2", "-W", "1", SERVER4)
 
 
+def sc_udplite(lab: Lab, checksum: int = 1) -> None:
+    # Real UDP-Lite sockets both families, whole and partial (20-byte) coverage, answered;
+    # then one datagram each family checksummed with protocol 17 (see udplite_peer).
+    lab.sysctl(lab.router, "net.netfilter.nf_conntrack_checksum", checksum)
+    listen = [(SERVER4, 7000, 0), (SERVER4, 7020, 20), (SERVER6, 7000, 0), (SERVER6, 7020, 20)]
+    server = lab.spawn(
+        lab.server,
+        "udplite_peer",
+        {"role": "server", "listen": listen + [(SERVER4, 7017, 0), (SERVER6, 7017, 0)]},
+        label="server",
+    )
+    server.expect("ready")
+    client = lab.spawn(
+        lab.client,
+        "udplite_peer",
+        {
+            "role": "client",
+            "flows": [(h, p, c) for h, p, c in listen],
+            "crafted": [(CLIENT4, SERVER4, 7017, 41017), (CLIENT6, SERVER6, 7017, 41017)],
+        },
+        label="client",
+    )
+    client.expect("done", 15)
+
+
+def sc_udplite_nochecksum(lab: Lab) -> None:
+    sc_udplite(lab, checksum=0)
+
+
 def sc_icmp_port_unreachable(lab: Lab) -> None:
     lab.run_py(
         lab.client,
@@ -878,6 +907,20 @@ SCENARIOS: dict[str, Scenario] = {
             sc_udp_flows,
         ),
         Scenario("icmp_echo", "Two IPv4 pings of 3 echoes each.", sc_icmp_echo),
+        Scenario(
+            "udplite",
+            "UDP-Lite sockets, IPv4 and IPv6, whole and 20-byte coverage, answered, through a "
+            "router with nf_conntrack_checksum=1 (its check uses protocol 17: all INVALID), "
+            "plus one datagram per family checksummed with protocol 17 (tracked).",
+            sc_udplite,
+        ),
+        Scenario(
+            "udplite_nochecksum",
+            "The udplite traffic through a router with nf_conntrack_checksum=0: every flow "
+            "tracked, answered ones ASSURED; the protocol-17 datagrams are bad for the "
+            "server and go unanswered.",
+            sc_udplite_nochecksum,
+        ),
         Scenario(
             "icmp_port_unreachable",
             "IPv4 UDP to a closed port answered with ICMP port unreachable, plus one echo.",
