@@ -69,7 +69,15 @@ from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
 from .tcp import TCP_INDEX, VALID_FLAGS, tcp_new, tcp_packet
 from .timeouts import Timeouts
-from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
+from .tuple import (
+    ICMP_ERRORS,
+    ICMPV6_UNTRACKED,
+    JOINED_GROUPS,
+    MULTICAST_MODES,
+    Tuple,
+    invert,
+    is_multicast,
+)
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
 
 EVENT_NEW = "new"
@@ -130,8 +138,15 @@ class ConntrackTable:
         infer_direction: bool = True,
         listener: Listener | None = None,
         max_entries: int | None = None,
+        multicast: str = "drop",
     ) -> None:
         self.timeouts = timeouts or Timeouts()
+        # "drop": a router that joined no group and routes no multicast: a datagram to any
+        # other group than JOINED_GROUPS dies in routing, its entry never confirmed.
+        # "track": a firewall that listens to or routes multicast: tracked like unicast.
+        if multicast not in MULTICAST_MODES:
+            raise ValueError(f"multicast must be one of {', '.join(MULTICAST_MODES)}")
+        self.drop_multicast = multicast == "drop"
         # nf_conntrack_max: at the limit a new entry early-drops an old one or is refused.
         self.max_entries = max_entries
         # Eviction candidates in insertion order (only with max_entries), and the entries
@@ -246,6 +261,9 @@ class ConntrackTable:
         return HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
 
     def _new(self, pkt: Packet, key: Tuple) -> int:
+        if self.drop_multicast and is_multicast(pkt.dst) and pkt.dst not in JOINED_GROUPS:
+            self.counters["multicast-not-joined"] += 1
+            return IGNORE  # NEW, then dropped by the router's routing: never confirmed
         reply = invert(key)
         if reply is None:
             return INVALID

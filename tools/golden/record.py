@@ -637,6 +637,24 @@ def sc_udplite_nochecksum(lab: Lab) -> None:
     sc_udplite(lab, checksum=0)
 
 
+def sc_multicast_broadcast(lab: Lab) -> None:
+    lab.echo_server(udp=[(SERVER4, 5300), (SERVER6, 5300)])
+    lab.run_py(
+        lab.client,
+        "multicast_client",
+        {
+            "src4": CLIENT4,
+            "iface": HOST_IF,
+            # limited; the inside subnet's (link broadcast); the outside subnet's (routed to
+            # the router, which delivers it: it is a broadcast address of its own)
+            "bcast": ["255.255.255.255", "192.0.2.255", "198.51.100.255"],
+            "dst4": SERVER4,
+            "dst6": SERVER6,
+            "port": 5300,
+        },
+    )
+
+
 def sc_icmp_port_unreachable(lab: Lab) -> None:
     lab.run_py(
         lab.client,
@@ -920,6 +938,14 @@ SCENARIOS: dict[str, Scenario] = {
             "tracked, answered ones ASSURED; the protocol-17 datagrams are bad for the "
             "server and go unanswered.",
             sc_udplite_nochecksum,
+        ),
+        Scenario(
+            "multicast_broadcast",
+            "IGMPv3 report (224.0.0.22), LLMNR, SSDP, mDNS and other groups, IPv4 and IPv6, "
+            "to a router that joined none and routes no multicast; the groups every Linux "
+            "router joins (224.0.0.1 also by IGMP query, ff02::1, ff02::2); limited, "
+            "link and other-subnet broadcasts; one answered unicast UDP flow per family.",
+            sc_multicast_broadcast,
         ),
         Scenario(
             "icmp_port_unreachable",
