@@ -261,9 +261,15 @@ class ConntrackTable:
         return HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
 
     def _new(self, pkt: Packet, key: Tuple) -> int:
-        if self.drop_multicast and is_multicast(pkt.dst) and pkt.dst not in JOINED_GROUPS:
-            self.counters["multicast-not-joined"] += 1
-            return IGNORE  # NEW, then dropped by the router's routing: never confirmed
+        dst = pkt.dst
+        if is_multicast(dst):
+            if len(dst) == 16 and dst[1] & 0x0E == 0:
+                # scope 0 or interface-local: ip6_rcv_core() drops it before conntrack
+                self.counters["multicast-bad-scope"] += 1
+                return IGNORE
+            if self.drop_multicast and dst not in JOINED_GROUPS:
+                self.counters["multicast-not-joined"] += 1
+                return IGNORE  # NEW, then dropped by the router's routing: never confirmed
         reply = invert(key)
         if reply is None:
             return INVALID

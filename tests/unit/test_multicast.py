@@ -22,7 +22,7 @@ from tests.helpers import FakeSender
 C4, C6 = addr_bytes("192.0.2.1"), addr_bytes("fe80::1")
 NOT_JOINED = ["224.0.0.22", "224.0.0.252", "239.255.255.250", "224.0.0.251", "224.0.0.2",
               "ff02::fb", "ff02::1:3", "ff02::c", "ff05::c"]  # fmt: skip
-DELIVERED = ["224.0.0.1", "ff02::1", "ff02::2", "255.255.255.255", "192.0.2.255"]
+DELIVERED = ["224.0.0.1", "ff02::1", "ff02::2", "ff05::2", "255.255.255.255", "192.0.2.255"]
 
 
 def datagram(dst: str, proto: int = 17, ts: float = 1.0) -> Packet:
@@ -56,6 +56,12 @@ def test_igmp_report_and_query() -> None:
 def test_track_mode_tracks_every_group(dst: str) -> None:
     table = ConntrackTable(multicast="track")
     assert table.process(datagram(dst)) == ACCEPT and len(table) == 1
+
+
+@pytest.mark.parametrize("mode", ["drop", "track"])
+def test_interface_local_group_never_reaches_conntrack(mode: str) -> None:
+    table = ConntrackTable(multicast=mode)
+    assert table.process(datagram("ff01::1")) == IGNORE and len(table) == 0
 
 
 def test_unknown_mode_refused() -> None:

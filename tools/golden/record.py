@@ -644,6 +644,7 @@ def sc_multicast_broadcast(lab: Lab) -> None:
         "multicast_client",
         {
             "src4": CLIENT4,
+            "src6": CLIENT6,
             "iface": HOST_IF,
             # limited; the inside subnet's (link broadcast); the outside subnet's (routed to
             # the router, which delivers it: it is a broadcast address of its own)
@@ -943,7 +944,8 @@ SCENARIOS: dict[str, Scenario] = {
             "multicast_broadcast",
             "IGMPv3 report (224.0.0.22), LLMNR, SSDP, mDNS and other groups, IPv4 and IPv6, "
             "to a router that joined none and routes no multicast; the groups every Linux "
-            "router joins (224.0.0.1 also by IGMP query, ff02::1, ff02::2); limited, "
+            "router joins (224.0.0.1 also by IGMP query, ff02::1, ff02::2, ff05::2); a "
+            "frame to the interface-local ff01::1 (dropped before conntrack); limited, "
             "link and other-subnet broadcasts; one answered unicast UDP flow per family.",
             sc_multicast_broadcast,
         ),

@@ -31,6 +31,7 @@ GROUPS6 = [
     ("ff05::c", 1900),  # SSDP, site scope
     ("ff02::1", 9),  # all-nodes
     ("ff02::2", 9),  # all-routers: joined by a forwarding router
+    ("ff05::2", 9),  # site-local all-routers: joined by a forwarding router
 ]
 
 
@@ -65,12 +66,36 @@ def igmp(dst: str, kind: int) -> None:
     r.close()
 
 
+def node_local(src: str, dst: str = "ff01::1", port: int = 9) -> None:
+    """A frame to an interface-local group, which no host sends on a wire (the router's
+    ip6_rcv_core drops it before conntrack sees it): AF_PACKET, built here."""
+    iface = A.get("iface", "eth0")
+    with open(f"/sys/class/net/{iface}/address") as f:
+        mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    a, b = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    data = b"node-local"
+    udp = struct.pack("!HHHH", 40000, port, 8 + len(data), 0) + data
+    pseudo = a + b + struct.pack("!IBBBB", len(udp), 0, 0, 0, 17)
+    words = pseudo + udp + (b"\0" if len(udp) & 1 else b"")
+    total = sum(struct.unpack(f"!{len(words) // 2}H", words))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    udp = udp[:6] + struct.pack("!H", (~total & 0xFFFF) or 0xFFFF) + data
+    ip6 = struct.pack("!IHBB", 6 << 28, len(udp), 17, 1) + a + b
+    frame = b"\x33\x33" + b[-4:] + mac + b"\x86\xdd" + ip6 + udp
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    s.send(frame)
+    s.close()
+
+
 igmp("224.0.0.22", 0x22)
 igmp("224.0.0.1", 0x11)
 for dst, port in GROUPS4:
     send4(dst, port)
 for dst, port in GROUPS6:
     send6(dst, port)
+node_local(A["src6"])
 for dst in A["bcast"]:
     send4(dst, 138, broadcast=True)
 # one unicast flow, answered, so the capture is not only one-way traffic
