@@ -945,7 +945,8 @@ SCENARIOS: dict[str, Scenario] = {
             "IGMPv3 report (224.0.0.22), LLMNR, SSDP, mDNS and other groups, IPv4 and IPv6, "
             "to a router that joined none and routes no multicast; the groups every Linux "
             "router joins (224.0.0.1 also by IGMP query, ff02::1, ff02::2, ff05::2); a "
-            "frame to the interface-local ff01::1 (dropped before conntrack); limited, "
+            "frame to the interface-local ff01::1 (dropped before conntrack); a DHCP "
+            "DISCOVER from 0.0.0.0 to 255.255.255.255; limited, "
             "link and other-subnet broadcasts; one answered unicast UDP flow per family.",
             sc_multicast_broadcast,
         ),

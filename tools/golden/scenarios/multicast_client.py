@@ -89,6 +89,27 @@ def node_local(src: str, dst: str = "ff01::1", port: int = 9) -> None:
     s.close()
 
 
+def dhcp_discover() -> None:
+    """A DHCP DISCOVER-like datagram from 0.0.0.0:68 to 255.255.255.255:67 (AF_PACKET:
+    a socket cannot send from 0.0.0.0)."""
+    iface = A.get("iface", "eth0")
+    with open(f"/sys/class/net/{iface}/address") as f:
+        mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    data = b"\x01\x01\x06\x00" + bytes(232) + b"\x63\x82\x53\x63\x35\x01\x01\xff"
+    udp = struct.pack("!HHHH", 68, 67, 8 + len(data), 0) + data  # checksum 0: none
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
+                      bytes(4), b"\xff" * 4)  # fmt: skip
+    words = struct.unpack("!10H", hdr)
+    total = sum(words)
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    hdr = hdr[:10] + struct.pack("!H", ~total & 0xFFFF) + hdr[12:]
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    s.send(b"\xff" * 6 + mac + b"\x08\x00" + hdr + udp)
+    s.close()
+
+
 igmp("224.0.0.22", 0x22)
 igmp("224.0.0.1", 0x11)
 for dst, port in GROUPS4:
@@ -96,6 +117,7 @@ for dst, port in GROUPS4:
 for dst, port in GROUPS6:
     send6(dst, port)
 node_local(A["src6"])
+dhcp_discover()
 for dst in A["bcast"]:
     send4(dst, 138, broadcast=True)
 # one unicast flow, answered, so the capture is not only one-way traffic
