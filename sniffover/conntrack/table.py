@@ -46,6 +46,7 @@ from .entry import (
     TcpState,
 )
 from .packet import (
+    HW_FROM_MASTER,
     PROTO_GRE,
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -267,9 +268,11 @@ class ConntrackTable:
                 # scope 0 or interface-local: ip6_rcv_core() drops it before conntrack
                 self.counters["multicast-bad-scope"] += 1
                 return IGNORE
-            if self.drop_multicast and dst not in JOINED_GROUPS:
+            if self.drop_multicast and dst not in JOINED_GROUPS and not pkt.hw & HW_FROM_MASTER:
+                # NEW, then dropped by the router's routing: never confirmed. What leaves the
+                # master (its own VRRP adverts, IGMP reports) went through its OUTPUT path.
                 self.counters["multicast-not-joined"] += 1
-                return IGNORE  # NEW, then dropped by the router's routing: never confirmed
+                return IGNORE
         reply = invert(key)
         if reply is None:
             return INVALID

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from sniffover.conntrack.entry import IPS_SEEN_REPLY
-from sniffover.conntrack.packet import Packet
+from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER, Packet
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.tuple import addr_bytes
 from sniffover.conntrack.verdict import ACCEPT, IGNORE
@@ -50,6 +50,19 @@ def test_igmp_report_and_query() -> None:
     assert table.process(datagram("224.0.0.22", proto=2)) == IGNORE  # IGMPv3 report
     assert table.process(datagram("224.0.0.1", proto=2)) == ACCEPT  # query to all-systems
     assert len(table) == 1
+
+
+@pytest.mark.parametrize("dst", ["224.0.0.18", "224.0.0.251", "ff02::fb"])
+def test_what_leaves_the_master_went_through_its_output_path(dst: str) -> None:
+    """Its own VRRP adverts, mDNS, IGMP reports: confirmed (golden capture any_multicast)."""
+    table = ConntrackTable()
+    own = datagram(dst)
+    own.hw = HW_FROM_MASTER
+    assert table.process(own) == ACCEPT and len(table) == 1
+    arriving = datagram(dst, ts=1.1)
+    arriving.src = arriving.src[:-1] + b"\x09"  # another host on the segment: no entry
+    arriving.hw = HW_TO_MASTER
+    assert table.process(arriving) == IGNORE and len(table) == 1
 
 
 @pytest.mark.parametrize("dst", NOT_JOINED)

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -656,6 +656,37 @@ def sc_multicast_broadcast(lab: Lab) -> None:
     )
 
 
+JOINED = [("224.0.0.251", 5353), ("239.255.255.250", 1900), ("ff02::fb", 5353), ("ff02::c", 1900)]
+
+
+def sc_multicast_joined(lab: Lab) -> None:
+    # The router itself listens to mDNS and SSDP (a firewall running an mDNS reflector or
+    # a UPnP daemon): it joined those groups, so their datagrams are delivered and tracked.
+    listener = lab.spawn(
+        lab.router,
+        "group_listener",
+        {"iface": INSIDE, "addr4": ROUTER_IN4, "groups": JOINED},
+        label="listener",
+    )
+    listener.expect("ready")
+    time.sleep(1.0)  # the router's IPv6 groups take effect once its link-local address is up
+    lab.echo_server(udp=[(SERVER4, 5300), (SERVER6, 5300)])
+    lab.run_py(
+        lab.client,
+        "multicast_client",
+        {"src4": CLIENT4, "iface": HOST_IF, "groups": JOINED, "dst4": SERVER4,
+         "dst6": SERVER6, "port": 5300},
+    )  # fmt: skip
+
+
+def sc_multicast_router_own(lab: Lab) -> None:
+    # multicast_broadcast, and the router's own multicast on its inside: a VRRP-like
+    # advertisement and mDNS/SSDP datagrams (its OUTPUT path: confirmed, unlike the others)
+    sc_multicast_broadcast(lab)
+    own = {"src4": ROUTER_IN4, "iface": INSIDE, "vrrp": True, "groups": JOINED}
+    lab.run_py(lab.router, "multicast_client", own)
+
+
 def sc_icmp_port_unreachable(lab: Lab) -> None:
     lab.run_py(
         lab.client,
@@ -853,6 +884,9 @@ class Scenario:
     precapture: bool = False  # run() starts the capture itself (gets the pcap path)
     source: str = ""  # derived captures: converted from this recorded one
     convert: str = ""
+    # keyword arguments of sniffover.replay.replay() the golden test passes (the router's
+    # configuration the tracker must be told about), saved as "replay" in <name>.json
+    replay: dict[str, Any] = field(default_factory=dict)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -949,6 +983,14 @@ SCENARIOS: dict[str, Scenario] = {
             "DISCOVER from 0.0.0.0 to 255.255.255.255; limited, "
             "link and other-subnet broadcasts; one answered unicast UDP flow per family.",
             sc_multicast_broadcast,
+        ),
+        Scenario(
+            "multicast_joined",
+            "mDNS and SSDP datagrams, IPv4 and IPv6, to a router that joined those groups "
+            "(a listener in the router namespace): delivered and tracked; replayed with "
+            "--multicast track.",
+            sc_multicast_joined,
+            replay={"multicast": "track"},
         ),
         Scenario(
             "icmp_port_unreachable",
@@ -1164,6 +1206,8 @@ def record(name: str, outdir: Path | str) -> Path:
             "scenario": name,
             "tcpdump": _tcpdump_stats(tcpdump_err),
         }
+        if sc.replay:
+            meta["replay"] = sc.replay
         (outdir / f"{name}.conntrack").write_text(table)
         (outdir / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     finally:

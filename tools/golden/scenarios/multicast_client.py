@@ -3,9 +3,9 @@ of, to groups a router does not join (IGMPv3 reports, LLMNR, SSDP, mDNS) and to 
 joins unasked (224.0.0.1, ff02::1, ff02::2), broadcasts, and one unicast flow.
 
 Run by the golden recorder inside a namespace:
-``python3 -m tools.golden.scenarios.multicast_client JSON-ARGS`` with ``src4`` (the
-client's address), ``bcast`` (the broadcast addresses to send to), ``dst4``/``dst6`` and
-``port`` (an echo server).
+``python3 -m tools.golden.scenarios.multicast_client JSON-ARGS`` with ``src4``/``src6``
+(the client's addresses), ``bcast`` (the broadcast addresses to send to), ``dst4``/``dst6``
+and ``port`` (an echo server); ``groups`` ([group, port] pairs) sends to those alone.
 """
 
 import contextlib
@@ -110,18 +110,28 @@ def dhcp_discover() -> None:
     s.close()
 
 
-igmp("224.0.0.22", 0x22)
-igmp("224.0.0.1", 0x11)
-for dst, port in GROUPS4:
-    send4(dst, port)
-for dst, port in GROUPS6:
-    send6(dst, port)
-node_local(A["src6"])
-dhcp_discover()
-for dst in A["bcast"]:
+if A.get("vrrp"):  # a VRRP-like advertisement (protocol 112) to 224.0.0.18
+    r = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+    r.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(A["src4"]))
+    r.sendto(struct.pack("!BBBBBBH4s", 0x21, 1, 100, 1, 0, 1, 0, socket.inet_aton(A["src4"])),
+             ("224.0.0.18", 0))  # fmt: skip
+    r.close()
+if "groups" in A:  # only these (multicast_joined), else everything above
+    for dst, port in A["groups"]:
+        (send6 if ":" in dst else send4)(dst, port)
+else:
+    igmp("224.0.0.22", 0x22)
+    igmp("224.0.0.1", 0x11)
+    for dst, port in GROUPS4:
+        send4(dst, port)
+    for dst, port in GROUPS6:
+        send6(dst, port)
+    node_local(A["src6"])
+    dhcp_discover()
+for dst in A.get("bcast", []):
     send4(dst, 138, broadcast=True)
 # one unicast flow, answered, so the capture is not only one-way traffic
-for dst in (A["dst4"], A["dst6"]):
+for dst in (A["dst4"], A["dst6"]) if "dst4" in A else ():
     u = socket.socket(socket.AF_INET6 if ":" in dst else socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(1.0)
     u.sendto(b"unicast", (dst, A["port"]))
