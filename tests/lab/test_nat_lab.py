@@ -112,3 +112,28 @@ def test_nat_control_without_sniffover_loses_tcp() -> None:
     r = run_nat("snat", with_agent=False)
     assert r["after"]["tcp_ok"] == 0, r["after"]
     assert client_ip(1) and server_ip(1) and sys.executable
+
+
+def test_icmp_through_snat_primed(tmp_path) -> None:
+    """Echoes answered before the agent started, idle since: only the prime (fw1's dump)
+    knows them; fw2 must hold them with fw1's reply tuple, echo id included."""
+    from tests.lab.test_prime_agent_lab import MASTER, key_file, start_serve
+
+    with Lab(nat="snat") as lab:
+        key = key_file(tmp_path)
+        serve = start_serve(lab, key)
+        agent = None
+        try:
+            for _ in range(2):  # two echo ids, one echo each, before the agent exists
+                assert lab.ping("c1", server_ip(1), count=1, wait=1.0)
+            args = ("--iface", "outside0", "--prime-from", MASTER, "--key-file", key)
+            agent = start_agent(lab, *args, "--prime-required")
+            time.sleep(0.3)
+            icmp1 = {k: v for k, v in icmp_table(lab, "fw1").items() if k[1] == server_ip(1)}
+            icmp2 = icmp_table(lab, "fw2")
+        finally:
+            if agent is not None:
+                stop_process(agent)
+            stop_process(serve)
+    assert len(icmp1) == 2 and all(v[1] == OUTSIDE_VIP and v[4] == k[4] for k, v in icmp1.items())
+    assert {k: icmp2.get(k) for k in icmp1} == icmp1, icmp2
