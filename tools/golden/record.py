@@ -638,6 +638,8 @@ def sc_udplite_nochecksum(lab: Lab) -> None:
 
 
 def sc_multicast_broadcast(lab: Lab) -> None:
+    # a remote subnet behind the server, so a broadcast directed to it is forwarded
+    lab.sh(None, "ip", "-n", lab.router, "route", "add", "203.0.113.0/24", "via", SERVER4)
     lab.echo_server(udp=[(SERVER4, 5300), (SERVER6, 5300)])
     lab.run_py(
         lab.client,
@@ -647,8 +649,9 @@ def sc_multicast_broadcast(lab: Lab) -> None:
             "src6": CLIENT6,
             "iface": HOST_IF,
             # limited; the inside subnet's (link broadcast); the outside subnet's (routed to
-            # the router, which delivers it: it is a broadcast address of its own)
-            "bcast": ["255.255.255.255", "192.0.2.255", "198.51.100.255"],
+            # the router, which delivers it: it is a broadcast address of its own); a remote
+            # subnet's (forwarded like any unicast destination)
+            "bcast": ["255.255.255.255", "192.0.2.255", "198.51.100.255", "203.0.113.255"],
             "dst4": SERVER4,
             "dst6": SERVER6,
             "port": 5300,
@@ -980,8 +983,8 @@ SCENARIOS: dict[str, Scenario] = {
             "to a router that joined none and routes no multicast; the groups every Linux "
             "router joins (224.0.0.1 also by IGMP query, ff02::1, ff02::2, ff05::2); a "
             "frame to the interface-local ff01::1 (dropped before conntrack); a DHCP "
-            "DISCOVER from 0.0.0.0 to 255.255.255.255; limited, "
-            "link and other-subnet broadcasts; one answered unicast UDP flow per family.",
+            "DISCOVER from 0.0.0.0 to 255.255.255.255; limited, link, other-subnet and "
+            "remote-subnet broadcasts; one answered unicast UDP flow per family.",
             sc_multicast_broadcast,
         ),
         Scenario(
