@@ -64,9 +64,10 @@ def replay(
     at: float | None = None,
     timeouts: Timeouts | None = None,
     infer_direction: bool = True,
+    multicast: str = "drop",
 ) -> ReplayResult:
     """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet."""
-    table = ConntrackTable(timeouts, infer_direction=infer_direction)
+    table = ConntrackTable(timeouts, infer_direction=infer_direction, multicast=multicast)
     source = iter_pcap_packets(paths, sll_direction=True)
     packets = 0
     last_ts: float | None = None

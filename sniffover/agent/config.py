@@ -191,6 +191,8 @@ class AgentConfig:
     metrics_listen: str | None = field(
         default=None, metadata=_opt("metrics", kind=str, check=_listen)
     )
+    # datagrams to multicast groups: drop (a router that joined none) | track (conntrack.table)
+    multicast: str = field(default="drop", metadata=_opt(check=one_of("drop", "track")))
     # forwarding confirmation: auto | mac | both | off
     confirm: str = field(default="auto", metadata=_opt(check=one_of("auto", "mac", "both", "off")))
     # configured; else learned

@@ -140,9 +140,16 @@ class Pipeline:
                 self.helpers = HelperFollower(names=cfg.helpers)
                 self.expect = ExpectInstaller(self.sock, self.installer, cfg.zone)
                 listener = helper_listener(self.installer, self.helpers, self.expect)
-            table = ConntrackTable(self.timeouts, listener=listener, max_entries=cfg.max_flows)
+            table = ConntrackTable(
+                self.timeouts,
+                listener=listener,
+                max_entries=cfg.max_flows,
+                multicast=cfg.multicast,
+            )
         else:
-            table = ConntrackTable(self.timeouts, max_entries=cfg.max_flows)
+            table = ConntrackTable(
+                self.timeouts, max_entries=cfg.max_flows, multicast=cfg.multicast
+            )
         self.confirmer = None
         if confirm:
             two = cfg.confirm == "both" or (cfg.confirm == "auto" and len(cfg.ifaces) >= 2)

@@ -365,9 +365,10 @@ class Decoder:
             sport, dport = _u16u16(buf, l4)
             pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 8, 0, 0, 0, 0, b"",
                          None, vlan, ttl)  # fmt: skip
-            if proto == PROTO_UDP and (
-                (_UDP_LO <= sport <= _UDP_HI and sport in UDP_PAYLOAD_PORTS)
-                or (_UDP_LO <= dport <= _UDP_HI and dport in UDP_PAYLOAD_PORTS)
+            if proto == PROTO_UDPLITE:  # the whole segment: conntrack.protocols.udplite_error
+                pkt.payload = bytes(buf[l4:stop])
+            elif (_UDP_LO <= sport <= _UDP_HI and sport in UDP_PAYLOAD_PORTS) or (
+                _UDP_LO <= dport <= _UDP_HI and dport in UDP_PAYLOAD_PORTS
             ):  # e.g. a TFTP request: conntrack.helpers.tftp reads its opcode
                 pkt.payload = bytes(buf[l4 + 8 : stop])
             return pkt

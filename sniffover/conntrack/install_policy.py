@@ -26,6 +26,8 @@ The rules come from how the kernel treats injected entries
   That is a TFTP request's flow: the server answers from another port (the request's
   flow never sees a reply) and the kernel accepts the expectation for that answer
   (``conntrack.helpers.tftp``) only on a master it holds.
+* Never an entry whose destination is a multicast group or the limited broadcast (the
+  master's are its own deliveries; the standby's kernel makes its own from its copy).
 * Status is CONFIRMED (which ctnetlink demands) | SEEN_REPLY | ASSURED as the
   tracker has them; the timeout is what remains of the tracker's timer.
 """
@@ -60,6 +62,7 @@ from .states import (
     TCP_SYN_RECV,
     TCP_TIME_WAIT,
 )
+from .tuple import is_group_destination
 
 # TCP states worth installing; the closing ones only as updates of an installed entry.
 TCP_LIVE = frozenset((TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_CLOSE_WAIT, TCP_LAST_ACK))
@@ -120,6 +123,8 @@ def desired(
     """
     if conn.expires <= now or (require_forwarded and not conn.forwarded):
         return None
+    if is_group_destination(conn.orig[2]):
+        return None  # multicast / broadcast: each router delivers or routes its own copy
     status = IPS_CONFIRMED | (conn.status & (IPS_SEEN_REPLY | IPS_ASSURED))
     st = conn.tcp
     if conn.orig[0] == PROTO_TCP:

@@ -128,7 +128,8 @@ class Packet:
         self.hw = hw  # HW_FROM_MASTER | HW_TO_MASTER: the frame's MACs against the master's
         self.ipid = ipid  # IPv4 identification (0 for IPv6): pairs a packet's copies
         # L4 payload as captured (up to the snap length), only to or from a helper's port
-        # (``conntrack.helpers``: FTP control lines, TFTP requests); empty otherwise
+        # (``conntrack.helpers``: FTP control lines, TFTP requests); for UDP-Lite the whole
+        # segment from its header (``protocols.udplite_error``); empty otherwise
         self.payload = payload
 
     def __repr__(self) -> str:

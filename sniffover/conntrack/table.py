@@ -70,7 +70,15 @@ from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
 from .tcp import TCP_INDEX, VALID_FLAGS, tcp_new, tcp_packet
 from .timeouts import Timeouts
-from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
+from .tuple import (
+    ICMP_ERRORS,
+    ICMPV6_UNTRACKED,
+    JOINED_GROUPS,
+    MULTICAST_MODES,
+    Tuple,
+    invert,
+    is_multicast,
+)
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
 
 EVENT_NEW = "new"
@@ -131,8 +139,15 @@ class ConntrackTable:
         infer_direction: bool = True,
         listener: Listener | None = None,
         max_entries: int | None = None,
+        multicast: str = "drop",
     ) -> None:
         self.timeouts = timeouts or Timeouts()
+        # "drop": a router that joined no group and routes no multicast: a datagram to any
+        # other group than JOINED_GROUPS dies in routing, its entry never confirmed.
+        # "track": a firewall that listens to or routes multicast: tracked like unicast.
+        if multicast not in MULTICAST_MODES:
+            raise ValueError(f"multicast must be one of {', '.join(MULTICAST_MODES)}")
+        self.drop_multicast = multicast == "drop"
         # nf_conntrack_max: at the limit a new entry early-drops an old one or is refused.
         self.max_entries = max_entries
         # Eviction candidates in insertion order (only with max_entries), and the entries
@@ -251,6 +266,17 @@ class ConntrackTable:
         return HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
 
     def _new(self, pkt: Packet, key: Tuple) -> int:
+        dst = pkt.dst
+        if is_multicast(dst):
+            if len(dst) == 16 and dst[1] & 0x0E == 0:
+                # scope 0 or interface-local: ip6_rcv_core() drops it before conntrack
+                self.counters["multicast-bad-scope"] += 1
+                return IGNORE
+            if self.drop_multicast and dst not in JOINED_GROUPS and not pkt.hw & HW_FROM_MASTER:
+                # NEW, then dropped by the router's routing: never confirmed. What leaves the
+                # master (its own VRRP adverts, IGMP reports) went through its OUTPUT path.
+                self.counters["multicast-not-joined"] += 1
+                return IGNORE
         if (
             pkt.ttl == 1
             and pkt.src in self._dying

@@ -43,6 +43,8 @@ def test_capture_is_complete(name: str) -> None:
 def test_replay_matches_kernel_table(name: str) -> None:
     meta, kernel, timeouts = load_scenario(name)
     at = float(meta["dump_time"])
-    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts)
+    # the router's configuration the tracker is told about (tools/golden/record.py Scenario)
+    options = meta.get("replay", {})
+    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts, **options)
     cmp = compare_tables(kernel, result.entries(), at)
     assert cmp.equal, f"{name}: {meta.get('description', '')}\n{cmp.report(at)}"

@@ -40,6 +40,14 @@ def _any(run: Callable[[Lab], None], nat: bool) -> Callable[[Lab, Path], None]:
 
 ANY: tuple[Scenario, ...] = (
     Scenario(
+        "any_multicast",
+        "multicast_broadcast captured with tcpdump -i any on the router, plus the router's "
+        "own multicast (VRRP-like advertisement, mDNS, SSDP, IPv4 and IPv6): its own goes "
+        "out through OUTPUT and gets an entry, what arrives for groups it did not join not.",
+        _any(recorder.sc_multicast_router_own, nat=False),
+        precapture=True,
+    ),
+    Scenario(
         "any_mixed",
         "mixed_many captured with tcpdump -i any on the router: every forwarded packet twice "
         "(in and out), Linux cooked capture.",
