@@ -56,14 +56,7 @@ from .packet import (
     PROTO_UDPLITE,
     Packet,
 )
-from .protocols import (
-    generic_packet,
-    gre_packet,
-    icmp_new,
-    icmp_packet,
-    udp_packet,
-    udplite_packet,
-)
+from .protocols import generic_packet, gre_packet, icmp_new, icmp_packet, udp_packet, udplite_packet
 from .sctp import sctp_can_early_drop, sctp_new, sctp_packet
 from .states import TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT
 from .tcp import NONE as TCP_INDEX_NONE
