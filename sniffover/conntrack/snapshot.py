@@ -29,7 +29,7 @@ from .seqadj import SeqAdj
 from .states import TCP_STATE_NAMES
 from .table import ConntrackTable
 from .tcp import NONE as TCP_INDEX_NONE
-from .tuple import Tuple
+from .tuple import Tuple, addr_text
 
 # Bits a snapshot's status may carry over to our entry (others are the kernel's business).
 KEPT_STATUS = IPS_SEEN_REPLY | IPS_ASSURED
@@ -148,6 +148,11 @@ TCP_STATE_BY_NAME = {name: i for i, name in enumerate(TCP_STATE_NAMES)}
 def format_seqadj(values: tuple[tuple[int, int, int], tuple[int, int, int]]) -> str:
     """CTA_SEQ_ADJ_ORIG / _REPLY as one line: six u32, ORIGINAL's three then REPLY's."""
     return " ".join(str(v & 0xFFFFFFFF) for d in values for v in d)
+
+
+def tuple_key(t: Tuple) -> str:
+    """A tuple as one line of text ("6 192.0.2.1 198.51.100.1 40000 21"), for files."""
+    return f"{t[0]} {addr_text(t[1])} {addr_text(t[2])} {t[3]} {t[4]}"
 
 
 def parse_seqadj(text: str) -> SeqAdj | None:
