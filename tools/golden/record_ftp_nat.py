@@ -10,6 +10,8 @@ ctnetlink dump in the router) and the golden test compares them with the replay'
   transfers (PORT 192,0,2,1 becomes 198,51,100,254: five bytes longer, twice) and a
   passive one whose 227 the server writes with zero-padded numbers (the NAT helper
   writes them plainly: shorter), so both directions are adjusted.
+* ``ftp_snat6``: the same over IPv6 (EPRT |2|2001:db8:1::1| becomes |2|2001:db8:2::fe|:
+  one byte longer; EPSV carries no address).
 * ``ftp_dnat``: the server inside behind a port forward of the router's outside address;
   the client outside uses passive mode (227 192,0,2,1 becomes 198,51,100,254) and active.
 
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import record as recorder
-from .record import CLIENT4, ROUTER_OUT4, SERVER4, Lab, Scenario
+from .record import CLIENT4, CLIENT6, ROUTER_OUT4, ROUTER_OUT6, SERVER4, SERVER6, Lab, Scenario
 from .record_cooked import SNAT_RULES
 
 FTP_HELPER = """\
@@ -43,6 +45,15 @@ table ip snfrecdnat {{
     chain prerouting_nat {{
         type nat hook prerouting priority dstnat; policy accept;
         iifname "{recorder.OUTSIDE}" ip daddr {ROUTER_OUT4} tcp dport 21 dnat to {CLIENT4}
+    }}
+}}
+"""
+
+SNAT6_RULES = f"""\
+table ip6 snfrecnat6 {{
+    chain postrouting_nat {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "{recorder.OUTSIDE}" meta l4proto tcp snat to {ROUTER_OUT6}
     }}
 }}
 """
@@ -83,6 +94,18 @@ FTP: tuple[Scenario, ...] = (
             SNAT_RULES,
             ("server", SERVER4, True),
             ("client", SERVER4, CLIENT4, ["port", "noop", "pasv", "noop", "port", "noop"]),
+        ),
+        precapture=True,
+    ),
+    Scenario(
+        "ftp_snat6",
+        "FTP over IPv6 through source NAT with the router's FTP helper, tcpdump -i any: "
+        "EPRT rewritten 1 byte longer (twice), EPSV unchanged; seq adjustments in "
+        "ftp_snat6.seqadj.",
+        _ftp(
+            SNAT6_RULES,
+            ("server", SERVER6, False),
+            ("client", SERVER6, CLIENT6, ["port", "noop", "pasv", "noop", "port", "noop"]),
         ),
         precapture=True,
     ),
