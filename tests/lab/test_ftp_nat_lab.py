@@ -51,10 +51,11 @@ print(json.dumps(out))
 """
 # their expectations with the NAT helper's part (CTA_EXPECT_NAT, CTA_EXPECT_FN)
 EXPECT_DUMP = """
-import json
+import ipaddress, json
 from sniffover.kernel.dump import dump_expectations
-print(json.dumps(sorted([x.tuple[4], x.nat_dir, x.nat_tuple[3] if x.nat_tuple else -1, x.fn]
-                        for x in dump_expectations())))
+print(json.dumps(sorted(
+    [x.tuple[4], str(ipaddress.ip_address(x.tuple[2])), x.nat_dir,
+     x.nat_tuple[3] if x.nat_tuple else -1, x.fn] for x in dump_expectations())))
 """
 # the control run: the agent installs everything except the sequence adjustment
 NO_SEQADJ = "import sniffover.kernel.ctnetlink as c; c.encode_seqadj = lambda v: b''; "
@@ -173,7 +174,7 @@ def test_ftp_through_snat_survives_failover_with_seqadj():
     port = r["announce_port"]["port"]
     # the outstanding expectation on both, with the NAT helper's part: the data connection
     # (to the VIP) is translated back to the client's port, in the REPLY direction
-    assert r["fw1_expect"] == [[port, 1, port, "nat-follow-master"]], info
+    assert r["fw1_expect"] == [[port, "198.51.100.1", 1, port, "nat-follow-master"]], info
     assert r["fw2_expect"] == r["fw1_expect"], info
     assert r["promote"] == 0, info
     assert all(x["ok"] for x in r["noop_after"]), info  # every control connection answers
