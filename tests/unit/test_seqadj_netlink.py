@@ -16,7 +16,7 @@ from sniffover.conntrack.install_policy import desired
 from sniffover.conntrack.seqadj import SeqAdj
 from sniffover.conntrack.snapshot import format_seqadj, parse_seqadj
 from sniffover.conntrack.states import TCP_ESTABLISHED
-from sniffover.kernel.ctnetlink import encode_ct_new, encode_exp_new
+from sniffover.kernel.ctnetlink import TcpInfo, encode_ct_new, encode_exp_new
 from sniffover.kernel.dump import decode_entry, decode_expectation
 from sniffover.kernel.installer import Installer
 from tests.helpers import FakeSender
@@ -157,3 +157,19 @@ def test_installer_sends_the_adjustment_on_create_and_update():
     assert adj is not None and adj.get_attr("CTA_NAT_SEQ_OFFSET_AFTER") == 5
     assert upd.get_attr("CTA_NAT_SRC") is None  # an update never carries NAT
     assert Expectation(conn.orig, conn.orig, conn.orig, 0.0, "x").nat is None
+
+
+def test_a_prime_carries_the_masters_adjustment():
+    """Dump (router) -> prime records -> seed (standby): the entry keeps the adjustment."""
+    from sniffover.conntrack.snapshot import seed
+    from sniffover.prime.records import decode_body, encode_body
+
+    orig, plain = (6, A4, B4, 40000, 21), (6, B4, A4, 21, 40000)
+    tcp = TcpInfo(3, 7, 7, 0x03, 0x03, 0x0F, 0x0F)
+    raw = encode_ct_new(orig, plain, status=0x6, timeout=300, tcp=tcp, seqadj=ADJ)
+    entry = decode_entry(bytearray(raw), 0, len(raw))
+    body = encode_body([entry])
+    (back,) = decode_body(body, 0, len(body), 1)
+    conn = seed(back, 100.0)
+    assert conn.seqadj is not None and conn.seqadj.values() == ADJ
+    assert desired(conn, 101.0, False).seqadj == ADJ  # and goes into the standby's kernel
