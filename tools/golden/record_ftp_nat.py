@@ -1,4 +1,4 @@
-"""Golden captures of FTP through NAT, taken with ``tcpdump -i any`` on the router.
+"""Golden captures of FTP (and TFTP) through NAT, taken with ``tcpdump -i any`` on the router.
 
 The router attaches the kernel's FTP helper to port 21 (nft ``ct helper``) and translates;
 its NAT helper (``nf_nat_ftp``) rewrites the address in PORT / 227 to another length, so
@@ -12,6 +12,9 @@ ctnetlink dump in the router) and the golden test compares them with the replay'
   writes them plainly: shorter), so both directions are adjusted.
 * ``ftp_snat6``: the same over IPv6 (EPRT |2|2001:db8:1::1| becomes |2|2001:db8:2::fe|:
   one byte longer; EPSV carries no address).
+* ``tftp_snat``: TFTP read requests through source NAT with the router's TFTP helper
+  (``nf_nat_tftp``): one answered from a new port of the server (RELATED, translated back
+  to the client), one left unanswered.
 * ``ftp_dnat``: the server inside behind a port forward of the router's outside address;
   the client outside uses passive mode (227 192,0,2,1 becomes 198,51,100,254) and active.
 
@@ -57,6 +60,26 @@ table ip6 snfrecnat6 {{
     }}
 }}
 """
+TFTP_HELPER = """\
+table inet snfrectftp {
+    ct helper tftp-std {
+        type "tftp" protocol udp;
+        l3proto inet;
+    }
+    chain prerouting_helper {
+        type filter hook prerouting priority filter; policy accept;
+        udp dport 69 ct helper set "tftp-std"
+    }
+}
+"""
+
+
+def _tftp(lab: Lab, pcap: Path) -> None:
+    lab.sh(lab.router, "nft", "-f", "-", stdin=TFTP_HELPER)
+    lab.sh(lab.router, "nft", "-f", "-", stdin=SNAT_RULES)
+    lab.start_capture(pcap, iface="any")
+    lab.spawn(lab.server, "tftp_server", {"host": SERVER4}).expect("ready")
+    lab.spawn(lab.client, "tftp_client", {"dst": SERVER4, "src": CLIENT4}).expect("done", 10)
 
 
 def _ftp(
@@ -85,6 +108,13 @@ def _ftp(
 
 
 FTP: tuple[Scenario, ...] = (
+    Scenario(
+        "tftp_snat",
+        "TFTP through source NAT with the router's TFTP helper, tcpdump -i any: a read "
+        "request answered from a new port (RELATED, translated), one unanswered.",
+        _tftp,
+        precapture=True,
+    ),
     Scenario(
         "ftp_snat",
         "FTP through source NAT with the router's FTP helper, tcpdump -i any: PORT rewritten "
