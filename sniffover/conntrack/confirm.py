@@ -41,8 +41,10 @@ PORT/EPRT/227/229, which may change the segment's length and from then on shifts
 sequence numbers of that direction (and the acknowledgements of the other). A payload
 segment on a helper port is therefore also keyed without its length (IP ID, sequence and
 acknowledgement numbers, the untranslated side); a pair whose lengths differ records the
-adjustment on the entry, as the master's ``nf_ct_seqadj_set`` did. A copy leaving the
-master that pairs with nothing is tried once more with the entry's shift undone.
+adjustment on the entry, as the master's ``nf_ct_seqadj_set`` did, if the copy leaving
+is one the NAT helper rewrites (PORT, EPRT, 227, 229: a stream merely cut into other
+segments is no rewrite). A copy leaving the master that pairs with nothing is tried once
+more with the entry's shift undone.
 
 Once the master's MACs are known, frames that neither enter nor leave it (host to
 host on the segment, or addressed to a MAC nobody has) are ignored: the master
@@ -57,6 +59,7 @@ from collections import Counter, deque
 
 from .entry import IPS_SEQ_ADJUST, Conn
 from .helpers import payload_ports
+from .helpers.ftp import REWRITTEN
 from .packet import HW_FROM_MASTER, HW_TO_MASTER, PROTO_TCP, TH_FIN, TH_RST, Packet
 from .seqadj import SeqAdj
 from .table import EVENT_UPDATE, ConntrackTable
@@ -298,7 +301,7 @@ class ForwardingConfirmer:
                 self._confirm(t_in)
             else:
                 self._translated(t_in, pkt)
-            if pkt.l4len != n_in:
+            if pkt.l4len != n_in and pkt.payload[:4].upper() in REWRITTEN:
                 self._rewritten(conn, t_in, seq, pkt.l4len - n_in)
             return True
         return False

@@ -124,3 +124,17 @@ def test_seqadj_set_semantics():
     w = SeqAdj()
     w.record(1, 0xFFFFFFF0, 2)
     assert w.offset(1, 5) == 2 and w.offset(1, 0xFFFFFFF0) == 0
+
+
+def test_other_segment_lengths_are_not_a_rewrite():
+    """Copies of a helper segment that differ in length but are no PORT/EPRT/227/229 (a
+    stream cut differently on the way out) record nothing."""
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True, hold_teardowns=False)
+    w = Wire(f.feed, 0)
+    w.client(SYN, 1000, 0, opts=syn_opts())
+    w.server(SYN | ACK, 5000, 1001, opts=syn_opts())
+    w.client(ACK, 1001, 5001)
+    w.client(ACK, 1001, 5001, b"LIST something\r\n", b"LIST some")
+    (conn,) = t.entries(1.0)
+    assert conn.seqadj is None and f.counters["seqadj-recorded"] == 0

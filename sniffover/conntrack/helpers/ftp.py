@@ -43,6 +43,8 @@ from ..expect import Expectation, ExpectPolicy, Helper, nat_of
 from ..packet import PROTO_TCP
 
 FTP_PORT = 21
+# what nf_nat_ftp rewrites (a segment starting with one of these, as the helper reads it)
+REWRITTEN = frozenset((b"PORT", b"EPRT", b"227 ", b"229 "))
 POLICY = ExpectPolicy(max_expected=1, timeout=300.0)  # ftp_exp_policy
 U32 = 0xFFFFFFFF
 
