@@ -24,6 +24,7 @@ HOT_MODULES = [
     "sniffover/conntrack/verdict.py",
     "sniffover/conntrack/states.py",
     "sniffover/conntrack/timeouts.py",
+    "sniffover/conntrack/seqadj.py",
     "sniffover/conntrack/entry.py",
     "sniffover/conntrack/tcp.py",
     "sniffover/conntrack/protocols.py",

@@ -22,6 +22,7 @@ from ..conntrack.helpers import HELPER_PORTS, HelperFollower
 from ..conntrack.packet import Packet
 from ..conntrack.table import ConntrackTable
 from ..conntrack.timeouts import Timeouts
+from ..conntrack.tuple import invert
 from ..kernel.ctnetlink import CtnlSocket
 from ..kernel.expect import ExpectInstaller
 from ..kernel.installer import Installer
@@ -193,9 +194,17 @@ class Pipeline:
     def _helper_segment(self, p: Packet) -> None:
         """A segment with payload (a helper's master): the expectation the helper makes of it."""
         assert self.helpers is not None
-        found = self.table.get((p.proto, p.src, p.dst, p.sport, p.dport))
+        t = (p.proto, p.src, p.dst, p.sport, p.dport)
+        found = self.table.get(t)
         if found is None:
-            return
+            # a translated copy leaving the master (NAT): its entry is the one it answers.
+            # A TFTP request's entry is rebound by this very copy, so its expectation is
+            # made again from the translated reply tuple.
+            inv = invert(t)
+            back = self.table.get(inv) if inv is not None else None
+            if back is None:
+                return
+            found = (back[0], 1 - back[1])
         exp = self.helpers.feed(found[0], found[1], p.payload, p.ts)
         if exp is not None and self.expect is not None:
             self.expect.add(exp)

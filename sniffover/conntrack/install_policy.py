@@ -28,6 +28,9 @@ The rules come from how the kernel treats injected entries
   (``conntrack.helpers.tftp``) only on a master it holds.
 * Never an entry whose destination is a multicast group or the limited broadcast (the
   master's are its own deliveries; the standby's kernel makes its own from its copy).
+* A NATed helper master whose segments the master rewrote to another length carries
+  its sequence adjustment (``conntrack.seqadj``, CTA_SEQ_ADJ_*): without it every later
+  segment of that control connection is shifted wrongly after a takeover.
 * Status is CONFIRMED (which ctnetlink demands) | SEEN_REPLY | ASSURED as the
   tracker has them; the timeout is what remains of the tracker's timer.
 """
@@ -93,6 +96,8 @@ class Desired(NamedTuple):
     sctp_state: int = -1  # SCTP state, -1 for other protocols
     vtag_orig: int = 0
     vtag_reply: int = 0
+    # CTA_SEQ_ADJ_ORIG / _REPLY: (correction_pos, offset_before, offset_after) each
+    seqadj: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
 
 
 def remaining_timeout(conn: Conn, now: float) -> int:
@@ -143,6 +148,7 @@ def desired(
         else:
             return None
         scale = st.flags0 & st.flags1 & TCP_FLAG_WINDOW_SCALE
+        sa = conn.seqadj
         return Desired(
             status,
             state,
@@ -150,6 +156,7 @@ def desired(
             st.td_scale1 if scale else 0,
             (st.flags0 & SIDE_FLAGS) | extra,
             (st.flags1 & SIDE_FLAGS) | extra,
+            seqadj=sa.values() if sa else None,
         )
     if conn.orig[0] == PROTO_SCTP:
         sc = conn.sctp

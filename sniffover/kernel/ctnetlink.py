@@ -57,10 +57,16 @@ CTA_TIMEOUT: Final = 7
 CTA_MARK: Final = 8
 CTA_ID: Final = 12
 CTA_NAT_DST: Final = 13
+CTA_TUPLE_MASTER: Final = 14
+CTA_SEQ_ADJ_ORIG: Final = 15
+CTA_SEQ_ADJ_REPLY: Final = 16
 CTA_ZONE: Final = 18
 CTA_LABELS: Final = 22
 # enum ctattr_help
 CTA_HELP_NAME: Final = 1
+CTA_SEQADJ_CORRECTION_POS: Final = 1  # enum ctattr_seqadj
+CTA_SEQADJ_OFFSET_BEFORE: Final = 2
+CTA_SEQADJ_OFFSET_AFTER: Final = 3
 # enum ctattr_expect
 CTA_EXPECT_MASTER: Final = 1
 CTA_EXPECT_TUPLE: Final = 2
@@ -70,6 +76,11 @@ CTA_EXPECT_HELP_NAME: Final = 6
 CTA_EXPECT_ZONE: Final = 7
 CTA_EXPECT_FLAGS: Final = 8
 CTA_EXPECT_CLASS: Final = 9
+CTA_EXPECT_NAT: Final = 10
+CTA_EXPECT_FN: Final = 11
+CTA_EXPECT_NAT_DIR: Final = 1  # enum ctattr_expect_nat
+CTA_EXPECT_NAT_TUPLE: Final = 2
+NAT_FOLLOW_MASTER: Final = "nat-follow-master"  # expectfn of nf_nat_ftp/tftp's expectations
 # enum ctattr_nat, ctattr_protonat
 CTA_NAT_V4_MINIP: Final = 1
 CTA_NAT_V4_MAXIP: Final = 2
@@ -212,6 +223,20 @@ def encode_nat(kind: int, addr: bytes, port: int) -> bytes:
     return _nest(kind, _attr(lo, addr), _attr(hi, addr), ports)
 
 
+SeqAdjValues = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+def encode_seqadj(values: SeqAdjValues) -> bytes:
+    """CTA_SEQ_ADJ_ORIG and _REPLY, each {CORRECTION_POS, OFFSET_BEFORE, OFFSET_AFTER}
+    (be32, u32 arithmetic; the kernel wants all three: ``change_seq_adj``)."""
+    kinds = (CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY)
+    fields = (CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER)
+    return b"".join(
+        _nest(k, *(_attr(f, _be32(v & 0xFFFFFFFF)) for f, v in zip(fields, row, strict=True)))
+        for k, row in zip(kinds, values, strict=True)
+    )
+
+
 def encode_ct_new(
     orig: Tuple,
     reply: Tuple,
@@ -230,11 +255,13 @@ def encode_ct_new(
     labels: bytes = b"",
     helper: str | None = None,
     sctp: tuple[int, int, int] | None = None,
+    seqadj: SeqAdjValues | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``).
 
     ``helper`` (CTA_HELP, create only: a helper cannot be added later) attaches a kernel
-    helper by name, e.g. "ftp", so the entry's RELATED connections can be expected."""
+    helper by name, e.g. "ftp", so the entry's RELATED connections can be expected.
+    ``seqadj``: a NAT helper's sequence adjustment (create or update)."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_TUPLE_ORIG, orig) + encode_tuple(CTA_TUPLE_REPLY, reply)
     body += _attr(CTA_STATUS, _be32(status | IPS_CONFIRMED))
@@ -251,6 +278,8 @@ def encode_ct_new(
         body += _nest(CTA_HELP, _attr(CTA_HELP_NAME, helper.encode() + b"\0"))
     if mark is not None:
         body += _attr(CTA_MARK, _be32(mark))
+    if seqadj is not None:
+        body += encode_seqadj(seqadj)
     if labels and create:
         # applied only where a rule uses `ct label`, silently dropped elsewhere (§5.4)
         body += _attr(CTA_LABELS, labels)
@@ -273,17 +302,30 @@ def encode_exp_new(
     zone: int = 0,
     seq: int = 0,
     ack: bool = True,
+    nat: tuple[int, Tuple] | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_EXP_NEW: create the expectation (or update its timeout if it exists).
 
     ``master`` is the ORIGINAL tuple of an entry that exists and has a helper (else ENOENT
     / EOPNOTSUPP); the mask needs every tuple field, only its source address and port
     count (destination always exact). The kernel takes the helper's policy timeout on
-    create and CTA_EXPECT_TIMEOUT on update (conntrack-semantics §6.3)."""
+    create and CTA_EXPECT_TIMEOUT on update (conntrack-semantics §6.3).
+
+    ``nat`` = (direction, tuple): a NAT helper's expectation: CTA_EXPECT_NAT {DIR, TUPLE
+    (saved address/port as its source)} and CTA_EXPECT_FN "nat-follow-master" (without
+    the function the kernel keeps the saved values and translates nothing)."""
     family = AF_INET if len(master[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_EXPECT_MASTER, master) + encode_tuple(CTA_EXPECT_TUPLE, expected)
     body += encode_tuple(CTA_EXPECT_MASK, mask)
     body += _attr(CTA_EXPECT_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
+    if nat is not None:
+        direction, saved = nat
+        body += _nest(
+            CTA_EXPECT_NAT,
+            _attr(CTA_EXPECT_NAT_DIR, _be32(direction)),
+            encode_tuple(CTA_EXPECT_NAT_TUPLE, saved),
+        )
+        body += _attr(CTA_EXPECT_FN, NAT_FOLLOW_MASTER.encode() + b"\0")
     if zone:
         body += _attr(CTA_EXPECT_ZONE, _be16(zone))
     flags = NLM_F_REQUEST | NLM_F_CREATE | (NLM_F_ACK if ack else 0)

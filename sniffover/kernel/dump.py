@@ -18,13 +18,17 @@ import os
 import struct
 from collections.abc import Iterator
 
-from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
+from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation, format_seqadj
 from .ctnetlink import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_FLAGS,
+    CTA_EXPECT_FN,
     CTA_EXPECT_HELP_NAME,
     CTA_EXPECT_MASK,
     CTA_EXPECT_MASTER,
+    CTA_EXPECT_NAT,
+    CTA_EXPECT_NAT_DIR,
+    CTA_EXPECT_NAT_TUPLE,
     CTA_EXPECT_TIMEOUT,
     CTA_EXPECT_TUPLE,
     CTA_EXPECT_ZONE,
@@ -52,6 +56,10 @@ from .ctnetlink import (
     CTA_PROTOINFO_TCP_STATE,
     CTA_PROTOINFO_TCP_WSCALE_ORIGINAL,
     CTA_PROTOINFO_TCP_WSCALE_REPLY,
+    CTA_SEQ_ADJ_ORIG,
+    CTA_SEQ_ADJ_REPLY,
+    CTA_SEQADJ_CORRECTION_POS,
+    CTA_SEQADJ_OFFSET_AFTER,
     CTA_STATUS,
     CTA_TIMEOUT,
     CTA_TUPLE_IP,
@@ -94,7 +102,7 @@ _PORT_PROTOS = frozenset((6, 17, 132, 136))
 # --- attributes of the kernel's answers ------------------------------------------------
 
 
-def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+def iter_attrs(buf: bytes | bytearray, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type without flags, payload start, payload end) for each attribute in buf[start:end]."""
     while start + 4 <= end:
         length, kind = NLA_HDR.unpack_from(buf, start)
@@ -222,6 +230,8 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
     tcp: tuple[int, int] | None = None
     labels = b""
     helper = ""
+    seqadj = [[0, 0, 0], [0, 0, 0]]
+    has_seqadj = False
     off = start + 20  # nlmsghdr + nfgenmsg
     while off + 4 <= end:
         length, kind = nla(buf, off)
@@ -251,12 +261,21 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
             for k, s2, e2 in iter_attrs(data, 0, len(data)):
                 if k == CTA_HELP_NAME:
                     helper = data[s2:e2].split(b"\0", 1)[0].decode("ascii", "replace")
+        elif kind in (CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY):
+            has_seqadj = True
+            row = seqadj[kind - CTA_SEQ_ADJ_ORIG]
+            for k, s2, e2 in iter_attrs(buf, s, e):
+                if CTA_SEQADJ_CORRECTION_POS <= k <= CTA_SEQADJ_OFFSET_AFTER and e2 - s2 == 4:
+                    row[k - 1] = _BE32.unpack_from(buf, s2)[0]
         off += (length + 3) & ~3
     entry = SnapshotEntry(orig, reply, status, timeout, mark=mark, zone=zone)
     if labels:
         entry.labels = labels
     if helper:
         entry.helper = helper
+    if has_seqadj:  # a NAT helper's sequence adjustment (nf_nat_ftp), for the tracker
+        o, r = seqadj
+        entry.extra["seqadj"] = format_seqadj(((o[0], o[1], o[2]), (r[0], r[1], r[2])))
     if tcp is not None and orig[0] == 6:
         _tcp_info(entry, buf, tcp[0], tcp[1])
     return entry
@@ -373,6 +392,8 @@ def _compile(buf: bytearray, start: int, end: int) -> _Layout | None:
         elif kind in (
             CTA_LABELS,
             CTA_HELP,
+            CTA_SEQ_ADJ_ORIG,
+            CTA_SEQ_ADJ_REPLY,
             CTA_PROTOINFO,
             CTA_TUPLE_ORIG,
             CTA_TUPLE_REPLY,
@@ -517,6 +538,14 @@ def decode_expectation(buf: bytes, start: int, end: int) -> SnapshotExpectation:
             exp.flags = _BE32.unpack_from(buf, s)[0]
         elif kind == CTA_EXPECT_CLASS and e - s == 4:
             exp.klass = _BE32.unpack_from(buf, s)[0]
+        elif kind == CTA_EXPECT_NAT:
+            for k, s2, e2 in iter_attrs(buf, s, e):
+                if k == CTA_EXPECT_NAT_DIR and e2 - s2 == 4:
+                    exp.nat_dir = _BE32.unpack_from(buf, s2)[0]
+                elif k == CTA_EXPECT_NAT_TUPLE:
+                    exp.nat_tuple = decode_tuple(buf, s2, e2)
+        elif kind == CTA_EXPECT_FN:
+            exp.fn = bytes(buf[s:e]).split(b"\0", 1)[0].decode("ascii", "replace")
     return exp
 
 

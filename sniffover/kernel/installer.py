@@ -320,6 +320,7 @@ class Installer:
             plain is r
             and sctp is None
             and helper is None
+            and want.seqadj is None
             and not conn.labels
             and o[0]
             not in (
@@ -357,6 +358,7 @@ class Installer:
             labels=conn.labels,
             helper=helper,
             sctp=sctp,
+            seqadj=want.seqadj,
         )
 
     def _helper(self, op: _Op, conn: Conn) -> str | None:

@@ -411,6 +411,12 @@ class Lab:
         data: dict[str, str] = json.loads(out)
         return data
 
+    def seqadj(self) -> str:
+        """The router's NAT sequence adjustments (ctnetlink dump), as JSON text."""
+        return self.sh(
+            self.router, sys.executable, "-m", f"{SCENARIOS_PACKAGE}.router_seqadj", cwd=REPO_ROOT
+        ).strip()
+
     def dump(self) -> tuple[float, str]:
         dump_time = time.time()
         res = subprocess.run(
@@ -1216,6 +1222,9 @@ def record(name: str, outdir: Path | str) -> Path:
         if sc.replay:
             meta["replay"] = sc.replay
         (outdir / f"{name}.conntrack").write_text(table)
+        seqadj = lab.seqadj()  # conntrack -L does not show them: beside it, when any
+        if seqadj != "[]":
+            (outdir / f"{name}.seqadj").write_text(seqadj + "\n")
         (outdir / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     finally:
         lab.teardown()
