@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import struct
 import sys
+import zlib
 from collections import Counter
 from typing import Final
 
@@ -99,6 +100,10 @@ _META = struct.Struct("=IIII").unpack_from  # next_batch's per-frame record, nat
 LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+# Payload bytes digested to pair the copies of an IPv6 datagram (Packet.digest): few enough
+# that the shortest snap length (128) captures them in every copy, enough to tell apart
+# the datagrams of flows with equal lengths (a DNS query's ID, an echo's timestamp).
+DIGEST_BYTES: Final = 32
 # Segments to or from a helper's port keep their payload (Packet.payload) for the helper
 # (conntrack.helpers: FTP control lines, TFTP requests). Derived from the registry once.
 # A port is first compared with the range of its protocol's helper ports, which is that
@@ -283,7 +288,18 @@ class Decoder:
         if payload < 0:
             self.skipped["bad-ip-header"] += 1
             return None
-        return self._l4(ts, FAMILY_IPV6, nexthdr, src, dst, buf, l4, stop, payload, vlan, hop)
+        pkt = self._l4(ts, FAMILY_IPV6, nexthdr, src, dst, buf, l4, stop, payload, vlan, hop)
+        if pkt is not None:
+            # no IP ID in IPv6: the flow label (which NAT does not touch either) and, where
+            # no sequence numbers tell packets apart, a digest of the first payload bytes
+            # pair the copies of a packet on both sides of the master
+            pkt.ipid = (buf[off + 1] & 0x0F) << 16 | buf[off + 2] << 8 | buf[off + 3]
+            if nexthdr in (PROTO_UDP, PROTO_UDPLITE):
+                pkt.digest = zlib.crc32(buf[l4 + 8 : min(stop, l4 + 8 + DIGEST_BYTES)])
+            elif nexthdr == PROTO_ICMPV6 and pkt.dport >> 8 in (128, 129):
+                # echo: the sequence number and the data, not the identifier (NAT's "port")
+                pkt.digest = zlib.crc32(buf[l4 + 6 : min(stop, l4 + 8 + DIGEST_BYTES)])
+        return pkt
 
     # --- transport layer ------------------------------------------------------------
 

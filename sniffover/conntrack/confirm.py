@@ -24,9 +24,14 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
 NAT: the two copies of a translated packet differ in the addresses/ports the
 master rewrote, so copies are also paired on what NAT leaves alone (protocol, IP
 ID, sequence and acknowledgement numbers, length, and the untranslated side's
-address and port). A translated pair rebinds the entry: the copy leaving the
-master shows what the reply (or, for a connection picked up mid-stream from a
-reply, the original) really looks like, as the master's own entry has it.
+address and port). IPv6 has no IP ID: its flow label stands in (``Packet.ipid``;
+Linux labels every flow's packets with a hash of its tuple unless told not to,
+and 0 from a stack that does not label is merely no help), and UDP and ICMPv6
+echo, which have no sequence numbers either, add a digest of their first payload
+bytes (``Packet.digest``); TCP's sequence and acknowledgement numbers suffice.
+A translated pair rebinds the entry: the copy leaving the master shows what the
+reply (or, for a connection picked up mid-stream from a reply, the original) really
+looks like, as the master's own entry has it.
 
 A key that survives NAT can be shared by several flows: a UDP server answering from an
 unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of the
@@ -58,11 +63,11 @@ AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share 
 
 def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
     """Exact key, and the keys that survive source NAT and destination NAT."""
-    proto, ipid, seq, ack, n = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len
+    proto, ipid, seq, ack, n, dg = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len, pkt.digest
     return (
-        (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n),
-        ("snat", proto, ipid, seq, ack, n, pkt.dst, pkt.dport),
-        ("dnat", proto, ipid, seq, ack, n, pkt.src, pkt.sport),
+        (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n, dg),
+        ("snat", proto, ipid, seq, ack, n, dg, pkt.dst, pkt.dport),
+        ("dnat", proto, ipid, seq, ack, n, dg, pkt.src, pkt.sport),
     )
 
 

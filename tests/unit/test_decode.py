@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import dpkt
 import pytest
@@ -426,3 +427,34 @@ def test_cooked_capture_direction():
         dec.sll_direction = True
         assert dec.decode(0.0, head(4) + ip).hw == 1  # outgoing: left the router
         assert dec.decode(0.0, head(0) + ip).hw == 2  # to us: entered it
+
+
+def test_ipv6_pairing_fields_flow_label_and_payload_digest():
+    """What pairs an IPv6 packet's copies across NAT: the flow label (in ``ipid``) and, for
+    UDP and ICMPv6 echo, a digest of the first payload bytes; never the translated parts
+    (addresses, ports, the echo identifier) and never bytes past the first 32."""
+    dec = Decoder(LINKTYPE_ETHERNET)
+
+    def v6(l4: bytes, nxt: int, label: int, src: bytes = A6) -> Packet:
+        hdr = bytearray(ipv6(l4, nxt, src=src)[:40])
+        hdr[1] = (hdr[1] & 0xF0) | label >> 16  # the traffic class's low nibble stays
+        hdr[2:4] = (label & 0xFFFF).to_bytes(2, "big")
+        pkt = dec.decode(0.0, ether(bytes(hdr) + l4, 0x86DD))
+        assert pkt is not None
+        return pkt
+
+    def dg(data: bytes, sport: int = 40001, src: bytes = A6, label: int = 0xABCDE) -> Packet:
+        return v6(bytes(dpkt.udp.UDP(sport=sport, dport=53, data=data, ulen=8 + len(data))), 17,
+                  label, src)  # fmt: skip
+
+    a = dg(b"q1" + b"z" * 40)
+    assert a.ipid == 0xABCDE and a.digest == zlib.crc32(b"q1" + b"z" * 30)
+    assert dg(b"q1" + b"z" * 40, sport=50000, src=bytes(16)).digest == a.digest  # NATed
+    assert dg(b"q1" + b"z" * 30 + b"y" * 10).digest == a.digest  # only the first 32 bytes
+    assert dg(b"q2" + b"z" * 40).digest != a.digest
+    echo = bytes([128, 0, 0, 0]) + struct.pack("!HH", 9, 7) + b"d" * 8
+    e = v6(echo, 58, 5)
+    renumbered = v6(bytes([128, 0, 0, 0]) + struct.pack("!HH", 4242, 7) + b"d" * 8, 58, 5)
+    assert e.ipid == 5 and e.digest == renumbered.digest != 0  # the identifier is NAT's
+    assert v6(bytes([128, 0, 0, 0]) + struct.pack("!HH", 9, 8) + b"d" * 8, 58, 5).digest != e.digest
+    assert v6(bytes(tcp_seg(flags=0x10, data=b"e" * 9)), 6, 1).digest == 0  # TCP: seq/ack suffice

@@ -28,6 +28,69 @@ table ip snfrecnat {{
 """
 
 
+# Both families through one inet table: masquerade (SNAT to the outgoing interface's
+# address) for everything leaving by the outside, IPv6 included; TCP and UDP ports are
+# remapped at random too, so the reply tuples differ in port as well as address.
+MASQ46_RULES = f"""\
+table inet snfrecnat {{
+    chain postrouting_nat {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "{recorder.OUTSIDE}" meta l4proto {{ tcp, udp }} masquerade random
+        oifname "{recorder.OUTSIDE}" meta l4proto {{ icmp, ipv6-icmp }} masquerade
+    }}
+}}
+"""
+
+# Destination NAT: the client talks to addresses nobody has (VIP4/VIP6); the router
+# rewrites them to the server's before routing.
+VIP4, VIP6 = "203.0.113.10", "2001:db8:3::10"
+DNAT46_RULES = f"""\
+table inet snfrecnat {{
+    chain prerouting_nat {{
+        type nat hook prerouting priority dstnat; policy accept;
+        iifname "{recorder.INSIDE}" ip daddr {VIP4} dnat ip to {recorder.SERVER4}
+        iifname "{recorder.INSIDE}" ip6 daddr {VIP6} dnat ip6 to {recorder.SERVER6}
+    }}
+}}
+"""
+
+
+def _mixed46(dst4: str, dst6: str) -> Callable[[Lab], None]:
+    """mixed_many with a third of the TCP connections and half the UDP flows over IPv6
+    (echo pings of both families included), aimed at ``dst4``/``dst6``."""
+
+    def run(lab: Lab) -> None:
+        lab.server_rule("udp dport 9998 drop")
+        lab.echo_server(
+            tcp=[(recorder.SERVER4, 8080), (recorder.SERVER6, 8080)],
+            udp=[(recorder.SERVER4, 5300), (recorder.SERVER6, 5300)],
+        )
+        client = lab.spawn(
+            lab.client,
+            "mixed_many_client",
+            {"dst4": dst4, "dst6": dst6, "v6_every": 3, "udp_v6_every": 2},
+            label="client",
+        )
+        pings = [
+            lab.spawn_cmd(lab.client, "ping", "-n", "-c", "6", "-i", "0.3", "-W", "1", dst4),
+            lab.spawn_cmd(lab.client, "ping", "-n", "-6", "-c", "6", "-i", "0.3", "-W", "1", dst6),
+        ]
+        client.expect("done", 20)
+        for p in pings:
+            p.wait(10)
+
+    return run
+
+
+def _any_rules(run: Callable[[Lab], None], rules: str) -> Callable[[Lab, Path], None]:
+    def wrapped(lab: Lab, pcap: Path) -> None:
+        lab.sh(lab.router, "nft", "-f", "-", stdin=rules)
+        lab.start_capture(pcap, iface="any")
+        run(lab)
+
+    return wrapped
+
+
 def _any(run: Callable[[Lab], None], nat: bool) -> Callable[[Lab, Path], None]:
     def wrapped(lab: Lab, pcap: Path) -> None:
         if nat:
@@ -51,6 +114,22 @@ ANY: tuple[Scenario, ...] = (
         "mixed_many through a router that source-NATs everything leaving by the outside to "
         "its own address, captured with tcpdump -i any: each packet before and after NAT.",
         _any(recorder.sc_mixed_many, nat=True),
+        precapture=True,
+    ),
+    Scenario(
+        "any_masq46",
+        "TCP (kept, closed, reset, refused), UDP (answered, dropped, port unreachable) and "
+        "echo over IPv4 and IPv6 through a router that masquerades both families leaving by "
+        "the outside (inet table; TCP/UDP ports remapped at random), captured with "
+        "tcpdump -i any: each packet before and after NAT.",
+        _any_rules(_mixed46(recorder.SERVER4, recorder.SERVER6), MASQ46_RULES),
+        precapture=True,
+    ),
+    Scenario(
+        "any_dnat46",
+        f"The any_masq46 mix aimed at {VIP4} and {VIP6}, which the router destination-NATs "
+        "to the server (inet table, prerouting), captured with tcpdump -i any.",
+        _any_rules(_mixed46(VIP4, VIP6), DNAT46_RULES),
         precapture=True,
     ),
 )
