@@ -12,6 +12,7 @@ and a translated pair gives the entry its NAT reply tuple (see ``conntrack.confi
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -82,6 +83,34 @@ def _mixed46(dst4: str, dst6: str) -> Callable[[Lab], None]:
     return run
 
 
+def _busy46(s4: str, s6: str) -> Callable[[Lab], None]:
+    """Everything at once, both families, aimed at ``s4``/``s6``: the any_masq46 mix, 300
+    UDP flows (every 7th over IPv6, a third of them streams), 200 short TCP connections to
+    each address (every 10th aborted) and 8 concurrent pings (6 over IPv6)."""
+    return lambda lab: _busy46_run(lab, s4, s6)
+
+
+def _busy46_run(lab: Lab, s4: str, s6: str) -> None:
+    server4, server6 = recorder.SERVER4, recorder.SERVER6
+    lab.server_rule("udp dport 9998 drop")
+    lab.echo_server(tcp=[(server4, 8080), (server6, 8080)], udp=[(server4, 5300), (server6, 5300)])
+    args = {"dst4": s4, "dst6": s6, "v6_every": 3, "udp_v6_every": 2}
+    procs = [
+        lab.spawn(lab.client, "mixed_many_client", args, label="mixed"),
+        lab.spawn(lab.client, "udp_many_flows_client", {**args, "t0": time.time()}, label="udp"),
+        lab.spawn(lab.client, "tcp_many_short_client", {"dst": s4}, label="short4"),
+        lab.spawn(lab.client, "tcp_many_short_client", {"dst": s6}, label="short6"),
+    ]
+    pings = [
+        lab.spawn_cmd(lab.client, "ping", "-n", *fam, "-c", "8", "-i", "0.25", "-W", "1", dst)
+        for fam, dst in [((), s4), ((), s4)] + [(("-6",), s6)] * 6
+    ]
+    for proc in procs:
+        proc.expect("done", 25)
+    for p in pings:
+        p.wait(10)
+
+
 def _any_rules(run: Callable[[Lab], None], rules: str) -> Callable[[Lab, Path], None]:
     def wrapped(lab: Lab, pcap: Path) -> None:
         lab.sh(lab.router, "nft", "-f", "-", stdin=rules)
@@ -130,6 +159,21 @@ ANY: tuple[Scenario, ...] = (
         f"The any_masq46 mix aimed at {VIP4} and {VIP6}, which the router destination-NATs "
         "to the server (inet table, prerouting), captured with tcpdump -i any.",
         _any_rules(_mixed46(VIP4, VIP6), DNAT46_RULES),
+        precapture=True,
+    ),
+    Scenario(
+        "any_masq46_busy",
+        "A busy mix of both families through the any_masq46 router (masquerade, random "
+        "ports): its TCP/UDP/echo mix, 300 UDP flows, 400 short TCP connections and 8 "
+        "pings at once, captured with tcpdump -i any (the NAT pairing accuracy figure).",
+        _any_rules(_busy46(recorder.SERVER4, recorder.SERVER6), MASQ46_RULES),
+        precapture=True,
+    ),
+    Scenario(
+        "any_dnat46_busy",
+        f"The any_masq46_busy mix aimed at {VIP4} and {VIP6}, which the router "
+        "destination-NATs to the server, captured with tcpdump -i any.",
+        _any_rules(_busy46(VIP4, VIP6), DNAT46_RULES),
         precapture=True,
     ),
 )
