@@ -30,14 +30,13 @@ table ip snfrecnat {{
 
 
 # Both families through one inet table: masquerade (SNAT to the outgoing interface's
-# address) for everything leaving by the outside, IPv6 included; TCP and UDP ports are
-# remapped at random too, so the reply tuples differ in port as well as address.
+# address) for everything leaving by the outside, IPv6 included; TCP and UDP ports and
+# echo identifiers are remapped at random too, so the reply tuples differ in them as well.
 MASQ46_RULES = f"""\
 table inet snfrecnat {{
     chain postrouting_nat {{
         type nat hook postrouting priority srcnat; policy accept;
-        oifname "{recorder.OUTSIDE}" meta l4proto {{ tcp, udp }} masquerade random
-        oifname "{recorder.OUTSIDE}" meta l4proto {{ icmp, ipv6-icmp }} masquerade
+        oifname "{recorder.OUTSIDE}" meta l4proto {{ tcp, udp, icmp, ipv6-icmp }} masquerade random
     }}
 }}
 """
@@ -149,7 +148,7 @@ ANY: tuple[Scenario, ...] = (
         "any_masq46",
         "TCP (kept, closed, reset, refused), UDP (answered, dropped, port unreachable) and "
         "echo over IPv4 and IPv6 through a router that masquerades both families leaving by "
-        "the outside (inet table; TCP/UDP ports remapped at random), captured with "
+        "the outside (inet table; ports and echo ids remapped at random), captured with "
         "tcpdump -i any: each packet before and after NAT.",
         _any_rules(_mixed46(recorder.SERVER4, recorder.SERVER6), MASQ46_RULES),
         precapture=True,
@@ -164,7 +163,7 @@ ANY: tuple[Scenario, ...] = (
     Scenario(
         "any_masq46_busy",
         "A busy mix of both families through the any_masq46 router (masquerade, random "
-        "ports): its TCP/UDP/echo mix, 300 UDP flows, 400 short TCP connections and 8 "
+        "ports and ids): its TCP/UDP/echo mix, 300 UDP flows, 400 short TCP connections and 8 "
         "pings at once, captured with tcpdump -i any (the NAT pairing accuracy figure).",
         _any_rules(_busy46(recorder.SERVER4, recorder.SERVER6), MASQ46_RULES),
         precapture=True,
