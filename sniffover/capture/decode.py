@@ -100,9 +100,9 @@ _META = struct.Struct("=IIII").unpack_from  # next_batch's per-frame record, nat
 LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
-# Payload bytes digested to pair the copies of an IPv6 datagram (Packet.digest): few enough
-# that the shortest snap length (128) captures them in every copy, enough to tell apart
-# the datagrams of flows with equal lengths (a DNS query's ID, an echo's timestamp).
+# Payload bytes digested to pair the copies of a UDP datagram or an echo (Packet.digest):
+# few enough that the shortest snap length (128) captures them in every copy, enough to
+# tell apart the datagrams of flows with equal lengths (a DNS query's ID, a ping's time).
 DIGEST_BYTES: Final = 32
 # Segments to or from a helper's port keep their payload (Packet.payload) for the helper
 # (conntrack.helpers: FTP control lines, TFTP requests). Derived from the registry once.
@@ -261,6 +261,15 @@ class Decoder:
         )
         if pkt is not None:
             pkt.ipid = buf[off + 4] << 8 | buf[off + 5]
+            l4 = off + ihl
+            stop = min(end, off + total)
+            if pkt.proto in (PROTO_UDP, PROTO_UDPLITE):
+                # the IP ID alone (16 bits, 0 from an unconnected socket) is too little to
+                # pair copies rewritten on both sides (as the fast path does, decode_batch)
+                pkt.digest = zlib.crc32(buf[l4 + 8 : min(stop, l4 + 8 + DIGEST_BYTES)])
+            elif pkt.proto == PROTO_ICMP and pkt.dport >> 8 in (0, 8):
+                # echo: as ICMPv6 echo (see _ipv6), the identifier is NAT's to rewrite
+                pkt.digest = zlib.crc32(buf[l4 + 6 : min(stop, l4 + 8 + DIGEST_BYTES)])
         return pkt
 
     def _ipv6(self, ts: float, buf: bytes, off: int, end: int, vlan: int) -> Packet | None:
@@ -546,10 +555,13 @@ class Decoder:
                     and not _UDP_LO <= sport <= _UDP_HI  # a helper's: decode_at
                     and not _UDP_LO <= dport <= _UDP_HI
                 ):
+                    digest = zlib.crc32(
+                        data[off + 42 : off + min(caplen, 14 + total, 42 + DIGEST_BYTES)]
+                    )
                     append(Packet(ts, 2, 17, data[off + 26 : off + 30], data[off + 30 : off + 34],
                                   sport, dport, total - 28, 0, 0, 0, 0, b"", None, 0,
                                   data[off + 22], hw,
-                                  data[off + 18] << 8 | data[off + 19]))  # fmt: skip
+                                  data[off + 18] << 8 | data[off + 19], b"", digest))  # fmt: skip
                     continue
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:

@@ -26,20 +26,27 @@ master rewrote, so copies are also paired on what NAT leaves alone (protocol, IP
 ID, sequence and acknowledgement numbers, length, and the untranslated side's
 address and port). IPv6 has no IP ID: its flow label stands in (``Packet.ipid``;
 Linux labels every flow's packets with a hash of its tuple unless told not to,
-and 0 from a stack that does not label is merely no help), and UDP and ICMPv6
-echo, which have no sequence numbers either, add a digest of their first payload
-bytes (``Packet.digest``); TCP's sequence and acknowledgement numbers suffice.
+and 0 from a stack that does not label is merely no help). UDP and echo, which
+have no sequence numbers, add a digest of their first payload bytes
+(``Packet.digest``; echo's without the identifier, which NAT may rewrite); TCP's
+sequence and acknowledgement numbers suffice.
 A translated pair rebinds the entry: the copy leaving the master shows what the
 reply (or, for a connection picked up mid-stream from a reply, the original) really
 looks like, as the master's own entry has it.
 
-A key that survives NAT can be shared by several flows: a UDP server answering from an
-unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of the
-same length from one server port all have the same key. When a second flow's ingress copy
-takes a key still in the window, the key is marked ambiguous and pairs nothing (counted
-as ``copy-ambiguous``): the binding is learned from the other direction (a connected
-client numbers its datagrams) rather than guessed, since a wrong guess would rebind one
-flow onto another's tuples.
+Both sides rewritten at once (DNAT to a server plus SNAT to the master's address, as a
+load balancer or a hairpin does) leaves only the packet itself: such copies are paired on
+the "both" key, without addresses or ports, when the packet carries enough to be told
+apart by it alone (TCP's sequence numbers, a payload digest). Other protocols (GRE,
+SCTP, ICMP errors) stay unpaired there rather than risk a wrong translation.
+
+A key that survives NAT can be shared by several flows: a UDP server answering from
+an unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of
+the same length and first bytes from one server port all have the same key. When a
+second flow's ingress copy takes a key still in the window, the key is marked ambiguous
+and pairs nothing (counted as ``copy-ambiguous``): the binding is learned from the other
+direction (a connected client numbers its datagrams) rather than guessed, since a wrong
+guess would rebind one flow onto another's tuples.
 
 Once the master's MACs are known, frames that neither enter nor leave it (host to
 host on the segment, or addressed to a MAC nobody has) are ignored: the master
@@ -61,14 +68,16 @@ Key = tuple[object, ...]
 AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
 
 
-def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
-    """Exact key, and the keys that survive source NAT and destination NAT."""
+def copy_keys(pkt: Packet) -> tuple[Key, ...]:
+    """Exact key, and the keys that survive source NAT, destination NAT and both at once
+    (the last only where the packet alone tells it apart: TCP, or a payload digest)."""
     proto, ipid, seq, ack, n, dg = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len, pkt.digest
-    return (
-        (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n, dg),
-        ("snat", proto, ipid, seq, ack, n, dg, pkt.dst, pkt.dport),
-        ("dnat", proto, ipid, seq, ack, n, dg, pkt.src, pkt.sport),
-    )
+    exact = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n, dg)
+    snat = ("snat", proto, ipid, seq, ack, n, dg, pkt.dst, pkt.dport)
+    dnat = ("dnat", proto, ipid, seq, ack, n, dg, pkt.src, pkt.sport)
+    if proto == PROTO_TCP or dg:
+        return exact, snat, dnat, ("both", proto, ipid, seq, ack, n, dg)
+    return exact, snat, dnat
 
 
 class _Held:

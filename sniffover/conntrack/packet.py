@@ -127,8 +127,8 @@ class Packet:
         self.hw = hw  # HW_FROM_MASTER | HW_TO_MASTER: the frame's MACs against the master's
         # What NAT leaves alone and pairs a packet's inside and outside copies
         # (``conntrack.confirm``): the IPv4 identification, or the IPv6 flow label; and for
-        # IPv6 UDP/UDP-Lite and ICMPv6 echo, which have neither an ID nor sequence numbers,
-        # a digest of the first payload bytes (0 when not computed)
+        # UDP/UDP-Lite and echo, which have no sequence numbers, a CRC32 of the first
+        # payload bytes (echo: from the sequence number on; 0 when not computed)
         self.ipid = ipid
         self.digest = digest
         # L4 payload as captured (up to the snap length), only to or from a helper's port

@@ -213,3 +213,32 @@ def test_ipv6_udp_through_masquerade_pairs_on_flow_label_and_digest(labelled, di
     else:
         assert f.counters["copy-ambiguous"] >= 4 and f.counters["nat-bound"] == 0
     assert "destroyed-nat-duplicate" not in t.counters and "nat-clash" not in t.counters
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp", "udp-nodigest"])
+def test_both_sides_translated_pair_on_the_packet_alone(proto):
+    """DNAT to the server and SNAT to the master's address on the same packets (a load
+    balancer): the copies share no address or port. TCP pairs on its sequence numbers and a
+    datagram on its payload digest; one with neither (digest 0) is not paired at all."""
+    vip, nat = bytes([203, 0, 113, 10]), bytes([198, 51, 100, 254])
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+
+    def pkt(ts, src, dst, sport, dport, hw):
+        if proto == "tcp":
+            p = tcp(ts, ACK, 1000, 2000, src=src, dst=dst, sport=sport, dport=dport, data=10)
+        else:
+            p = udp(ts, src=src, dst=dst, sport=sport, dport=dport)
+            p.digest = 0 if proto == "udp-nodigest" else 0x5EED
+        p.hw, p.ipid = hw, 77
+        return p
+
+    f.feed(pkt(0.0, A, vip, 40000, 80, IN))  # client -> VIP on the inside
+    f.feed(pkt(0.001, nat, B, 23456, 8080, OUT))  # master's address -> server outside
+    entries = t.entries(1.0)
+    if proto == "udp-nodigest":
+        assert f.counters["nat-bound"] == 0 and f.counters["egress-unmatched"] == 1
+        return
+    (c,) = entries
+    assert c.orig[1:] == (A, vip, 40000, 80)
+    assert c.reply[1:] == (B, nat, 8080, 23456) and c.forwarded

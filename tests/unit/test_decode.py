@@ -147,6 +147,10 @@ def test_icmp_echo_and_error_quote():
     echo = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=77, seq=1, data=b"p" * 56))
     pkt = dec.decode(0.0, ether(ipv4(echo, 1)))
     assert pkt is not None and (pkt.sport, pkt.dport, pkt.inner) == (77, 8 << 8, None)
+    # its digest (pairs copies across NAT) covers sequence and data, not the identifier
+    assert pkt.digest == zlib.crc32(b"\x00\x01" + b"p" * 32)
+    other = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=9, seq=1, data=b"p" * 56))
+    assert dec.decode(0.0, ether(ipv4(other, 1))).digest == pkt.digest
     # port unreachable quoting a UDP datagram from A:40000 to B:33434
     quoted = bytes(ipv4(dpkt.udp.UDP(sport=40000, dport=33434, data=b"x" * 12), 17))
     err = dpkt.icmp.ICMP(type=3, code=3, data=dpkt.icmp.ICMP.Unreach(data=quoted))
@@ -352,6 +356,7 @@ def _fields(p):
         p.hw,
         p.ipid,
         p.payload,
+        p.digest,
     )
 
 
@@ -431,8 +436,8 @@ def test_cooked_capture_direction():
 
 def test_ipv6_pairing_fields_flow_label_and_payload_digest():
     """What pairs an IPv6 packet's copies across NAT: the flow label (in ``ipid``) and, for
-    UDP and ICMPv6 echo, a digest of the first payload bytes; never the translated parts
-    (addresses, ports, the echo identifier) and never bytes past the first 32."""
+    UDP (both families) and ICMPv6 echo, a digest of the first payload bytes; never the
+    translated parts (addresses, ports, the echo identifier), never bytes past the first 32."""
     dec = Decoder(LINKTYPE_ETHERNET)
 
     def v6(l4: bytes, nxt: int, label: int, src: bytes = A6) -> Packet:
@@ -447,6 +452,8 @@ def test_ipv6_pairing_fields_flow_label_and_payload_digest():
         return v6(bytes(dpkt.udp.UDP(sport=sport, dport=53, data=data, ulen=8 + len(data))), 17,
                   label, src)  # fmt: skip
 
+    v4 = dec.decode(0.0, ether(ipv4(dpkt.udp.UDP(sport=1, dport=53, data=b"q1" + b"z" * 40), 17)))
+    assert v4 is not None and v4.digest == zlib.crc32(b"q1" + b"z" * 30)  # IPv4 too
     a = dg(b"q1" + b"z" * 40)
     assert a.ipid == 0xABCDE and a.digest == zlib.crc32(b"q1" + b"z" * 30)
     assert dg(b"q1" + b"z" * 40, sport=50000, src=bytes(16)).digest == a.digest  # NATed

@@ -55,6 +55,10 @@ table inet snfrecnat {{
 """
 
 
+# with DNAT46_RULES: both addresses (and the client's port) rewritten on every packet
+FULLNAT_SNAT = MASQ46_RULES.replace("table inet snfrecnat ", "table inet snfrecnat2 ")
+
+
 def _mixed46(dst4: str, dst6: str) -> Callable[[Lab], None]:
     """mixed_many with a third of the TCP connections and half the UDP flows over IPv6
     (echo pings of both families included), aimed at ``dst4``/``dst6``."""
@@ -158,6 +162,14 @@ ANY: tuple[Scenario, ...] = (
         f"The any_masq46 mix aimed at {VIP4} and {VIP6}, which the router destination-NATs "
         "to the server (inet table, prerouting), captured with tcpdump -i any.",
         _any_rules(_mixed46(VIP4, VIP6), DNAT46_RULES),
+        precapture=True,
+    ),
+    Scenario(
+        "any_fullnat46",
+        f"The any_masq46 mix aimed at {VIP4} and {VIP6}, translated on both sides: DNAT to "
+        "the server, then masquerade (random ports and ids) leaving by the outside, as a "
+        "load balancer does; captured with tcpdump -i any.",
+        _any_rules(_mixed46(VIP4, VIP6), DNAT46_RULES + FULLNAT_SNAT),
         precapture=True,
     ),
     Scenario(
