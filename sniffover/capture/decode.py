@@ -104,6 +104,20 @@ ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 # few enough that the shortest snap length (128) captures them in every copy, enough to
 # tell apart the datagrams of flows with equal lengths (a DNS query's ID, a ping's time).
 DIGEST_BYTES: Final = 32
+_crc32: Final = zlib.crc32
+
+
+def payload_digest(buf: bytes, start: int, stop: int) -> int:
+    """CRC32 of ``buf[start:stop]``, of its first ``DIGEST_BYTES`` at most (``Packet.digest``).
+
+    Both decoding paths call this, so the copies of a packet get the same digest whichever
+    path each took (a tagged copy on one segment, an untagged one on the other). No min():
+    compiled, a generic builtin call costs more than the CRC itself."""
+    if stop > start + DIGEST_BYTES:
+        stop = start + DIGEST_BYTES
+    return _crc32(buf[start:stop]) if stop > start else 0
+
+
 # Segments to or from a helper's port keep their payload (Packet.payload) for the helper
 # (conntrack.helpers: FTP control lines, TFTP requests). Derived from the registry once.
 # A port is first compared with the range of its protocol's helper ports, which is that
@@ -262,14 +276,14 @@ class Decoder:
         if pkt is not None:
             pkt.ipid = buf[off + 4] << 8 | buf[off + 5]
             l4 = off + ihl
-            stop = min(end, off + total)
+            stop = off + total if off + total < end else end
             if pkt.proto in (PROTO_UDP, PROTO_UDPLITE):
                 # the IP ID alone (16 bits, 0 from an unconnected socket) is too little to
                 # pair copies rewritten on both sides (as the fast path does, decode_batch)
-                pkt.digest = zlib.crc32(buf[l4 + 8 : min(stop, l4 + 8 + DIGEST_BYTES)])
+                pkt.digest = payload_digest(buf, l4 + 8, stop)
             elif pkt.proto == PROTO_ICMP and pkt.dport >> 8 in (0, 8):
                 # echo: as ICMPv6 echo (see _ipv6), the identifier is NAT's to rewrite
-                pkt.digest = zlib.crc32(buf[l4 + 6 : min(stop, l4 + 8 + DIGEST_BYTES)])
+                pkt.digest = payload_digest(buf, l4 + 6, stop)
         return pkt
 
     def _ipv6(self, ts: float, buf: bytes, off: int, end: int, vlan: int) -> Packet | None:
@@ -304,10 +318,10 @@ class Decoder:
             # pair the copies of a packet on both sides of the master
             pkt.ipid = (buf[off + 1] & 0x0F) << 16 | buf[off + 2] << 8 | buf[off + 3]
             if nexthdr in (PROTO_UDP, PROTO_UDPLITE):
-                pkt.digest = zlib.crc32(buf[l4 + 8 : min(stop, l4 + 8 + DIGEST_BYTES)])
+                pkt.digest = payload_digest(buf, l4 + 8, stop)
             elif nexthdr == PROTO_ICMPV6 and pkt.dport >> 8 in (128, 129):
                 # echo: the sequence number and the data, not the identifier (NAT's "port")
-                pkt.digest = zlib.crc32(buf[l4 + 6 : min(stop, l4 + 8 + DIGEST_BYTES)])
+                pkt.digest = payload_digest(buf, l4 + 6, stop)
         return pkt
 
     # --- transport layer ------------------------------------------------------------
@@ -555,8 +569,8 @@ class Decoder:
                     and not _UDP_LO <= sport <= _UDP_HI  # a helper's: decode_at
                     and not _UDP_LO <= dport <= _UDP_HI
                 ):
-                    digest = zlib.crc32(
-                        data[off + 42 : off + min(caplen, 14 + total, 42 + DIGEST_BYTES)]
+                    digest = payload_digest(
+                        data, off + 42, off + (14 + total if 14 + total < caplen else caplen)
                     )
                     append(Packet(ts, 2, 17, data[off + 26 : off + 30], data[off + 30 : off + 34],
                                   sport, dport, total - 28, 0, 0, 0, 0, b"", None, 0,
