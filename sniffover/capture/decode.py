@@ -167,6 +167,10 @@ class Decoder:
         # with this set, frames the router sent out are flagged as leaving "the master"
         # and all others as entering it, so both copies of a forwarded packet pair up.
         self.sll_direction = False
+        # Packet.digest for UDP and echo: what pairs a datagram's copies on the two sides of
+        # a NAT master (conntrack.confirm). Off where nothing pairs copies (one segment):
+        # the CRC is most of what an IPv4 UDP frame costs on the fast path.
+        self.digests = True
 
     # --- link layer -----------------------------------------------------------------
 
@@ -275,6 +279,8 @@ class Decoder:
         )
         if pkt is not None:
             pkt.ipid = buf[off + 4] << 8 | buf[off + 5]
+            if not self.digests:
+                return pkt
             l4 = off + ihl
             stop = off + total if off + total < end else end
             if pkt.proto in (PROTO_UDP, PROTO_UDPLITE):
@@ -317,6 +323,8 @@ class Decoder:
             # no sequence numbers tell packets apart, a digest of the first payload bytes
             # pair the copies of a packet on both sides of the master
             pkt.ipid = (buf[off + 1] & 0x0F) << 16 | buf[off + 2] << 8 | buf[off + 3]
+            if not self.digests:
+                return pkt
             if nexthdr in (PROTO_UDP, PROTO_UDPLITE):
                 pkt.digest = payload_digest(buf, l4 + 8, stop)
             elif nexthdr == PROTO_ICMPV6 and pkt.dport >> 8 in (128, 129):
@@ -490,6 +498,7 @@ class Decoder:
         out: list[Packet] = []
         append = out.append
         decode_at = self.decode_at
+        digests = self.digests
         if self.linktype != LINKTYPE_ETHERNET:
             for rec in struct.iter_unpack("=IIII", meta):
                 start: int = rec[2]
@@ -569,8 +578,12 @@ class Decoder:
                     and not _UDP_LO <= sport <= _UDP_HI  # a helper's: decode_at
                     and not _UDP_LO <= dport <= _UDP_HI
                 ):
-                    digest = payload_digest(
-                        data, off + 42, off + (14 + total if 14 + total < caplen else caplen)
+                    digest = (
+                        payload_digest(
+                            data, off + 42, off + (14 + total if 14 + total < caplen else caplen)
+                        )
+                        if digests
+                        else 0
                     )
                     append(Packet(ts, 2, 17, data[off + 26 : off + 30], data[off + 30 : off + 34],
                                   sport, dport, total - 28, 0, 0, 0, 0, b"", None, 0,

@@ -465,3 +465,20 @@ def test_ipv6_pairing_fields_flow_label_and_payload_digest():
     assert e.ipid == 5 and e.digest == renumbered.digest != 0  # the identifier is NAT's
     assert v6(bytes([128, 0, 0, 0]) + struct.pack("!HH", 9, 8) + b"d" * 8, 58, 5).digest != e.digest
     assert v6(bytes(tcp_seg(flags=0x10, data=b"e" * 9)), 6, 1).digest == 0  # TCP: seq/ack suffice
+
+
+@pytest.mark.parametrize("digests", [True, False])
+def test_digests_can_be_off_and_both_paths_agree(digests):
+    """With ``digests`` off (nothing pairs copies) no packet carries one, on the fast path
+    and the frame-by-frame path alike; on, both compute the same."""
+    udp4 = ether(ipv4(dpkt.udp.UDP(sport=1, dport=53, data=b"abc" * 20), 17))
+    udp6 = ether(ipv6(dpkt.udp.UDP(sport=1, dport=53, data=b"abc" * 20), 17), 0x86DD)
+    frames = [udp4, udp6]
+    meta = b"".join(
+        struct.pack("=IIII", 1, 0, sum(map(len, frames[:i])), len(f)) for i, f in enumerate(frames)
+    )
+    fast, one = Decoder(LINKTYPE_ETHERNET), Decoder(LINKTYPE_ETHERNET)
+    fast.digests = one.digests = digests
+    batch = [p.digest for p in fast.decode_batch(b"".join(frames), meta)]
+    assert batch == [one.decode(1.0, f).digest for f in frames]
+    assert (batch == [0, 0]) != digests
