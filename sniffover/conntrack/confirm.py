@@ -70,12 +70,17 @@ AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share 
 
 def copy_keys(pkt: Packet) -> tuple[Key, ...]:
     """Exact key, and the keys that survive source NAT, destination NAT and both at once
-    (the last only where the packet alone tells it apart: TCP, or a payload digest)."""
+    (the last only where the packet alone tells it apart: TCP, or a payload digest).
+
+    A TCP segment's 64 bits of sequence and acknowledgement numbers tell it apart without
+    any address: its "both" key serves SNAT and DNAT too (two keys a segment, not three)."""
     proto, ipid, seq, ack, n, dg = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len, pkt.digest
     exact = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n, dg)
+    if proto == PROTO_TCP:
+        return exact, ("both", proto, ipid, seq, ack, n)
     snat = ("snat", proto, ipid, seq, ack, n, dg, pkt.dst, pkt.dport)
     dnat = ("dnat", proto, ipid, seq, ack, n, dg, pkt.src, pkt.sport)
-    if proto == PROTO_TCP or dg:
+    if dg:
         return exact, snat, dnat, ("both", proto, ipid, seq, ack, n, dg)
     return exact, snat, dnat
 
