@@ -31,6 +31,7 @@ HOT_MODULES = [
     "sniffover/conntrack/sctp.py",
     "sniffover/conntrack/table.py",
     "sniffover/capture/checksum.py",
+    "sniffover/capture/headers.py",
     "sniffover/capture/decode.py",
     "sniffover/conntrack/install_policy.py",
     "sniffover/kernel/installer.py",

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .capture.decode import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from .capture.files import iter_pcap_packets
+from .capture.headers import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.listing import PROTO_NAMES, remaining_seconds

@@ -34,6 +34,7 @@ class CaptureStats(TypedDict):
 class Decoding(Protocol):
     master: frozenset[bytes]
     skipped: Counter[str]
+    digests: bool
 
 
 class Capture(Protocol):
@@ -132,6 +133,8 @@ class CaptureSet:
 
     def open_one(self, iface: str) -> Capture:
         cap = self.open_capture(iface, self.cfg.snaplen, self.cfg.ring_mb << 20, self.bpf)
+        # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
+        cap.decoder.digests = self.cfg.confirm != "off" and self.cfg.two_segments
         self.learning.attach(cap, self.nets)
         return cap
 

@@ -211,6 +211,12 @@ class AgentConfig:
     # the expectations it registers follow (conntrack/helpers/).
     helpers: tuple[str, ...] = tuple(h.name for h in HELPERS)
 
+    @property
+    def two_segments(self) -> bool:
+        """Both sides of the master are sniffed: its packets' copies are paired (NAT)."""
+        c = self.confirm
+        return c == "both" or (c == "auto" and len(self.ifaces) >= 2)
+
 
 # Options that are not AgentConfig fields (they choose where settings come from).
 OTHER_OPTIONS: dict[str, tuple[type, Any]] = {

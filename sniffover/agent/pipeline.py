@@ -153,8 +153,7 @@ class Pipeline:
             )
         self.confirmer = None
         if confirm:
-            two = cfg.confirm == "both" or (cfg.confirm == "auto" and len(cfg.ifaces) >= 2)
-            self.confirmer = ForwardingConfirmer(table, two_segments=two)
+            self.confirmer = ForwardingConfirmer(table, two_segments=cfg.two_segments)
             if cfg.master_macs:
                 self.confirmer.master_learned(0.0)
         self.table = table

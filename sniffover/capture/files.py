@@ -16,7 +16,8 @@ from typing import Any
 import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
-from .decode import LINKTYPES, Decoder
+from .decode import Decoder
+from .headers import LINKTYPES
 
 BATCH = 1024
 

@@ -24,17 +24,29 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
 NAT: the two copies of a translated packet differ in the addresses/ports the
 master rewrote, so copies are also paired on what NAT leaves alone (protocol, IP
 ID, sequence and acknowledgement numbers, length, and the untranslated side's
-address and port). A translated pair rebinds the entry: the copy leaving the
-master shows what the reply (or, for a connection picked up mid-stream from a
-reply, the original) really looks like, as the master's own entry has it.
+address and port). IPv6 has no IP ID: its flow label stands in (``Packet.ipid``;
+Linux labels every flow's packets with a hash of its tuple unless told not to,
+and 0 from a stack that does not label is merely no help). UDP and echo, which
+have no sequence numbers, add a digest of their first payload bytes
+(``Packet.digest``; echo's without the identifier, which NAT may rewrite); TCP's
+sequence and acknowledgement numbers suffice.
+A translated pair rebinds the entry: the copy leaving the master shows what the
+reply (or, for a connection picked up mid-stream from a reply, the original) really
+looks like, as the master's own entry has it.
 
-A key that survives NAT can be shared by several flows: a UDP server answering from an
-unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of the
-same length from one server port all have the same key. When a second flow's ingress copy
-takes a key still in the window, the key is marked ambiguous and pairs nothing (counted
-as ``copy-ambiguous``): the binding is learned from the other direction (a connected
-client numbers its datagrams) rather than guessed, since a wrong guess would rebind one
-flow onto another's tuples.
+Both sides rewritten at once (DNAT to a server plus SNAT to the master's address, as a
+load balancer or a hairpin does) leaves only the packet itself: such copies are paired on
+the "both" key, without addresses or ports, when the packet carries enough to be told
+apart by it alone (TCP's sequence numbers, a payload digest). Other protocols (GRE,
+SCTP, ICMP errors) stay unpaired there rather than risk a wrong translation.
+
+A key that survives NAT can be shared by several flows: a UDP server answering from
+an unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of
+the same length and first bytes from one server port all have the same key. When a
+second flow's ingress copy takes a key still in the window, the key is marked ambiguous
+and pairs nothing (counted as ``copy-ambiguous``): the binding is learned from the other
+direction (a connected client numbers its datagrams) rather than guessed, since a wrong
+guess would rebind one flow onto another's tuples.
 
 NAT helpers (``seqadj.py``): with NAT the master's FTP helper rewrites the address in
 PORT/EPRT/227/229, which may change the segment's length and from then on shifts the
@@ -69,14 +81,21 @@ Key = tuple[object, ...]
 AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
 
 
-def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
-    """Exact key, and the keys that survive source NAT and destination NAT."""
-    proto, ipid, seq, ack, n = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len
-    return (
-        (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n),
-        ("snat", proto, ipid, seq, ack, n, pkt.dst, pkt.dport),
-        ("dnat", proto, ipid, seq, ack, n, pkt.src, pkt.sport),
-    )
+def copy_keys(pkt: Packet) -> tuple[Key, ...]:
+    """Exact key, and the keys that survive source NAT, destination NAT and both at once
+    (the last only where the packet alone tells it apart: TCP, or a payload digest).
+
+    A TCP segment's 64 bits of sequence and acknowledgement numbers tell it apart without
+    any address: its "both" key serves SNAT and DNAT too (two keys a segment, not three)."""
+    proto, ipid, seq, ack, n, dg = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len, pkt.digest
+    exact = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n, dg)
+    if proto == PROTO_TCP:
+        return exact, ("both", proto, ipid, seq, ack, n)
+    snat = ("snat", proto, ipid, seq, ack, n, dg, pkt.dst, pkt.dport)
+    dnat = ("dnat", proto, ipid, seq, ack, n, dg, pkt.src, pkt.sport)
+    if dg:
+        return exact, snat, dnat, ("both", proto, ipid, seq, ack, n, dg)
+    return exact, snat, dnat
 
 
 def mangle_keys(pkt: Packet, seq: int, ack: int) -> tuple[Key, Key]:

@@ -13,13 +13,14 @@ import struct
 
 import pytest
 
-from sniffover.capture.decode import LINKTYPE_ETHERNET, Decoder
+from sniffover.capture.decode import Decoder
+from sniffover.capture.headers import LINKTYPE_ETHERNET
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts
 from sniffover.conntrack.verdict import ACCEPT, INVALID
 from tests.helpers import A6, B6, A, B
-from tests.unit.test_decode import ether, ipv4, ipv6
+from tests.unit.test_headers import ether, ipv4, ipv6
 
 
 def fold(data: bytes) -> int:
