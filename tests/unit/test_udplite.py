@@ -20,7 +20,7 @@ from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts
 from sniffover.conntrack.verdict import ACCEPT, INVALID
 from tests.helpers import A6, B6, A, B
-from tests.unit.test_headers import ether, ipv4, ipv6
+from tests.unit.test_decode import ether, ipv4, ipv6
 
 
 def fold(data: bytes) -> int:
