@@ -295,11 +295,9 @@ class ForwardingConfirmer:
                 (s, a) for s in sa.ingress_seqs(d, pkt.seq) for a in sa.ingress_acks(d, pkt.ack)
             ]
             proto, ipid, n = pkt.proto, pkt.ipid, pkt.l4len
-            keys: list[Key] = []
-            for s, a in pairs:
-                keys.append(("snat", proto, ipid, s, a, n, pkt.dst, pkt.dport))
-                keys.append(("dnat", proto, ipid, s, a, n, pkt.src, pkt.sport))
-            if self._egress(pkt, tuple(keys)):
+            # copy_keys' TCP key with the shift undone (no addresses: any NAT)
+            keys = tuple(("both", proto, ipid, s, a, n) for s, a in pairs)
+            if self._egress(pkt, keys):
                 self.counters["seqadj-paired"] += 1
                 return True
         if not pkt.l4len or not self._helper_port(pkt):
