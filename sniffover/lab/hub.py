@@ -192,7 +192,9 @@ class Lab:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
         if prefix is None:
-            prefix = f"{netns.base_name('snflab-')}-{next(_counter)}"
+            # SNFLAB_TAG: a tag after ``snflab-`` (labs of parallel sessions told apart)
+            tag = os.environ.get("SNFLAB_TAG", "")
+            prefix = f"{netns.base_name('snflab-' + tag)}-{next(_counter)}"
         elif not prefix.startswith("snflab-"):
             prefix = f"snflab-{prefix}"
         self.prefix = prefix

@@ -1,0 +1,103 @@
+"""The agent started in the middle of short SNATed connections (no prime) never installs a
+mapping the master does not hold.
+
+A connection whose handshake happened before the agent started is picked up mid-stream,
+often only from its closing FIN/ACK segments, and its two copies (inside and outside) can
+arrive in either order. Installing it with a guessed identity mapping (reply to the inside
+client instead of the NAT address) is worse than not installing it: the client's next
+connection from that port meets the wrong entry after a takeover. The judge is fw1's own
+table: every entry fw2's kernel holds for the lab's traffic must be one fw1 holds, with
+the same reply tuple (``conntrack -L`` in both namespaces).
+
+The agent is started ``STARTS`` times at random moments while a bounded client loop keeps
+opening connections that live 0.3-2.5 s (half closed by the client first, half by the
+server). Control: the same run against the code before the rule (issue 15 point 2) found
+wrong entries (see the README); the count is printed on every run (``-s``).
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import time
+
+import pytest
+
+from sniffover.lab.hub import Lab, server_ip, stop_process
+from tests.lab.test_agent_lab import start_agent
+from tests.lab.test_nat_lab import nat_table
+
+pytestmark = pytest.mark.requires("ip", "nft", "conntrack")
+
+STARTS = 8
+WATCH = 3.0  # seconds the agent runs: every connection in flight at its start has closed
+PORT = 8000
+
+
+def wrong_entries(fw1: dict[tuple, tuple], fw2: dict[tuple, tuple]) -> tuple[list, int]:
+    """fw2's entries of the lab's TCP traffic whose (orig, reply) fw1 does not hold, and how
+    many fw2 entries were judged."""
+    wrong, judged = [], 0
+    for orig, (reply, state) in fw2.items():
+        if orig[0] != "tcp" or PORT not in (orig[4], reply[2]):
+            continue
+        judged += 1
+        master = fw1.get(orig)
+        if master is None or master[0] != reply:
+            wrong.append((orig, reply, state, master))
+    return wrong, judged
+
+
+def run_starts(starts: int, seed: int) -> dict:
+    rng = random.Random(seed)
+    out: dict = {"wrong": [], "judged": 0, "master": 0}
+    with Lab(nat="snat") as lab:
+        lab.start_server("s1", duration=120)
+        churn = lab.python(
+            "c1",
+            "-m",
+            "sniffover.lab.traffic",
+            "churn",
+            "--server",
+            server_ip(1),
+            "--rate",
+            "30",
+            "--life",
+            "0.3",
+            "2.5",
+            "--duration",
+            "90",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            time.sleep(1.5)  # connections of every age in flight
+            for _ in range(starts):
+                lab.conntrack_flush("fw2")
+                time.sleep(rng.uniform(0.0, 0.5))
+                agent = start_agent(lab, "--iface", "outside0")
+                try:
+                    time.sleep(WATCH)
+                    fw2 = nat_table(lab, "fw2")
+                    fw1 = nat_table(lab, "fw1")
+                finally:
+                    stop_process(agent)
+                wrong, judged = wrong_entries(fw1, fw2)
+                out["wrong"] += wrong
+                out["judged"] += judged
+            out["master"] = sum(1 for k in fw1 if k[0] == "tcp" and k[4] == PORT)
+        finally:
+            stop_process(churn)
+    return out
+
+
+def test_agent_started_amid_snat_connections_installs_no_wrong_mapping() -> None:
+    r = run_starts(STARTS, seed=time.time_ns())
+    print(
+        f"\n{STARTS} starts: {len(r['wrong'])} wrong of {r['judged']} installed entries "
+        f"(master holds {r['master']})"
+    )
+    assert r["judged"] >= STARTS * 10, r  # the agent did install the flows it confirmed
+    assert r["wrong"] == [], r["wrong"][:10]
