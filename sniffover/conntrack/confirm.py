@@ -28,6 +28,19 @@ address and port). A translated pair rebinds the entry: the copy leaving the
 master shows what the reply (or, for a connection picked up mid-stream from a
 reply, the original) really looks like, as the master's own entry has it.
 
+With two segments an entry counts as forwarded (and goes into the kernel) only once
+its mapping is *known*: a pair of copies showed it (identical copies: untranslated;
+differing copies: the rebind succeeded). A wrong mapping in the kernel is worse than
+no entry (the client's next connection from that port meets it after a takeover), so
+nothing is guessed: a tuple the master was seen sending before its MAC was known
+(``confirm``, copies not paired then) proves only that one direction left it as it
+is; the entry is confirmed once *both* its tuples were seen leaving the master
+unchanged (no NAT on it), else it waits for its next pair of copies. A rebind that
+clashes with another confirmed entry leaves the entry unconfirmed. This matters most
+for connections picked up mid-stream at start-up, whose copies were tracked as two
+separate entries while the master was unknown, often with only a few closing segments
+left to pair.
+
 A key that survives NAT can be shared by several flows: a UDP server answering from an
 unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of the
 same length from one server port all have the same key. When a second flow's ingress copy
@@ -103,6 +116,9 @@ class ForwardingConfirmer:
         # Frames captured before that moment may have been decoded without the MACs (a
         # reorder buffer still holds them): they are tracked as before, not ignored.
         self.known_since = float("inf")
+        # two segments: entries one of whose tuples the master was seen sending before its
+        # MAC was known (``confirm``): id -> (entry, bit per direction seen)
+        self.sent: dict[int, tuple[Conn, int]] = {}
 
     def master_learned(self, at: float) -> None:
         """Every segment's decoder knows the master's MACs from ``at`` (capture time) on."""
@@ -124,27 +140,52 @@ class ForwardingConfirmer:
         return conn
 
     def confirm(self, t: Tuple) -> None:
-        """The master was seen sending a packet with tuple ``t`` (e.g. before its MAC was
-        known): the flow, if tracked, counts as forwarded."""
-        self._confirm(t)
+        """The master was seen sending a packet with tuple ``t`` (before its MAC was known,
+        copies not paired). One segment: the flow, if tracked, counts as forwarded. Two
+        segments: only once both of its tuples were seen so (see the module doc)."""
+        if not self.two_segments:
+            self._confirm(t)
+            return
+        found = self.table.get(t)
+        if found is None or found[0].forwarded:
+            return
+        conn, direction = found
+        sent = self.sent
+        key = id(conn)
+        got = sent.get(key)
+        seen = (got[1] if got is not None and got[0] is conn else 0) | (1 << direction)
+        if seen == 3:  # both directions left the master unchanged: no NAT on this flow
+            del sent[key]
+            self.counters["identity-confirmed"] += 1
+            self._confirm(conn.orig)
+            return
+        if len(sent) >= self.max_recent:
+            sent.clear()  # bounded; what is lost here waits for its next pair of copies
+        sent[key] = (conn, seen)
 
-    def _translated(self, t_in: Tuple, pkt: Packet) -> None:
-        """The master rewrote this packet: bind the entry to what it really looks like."""
+    def _translated(self, t_in: Tuple, pkt: Packet) -> bool:
+        """The master rewrote this packet: bind the entry to what it really looks like and
+        confirm it; False (not confirmed) if the mapping cannot be bound."""
         found = self.table.get(t_in)
         if found is None:
-            return
+            return False
         conn, direction = found
         t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
         other = invert(t_out)
         if other is None:
-            return
-        conn.forwarded = True
-        if direction == 0 and other != conn.reply:
-            if self.table.rebind(conn, reply=other):
-                self.counters["nat-bound"] += 1
-        elif direction == 1 and other != conn.orig and self.table.rebind(conn, orig=other):
+            return False
+        if other != (conn.reply if direction == 0 else conn.orig):
+            bound = (
+                self.table.rebind(conn, reply=other)
+                if direction == 0
+                else self.table.rebind(conn, orig=other)
+            )
+            if not bound:  # another confirmed entry holds that tuple: mapping unknown
+                self.counters["nat-unbound"] += 1
+                return False
             self.counters["nat-bound"] += 1
         self._confirm(conn.orig)
+        return True
 
     def feed(self, pkt: Packet) -> None:
         """Track ``pkt`` as the confirmation rules say."""
@@ -190,10 +231,10 @@ class ForwardingConfirmer:
                     waiting.done = True
                     held = waiting.pkt
                     t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
-                    if i:
-                        self._translated(t_in, pkt)
+                    known = i == 0 or t_out == t_in or self._translated(t_in, pkt)
                     self.table.process(held)
-                    self._confirm(t_in)
+                    if known:
+                        self._confirm(t_in)
                     self.counters["teardown-confirmed"] += 1
                     return
             for i, k in enumerate(keys):

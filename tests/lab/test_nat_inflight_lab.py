@@ -50,7 +50,7 @@ def wrong_entries(fw1: dict[tuple, tuple], fw2: dict[tuple, tuple]) -> tuple[lis
 
 def run_starts(starts: int, seed: int) -> dict:
     rng = random.Random(seed)
-    out: dict = {"wrong": [], "judged": 0, "master": 0}
+    out: dict = {"wrong": [], "judged": 0, "master": 0, "starts": []}
     with Lab(nat="snat") as lab:
         lab.start_server("s1", duration=120)
         churn = lab.python(
@@ -74,10 +74,14 @@ def run_starts(starts: int, seed: int) -> dict:
         )
         try:
             time.sleep(1.5)  # connections of every age in flight
-            for _ in range(starts):
+            macs = [
+                a for dev in ("inside0", "outside0") for a in ("--master-mac", lab.mac("fw1", dev))
+            ]
+            for i in range(starts):
                 lab.conntrack_flush("fw2")
                 time.sleep(rng.uniform(0.0, 0.5))
-                agent = start_agent(lab, "--iface", "outside0")
+                # every other start: the master's MACs given (no learning phase at all)
+                agent = start_agent(lab, "--iface", "outside0", *(macs if i % 2 else ()))
                 try:
                     time.sleep(WATCH)
                     fw2 = nat_table(lab, "fw2")
@@ -85,8 +89,9 @@ def run_starts(starts: int, seed: int) -> dict:
                 finally:
                     stop_process(agent)
                 wrong, judged = wrong_entries(fw1, fw2)
-                out["wrong"] += wrong
+                out["wrong"] += [("mac" if i % 2 else "arp", *w) for w in wrong]
                 out["judged"] += judged
+                out["starts"].append(("mac" if i % 2 else "arp", len(wrong), judged))
             out["master"] = sum(1 for k in fw1 if k[0] == "tcp" and k[4] == PORT)
         finally:
             stop_process(churn)
@@ -97,7 +102,7 @@ def test_agent_started_amid_snat_connections_installs_no_wrong_mapping() -> None
     r = run_starts(STARTS, seed=time.time_ns())
     print(
         f"\n{STARTS} starts: {len(r['wrong'])} wrong of {r['judged']} installed entries "
-        f"(master holds {r['master']})"
+        f"(master holds {r['master']}); per start (learning, wrong, judged): {r['starts']}"
     )
     assert r["judged"] >= STARTS * 10, r  # the agent did install the flows it confirmed
     assert r["wrong"] == [], r["wrong"][:10]

@@ -1,0 +1,156 @@
+"""Connections in flight when the agent starts, through source NAT (issue 15 point 2).
+
+The agent sees a connection from some segment on (its handshake long past), sometimes
+only its closing FIN/ACK sequence, each packet twice (into the master on one segment, out
+of it translated on the other), in either order, and maybe while the master's MACs are
+still unknown. Whatever it sees, an entry it confirms (= installs) must have the master's
+mapping: orig client -> server, reply server -> NAT address. Not installing is allowed;
+a guessed identity mapping is not.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from sniffover.conntrack.confirm import ForwardingConfirmer
+from sniffover.conntrack.install_policy import desired
+from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER, Packet
+from sniffover.conntrack.table import ConntrackTable
+from tests.helpers import ACK, FIN, PSH, tcp
+
+IN, OUT = HW_TO_MASTER, HW_FROM_MASTER
+C = bytes([192, 0, 2, 10])  # inside client
+S = bytes([198, 51, 100, 10])  # outside server
+N = bytes([198, 51, 100, 1])  # the master's SNAT address
+CPORT, SPORT = 40000, 8000
+MASTER = ((6, C, S, CPORT, SPORT), (6, S, N, SPORT, CPORT))  # fw1's orig, reply
+
+
+def segments(server_first: bool, data: int) -> list[tuple[int, int, int]]:
+    """(direction 0 = client's / 1 = server's, flags, payload) of a connection's tail:
+    ``data`` ping/pong exchanges, then the close (the closer's FIN, the other's ACK and
+    FIN, the closer's last ACK)."""
+    out = []
+    for _ in range(data):
+        out += [(0, PSH | ACK, 7), (1, PSH | ACK, 7), (0, ACK, 0)]
+    a, b = (1, 0) if server_first else (0, 1)
+    return out + [(a, FIN | ACK, 0), (b, ACK, 0), (b, FIN | ACK, 0), (a, ACK, 0)]
+
+
+def copies(segs: list[tuple[int, int, int]], swap: float, rng: random.Random) -> list[Packet]:
+    """Both copies of every segment, in capture-timestamp order: ingress (into the master)
+    then egress (translated), or the other way round with probability ``swap``."""
+    seq, ipid = [1000, 5000], [100, 900]
+    out, ts = [], 0.0
+    for d, flags, n in segs:
+        ts += 0.01
+        if d == 0:
+            pre, post = (C, S, CPORT, SPORT), (N, S, CPORT, SPORT)
+        else:
+            pre, post = (S, N, SPORT, CPORT), (S, C, SPORT, CPORT)
+        pair = []
+        for hw, (src, dst, sp, dp) in ((IN, pre), (OUT, post)):
+            p = tcp(ts, flags, seq[d], seq[1 - d], src=src, dst=dst, sport=sp, dport=dp, data=n)
+            p.hw, p.ipid = hw, ipid[d]
+            pair.append(p)
+        if rng.random() < swap:
+            pair[1].ts, pair[0].ts = ts, ts + 0.00005
+            pair.reverse()
+        else:
+            pair[1].ts = ts + 0.00005
+        out += pair
+        seq[d] += n + (1 if flags & FIN else 0)
+        ipid[d] += 1
+    return out
+
+
+def run_case(rng: random.Random, learning: bool) -> tuple[list, int]:
+    """One connection picked up at a random packet; returns the confirmed entries whose
+    mapping is not the master's, and how many confirmed entries there are."""
+    pkts = copies(segments(rng.random() < 0.5, rng.randrange(3)), rng.choice((0.0, 0.3)), rng)
+    start = rng.randrange(len(pkts))
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    unknown = rng.randrange(start, len(pkts) + 1) if learning else start
+    if not learning:
+        f.master_learned(0.0)
+    sent = []  # what the master sent while unknown (the anchors' confirmed_before)
+    for i, p in enumerate(pkts[start:], start):
+        if i < unknown:
+            if p.hw & OUT:
+                sent.append((p.proto, p.src, p.dst, p.sport, p.dport))
+            p.hw = 0  # decoded before the MACs were known
+        elif learning and i == unknown:
+            f.master_learned(p.ts)
+            for t in sent:
+                f.confirm(t)
+        f.feed(p)
+    if learning and unknown == len(pkts):
+        for t in sent:
+            f.confirm(t)
+    f.expire(pkts[-1].ts + 2)
+    now = pkts[-1].ts + 0.1
+    confirmed = [c for c in table.entries(now) if c.forwarded]
+    wrong = [(c.orig, c.reply) for c in confirmed if (c.orig, c.reply) != MASTER]
+    return wrong, len(confirmed)
+
+
+@pytest.mark.parametrize("learning", [False, True], ids=["macs-known", "macs-learned"])
+def test_a_flow_picked_up_mid_stream_is_installed_only_with_the_masters_mapping(learning):
+    rng = random.Random(15_2)
+    wrong, confirmed = [], 0
+    for _ in range(3000):
+        w, n = run_case(rng, learning)
+        wrong += w
+        confirmed += n
+    assert wrong == []
+    assert confirmed > 1000  # most cases do pair copies and install the right mapping
+
+
+def test_closing_segments_only_egress_first_no_identity_guess():
+    """Only the close is seen, every egress copy before its ingress copy: the entries
+    each copy creates hold guessed mappings and are never confirmed."""
+    pkts = copies(segments(False, 0), 1.0, random.Random(0))
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    f.master_learned(0.0)
+    for p in pkts:
+        f.feed(p)
+    now = pkts[-1].ts + 0.1
+    for c in table.entries(now):
+        assert not c.forwarded or (c.orig, c.reply) == MASTER
+        if (c.orig, c.reply) != MASTER:
+            assert desired(c, now, False, require_forwarded=True) is None
+
+
+def test_learning_one_direction_sent_proves_no_mapping():
+    """Before the MACs were known both copies were tracked as two entries; the master was
+    seen sending the inside entry's reply tuple and the outside entry's original tuple.
+    Neither entry had both of its tuples leave the master unchanged: neither is confirmed
+    (it was, each with an identity mapping). Without NAT, the master sends both tuples of
+    the one entry: confirmed."""
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    for p in copies(segments(False, 1)[:3], 0.0, random.Random(0)):
+        p.hw = 0
+        f.feed(p)
+    assert len(table.entries(1.0)) == 2
+    f.master_learned(1.0)
+    f.confirm((6, S, C, SPORT, CPORT))  # inside: the server's answer, de-NATed
+    f.confirm((6, N, S, CPORT, SPORT))  # outside: the client's request, NATed
+    assert not any(c.forwarded for c in table.entries(1.0))
+    plain = ConntrackTable()
+    g = ForwardingConfirmer(plain, two_segments=True)
+    ping = tcp(0.0, PSH | ACK, 1000, 5000, src=C, dst=S, sport=CPORT, dport=SPORT, data=7)
+    pong = tcp(0.01, PSH | ACK, 5000, 1007, src=S, dst=C, sport=SPORT, dport=CPORT, data=7)
+    for p in (ping, pong):
+        g.feed(p)
+    g.master_learned(1.0)
+    g.confirm((6, C, S, CPORT, SPORT))
+    assert not plain.entries(1.0)[0].forwarded  # one direction: not yet
+    g.confirm((6, S, C, SPORT, CPORT))
+    (conn,) = plain.entries(1.0)
+    assert conn.forwarded and conn.reply == (6, S, C, SPORT, CPORT)
+    assert g.counters["identity-confirmed"] == 1
