@@ -233,6 +233,10 @@ class ForwardingConfirmer:
                     t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
                     known = i == 0 or t_out == t_in or self._translated(t_in, pkt)
                     self.table.process(held)
+                    if not known:
+                        # the teardown may have created the entry (a server's FIN picked
+                        # up mid-stream): bind it now, as an ingress copy's entry is
+                        known = self._translated(t_in, pkt)
                     if known:
                         self._confirm(t_in)
                     self.counters["teardown-confirmed"] += 1
