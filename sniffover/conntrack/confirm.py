@@ -17,7 +17,10 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
   seconds) and is not tracked again. RST and FIN going into the master are
   held back until their outgoing copy proves the master let them through, so a
   forged teardown the master dropped never closes a connection here; held
-  packets without a forwarded copy are discarded after ``window``. A forger
+  packets without a forwarded copy are discarded after ``window``. The capture
+  timestamps of two segments can invert: an outgoing copy that matches nothing is
+  tracked and remembered for ``window``, and an ingress copy arriving after it (same
+  key and TCP flags) is paired with it then. A forger
   would have to put the same packet on both segments, the outgoing copy with
   the master's MAC, at the right moment.
 
@@ -108,6 +111,8 @@ class ForwardingConfirmer:
         self.recent: dict[Key, tuple[float, Tuple]] = {}
         self.order: deque[tuple[Key, float]] = deque()
         self.held: dict[Key, _Held] = {}  # RST/FIN waiting for their egress copy
+        # egress copies that came before their ingress copy (None: several share the key)
+        self.early: dict[Key, tuple[float, Packet | None]] = {}
         self.counters: Counter[str] = Counter()
         # Set once the master's MACs are known: from then on a frame that neither enters
         # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
@@ -202,6 +207,8 @@ class ForwardingConfirmer:
             keys = copy_keys(pkt)
             ts = pkt.ts
             order = self.order
+            if self.early and self._after_its_copy(pkt, keys):
+                return
             if self.hold_teardowns and pkt.proto == PROTO_TCP and pkt.tcp_flags & (TH_RST | TH_FIN):
                 h = _Held(pkt)  # applied only once it is seen forwarded
                 for k in keys:
@@ -253,20 +260,61 @@ class ForwardingConfirmer:
                         self._translated(seen[1], pkt)
                     return
             self.counters["egress-unmatched"] += 1
+            # its ingress copy may still come: the capture timestamps of two segments
+            # can invert (mirror ports, rings read on their own timers)
+            early, ts = self.early, pkt.ts
+            for k in keys:
+                prev = early.get(k)
+                same = prev is None or ts - prev[0] > self.window
+                early[k] = (ts, pkt if same else None)
+                self.order.append((k, ts))
+            if len(self.order) > self.max_recent:
+                self._prune(ts)
         self.table.process(pkt)
 
+    def _after_its_copy(self, pkt: Packet, keys: tuple[Key, Key, Key]) -> bool:
+        """``pkt`` went into the master and its copy leaving it was seen first (tracked
+        then as unmatched): pair them now. False if no such copy waits."""
+        early = self.early
+        for i, k in enumerate(keys):
+            got = early.get(k)
+            if got is None or pkt.ts - got[0] > self.window:
+                continue
+            out = got[1]
+            if out is None:
+                self.counters["copy-ambiguous"] += 1
+                continue
+            if out.tcp_flags != pkt.tcp_flags:
+                continue  # NAT leaves the flags alone: not its copy (a forged RST, say)
+            for k2 in copy_keys(out):
+                early.pop(k2, None)  # one pair per copy
+            t_in = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+            t_out = (out.proto, out.src, out.dst, out.sport, out.dport)
+            self.counters["egress-first"] += 1
+            if i == 0 or t_out == t_in:
+                # the same packet, tracked already as its egress copy: not twice
+                self._confirm(t_in)
+                return True
+            self.table.process(pkt)
+            self._translated(t_in, out)
+            return True
+        return False
+
     def expire(self, now: float) -> None:
-        """Forget ingress copies older than the window; drop held RST/FIN never forwarded."""
+        """Forget copies older than the window; drop held RST/FIN never forwarded."""
         self._prune(now)
 
     def _prune(self, now: float) -> None:
         limit = now - self.window
-        order, recent, held = self.order, self.recent, self.held
+        order, recent, held, early = self.order, self.recent, self.held, self.early
         while order and (order[0][1] < limit or len(order) > self.max_recent):
             key, ts = order.popleft()
             got = recent.get(key)
             if got is not None and got[0] == ts:
                 del recent[key]
+            e = early.get(key)
+            if e is not None and e[0] == ts:
+                del early[key]
             h = held.get(key)
             if h is not None and h.pkt.ts == ts:
                 del held[key]

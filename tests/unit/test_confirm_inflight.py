@@ -109,20 +109,42 @@ def test_a_flow_picked_up_mid_stream_is_installed_only_with_the_masters_mapping(
     assert confirmed > 1000  # most cases do pair copies and install the right mapping
 
 
-def test_closing_segments_only_egress_first_no_identity_guess():
-    """Only the close is seen, every egress copy before its ingress copy: the entries
-    each copy creates hold guessed mappings and are never confirmed."""
-    pkts = copies(segments(False, 0), 1.0, random.Random(0))
+@pytest.mark.parametrize("server_first", [False, True])
+def test_closing_segments_only_egress_copy_first(server_first):
+    """Only the close is seen, every egress copy before its ingress copy (capture
+    timestamps of two segments inverted): each egress copy is tracked unmatched and waits
+    a window for its ingress copy, which then pairs with it. One entry with the master's
+    mapping, in the state the copies in wire order give (the held FINs applied)."""
+    entries = []
+    for swap in (0.0, 1.0):
+        pkts = copies(segments(server_first, 0), swap, random.Random(0))
+        table = ConntrackTable()
+        f = ForwardingConfirmer(table, two_segments=True)
+        f.master_learned(0.0)
+        for p in pkts:
+            f.feed(p)
+        (conn,) = table.entries(pkts[-1].ts + 0.1)
+        assert (conn.orig, conn.reply) == MASTER and conn.forwarded
+        entries.append((conn.tcp.state, conn.status))
+    assert f.counters["egress-first"] == 4
+    assert entries[0] == entries[1]
+
+
+def test_egress_copy_first_without_nat_is_tracked_once():
+    """Identical copies, the egress one first: the packet was tracked as it (one entry);
+    its ingress copy confirms the entry and is not tracked a second time."""
     table = ConntrackTable()
     f = ForwardingConfirmer(table, two_segments=True)
     f.master_learned(0.0)
-    for p in pkts:
-        f.feed(p)
-    now = pkts[-1].ts + 0.1
-    for c in table.entries(now):
-        assert not c.forwarded or (c.orig, c.reply) == MASTER
-        if (c.orig, c.reply) != MASTER:
-            assert desired(c, now, False, require_forwarded=True) is None
+    ping = tcp(0.0, PSH | ACK, 1000, 5000, src=C, dst=S, sport=CPORT, dport=SPORT, data=7)
+    ping.hw, ping.ipid = OUT, 7
+    f.feed(ping)
+    twin = tcp(0.0001, PSH | ACK, 1000, 5000, src=C, dst=S, sport=CPORT, dport=SPORT, data=7)
+    twin.hw, twin.ipid = IN, 7
+    f.feed(twin)
+    (conn,) = table.entries(1.0)
+    assert conn.forwarded and conn.reply == (6, S, C, SPORT, CPORT)
+    assert sum(table.verdicts) == 1
 
 
 def test_learning_one_direction_sent_proves_no_mapping():
@@ -141,6 +163,7 @@ def test_learning_one_direction_sent_proves_no_mapping():
     f.confirm((6, S, C, SPORT, CPORT))  # inside: the server's answer, de-NATed
     f.confirm((6, N, S, CPORT, SPORT))  # outside: the client's request, NATed
     assert not any(c.forwarded for c in table.entries(1.0))
+    assert all(desired(c, 1.0, False, require_forwarded=True) is None for c in table.entries(1.0))
     plain = ConntrackTable()
     g = ForwardingConfirmer(plain, two_segments=True)
     ping = tcp(0.0, PSH | ACK, 1000, 5000, src=C, dst=S, sport=CPORT, dport=SPORT, data=7)
