@@ -264,9 +264,9 @@ class ForwardingConfirmer:
             # can invert (mirror ports, rings read on their own timers)
             early, ts = self.early, pkt.ts
             for k in keys:
-                prev = early.get(k)
-                same = prev is None or ts - prev[0] > self.window
-                early[k] = (ts, pkt if same else None)
+                before = early.get(k)
+                alone = before is None or ts - before[0] > self.window
+                early[k] = (ts, pkt if alone else None)
                 self.order.append((k, ts))
             if len(self.order) > self.max_recent:
                 self._prune(ts)
