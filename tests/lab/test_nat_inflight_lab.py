@@ -20,14 +20,16 @@ translated, as in the issue), about 120 per start while the MACs were learned.
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import time
+from collections import Counter
 
 import pytest
 
 from sniffover.lab.hub import Lab, server_ip, stop_process
-from tests.lab.test_agent_lab import start_agent
+from tests.lab.test_agent_lab import sniffover_ctl, start_agent
 from tests.lab.test_nat_lab import nat_table
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack")
@@ -53,7 +55,14 @@ def wrong_entries(fw1: dict[tuple, tuple], fw2: dict[tuple, tuple]) -> tuple[lis
 
 def run_starts(starts: int, seed: int) -> dict:
     rng = random.Random(seed)
-    out: dict = {"wrong": [], "judged": 0, "master": 0, "picked": 0, "starts": []}
+    out: dict = {
+        "wrong": [],
+        "judged": 0,
+        "master": 0,
+        "picked": 0,
+        "starts": [],
+        "confirm": Counter(),
+    }
     with Lab(nat="snat") as lab:
         lab.start_server("s1", duration=120)
         churn = lab.python(
@@ -90,6 +99,10 @@ def run_starts(starts: int, seed: int) -> dict:
                 agent = start_agent(lab, "--iface", "outside0", *(macs if i % 2 else ()))
                 try:
                     time.sleep(WATCH)
+                    status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+                    out["confirm"].update(
+                        {k: v for k, v in status["confirm"].items() if isinstance(v, int)}
+                    )
                     fw2 = nat_table(lab, "fw2")
                     fw1 = nat_table(lab, "fw1")
                 finally:
@@ -111,7 +124,8 @@ def test_agent_started_amid_snat_connections_installs_no_wrong_mapping() -> None
     print(
         f"\n{STARTS} starts: {len(r['wrong'])} wrong of {r['judged']} installed entries, "
         f"{r['picked']} of them picked up mid-stream (master holds {r['master']}); "
-        f"per start (MACs, wrong, installed, picked up): {r['starts']}"
+        f"per start (MACs, wrong, installed, picked up): {r['starts']}; "
+        f"confirmer counters: {dict(r['confirm'])}"
     )
     assert r["judged"] >= STARTS * 10, r  # the agent did install the flows it confirmed
     assert r["picked"] >= STARTS, r  # ... among them connections in flight at its start
