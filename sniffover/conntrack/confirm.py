@@ -70,6 +70,7 @@ from .tuple import Tuple, invert
 
 Key = tuple[object, ...]
 AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
+BLIND_KEEP = 5.0  # seconds the packets read before the master was known are kept after
 
 
 def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
@@ -124,6 +125,12 @@ class ForwardingConfirmer:
         # two segments: entries one of whose tuples the master was seen sending before its
         # MAC was known (``confirm``): id -> (entry, bit per direction seen)
         self.sent: dict[int, tuple[Conn, int]] = {}
+        # two segments, every packet read before the master's MACs were known (copies not
+        # told apart then), by NAT-surviving key and by tuple: a tuple the master turns out
+        # to have sent is paired afterwards with the other copy of its packets
+        self.blind: dict[Key, list[Packet]] = {}
+        self.blind_sent: dict[Tuple, list[Packet]] = {}
+        self.blind_count = 0
 
     def master_learned(self, at: float) -> None:
         """Every segment's decoder knows the master's MACs from ``at`` (capture time) on."""
@@ -154,6 +161,8 @@ class ForwardingConfirmer:
         found = self.table.get(t)
         if found is None or found[0].forwarded:
             return
+        if self.blind_sent and self._blind_pair(t):
+            return
         conn, direction = found
         sent = self.sent
         key = id(conn)
@@ -167,6 +176,32 @@ class ForwardingConfirmer:
         if len(sent) >= self.max_recent:
             sent.clear()  # bounded; what is lost here waits for its next pair of copies
         sent[key] = (conn, seen)
+
+    def _blind_pair(self, t: Tuple) -> bool:
+        """Pair, after the fact, a packet the master sent with tuple ``t`` while its MACs
+        were unknown and the one other tuple sharing its NAT-surviving key and flags (its
+        copy going in): the entry is bound as by a live pair. Several tuples on one key
+        (IP ID 0 answers) pair nothing."""
+        window = self.window
+        for p in self.blind_sent.get(t, ()):
+            for k in copy_keys(p)[1:]:
+                other = {
+                    (o.proto, o.src, o.dst, o.sport, o.dport)
+                    for o in self.blind.get(k, ())
+                    if abs(o.ts - p.ts) <= window and o.tcp_flags == p.tcp_flags
+                }
+                other.discard(t)
+                if len(other) == 1 and self._translated(other.pop(), p):
+                    self.counters["blind-paired"] += 1
+                    return True
+        return False
+
+    def _remember_blind(self, pkt: Packet) -> None:
+        self.blind_count += 1
+        t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        self.blind_sent.setdefault(t, []).append(pkt)
+        for k in copy_keys(pkt)[1:]:
+            self.blind.setdefault(k, []).append(pkt)
 
     def _translated(self, t_in: Tuple, pkt: Packet) -> bool:
         """The master rewrote this packet: bind the entry to what it really looks like and
@@ -203,6 +238,8 @@ class ForwardingConfirmer:
             if hw & HW_FROM_MASTER:
                 self._confirm((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
             return
+        if pkt.ts < self.known_since and self.blind_count < self.max_recent:
+            self._remember_blind(pkt)
         if hw & HW_TO_MASTER:
             keys = copy_keys(pkt)
             ts = pkt.ts
@@ -303,6 +340,9 @@ class ForwardingConfirmer:
     def expire(self, now: float) -> None:
         """Forget copies older than the window; drop held RST/FIN never forwarded."""
         self._prune(now)
+        if self.blind_count and now - self.known_since > BLIND_KEEP:
+            # the tuples the master sent meanwhile have been confirmed (twice) by now
+            self.blind, self.blind_sent, self.blind_count = {}, {}, 0
 
     def _prune(self, now: float) -> None:
         limit = now - self.window

@@ -18,7 +18,7 @@ from sniffover.conntrack.confirm import ForwardingConfirmer
 from sniffover.conntrack.install_policy import desired
 from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER, Packet
 from sniffover.conntrack.table import ConntrackTable
-from tests.helpers import ACK, FIN, PSH, tcp
+from tests.helpers import ACK, FIN, PSH, tcp, udp
 
 IN, OUT = HW_TO_MASTER, HW_FROM_MASTER
 C = bytes([192, 0, 2, 10])  # inside client
@@ -147,17 +147,38 @@ def test_egress_copy_first_without_nat_is_tracked_once():
     assert sum(table.verdicts) == 1
 
 
-def test_learning_one_direction_sent_proves_no_mapping():
-    """Before the MACs were known both copies were tracked as two entries; the master was
-    seen sending the inside entry's reply tuple and the outside entry's original tuple.
-    Neither entry had both of its tuples leave the master unchanged: neither is confirmed
-    (it was, each with an identity mapping). Without NAT, the master sends both tuples of
-    the one entry: confirmed."""
+def test_copies_read_before_the_master_was_known_are_paired_afterwards():
+    """Before the MACs were known both copies were tracked as two entries (identity
+    mappings each). Once the master is known to have sent the outside tuple, its packets
+    are paired with the one other tuple sharing their NAT-surviving key: the inside
+    entry gets the master's mapping, its outside twin goes."""
     table = ConntrackTable()
     f = ForwardingConfirmer(table, two_segments=True)
     for p in copies(segments(False, 1)[:3], 0.0, random.Random(0)):
         p.hw = 0
         f.feed(p)
+    assert len(table.entries(1.0)) == 2
+    f.master_learned(1.0)
+    f.confirm((6, N, S, CPORT, SPORT))  # outside: the client's request, NATed
+    (conn,) = table.entries(1.0)
+    assert (conn.orig, conn.reply) == MASTER and conn.forwarded
+    assert f.counters["blind-paired"] == 1
+    f.expire(1.0 + 6)  # forgotten a few seconds after the master is known
+    assert not f.blind and not f.blind_sent
+
+
+def test_learning_one_direction_sent_proves_no_mapping():
+    """Only the master's output was read while it was unknown (the copies going in were
+    not: nothing to pair with): the master was seen sending the inside entry's reply
+    tuple and the outside entry's original tuple. Neither entry had both of its tuples
+    leave the master unchanged: neither is confirmed (each was, with an identity
+    mapping). Without NAT, the master sends both tuples of the one entry: confirmed."""
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    for p in copies(segments(False, 1)[:3], 0.0, random.Random(0)):
+        if p.hw & OUT:
+            p.hw = 0
+            f.feed(p)
     assert len(table.entries(1.0)) == 2
     f.master_learned(1.0)
     f.confirm((6, S, C, SPORT, CPORT))  # inside: the server's answer, de-NATed
@@ -177,3 +198,34 @@ def test_learning_one_direction_sent_proves_no_mapping():
     (conn,) = plain.entries(1.0)
     assert conn.forwarded and conn.reply == (6, S, C, SPORT, CPORT)
     assert g.counters["identity-confirmed"] == 1
+
+
+def test_blind_pairing_on_a_shared_key_pairs_nothing():
+    """Two UDP flows through the NAT, answered from an unconnected socket (IP ID 0, same
+    length), all read before the master was known: the answers' NAT-surviving key is
+    shared by several tuples, so confirming an answer's tuple pairs nothing (and binds
+    neither flow onto the other's tuples)."""
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    ts = 0.0
+    for port in (41000, 41001):
+        for src, dst, sp, dp, ipid in (
+            (C, S, port, 9000, port),  # the request going in (inside)
+            (N, S, port, 9000, port),  # ... and out (outside), NATed
+            (S, N, 9000, port, 0),  # the answer going in (outside)
+            (S, C, 9000, port, 0),  # ... and out (inside), de-NATed
+        ):
+            ts += 0.001
+            p = udp(ts, src=src, dst=dst, sport=sp, dport=dp)
+            p.ipid = ipid
+            f.feed(p)
+    f.master_learned(ts)
+    for port in (41000, 41001):
+        f.confirm((17, S, C, 9000, port))
+    assert f.counters["blind-paired"] == 0
+    assert not any(c.forwarded for c in table.entries(ts))
+    f.confirm((17, N, S, 41000, 9000))  # the first request's outside copy: its own key
+    bound = [c for c in table.entries(ts) if c.forwarded]
+    assert [(c.orig, c.reply) for c in bound] == [
+        ((17, C, S, 41000, 9000), (17, S, N, 9000, 41000))
+    ]
