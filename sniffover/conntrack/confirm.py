@@ -190,6 +190,11 @@ class ForwardingConfirmer:
                     for o in self.blind.get(k, ())
                     if abs(o.ts - p.ts) <= window and o.tcp_flags == p.tcp_flags
                 }
+                seen = self.recent.get(k)  # an ingress copy where the master was known
+                if seen is not None and abs(seen[0] - p.ts) <= window:
+                    if not seen[1]:
+                        continue  # several flows on this key
+                    other.add(seen[1])
                 other.discard(t)
                 if len(other) == 1 and self._translated(other.pop(), p):
                     self.counters["blind-paired"] += 1
@@ -238,8 +243,8 @@ class ForwardingConfirmer:
             if hw & HW_FROM_MASTER:
                 self._confirm((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
             return
-        if pkt.ts < self.known_since and self.blind_count < self.max_recent:
-            self._remember_blind(pkt)
+        if not hw and pkt.ts < self.known_since and self.blind_count < self.max_recent:
+            self._remember_blind(pkt)  # read before its segment's master was known
         if hw & HW_TO_MASTER:
             keys = copy_keys(pkt)
             ts = pkt.ts
