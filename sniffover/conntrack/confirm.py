@@ -35,9 +35,11 @@ With two segments an entry counts as forwarded (and goes into the kernel) only o
 its mapping is *known*: a pair of copies showed it (identical copies: untranslated;
 differing copies: the rebind succeeded). A wrong mapping in the kernel is worse than
 no entry (the client's next connection from that port meets it after a takeover), so
-nothing is guessed: a tuple the master was seen sending before its MAC was known
-(``confirm``, copies not paired then) proves only that one direction left it as it
-is; the entry is confirmed once *both* its tuples were seen leaving the master
+nothing is guessed. A tuple the master was seen sending before its MAC was known
+(``confirm``: copies not told apart then) is paired after the fact with the one other
+tuple sharing its packets' NAT-surviving key (the frames read meanwhile are kept a
+few seconds); failing that it proves only that one direction left the master as it
+is, and the entry is confirmed once *both* its tuples were seen leaving the master
 unchanged (no NAT on it), else it waits for its next pair of copies. A rebind that
 clashes with another confirmed entry leaves the entry unconfirmed. This matters most
 for connections picked up mid-stream at start-up, whose copies were tracked as two
