@@ -229,3 +229,22 @@ def test_blind_pairing_on_a_shared_key_pairs_nothing():
     assert [(c.orig, c.reply) for c in bound] == [
         ((17, C, S, 41000, 9000), (17, S, N, 9000, 41000))
     ]
+
+
+def test_blind_copy_pairs_with_an_ingress_copy_of_a_segment_already_known():
+    """The inside segment's master is known first: the request's inside copy is tracked as
+    going in; its outside copy, read before that segment's master was known, is paired
+    with it once the master is known to have sent it."""
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    ping = tcp(0.0, PSH | ACK, 1000, 5000, src=C, dst=S, sport=CPORT, dport=SPORT, data=7)
+    ping.hw, ping.ipid = IN, 7
+    out = tcp(0.0001, PSH | ACK, 1000, 5000, src=N, dst=S, sport=CPORT, dport=SPORT, data=7)
+    out.ipid = 7  # no MAC verdict yet on the outside
+    f.feed(ping)
+    f.feed(out)
+    assert len(table.entries(1.0)) == 2
+    f.master_learned(0.5)
+    f.confirm((6, N, S, CPORT, SPORT))
+    (conn,) = table.entries(1.0)
+    assert (conn.orig, conn.reply) == MASTER and conn.forwarded
