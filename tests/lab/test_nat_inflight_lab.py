@@ -23,13 +23,14 @@ from __future__ import annotations
 import json
 import random
 import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
 
-from sniffover.lab.hub import Lab, server_ip, stop_process
-from tests.lab.test_agent_lab import sniffover_ctl, start_agent
+from sniffover.lab.hub import FW_INSIDE, FW_OUTSIDE, Lab, server_ip, stop_process
+from tests.lab.test_agent_lab import HOLDER, MASTER_ADDRS, sniffover_ctl, start_agent
 from tests.lab.test_nat_lab import nat_table
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack")
@@ -37,6 +38,14 @@ pytestmark = pytest.mark.requires("ip", "nft", "conntrack")
 STARTS = 8
 WATCH = 3.0  # seconds the agent runs: every connection in flight at its start has closed
 PORT = 8000
+QUIET_ARP = f"""\
+table arp snfquiet {{
+    chain out {{
+        type filter hook output priority 0; policy accept;
+        arp saddr ip {{ {FW_INSIDE["fw1"]}, {FW_OUTSIDE["fw1"]} }} drop
+    }}
+}}
+"""
 
 
 def wrong_entries(fw1: dict[tuple, tuple], fw2: dict[tuple, tuple]) -> tuple[list, int]:
@@ -130,3 +139,79 @@ def test_agent_started_amid_snat_connections_installs_no_wrong_mapping() -> None
     assert r["judged"] >= STARTS * 10, r  # the agent did install the flows it confirmed
     assert r["picked"] >= STARTS, r  # ... among them connections in flight at its start
     assert r["wrong"] == [], r["wrong"][:10]
+
+
+def start_agent_unready(lab: Lab) -> subprocess.Popen[str]:
+    """The agent on both segments, returned once its control socket answers (``status``
+    says not ready while the master's MACs are unknown: ``start_agent`` would wait)."""
+    proc = lab.popen(
+        "fw2",
+        sys.executable,
+        "-m",
+        "sniffover.cli",
+        "--iface",
+        "inside0",
+        "--iface",
+        "outside0",
+        "--master-addr",
+        MASTER_ADDRS,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and proc.poll() is None:
+        r = sniffover_ctl(lab, "status", "--json")
+        if r.stdout.strip().startswith("{"):
+            return proc
+        time.sleep(0.2)
+    stop_process(proc)
+    raise AssertionError("agent did not start")
+
+
+def test_snat_handshakes_while_the_master_mac_is_learned_get_the_masters_mapping() -> None:
+    """Handshakes only, the moment the agent is up (before it knows fw1's MACs: both copies
+    of every packet are tracked as two entries), then silence. Once the master is known
+    the copies read meanwhile are paired after the fact: fw2 holds each connection once,
+    with fw1's translation (before: both copies' entries, identity mappings)."""
+    with Lab(nat="snat") as lab:
+        lab.start_server("s1", duration=60)
+        assert lab.ping("c1", server_ip(1))  # neighbours resolved before fw1 goes quiet
+        # fw1 answers no ARP for its own addresses (the agent's trust anchor) for a while:
+        # the agent cannot know its MACs while the handshakes happen
+        lab.run("fw1", "nft", "-f", "-", input=QUIET_ARP)
+        agent = start_agent_unready(lab)
+        holder = lab.popen(
+            "c1",
+            sys.executable,
+            "-c",
+            HOLDER,
+            "12",
+            server_ip(1),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "ready"
+            learning = json.loads(sniffover_ctl(lab, "status", "--json").stdout)["confirm"]
+            assert learning["master_macs"] == [], learning
+            lab.run("fw1", "nft", "delete", "table", "arp", "snfquiet")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+                if len(status["confirm"]["master_macs"]) == 2:
+                    break
+                time.sleep(0.3)
+            assert len(status["confirm"]["master_macs"]) == 2, status["confirm"]
+            time.sleep(2.2)  # the tuples fw1 sent confirmed (at learning and the next tick)
+            fw1, fw2 = nat_table(lab, "fw1"), nat_table(lab, "fw2")
+        finally:
+            stop_process(holder)
+            stop_process(agent)
+    ours = {k: v[0] for k, v in fw1.items() if k[0] == "tcp" and k[4] == PORT}
+    assert len(ours) == 12, fw1
+    theirs = {k: v[0] for k, v in fw2.items() if k[0] == "tcp" and PORT in (k[4], v[0][2])}
+    assert theirs == ours, (theirs, status["confirm"])
