@@ -248,3 +248,27 @@ def test_blind_copy_pairs_with_an_ingress_copy_of_a_segment_already_known():
     f.confirm((6, N, S, CPORT, SPORT))
     (conn,) = table.entries(1.0)
     assert (conn.orig, conn.reply) == MASTER and conn.forwarded
+
+
+def test_a_pair_that_cannot_be_bound_confirms_nothing():
+    """The translated copy says the reply is server -> NAT address, but a confirmed entry
+    holds that tuple already (another client's connection on that NAT port): the
+    rebind fails and the entry keeps its guessed identity mapping, unconfirmed (it was
+    confirmed all the same, and installed with the identity mapping)."""
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    f.master_learned(0.0)
+    for p in copies(segments(False, 1)[:2], 0.0, random.Random(0)):
+        f.feed(p)  # the first client's connection, paired: (C -> S, S -> N)
+    other = bytes([192, 0, 2, 11])
+    t = 1.0
+    for src, hw in ((other, IN), (N, OUT)):  # a second client, same port, same NAT port
+        p = tcp(t, PSH | ACK, 7000, 9000, src=src, dst=S, sport=CPORT, dport=SPORT, data=7)
+        p.hw, p.ipid = hw, 55
+        f.feed(p)
+        t += 0.0001
+    second = table.get((6, other, S, CPORT, SPORT))
+    assert second is not None
+    conn = second[0]
+    assert conn.reply == (6, S, other, SPORT, CPORT) and not conn.forwarded
+    assert f.counters["nat-unbound"] == 1 and table.counters["nat-clash"] == 1
