@@ -73,6 +73,8 @@ from .tuple import Tuple, invert
 Key = tuple[object, ...]
 AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
 BLIND_KEEP = 5.0  # seconds the packets read before the master was known are kept after
+# ... and how many at most (about 1 kB each): flows that go on talking are paired live anyway
+BLIND_MAX = 1 << 15
 
 
 def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
@@ -245,7 +247,7 @@ class ForwardingConfirmer:
             if hw & HW_FROM_MASTER:
                 self._confirm((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
             return
-        if not hw and pkt.ts < self.known_since and self.blind_count < self.max_recent:
+        if not hw and pkt.ts < self.known_since and self.blind_count < BLIND_MAX:
             self._remember_blind(pkt)  # read before its segment's master was known
         if hw & HW_TO_MASTER:
             keys = copy_keys(pkt)
