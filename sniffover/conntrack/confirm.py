@@ -75,6 +75,8 @@ AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share 
 BLIND_KEEP = 5.0  # seconds the packets read before the master was known are kept after
 # ... and how many at most (about 1 kB each): flows that go on talking are paired live anyway
 BLIND_MAX = 1 << 15
+BLIND_TRIES = 8  # a tuple's last packets tried for a pair (bounded work per tuple) ...
+BLIND_SHARED = 8  # ... and keys shared by more packets than this are not looked into
 
 
 def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
@@ -187,11 +189,14 @@ class ForwardingConfirmer:
         copy going in): the entry is bound as by a live pair. Several tuples on one key
         (IP ID 0 answers) pair nothing."""
         window = self.window
-        for p in self.blind_sent.get(t, ()):
+        for p in self.blind_sent.get(t, ())[-BLIND_TRIES:]:
             for k in copy_keys(p)[1:]:
+                copies = self.blind.get(k, ())
+                if len(copies) > BLIND_SHARED:
+                    continue  # many packets on one key (IP ID 0 answers): ambiguous anyway
                 other = {
                     (o.proto, o.src, o.dst, o.sport, o.dport)
-                    for o in self.blind.get(k, ())
+                    for o in copies
                     if abs(o.ts - p.ts) <= window and o.tcp_flags == p.tcp_flags
                 }
                 seen = self.recent.get(k)  # an ingress copy where the master was known
