@@ -12,7 +12,8 @@ active one (fw1) forwards.  Both firewalls run the same strict ruleset (policy d
 ``ct state invalid`` dropped, new connections only from inside, ``nf_conntrack_tcp_loose=0``),
 so a TCP connection survives a failover only if its conntrack entry exists on fw2.
 
-Every namespace is named ``snflab-<pid>-<n>-<node>``; ``Lab.destroy`` (also run by the context
+Every namespace is named ``snflab-<pid>-<n>-<node>`` (``snflab-<tag><pid>-...`` with
+``SNFLAB_TAG=<tag>``, to tell parallel sessions' labs apart); ``Lab.destroy`` (also run by the context
 manager, on failure and at interpreter exit) ends the processes the lab started, by pid, and
 deletes exactly the namespaces it created (through ``lab.netns``, the project's one namespace
 helper).
