@@ -7,7 +7,11 @@
     ip netns exec NS python3 -m sniffover.lab.traffic garp --iface inside0 --ip 192.0.2.1
 
 Protocol: a TCP request is the line ``ping <n>\\n``, the answer ``pong <n>\\n``; a UDP request is
-the datagram ``ping <n>``, echoed unchanged.
+the datagram ``ping <n>``, echoed unchanged. The line ``bye`` makes the server close first.
+
+churn: many short TCP connections, one every ``1/--rate`` s (at most ``--count``), each living
+a random time in ``--life MIN MAX`` (a request every 0.3 s), closed by the client or, one in
+two, by the server (``bye``); bounded by ``--duration``.
 
 Server: prints ``{"ready": true, ...}`` once listening, serves until ``--duration`` elapses.
 
