@@ -15,9 +15,8 @@ so a TCP connection survives a failover only if its conntrack entry exists on fw
 Every namespace is named ``snflab-<pid>-<n>-<node>`` (``snflab-<tag><pid>-...`` with
 ``SNFLAB_TAG=<tag>``, to tell parallel sessions' labs apart); ``Lab.destroy`` (also run by
 the context manager, on failure and at interpreter exit) ends the processes the lab started,
-by pid, and
-deletes exactly the namespaces it created (through ``lab.netns``, the project's one namespace
-helper).
+by pid, and deletes exactly the namespaces it created (through ``lab.netns``, the project's
+one namespace helper).
 """
 
 from __future__ import annotations
