@@ -339,8 +339,13 @@ class ForwardingConfirmer:
             self.counters["egress-unmatched"] += 1
             # its ingress copy may still come: the capture timestamps of two segments
             # can invert (mirror ports, rings read on their own timers)
-            early, ts = self.early, pkt.ts
+            early, ts, recent = self.early, pkt.ts, self.recent
             for k in keys:
+                went_in = recent.get(k)
+                if went_in is not None and ts - went_in[0] <= self.window:
+                    # copies going in hold this key already (it was ambiguous): one
+                    # coming later proves nothing either
+                    continue
                 before = early.get(k)
                 alone = before is None or ts - before[0] > self.window
                 early[k] = (ts, pkt if alone else None)
@@ -466,6 +471,12 @@ class ForwardingConfirmer:
                 continue
             if out.tcp_flags != pkt.tcp_flags:
                 continue  # NAT leaves the flags alone: not its copy (a forged RST, say)
+            went_in = self.recent.get(k)
+            if went_in is not None and pkt.ts - went_in[0] <= self.window:
+                # another copy going in shares the key (flows without IP ID or flow label
+                # sending the same bytes): which one left is unknown
+                self.counters["copy-ambiguous"] += 1
+                continue
             for k2 in copy_keys(out):
                 early.pop(k2, None)  # one pair per copy
             t_in = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)

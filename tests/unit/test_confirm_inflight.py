@@ -272,3 +272,22 @@ def test_a_pair_that_cannot_be_bound_confirms_nothing():
     conn = second[0]
     assert conn.reply == (6, S, other, SPORT, CPORT) and not conn.forwarded
     assert f.counters["nat-unbound"] == 1 and table.counters["nat-clash"] == 1
+
+
+def test_an_unmatched_egress_copy_of_an_ambiguous_key_pairs_with_no_later_flow():
+    """Three UDP flows through masquerade (ports kept) send the same bytes with no IP ID /
+    flow label: the ingress copies share their NAT-surviving keys. A's egress copy finds
+    the key ambiguous; a later ingress copy of C must not take it for its own copy (C
+    would be bound to A's port: a wrong mapping, worse than none)."""
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True)
+    f.master_learned(0.0)
+    ts = 0.0
+    for hw, src, port in ((IN, C, 40001), (IN, C, 40002), (OUT, N, 40001), (IN, C, 40003)):
+        ts += 0.001
+        p = udp(ts, src=src, dst=S, sport=port, dport=9000)
+        p.hw, p.ipid, p.digest = hw, 0, 0x1234
+        f.feed(p)
+    for conn in table.entries(1.0):
+        if conn.forwarded:
+            assert conn.reply == (17, S, N, 9000, conn.orig[3]), (conn.orig, conn.reply)
