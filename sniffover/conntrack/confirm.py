@@ -91,8 +91,10 @@ class ForwardingConfirmer:
         # router's own capture there is nothing to defend against, and a router that is
         # itself the endpoint never forwards the teardowns it receives.
         self.hold_teardowns = hold_teardowns
-        # ingress copies: key -> (ts, the packet's tuple); three keys per packet
-        self.recent: dict[Key, tuple[float, Tuple]] = {}
+        # ingress copies: key -> (ts, the packet's tuple, its zone, zone dir); three keys
+        # per packet. The zone is the ingress copy's: the master set it where the packet
+        # came in, and the egress copy (captured elsewhere) still belongs to that entry.
+        self.recent: dict[Key, tuple[float, Tuple, int, int]] = {}
         self.order: deque[tuple[Key, float]] = deque()
         self.held: dict[Key, _Held] = {}  # RST/FIN waiting for their egress copy
         self.counters: Counter[str] = Counter()
@@ -110,12 +112,14 @@ class ForwardingConfirmer:
             self.master_known = True
             self.known_since = at
 
-    def _confirm(self, t: Tuple) -> Conn | None:
-        table = self.table
-        found = table.get(t)
+    def _confirm(self, t: Tuple, zone: int = 0, zdir: int = 3) -> Conn | None:
+        found = self.table.get(t, zone, zdir)
         if found is None:
             return None
-        conn: Conn = found[0]
+        return self._forwarded(found[0])
+
+    def _forwarded(self, conn: Conn) -> Conn:
+        table = self.table
         if not conn.forwarded:
             conn.forwarded = True
             self.counters["confirmed"] += 1
@@ -128,9 +132,9 @@ class ForwardingConfirmer:
         known): the flow, if tracked, counts as forwarded."""
         self._confirm(t)
 
-    def _translated(self, t_in: Tuple, pkt: Packet) -> None:
+    def _translated(self, t_in: Tuple, pkt: Packet, zone: int = 0, zdir: int = 3) -> None:
         """The master rewrote this packet: bind the entry to what it really looks like."""
-        found = self.table.get(t_in)
+        found = self.table.get(t_in, zone, zdir)
         if found is None:
             return
         conn, direction = found
@@ -144,7 +148,7 @@ class ForwardingConfirmer:
                 self.counters["nat-bound"] += 1
         elif direction == 1 and other != conn.orig and self.table.rebind(conn, orig=other):
             self.counters["nat-bound"] += 1
-        self._confirm(conn.orig)
+        self._forwarded(conn)
 
     def feed(self, pkt: Packet) -> None:
         """Track ``pkt`` as the confirmation rules say."""
@@ -155,7 +159,8 @@ class ForwardingConfirmer:
         if not self.two_segments:
             self.table.process(pkt)
             if hw & HW_FROM_MASTER:
-                self._confirm((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
+                t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+                self._confirm(t, pkt.zone, pkt.zone_dir)
             return
         if hw & HW_TO_MASTER:
             keys = copy_keys(pkt)
@@ -171,12 +176,17 @@ class ForwardingConfirmer:
             t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
             recent = self.recent
             window = self.window
+            zone, zdir = pkt.zone, pkt.zone_dir
             for k in keys:
                 prev = recent.get(k)
-                if prev is not None and prev[1] != t and ts - prev[0] <= window:
-                    recent[k] = (ts, AMBIGUOUS)  # two flows, one key: pair nothing by it
+                if (
+                    prev is not None
+                    and (prev[1] != t or prev[2] != zone)
+                    and ts - prev[0] <= window
+                ):
+                    recent[k] = (ts, AMBIGUOUS, 0, 3)  # two flows, one key: pair nothing by it
                 else:
-                    recent[k] = (ts, t)
+                    recent[k] = (ts, t, zone, zdir)
                 order.append((k, ts))
             if len(order) > self.max_recent:
                 self._prune(ts)
@@ -191,9 +201,9 @@ class ForwardingConfirmer:
                     held = waiting.pkt
                     t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
                     if i:
-                        self._translated(t_in, pkt)
+                        self._translated(t_in, pkt, held.zone, held.zone_dir)
                     self.table.process(held)
-                    self._confirm(t_in)
+                    self._confirm(t_in, held.zone, held.zone_dir)
                     self.counters["teardown-confirmed"] += 1
                     return
             for i, k in enumerate(keys):
@@ -203,9 +213,10 @@ class ForwardingConfirmer:
                         self.counters["copy-ambiguous"] += 1
                         continue
                     if i == 0 or seen[1] == t_out:
-                        self._confirm(seen[1])  # the outgoing copy of a tracked packet
+                        # the outgoing copy of a tracked packet
+                        self._confirm(seen[1], seen[2], seen[3])
                     else:
-                        self._translated(seen[1], pkt)
+                        self._translated(seen[1], pkt, seen[2], seen[3])
                     return
             self.counters["egress-unmatched"] += 1
         self.table.process(pkt)

@@ -210,11 +210,12 @@ class ConnExtra:
     """What few entries carry (SCTP state, a zone, a mark, labels): one object for those
     that do, instead of four fields in every entry (a million entries, 24 MB)."""
 
-    __slots__ = ("sctp", "zone", "mark", "labels")
+    __slots__ = ("sctp", "zone", "zone_dir", "mark", "labels")
 
     def __init__(self) -> None:
         self.sctp: SctpState | None = None
         self.zone = 0
+        self.zone_dir = 3  # NF_CT_DEFAULT_ZONE_DIR; 1 = original tuple only, 2 = reply only
         self.mark = 0
         self.labels = b""  # ct labels (a primed entry's, as the master had them)
 
@@ -274,6 +275,23 @@ class Conn:
     def zone(self, value: int) -> None:
         if value or self.extra is not None:
             self._extra().zone = value
+
+    @property
+    def zone_dir(self) -> int:
+        x = self.extra
+        return x.zone_dir if x is not None else 3
+
+    @zone_dir.setter
+    def zone_dir(self, value: int) -> None:
+        if value != 3 or self.extra is not None:
+            self._extra().zone_dir = value
+
+    def zone_id(self, direction: int) -> int:
+        """``nf_ct_zone_id``: the zone tuple ``direction`` (0 original, 1 reply) lives in."""
+        x = self.extra
+        if x is None or not x.zone or not x.zone_dir & (1 << direction):
+            return 0
+        return x.zone
 
     @property
     def mark(self) -> int:

@@ -71,6 +71,10 @@ from .tcp import TCP_INDEX, VALID_FLAGS, tcp_new, tcp_packet
 from .timeouts import Timeouts
 from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
+from .zones import direction_of as _direction
+from .zones import find_zoned, zone_key
+from .zones import orig_key as _okey
+from .zones import reply_key as _rkey
 
 EVENT_NEW = "new"
 EVENT_UPDATE = "update"
@@ -141,6 +145,7 @@ class ConntrackTable:
         self.infer_direction = infer_direction
         self.listener = listener
         # Both tuples of every entry -> the entry; the direction is "is it the ORIGINAL".
+        # A tuple in a zone other than 0 is keyed with its zone appended (conntrack.zones).
         self._map: dict[Tuple, Conn] = {}
         self._entries = 0
         self.verdicts = [0] * 7  # indexed by verdict
@@ -156,21 +161,30 @@ class ConntrackTable:
     def __len__(self) -> int:
         return self._entries
 
-    def conn(self, t: Tuple) -> Conn | None:
-        """The entry holding tuple ``t`` in either direction."""
-        return self._map.get(t)
+    def conn(self, t: Tuple, zone: int = 0, zone_dir: int = 3) -> Conn | None:
+        """The entry holding tuple ``t`` in either direction (for a packet in ``zone``)."""
+        found = self.get(t, zone, zone_dir)
+        return found[0] if found is not None else None
 
-    def get(self, t: Tuple) -> tuple[Conn, int] | None:
-        """The entry holding tuple ``t`` (either direction) and that direction."""
-        conn = self._map.get(t)
-        if conn is None:
-            return None
-        return conn, 1 if t == conn.reply else 0
+    def get(self, t: Tuple, zone: int = 0, zone_dir: int = 3) -> tuple[Conn, int] | None:
+        """The entry holding tuple ``t`` (either direction) and that direction, looked up
+        as the kernel looks up a packet whose zone template is (``zone``, ``zone_dir``)."""
+        if not zone:
+            conn = self._map.get(t)
+            if conn is None:
+                return None
+            if conn.extra is None:
+                return conn, 1 if t == conn.reply else 0
+            return conn, _direction(conn, t, 0)
+        return find_zoned(self._map, t, zone, zone_dir)
 
     def conns(self) -> Iterator[Conn]:
         """Every entry, expired or not (each once)."""
         for key, conn in self._map.items():
             if key is conn.orig:
+                if conn.extra is None or not conn.zone_id(0):
+                    yield conn
+            elif len(key) == 6 and key[5] == conn.zone_id(0) and key[:5] == conn.orig:
                 yield conn
 
     def entries(self, now: float) -> list[Conn]:
@@ -196,12 +210,20 @@ class ConntrackTable:
             return self._count(INVALID)
 
         key = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
-        conn = self._map.get(key)
+        if pkt.zone:
+            found = find_zoned(self._map, key, pkt.zone, pkt.zone_dir)
+            conn, direction = found if found is not None else (None, 0)
+        else:
+            conn = self._map.get(key)
+            # Reply first: if both tuples are equal (a host talking to itself on one
+            # port) the kernel's hash chain finds the REPLY node first.
+            if conn is not None:
+                if conn.extra is None:
+                    direction = 1 if key == conn.reply else 0
+                else:
+                    direction = _direction(conn, key, 0)
         if conn is not None:
             if conn.expires > pkt.ts:
-                # Reply first: if both tuples are equal (a host talking to itself on one
-                # port) the kernel's hash chain finds the REPLY node first.
-                direction = 1 if key == conn.reply else 0
                 verdict = self._existing(conn, direction, pkt, key)
                 self.verdicts[verdict] += 1
                 return verdict
@@ -214,7 +236,7 @@ class ConntrackTable:
 
     def _existing(self, conn: Conn, direction: int, pkt: Packet, key: Tuple) -> int:
         if self._ttl_probes and pkt.ttl != 1:
-            self._ttl_probes.pop(conn.orig, None)  # a packet that can live on: keep it
+            self._ttl_probes.pop(_okey(conn), None)  # a packet that can live on: keep it
         status0 = conn.status
         st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
@@ -275,12 +297,16 @@ class ConntrackTable:
                 return INVALID
         else:
             conn = Conn(key, reply, now)
+        if pkt.zone:  # the entry takes the packet's zone template as it is
+            conn.zone = pkt.zone
+            conn.zone_dir = pkt.zone_dir
         res = self._handle(conn, direction, pkt)
         if res == INVALID:
             return INVALID
         if res == KILL:
             return ACCEPT  # never confirmed
-        if conn.orig in self._map or conn.reply in self._map:
+        okey, rkey = _okey(conn), _rkey(conn)
+        if okey in self._map or rkey in self._map:
             # Both tuples must be unique (nf_conntrack_confirm): the packet is dropped.
             self.counters["insert-clash"] += 1
             return INVALID
@@ -290,15 +316,15 @@ class ConntrackTable:
         if direction == 1:
             conn.status |= IPS_SEEN_REPLY
         conn.last_seen = now
-        self._map[conn.orig] = conn
-        self._map[conn.reply] = conn
+        self._map[okey] = conn
+        self._map[rkey] = conn
         self._entries += 1
         if self._early is not None:
             self._enqueue(conn)
         self.counters["created"] += 1
         if pkt.ttl == 1:  # 0 = not known (crafted packets)
             probes = self._ttl_probes
-            probes[conn.orig] = conn
+            probes[okey] = conn
             if len(probes) > TTL_PROBES_MAX:
                 del probes[next(iter(probes))]
         if self.listener is not None:
@@ -318,7 +344,9 @@ class ConntrackTable:
         new_reply = reply if reply is not None else conn.reply
         if new_orig == conn.orig and new_reply == conn.reply:
             return True
-        for t in (new_orig, new_reply):
+        zo, zr = conn.zone_id(0), conn.zone_id(1)
+        new_okey, new_rkey = zone_key(new_orig, zo), zone_key(new_reply, zr)
+        for t in (new_okey, new_rkey):
             other = m.get(t)
             if other is not None and other is not conn:
                 if other.forwarded:
@@ -329,12 +357,12 @@ class ConntrackTable:
                 self._destroy(other, "nat-duplicate")
         if self.listener is not None:
             self.listener(EVENT_REPLACE, conn)
-        for t in (conn.orig, conn.reply):
+        for t in (_okey(conn), _rkey(conn)):
             if m.get(t) is conn:
                 del m[t]
         conn.orig, conn.reply = new_orig, new_reply
-        m[new_orig] = conn
-        m[new_reply] = conn
+        m[new_okey] = conn
+        m[new_rkey] = conn
         self.counters["nat-rebound"] += 1
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
@@ -346,7 +374,7 @@ class ConntrackTable:
         What the tracker already holds wins: it was sniffed, so it is at least as new.
         """
         m = self._map
-        old = m.get(conn.orig) or m.get(conn.reply)
+        old = m.get(_okey(conn)) or m.get(_rkey(conn))
         if old is not None:
             if old.expires > conn.last_seen:
                 self.counters["adopt-known"] += 1
@@ -355,8 +383,8 @@ class ConntrackTable:
         if self._early is not None and not self._admit(conn.last_seen):
             return False
         conn.orig, conn.reply = self._shared(conn.orig, conn.reply)
-        m[conn.orig] = conn
-        m[conn.reply] = conn
+        m[_okey(conn)] = conn
+        m[_rkey(conn)] = conn
         self._entries += 1
         if self._early is not None:
             self._enqueue(conn)
@@ -421,13 +449,14 @@ class ConntrackTable:
         quoted = invert((inner.proto, inner.src, inner.dst, inner.sport, inner.dport))
         if quoted is None:
             return INVALID
-        conn = self._map.get(quoted)
-        if conn is None or conn.expires <= pkt.ts:
+        found = self.get(quoted, pkt.zone, pkt.zone_dir)  # the error's own zone template
+        if found is None or found[0].expires <= pkt.ts:
             return INVALID
-        tup = conn.reply if quoted == conn.reply else conn.orig
+        conn = found[0]
+        tup = conn.reply if found[1] else conn.orig
         if pkt.dst != tup[2]:
             return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
-        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(conn.orig) is conn:
+        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(_okey(conn)) is conn:
             # "TTL exceeded in transit" about an entry whose every packet so far arrived
             # with TTL 1: the capture point's router dropped them in ip_forward() (ttl <= 1)
             # and sent this error itself. In the kernel the entry made in PRE_ROUTING is
@@ -435,7 +464,7 @@ class ConntrackTable:
             # a packet never reaches, so the router's table has no entry for it
             # (traceroute's first hop; verified: pcaps/icmp_ttl_exceeded). The error
             # itself finds nothing in the kernel's hash either.
-            del self._ttl_probes[conn.orig]
+            del self._ttl_probes[_okey(conn)]
             if not conn.status & IPS_SEEN_REPLY:
                 self._destroy(conn, "ttl-expired")
                 return INVALID
@@ -450,8 +479,8 @@ class ConntrackTable:
         if len(early) + len(self._assured) > 2 * self._entries + 64:
             # mostly destroyed entries: compact (O(1) amortised)
             m = self._map
-            self._early = deque(c for c in early if m.get(c.orig) is c)
-            self._assured = deque(c for c in self._assured if m.get(c.orig) is c)
+            self._early = deque(c for c in early if m.get(_okey(c)) is c)
+            self._assured = deque(c for c in self._assured if m.get(_okey(c)) is c)
 
     def _admit(self, now: float) -> bool:
         """Room for one more entry under ``max_entries``: True, else count "table-full"."""
@@ -479,7 +508,7 @@ class ConntrackTable:
         reason = "early-drop"
         for _ in range(min(EVICTION_RANGE, len(assured))):
             conn = assured.popleft()
-            if m.get(conn.orig) is not conn:
+            if m.get(_okey(conn)) is not conn:
                 continue  # destroyed since: stale
             st = conn.tcp
             if conn.expires <= now:
@@ -494,7 +523,7 @@ class ConntrackTable:
         unassured: list[Conn] = []  # looked at, oldest first
         while chosen is None and early and len(unassured) < EVICTION_RANGE:
             conn = early.popleft()
-            if m.get(conn.orig) is not conn:
+            if m.get(_okey(conn)) is not conn:
                 continue
             st = conn.tcp
             if conn.expires <= now:
@@ -519,11 +548,13 @@ class ConntrackTable:
 
     def _destroy(self, conn: Conn, reason: str) -> None:
         m = self._map
-        if m.get(conn.orig) is not conn:
+        okey = _okey(conn)
+        if m.get(okey) is not conn:
             return  # already gone
-        del m[conn.orig]
-        if m.get(conn.reply) is conn:
-            del m[conn.reply]
+        del m[okey]
+        rkey = _rkey(conn)
+        if m.get(rkey) is conn:
+            del m[rkey]
         self._entries -= 1
         self.counters["destroyed-" + reason] += 1
         if self.listener is not None:
