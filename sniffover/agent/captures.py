@@ -17,6 +17,7 @@ from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
 from ..conntrack.packet import Packet
+from ..conntrack.zones import ZoneMap
 from .anchors import parse_addrs, prime_host
 from .config import AgentConfig
 from .learning import MasterLearning, Net, local_macs, local_prefixes
@@ -34,6 +35,8 @@ class CaptureStats(TypedDict):
 class Decoding(Protocol):
     master: frozenset[bytes]
     skipped: Counter[str]
+
+    def set_zones(self, zones: ZoneMap | None, iface: str = "") -> None: ...
 
 
 class Capture(Protocol):
@@ -88,6 +91,7 @@ class CaptureSet:
         self.lost: dict[str, Counter[str]] = {}  # interfaces to reopen -> their skip counters
         self.bpf = self.bpf_full = self.bpf_pre = ""
         self.prefilter_at: float | None = None  # monotonic end of the warm-up
+        self.zones = ZoneMap.parse(cfg.zone_map)  # checked with the options
 
     def open(self, mono: float) -> None:
         """Open every interface (all or none); ``mono`` starts the prefilter's warm-up."""
@@ -132,6 +136,8 @@ class CaptureSet:
 
     def open_one(self, iface: str) -> Capture:
         cap = self.open_capture(iface, self.cfg.snaplen, self.cfg.ring_mb << 20, self.bpf)
+        if self.zones:  # the zone of every packet read from here: VLAN rule, else iface's
+            cap.decoder.set_zones(self.zones, iface)
         self.learning.attach(cap, self.nets)
         return cap
 

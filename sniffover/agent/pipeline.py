@@ -186,7 +186,7 @@ class Pipeline:
     def _helper_segment(self, p: Packet) -> None:
         """A segment with payload (a helper's master): the expectation the helper makes of it."""
         assert self.helpers is not None
-        found = self.table.get((p.proto, p.src, p.dst, p.sport, p.dport))
+        found = self.table.get((p.proto, p.src, p.dst, p.sport, p.dport), p.zone, p.zone_dir)
         if found is None:
             return
         exp = self.helpers.feed(found[0], found[1], p.payload, p.ts)

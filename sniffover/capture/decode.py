@@ -43,6 +43,7 @@ from ..conntrack.packet import (
     PROTO_UDPLITE,
     Packet,
 )
+from ..conntrack.zones import DEFAULT_ZONE, Zone, ZoneMap
 
 # pcap link-layer header types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL: Final = 0
@@ -148,12 +149,37 @@ class Decoder:
         # with this set, frames the router sent out are flagged as leaving "the master"
         # and all others as entering it, so both copies of a forwarded packet pair up.
         self.sll_direction = False
+        # Zones (conntrack.zones): the capture interface's zone and the VLAN rules; every
+        # decoded packet gets its zone from its VLAN tag, else from the interface.
+        self.iface = ""
+        self.zoned = False
+        self.iface_zone: Zone = DEFAULT_ZONE
+        self.vlan_zones: dict[int, Zone] = {}
+
+    def set_zones(self, zones: ZoneMap | None, iface: str = "") -> None:
+        """Give this capture's packets the zones ``zones`` maps ``iface`` and VLANs to."""
+        self.iface = iface
+        if zones:
+            self.iface_zone, self.vlan_zones = zones.for_capture(iface)
+            self.zoned = bool(self.iface_zone[0] or self.vlan_zones)
+        else:
+            self.zoned = False
+
+    def _zone(self, pkts: list[Packet]) -> None:
+        vlans, default = self.vlan_zones, self.iface_zone
+        for p in pkts:
+            z = vlans.get(p.vlan, default) if p.vlan else default
+            if z[0]:
+                p.zone, p.zone_dir = z
 
     # --- link layer -----------------------------------------------------------------
 
     def decode(self, ts: float, frame: bytes) -> Packet | None:
         """Decode one frame; None (and a count in ``skipped``) if it carries no trackable IP."""
-        return self.decode_at(ts, frame, 0, len(frame))
+        pkt = self.decode_at(ts, frame, 0, len(frame))
+        if pkt is not None and self.zoned:
+            self._zone([pkt])
+        return pkt
 
     def decode_at(self, ts: float, buf: bytes, off: int, end: int) -> Packet | None:
         """Decode the frame ``buf[off:end]`` in place (no copy of the frame)."""
@@ -457,6 +483,8 @@ class Decoder:
                 pkt = decode_at(rec[0] + rec[1] * 1e-6, data, start, start + rec[3])
                 if pkt is not None:
                     append(pkt)
+            if self.zoned:
+                self._zone(out)
             return out
         # Every field read by indexing: compiled (see setup.py) a bytes index is a plain
         # load, cheaper than struct's call and its tuple of boxed values.
@@ -538,4 +566,6 @@ class Decoder:
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:
                 append(pkt)
+        if self.zoned:
+            self._zone(out)
         return out

@@ -81,6 +81,7 @@ CTA_PROTONAT_PORT_MAX: Final = 2
 # enum ctattr_tuple, ctattr_ip, ctattr_l4proto
 CTA_TUPLE_IP: Final = 1
 CTA_TUPLE_PROTO: Final = 2
+CTA_TUPLE_ZONE: Final = 3
 CTA_IP_V4_SRC: Final = 1
 CTA_IP_V4_DST: Final = 2
 CTA_IP_V6_SRC: Final = 3
@@ -137,8 +138,9 @@ def _be32(v: int) -> bytes:
     return v.to_bytes(4, "big")
 
 
-def encode_tuple(kind: int, t: Tuple) -> bytes:
-    """A CTA_TUPLE_ORIG/REPLY nest for ``t``."""
+def encode_tuple(kind: int, t: Tuple, zone: int = 0) -> bytes:
+    """A CTA_TUPLE_ORIG/REPLY nest for ``t``; ``zone``: CTA_TUPLE_ZONE, this tuple alone
+    in that zone (a directional zone, ``ctnetlink_parse_tuple_zone``)."""
     proto, src, dst, sport, dport = t
     if len(src) == 4:
         ip = _nest(CTA_TUPLE_IP, _attr(CTA_IP_V4_SRC, src), _attr(CTA_IP_V4_DST, dst))
@@ -154,7 +156,8 @@ def encode_tuple(kind: int, t: Tuple) -> bytes:
     else:
         # Ports for TCP/UDP/UDP-Lite/SCTP, keys for GRE; ignored by the generic tracker.
         l4 = _attr(CTA_PROTO_SRC_PORT, _be16(sport)) + _attr(CTA_PROTO_DST_PORT, _be16(dport))
-    return _nest(kind, ip, _nest(CTA_TUPLE_PROTO, _attr(CTA_PROTO_NUM, _u8(proto)), l4))
+    tz = _attr(CTA_TUPLE_ZONE, _be16(zone)) if zone else b""
+    return _nest(kind, ip, _nest(CTA_TUPLE_PROTO, _attr(CTA_PROTO_NUM, _u8(proto)), l4), tz)
 
 
 @dataclass
@@ -221,6 +224,7 @@ def encode_ct_new(
     tcp: TcpInfo | None = None,
     mark: int | None = None,
     zone: int = 0,
+    zone_dir: int = 3,
     seq: int = 0,
     create: bool = True,
     exclusive: bool = False,
@@ -234,9 +238,13 @@ def encode_ct_new(
     """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``).
 
     ``helper`` (CTA_HELP, create only: a helper cannot be added later) attaches a kernel
-    helper by name, e.g. "ftp", so the entry's RELATED connections can be expected."""
+    helper by name, e.g. "ftp", so the entry's RELATED connections can be expected.
+    ``zone_dir`` 1 or 2 puts ``zone`` on the original or the reply tuple alone
+    (CTA_TUPLE_ZONE; the kernel refuses it together with CTA_ZONE); 3: CTA_ZONE, both."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
-    body = encode_tuple(CTA_TUPLE_ORIG, orig) + encode_tuple(CTA_TUPLE_REPLY, reply)
+    oz = zone if zone_dir == 1 else 0
+    rz = zone if zone_dir == 2 else 0
+    body = encode_tuple(CTA_TUPLE_ORIG, orig, oz) + encode_tuple(CTA_TUPLE_REPLY, reply, rz)
     body += _attr(CTA_STATUS, _be32(status | IPS_CONFIRMED))
     body += _attr(CTA_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
     if nat_src is not None:
@@ -254,7 +262,7 @@ def encode_ct_new(
     if labels and create:
         # applied only where a rule uses `ct label`, silently dropped elsewhere (§5.4)
         body += _attr(CTA_LABELS, labels)
-    if zone:
+    if zone and zone_dir == 3:
         body += _attr(CTA_ZONE, _be16(zone))
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     if create:
