@@ -15,6 +15,7 @@ import pytest
 
 from sniffover.conntrack.listing import parse_listing
 from sniffover.conntrack.timeouts import Timeouts
+from sniffover.conntrack.zones import ZoneMap
 from sniffover.replay import replay
 from tests.golden.compare import compare_tables
 
@@ -43,6 +44,7 @@ def test_capture_is_complete(name: str) -> None:
 def test_replay_matches_kernel_table(name: str) -> None:
     meta, kernel, timeouts = load_scenario(name)
     at = float(meta["dump_time"])
-    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts)
+    zones = ZoneMap.parse(meta.get("zone_map", []))  # recorded with the router's zone rules
+    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts, zones=zones)
     cmp = compare_tables(kernel, result.entries(), at)
     assert cmp.equal, f"{name}: {meta.get('description', '')}\n{cmp.report(at)}"
