@@ -160,8 +160,13 @@ class UdpFlow:
 
 
 class Client:
-    def __init__(self, server: str, tcp_port: int, udp_port: int, timeout: float) -> None:
+    def __init__(
+        self, server: str, tcp_port: int, udp_port: int, timeout: float, sport_base: int = 0
+    ) -> None:
         self.server = server
+        # fixed source ports (TCP from sport_base up, UDP from sport_base + 1000 up): two
+        # clients with one address on two segments then have identical tuples (zones lab)
+        self.sport_base = sport_base
         self.tcp_port = tcp_port
         self.udp_port = udp_port
         self.timeout = timeout
@@ -176,10 +181,11 @@ class Client:
         sel = selectors.DefaultSelector()
         pending: dict[socket.socket, int] = {}
         failed: list[str] = []
-        for _ in range(n):
+        first = self.sport_base + len(self.tcp) if self.sport_base else 0
+        for i in range(n):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
-            s.bind(("0.0.0.0", 0))
+            s.bind(("0.0.0.0", first + i if first else 0))
             sport = s.getsockname()[1]
             err = s.connect_ex((self.server, self.tcp_port))
             if err not in (0, errno.EINPROGRESS):
@@ -212,10 +218,11 @@ class Client:
 
     def open_udp(self, n: int) -> list[UdpFlow]:
         flows = []
-        for _ in range(max(0, min(n, MAX_CONNS - len(self.udp)))):
+        first = self.sport_base + 1000 + len(self.udp) if self.sport_base else 0
+        for i in range(max(0, min(n, MAX_CONNS - len(self.udp)))):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setblocking(False)
-            s.bind(("0.0.0.0", 0))
+            s.bind(("0.0.0.0", first + i if first else 0))
             s.connect((self.server, self.udp_port))
             flows.append(UdpFlow(s, s.getsockname()[1]))
         self.udp.extend(flows)
@@ -398,10 +405,17 @@ def _command(client: Client, line: str) -> dict[str, Any] | None:
 
 
 def run_client(
-    server: str, tcp: int, udp: int, tcp_port: int, udp_port: int, duration: float, timeout: float
+    server: str,
+    tcp: int,
+    udp: int,
+    tcp_port: int,
+    udp_port: int,
+    duration: float,
+    timeout: float,
+    sport_base: int = 0,
 ) -> int:
     deadline = time.monotonic() + duration
-    client = Client(server, tcp_port, udp_port, timeout)
+    client = Client(server, tcp_port, udp_port, timeout, sport_base)
     tflows, failed = client.open_tcp(tcp)
     uflows = client.open_udp(udp)
     res = client.exchange(tflows, uflows)
@@ -484,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--udp-port", type=int, default=9000)
     pc.add_argument("--duration", type=float, default=60.0)
     pc.add_argument("--timeout", type=float, default=3.0)
+    pc.add_argument("--sport-base", type=int, default=0, choices=range(1024, 60000), metavar="N")
     pg = sub.add_parser("garp")
     pg.add_argument("--iface", required=True)
     pg.add_argument("--ip", required=True, action="append")
@@ -500,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             a.udp_port,
             min(a.duration, 3600.0),
             min(a.timeout, 30.0),
+            a.sport_base,
         )
     for ip in a.ip:
         mac = send_garp(a.iface, ip, a.count)
