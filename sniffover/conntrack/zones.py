@@ -45,6 +45,9 @@ DIR_WORDS: Final = {
     "both": NF_CT_DEFAULT_ZONE_DIR,
 }
 VLAN_MAX: Final = 4094
+# A snapshot entry's ``extra`` key for a directional zone ("orig" / "reply"): the prime's
+# record carries the zone id only
+ZONE_DIR_KEY: Final = "zone-dir"
 
 Zone = tuple[int, int]  # (id, dir); (0, NF_CT_DEFAULT_ZONE_DIR) is the default zone
 DEFAULT_ZONE: Final[Zone] = (0, NF_CT_DEFAULT_ZONE_DIR)

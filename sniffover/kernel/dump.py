@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterator
 
 from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
+from ..conntrack.zones import ZONE_DIR_KEY
 from .ctnetlink import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_FLAGS,
@@ -58,6 +59,7 @@ from .ctnetlink import (
     CTA_TUPLE_ORIG,
     CTA_TUPLE_PROTO,
     CTA_TUPLE_REPLY,
+    CTA_TUPLE_ZONE,
     CTA_ZONE,
     IPCTNL_MSG_CT_GET,
     IPCTNL_MSG_CT_NEW,
@@ -219,6 +221,7 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
     empty: Tuple = (0, b"", b"", 0, 0)
     orig = reply = empty
     status = timeout = mark = zone = 0
+    zone_dir = ""
     tcp: tuple[int, int] | None = None
     labels = b""
     helper = ""
@@ -230,10 +233,22 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
         kind &= 0x3FFF
         s = off + 4
         e = off + length
-        if kind == CTA_TUPLE_ORIG:
-            orig = _fast_tuple(buf, s, e)
-        elif kind == CTA_TUPLE_REPLY:
-            reply = _fast_tuple(buf, s, e)
+        if kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
+            t = _fast_tuple(buf, s, e)
+            if kind == CTA_TUPLE_ORIG:
+                orig = t
+            else:
+                reply = t
+            # CTA_TUPLE_ZONE beside the IP and proto nests: this tuple alone is in the zone
+            at = s
+            while at + 4 <= e:
+                ln, ty = nla(buf, at)
+                if ln < 4:
+                    break
+                if ty & 0x3FFF == CTA_TUPLE_ZONE and ln == 6:
+                    zone = _BE16.unpack_from(buf, at + 4)[0]
+                    zone_dir = "orig" if kind == CTA_TUPLE_ORIG else "reply"
+                at += (ln + 3) & ~3
         elif kind == CTA_STATUS and length == 8:
             status = _BE32.unpack_from(buf, s)[0]
         elif kind == CTA_TIMEOUT and length == 8:
@@ -253,6 +268,8 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
                     helper = data[s2:e2].split(b"\0", 1)[0].decode("ascii", "replace")
         off += (length + 3) & ~3
     entry = SnapshotEntry(orig, reply, status, timeout, mark=mark, zone=zone)
+    if zone_dir:
+        entry.extra[ZONE_DIR_KEY] = zone_dir
     if labels:
         entry.labels = labels
     if helper:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 
 import pytest
@@ -32,6 +34,7 @@ from sniffover.lab.hub import (
     OUTSIDE_VIP,
     Lab,
     client_ip,
+    lab_env,
     stop_process,
 )
 from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
@@ -189,3 +192,39 @@ def test_zones_control_without_zone_map_loses_them() -> None:
     # the segments' identical flows fold together: nothing lands in the master's zones
     assert not any(k in fw2 for k in fw1), fw2
     assert all(a["tcp_ok"] == 0 for a in r["after"]), r["after"]
+
+
+def test_prime_reads_directional_zones() -> None:
+    """A prime keeps an entry's zone and its direction: the ctnetlink dump
+    (CTA_TUPLE_ZONE inside a tuple) and the ``conntrack -L`` text (zone-orig=/zone-reply=)
+    of a real table give the same seeded entries."""
+    from sniffover.lab import netns
+
+    name = netns.create(f"{netns.base_name('snflab-snfzon-dump-')}")
+    try:
+        base = ["conntrack", "-I", "-p", "udp", "-s", "192.0.2.1", "-d", "198.51.100.1",
+                "-t", "100"]  # fmt: skip
+        for sport, zone in ((1001, ["--orig-zone", "7"]), (1002, ["--reply-zone", "8"]),
+                            (1003, ["--zone", "9"]), (1004, [])):  # fmt: skip
+            argv = [*base, "--sport", str(sport), "--dport", "53", *zone]
+            subprocess.run(netns.exec_argv(name, *argv), check=True, capture_output=True)
+        code = (
+            "import json\n"
+            "from sniffover.kernel.dump import dump_table\n"
+            "from sniffover.prime.client import listing_entries\n"
+            "from sniffover.conntrack.snapshot import seed\n"
+            "import subprocess\n"
+            "text = subprocess.run(['conntrack', '-L'], capture_output=True, text=True).stdout\n"
+            "for src in (dump_table(), listing_entries(text)):\n"
+            "    print(json.dumps(sorted((e.orig[3], seed(e, 0).zone, seed(e, 0).zone_dir)"
+            " for e in src)))\n"
+        )
+        res = subprocess.run(
+            netns.exec_argv(name, sys.executable, "-c", code),
+            capture_output=True, text=True, env=lab_env(), timeout=30,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        want = [[1001, 7, 1], [1002, 8, 2], [1003, 9, 3], [1004, 0, 3]]
+        assert [json.loads(line) for line in res.stdout.splitlines()] == [want, want]
+    finally:
+        netns.delete(name)
