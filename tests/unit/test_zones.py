@@ -21,9 +21,16 @@ from tests.unit.test_config_validation import usage_error
 
 class zmsg(nfct_msg):
     """pyroute2's decoder, taught CTA_TUPLE_ZONE (3, be16) inside a tuple as in
-    include/uapi/linux/netfilter/nfnetlink_conntrack.h (pyroute2 leaves it out)."""
+    include/uapi/linux/netfilter/nfnetlink_conntrack.h (pyroute2 leaves it out). pyroute2
+    compiles a class's attribute table once and a subclass inherits the compiled one:
+    both classes start uncompiled."""
+
+    _nlmsg_base__compiled_nla = False
+    _nlmsg_base__t_nla_map = None
 
     class cta_tuple(nfct_msg.cta_tuple):
+        _nlmsg_base__compiled_nla = False
+        _nlmsg_base__t_nla_map = None
         nla_map = (*nfct_msg.cta_tuple.nla_map, ("CTA_TUPLE_ZONE", "be16"))
 
 
