@@ -49,45 +49,82 @@ ZONE_RULES = """table inet snfzon {
 """
 
 
-class ZoneLab(Lab):
-    """Client, router and server namespaces per zone, one router."""
+DIRECTIONAL = "zones_directional_snat"
+SNAT = {1: "198.51.100.201", 2: "198.51.100.202"}
+# A shared outside: the inside interfaces put the original tuple in their zone, the reply
+# tuple stays in zone 0 (made unique by a per-zone SNAT address), and replies find their
+# inside segment by the entry's zone (mark from ct zone, ip rule fwmark).
+DIRECTIONAL_RULES = f"""table inet snfzon {{
+    chain pre {{
+        type filter hook prerouting priority raw; policy accept;
+        iifname "in1" ct original zone set 1
+        iifname "in2" ct original zone set 2
+    }}
+    chain pre_mark {{
+        type filter hook prerouting priority mangle; policy accept;
+        meta mark set ct zone
+    }}
+}}
+table ip snfzonnat {{
+    chain post {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname "out" ct zone 1 snat to {SNAT[1]}
+        oifname "out" ct zone 2 snat to {SNAT[2]}
+    }}
+}}
+"""
 
-    def __init__(self) -> None:
+
+class ZoneLab(Lab):
+    """A client namespace per zone and one router; a server per zone, or with
+    ``shared_outside`` one server behind the router's interface ``out``."""
+
+    def __init__(self, shared_outside: bool = False) -> None:
         super().__init__(netns.base_name("snfrec-snfzon-"))  # recognisable beside others
         self.prefix = self.router[:-2]
+        self.shared = shared_outside
         self.caps: list[tuple[object, Path]] = []
 
     def ns(self, role: str, z: int) -> str:
         return f"{self.prefix}-{role}{z}"
 
+    def _link(self, dev: str, host: str, mine: str, theirs: str, table: str, net: str) -> None:
+        r = self.router
+        self.sh(None, "ip", "-n", r, "link", "add", dev, "type", "veth",
+                "peer", "name", "eth0", "netns", host)  # fmt: skip
+        self.sh(None, "ip", "-n", r, "addr", "add", mine, "dev", dev)
+        self.sh(None, "ip", "-n", r, "link", "set", dev, "up")
+        if table:
+            self.sh(None, "ip", "-n", r, "route", "add", net, "dev", dev, "table", table)
+        self.sh(None, "ip", "-n", host, "addr", "add", f"{theirs}/24", "dev", "eth0")
+        self.sh(None, "ip", "-n", host, "link", "set", "eth0", "up")
+        self.sh(None, "ip", "-n", host, "route", "add", "default", "via", mine.split("/")[0])
+
     def setup(self) -> None:  # type: ignore[override]
         existing = set(netns.list_netns())
-        names = [self.router] + [self.ns(r, z) for z, _ in ZONES for r in ("c", "s")]
-        for ns in names:
+        servers = [self.ns("s", 0)] if self.shared else [self.ns("s", z) for z, _ in ZONES]
+        for ns in [self.router, *(self.ns("c", z) for z, _ in ZONES), *servers]:
             self.created.append(netns.create(ns, existing))
+        r = self.router
         for z, _ in ZONES:
             t = str(100 + z)
-            for side, peer, mine, theirs, net in (
-                ("in", "c", ROUTER_IN, CLIENT, "192.0.2.0/24"),
-                ("out", "s", ROUTER_OUT, SERVER, "198.51.100.0/24"),
-            ):
-                dev = f"{side}{z}"
-                host = self.ns(peer, z)
-                self.sh(None, "ip", "-n", self.router, "link", "add", dev, "type", "veth",
-                        "peer", "name", "eth0", "netns", host)  # fmt: skip
-                self.sh(None, "ip", "-n", self.router, "addr", "add", f"{mine}/32", "dev", dev)
-                self.sh(None, "ip", "-n", self.router, "link", "set", dev, "up")
-                self.sh(None, "ip", "-n", self.router, "route", "add", net, "dev", dev,
-                        "table", t)  # fmt: skip
-                self.sh(None, "ip", "-n", self.router, "rule", "add", "iif", dev, "table", t)
-                self.sh(None, "ip", "-n", host, "addr", "add", f"{theirs}/24", "dev", "eth0")
-                self.sh(None, "ip", "-n", host, "link", "set", "eth0", "up")
-                self.sh(None, "ip", "-n", host, "link", "set", "lo", "up")
-                self.sh(None, "ip", "-n", host, "route", "add", "default", "via", mine)
-        self.sysctl(self.router, "net.ipv4.ip_forward", 1)
-        for key in ("all", "default", "in1", "in2", "out1", "out2"):
-            self.sysctl(self.router, f"net.ipv4.conf.{key}.rp_filter", 0)
-        self.sh(self.router, "nft", "-f", "-", stdin=ROUTER_RULESET + ZONE_RULES)
+            self._link(f"in{z}", self.ns("c", z), f"{ROUTER_IN}/32", CLIENT, t, "192.0.2.0/24")
+            if self.shared:  # replies go back by the mark their entry's zone gives them
+                self.sh(None, "ip", "-n", r, "rule", "add", "fwmark", str(z), "table", t)
+            else:
+                self.sh(None, "ip", "-n", r, "rule", "add", "iif", f"in{z}", "table", t)
+                self._link(f"out{z}", self.ns("s", z), f"{ROUTER_OUT}/32", SERVER, t,
+                           "198.51.100.0/24")  # fmt: skip
+                self.sh(None, "ip", "-n", r, "rule", "add", "iif", f"out{z}", "table", t)
+        if self.shared:
+            self._link("out", self.ns("s", 0), f"{ROUTER_OUT}/24", SERVER, "", "")
+            for a in SNAT.values():
+                self.sh(None, "ip", "-n", r, "addr", "add", f"{a}/24", "dev", "out")
+        self.sysctl(r, "net.ipv4.ip_forward", 1)
+        for key in ("all", "default", "in1", "in2"):
+            self.sysctl(r, f"net.ipv4.conf.{key}.rp_filter", 0)
+        rules = DIRECTIONAL_RULES if self.shared else ZONE_RULES
+        self.sh(r, "nft", "-f", "-", stdin=ROUTER_RULESET + rules)
 
     def capture(self, dev: str, pcap: Path) -> None:
         self.start_capture(pcap, iface=dev)
@@ -101,6 +138,9 @@ class ZoneLab(Lab):
             for k, v in _tcpdump_stats(self.stop_capture()).items():
                 stats[k] = stats.get(k, 0) + v
         return stats
+
+    def ifindex(self, dev: str) -> int:
+        return int(self.sh(self.router, "cat", f"/sys/class/net/{dev}/ifindex"))
 
 
 def tag_and_merge(parts: list[tuple[Path, int]], out: Path) -> int:
@@ -119,41 +159,84 @@ def tag_and_merge(parts: list[tuple[Path, int]], out: Path) -> int:
     return len(frames)
 
 
-def record(outdir: Path) -> Path:
+def tag_cooked(src: Path, out: Path, vlans: dict[int, int]) -> int:
+    """A ``tcpdump -i any`` capture (SLL2) with each frame of interface index i tagged
+    ``vlans[i]`` (802.1Q after the cooked header, as a capture that kept the tag has it)."""
+    n = 0
+    with src.open("rb") as f, out.open("wb") as g:
+        r = dpkt.pcap.Reader(f)
+        if r.datalink() != 276:
+            raise RecorderError(f"{src}: expected a Linux cooked v2 capture")
+        w = dpkt.pcap.Writer(g, snaplen=262144, linktype=276, nano=False)
+        for ts, buf in r:
+            b = bytes(buf)
+            vlan = vlans.get(struct.unpack("!I", b[4:8])[0]) if len(b) >= 20 else None
+            if vlan is not None:
+                b = b"\x81\x00" + b[2:20] + struct.pack("!H", vlan) + b[0:2] + b[20:]
+                n += 1
+            w.writepkt(b, ts=ts)
+    return n
+
+
+def _traffic(lab: ZoneLab) -> None:
+    servers = [lab.ns("s", 0)] if lab.shared else [lab.ns("s", z) for z, _ in ZONES]
+    for ns in servers:
+        srv = lab.spawn(ns, "echo_server", {"tcp": [[SERVER, 8080]], "udp": [[SERVER, 5300]]})
+        srv.expect("ready")
+    for z, _ in ZONES:  # the same flows from the same ports: identical original tuples
+        lab.run_py(lab.ns("c", z), "zone_client", {"dst": SERVER, "base": 41000})
+    time.sleep(0.5)
+
+
+def record(outdir: Path, name: str = NAME) -> Path:
     outdir = outdir.resolve()
     outdir.mkdir(parents=True, exist_ok=True)
-    lab = ZoneLab()
+    directional = name == DIRECTIONAL
+    lab = ZoneLab(shared_outside=directional)
     parts: list[tuple[Path, int]] = []
+    pcap = outdir / f"{name}.pcap"
     try:
         lab.setup()
-        for z, vlan in ZONES:
-            part = outdir / f".{NAME}.in{z}.pcap"
-            lab.capture(f"in{z}", part)
-            parts.append((part, vlan))
-        for z, _ in ZONES:
-            srv = lab.spawn(lab.ns("s", z), "echo_server",
-                            {"tcp": [[SERVER, 8080]], "udp": [[SERVER, 5300]]})  # fmt: skip
-            srv.expect("ready")
-        for z, _ in ZONES:  # the same flows from the same ports: identical tuples
-            lab.run_py(lab.ns("c", z), "zone_client", {"dst": SERVER, "base": 41000})
-        time.sleep(0.5)
+        if directional:  # both copies of every packet: tcpdump -i any, tagged afterwards
+            part = outdir / f".{name}.any.pcap"
+            lab.capture("any", part)
+            parts.append((part, 0))
+        else:
+            for z, vlan in ZONES:
+                part = outdir / f".{name}.in{z}.pcap"
+                lab.capture(f"in{z}", part)
+                parts.append((part, vlan))
+        _traffic(lab)
         stats = lab.stop_all()
         dump_time, table = lab.dump()
         sysctls = lab.router_sysctls()
-        pcap = outdir / f"{NAME}.pcap"
-        tag_and_merge(parts, pcap)
+        if directional:
+            tag_cooked(parts[0][0], pcap, {lab.ifindex(f"in{z}"): v for z, v in ZONES})
+            zone_map = [f"vlan:{v}={z}/orig" for z, v in ZONES]
+            what = (
+                "Two inside segments reuse one client address and ports towards one shared "
+                "server; ct original zone set 1/2 by input interface, SNAT per zone, replies "
+                "routed by ct zone; tcpdump -i any, the inside interfaces' frames tagged "
+                "VLAN 100 (zone 1) and 200 (zone 2)."
+            )
+        else:
+            tag_and_merge(parts, pcap)
+            zone_map = [f"vlan:{v}={z}" for z, v in ZONES]
+            what = (
+                "Two zones (ct zone set by input interface, one VRF-like path each) carrying "
+                "the same TCP/UDP flows with the same addresses and ports; the inside "
+                "captures tagged VLAN 100 (zone 1) and 200 (zone 2) and merged."
+            )
         meta = {
             "dump_time": dump_time,
-            "description": "Two zones (ct zone set by input interface, one VRF-like path "
-            "each) carrying the same TCP/UDP flows with the same addresses and ports; the "
-            "inside captures tagged VLAN 100 (zone 1) and 200 (zone 2) and merged.",
+            "description": what,
             "router_sysctls": sysctls,
-            "scenario": NAME,
+            "scenario": name,
             "tcpdump": stats,
-            "zone_map": [f"vlan:{v}={z}" for z, v in ZONES],
+            "zone_map": zone_map,
         }
-        (outdir / f"{NAME}.conntrack").write_text(table)
-        (outdir / f"{NAME}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        (outdir / f"{name}.conntrack").write_text(table)
+        (outdir / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     finally:
         lab.teardown()
         for part, _ in parts:
@@ -165,15 +248,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.golden.record_zones", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--out", default="pcaps", help="output directory (default: pcaps)")
+    ap.add_argument("--only", nargs="+", choices=[NAME, DIRECTIONAL], default=[NAME, DIRECTIONAL])
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         ap.error("needs root (network namespaces)")
-    try:
-        path = record(Path(args.out))
-    except (RecorderError, OSError) as exc:
-        print(f"[recorder] {NAME}: FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(f"[recorder] {NAME}: {path}", file=sys.stderr)
+    for name in args.only:
+        try:
+            path = record(Path(args.out), name)
+        except (RecorderError, OSError) as exc:
+            print(f"[recorder] {name}: FAILED: {exc}", file=sys.stderr)
+            return 1
+        print(f"[recorder] {name}: {path}", file=sys.stderr)
     return 0
 
 
