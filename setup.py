@@ -30,6 +30,7 @@ HOT_MODULES = [
     "sniffover/conntrack/protocols.py",
     "sniffover/conntrack/sctp.py",
     "sniffover/conntrack/table.py",
+    "sniffover/capture/checksum.py",
     "sniffover/capture/decode.py",
     "sniffover/conntrack/install_policy.py",
     "sniffover/kernel/installer.py",

@@ -17,7 +17,7 @@ from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
 from ..conntrack.packet import Packet
-from ..conntrack.zones import ZoneMap
+from ..conntrack.zones import CaptureZones, ZoneMap
 from .anchors import parse_addrs, prime_host
 from .config import AgentConfig
 from .learning import MasterLearning, Net, local_macs, local_prefixes
@@ -36,7 +36,7 @@ class Decoding(Protocol):
     master: frozenset[bytes]
     skipped: Counter[str]
 
-    def set_zones(self, zones: ZoneMap | None, iface: str = "") -> None: ...
+    zones: CaptureZones | None
 
 
 class Capture(Protocol):
@@ -137,7 +137,7 @@ class CaptureSet:
     def open_one(self, iface: str) -> Capture:
         cap = self.open_capture(iface, self.cfg.snaplen, self.cfg.ring_mb << 20, self.bpf)
         if self.zones:  # the zone of every packet read from here: VLAN rule, else iface's
-            cap.decoder.set_zones(self.zones, iface)
+            cap.decoder.zones = self.zones.for_capture(iface)
         self.learning.attach(cap, self.nets)
         return cap
 

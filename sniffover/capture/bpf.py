@@ -16,7 +16,9 @@ def prefilter_bpf(sample: int = 16, helpers: Iterable[Helper] = ()) -> str:
     stateless sample of the other segments (about one in ``sample``, chosen by
     the low bits of seq + ack, which change as data moves) so connections open
     before the agent started are still picked up mid-stream. IPv4 and IPv6
-    (TCP right after the fixed header), untagged and 802.1Q-tagged.
+    (TCP right after the fixed header), untagged and 802.1Q-tagged. Every IP
+    fragment passes (IPv4 MF or offset; IPv6 fragment header first): ``tcp[]``
+    cannot look into a fragment, and reassembly (``capture.defrag``) needs all.
 
     The TCP masters of ``helpers`` (FTP control) pass whole, ahead of the rest
     ("vlan" shifts what follows it); their non-TCP masters pass anyway.
@@ -24,7 +26,8 @@ def prefilter_bpf(sample: int = 16, helpers: Iterable[Helper] = ()) -> str:
     mask = max(1, sample) - 1
     v4 = "(ip and tcp[13] & 7 != 0)"
     v6 = "(ip6 and ip6[6] == 6 and ip6[53] & 7 != 0)"
-    parts = ["(not tcp)", v4, v6]
+    frags = "(ip and ip[6:2] & 0x3fff != 0) or (ip6 and ip6[6] == 44)"
+    parts = ["(not tcp)", frags, v4, v6]
     if mask:
         parts.append(f"(ip and (tcp[7] + tcp[11]) & {mask} == 0)")
         parts.append(f"(ip6 and ip6[6] == 6 and (ip6[47] + ip6[51]) & {mask} == 0)")

@@ -12,11 +12,14 @@ What a sniffer on a segment sees and what the kernel's conntrack does with it:
 * link layers: Ethernet II with any stack of 802.1Q / 802.1ad / 0x9100 tags,
   Linux cooked SLL and SLL2, raw IP (DLT_RAW/LINKTYPE_RAW, IPv4, IPv6), BSD
   NULL/LOOP;
-* IPv4 with options; a fragment with a non-zero offset carries no ports and is
-  skipped ("ip-fragment"), the first fragment is tracked with its own ports;
+* IPv4 with options; fragments are reassembled first (``defrag.Reassembler``, as
+  ``nf_defrag_ipv4``): the datagram is decoded, with its full length, when its last
+  fragment arrives, and an unfinished one never is;
 * IPv6 with its extension-header chain (hop-by-hop, routing, destination
-  options, fragment, AH), as ``ipv6_skip_exthdr()`` walks it;
-* TCP, UDP, UDP-Lite, SCTP (ports, verification tag, chunk types), GRE (v0: no keys;
+  options, AH), as ``ipv6_skip_exthdr()`` walks it; a fragment header sends the
+  packet to reassembly (``nf_defrag_ipv6``), an atomic fragment is decoded as it is;
+* TCP, UDP, UDP-Lite, SCTP (ports, verification tag, chunk types, whether its CRC32c is
+  wrong), GRE (v0: no keys;
   v1/PPTP: the call id), ICMP and ICMPv6 (echo id; errors carry the quoted tuple in ``inner``); any
   other protocol is tracked as generic (ports 0/0).
 """
@@ -43,7 +46,9 @@ from ..conntrack.packet import (
     PROTO_UDPLITE,
     Packet,
 )
-from ..conntrack.zones import DEFAULT_ZONE, Zone, ZoneMap
+from ..conntrack.zones import CaptureZones
+from .checksum import sctp_crc_ok
+from .defrag import Reassembler
 
 # pcap link-layer header types (https://www.tcpdump.org/linktypes.html)
 LINKTYPE_NULL: Final = 0
@@ -112,17 +117,18 @@ _UDP_LO: Final = min(UDP_PAYLOAD_PORTS, default=65536)
 _UDP_HI: Final = max(UDP_PAYLOAD_PORTS, default=-1)
 
 
-def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, bool] | None:
+def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, int] | None:
     """Walk the extension-header chain like ``ipv6_skip_exthdr()``: (upper-layer protocol,
-    its offset, whether a fragment header says this is not the first fragment); None if
-    the chain runs past ``stop`` or is absurdly long."""
+    its offset, the offset of a fragment header that is not an atomic fragment's, else
+    -1: the walk stops there, after it); None if the chain runs past ``stop`` or is
+    absurdly long."""
     hdrs = 0
     while nexthdr in (IPV6_HOPOPTS, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_AH, IPV6_DSTOPTS):
         if stop - l4 < 8 or hdrs == MAX_IPV6_EXTHDRS:
             return None
         if nexthdr == IPV6_FRAGMENT:
-            if (buf[l4 + 2] << 8 | buf[l4 + 3]) & 0xFFF8:  # offset != 0: no L4 header here
-                return buf[l4], l4 + 8, True
+            if (buf[l4 + 2] << 8 | buf[l4 + 3]) & 0xFFF9:  # offset or M: a real fragment
+                return buf[l4], l4 + 8, l4
             hlen = 8
         elif nexthdr == IPV6_AH:
             hlen = (buf[l4 + 1] + 2) << 2
@@ -131,7 +137,7 @@ def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, i
         nexthdr = buf[l4]
         l4 += hlen
         hdrs += 1
-    return nexthdr, l4, False
+    return nexthdr, l4, -1
 
 
 class Decoder:
@@ -149,36 +155,18 @@ class Decoder:
         # with this set, frames the router sent out are flagged as leaving "the master"
         # and all others as entering it, so both copies of a forwarded packet pair up.
         self.sll_direction = False
-        # Zones (conntrack.zones): the capture interface's zone and the VLAN rules; every
-        # decoded packet gets its zone from its VLAN tag, else from the interface.
-        self.iface = ""
-        self.zoned = False
-        self.iface_zone: Zone = DEFAULT_ZONE
-        self.vlan_zones: dict[int, Zone] = {}
-
-    def set_zones(self, zones: ZoneMap | None, iface: str = "") -> None:
-        """Give this capture's packets the zones ``zones`` maps ``iface`` and VLANs to."""
-        self.iface = iface
-        if zones:
-            self.iface_zone, self.vlan_zones = zones.for_capture(iface)
-            self.zoned = bool(self.iface_zone[0] or self.vlan_zones)
-        else:
-            self.zoned = False
-
-    def _zone(self, pkts: list[Packet]) -> None:
-        vlans, default = self.vlan_zones, self.iface_zone
-        for p in pkts:
-            z = vlans.get(p.vlan, default) if p.vlan else default
-            if z[0]:
-                p.zone, p.zone_dir = z
+        # Fragment queues (nf_defrag_ipv4/ipv6); its counters say what was dropped there.
+        self.defrag = Reassembler()
+        # This capture's --zone-map (ZoneMap.for_capture): each packet's zone by VLAN/iface
+        self.zones: CaptureZones | None = None
 
     # --- link layer -----------------------------------------------------------------
 
     def decode(self, ts: float, frame: bytes) -> Packet | None:
         """Decode one frame; None (and a count in ``skipped``) if it carries no trackable IP."""
         pkt = self.decode_at(ts, frame, 0, len(frame))
-        if pkt is not None and self.zoned:
-            self._zone([pkt])
+        if pkt is not None and self.zones is not None:
+            self.zones.apply([pkt])
         return pkt
 
     def decode_at(self, ts: float, buf: bytes, off: int, end: int) -> Packet | None:
@@ -186,6 +174,7 @@ class Decoder:
         lt = self.linktype
         vlan = 0
         hw = 0
+        frame = off
         if lt == LINKTYPE_ETHERNET:
             if end - off < 14:
                 self.skipped["truncated-link"] += 1
@@ -238,9 +227,9 @@ class Decoder:
                 off += 4
                 tags += 1
         if etype == ETH_P_IP:
-            pkt = self._ipv4(ts, buf, off, end, vlan)
+            pkt = self._ipv4(ts, buf, off, end, vlan, frame, hw)
         elif etype == ETH_P_IPV6:
-            pkt = self._ipv6(ts, buf, off, end, vlan)
+            pkt = self._ipv6(ts, buf, off, end, vlan, frame, hw)
         else:
             self.skipped["not-ip"] += 1
             return None
@@ -250,7 +239,19 @@ class Decoder:
 
     # --- network layer --------------------------------------------------------------
 
-    def _ipv4(self, ts: float, buf: bytes, off: int, end: int, vlan: int) -> Packet | None:
+    def _link_key(self, buf: bytes, frame: int, hw: int, vlan: int) -> tuple[int, int, bytes]:
+        """What tells a fragment's copies apart on a sniffer: VLAN, master side and the
+        frame's link-layer source (Ethernet source MAC; cooked: packet type and address)."""
+        lt = self.linktype
+        if lt == LINKTYPE_ETHERNET:
+            return vlan, hw, buf[frame + 6 : frame + 12]
+        if lt == LINKTYPE_LINUX_SLL:
+            return vlan, hw, buf[frame : frame + 14]
+        return vlan, hw, buf[frame + 10 : frame + 20] if lt == LINKTYPE_LINUX_SLL2 else b""
+
+    def _ipv4(
+        self, ts: float, buf: bytes, off: int, end: int, vlan: int, frame: int = 0, hw: int = 0
+    ) -> Packet | None:
         if end - off < 20:
             self.skipped["truncated-ip"] += 1
             return None
@@ -260,31 +261,33 @@ class Decoder:
         if vihl >> 4 != 4 or ihl < 20 or total < ihl:
             self.skipped["bad-ip-header"] += 1
             return None
-        if (buf[off + 6] & 0x1F) or buf[off + 7]:  # fragment offset != 0
-            self.skipped["ip-fragment"] += 1
-            return None
-        l4 = off + ihl
-        if l4 > end:
-            self.skipped["truncated-ip"] += 1
-            return None
-        pkt = self._l4(
-            ts,
-            FAMILY_IPV4,
-            buf[off + 9],
-            buf[off + 12 : off + 16],
-            buf[off + 16 : off + 20],
+        data, l4, stop, payload, ttl = (
             buf,
-            l4,
+            off + ihl,
             min(end, off + total),
             total - ihl,
-            vlan,
             buf[off + 8],
         )
+        if (buf[off + 6] & 0x3F) or buf[off + 7]:  # more fragments or an offset: defrag first
+            key = self._link_key(buf, frame, hw, vlan)
+            done = self.defrag.ipv4(ts, buf, off, end, ihl, total, key)
+            if done is None:  # queued, or dropped (why: defrag.counters)
+                self.skipped["ip-fragment"] += 1
+                return None
+            data, payload, head = done
+            l4, stop, ttl = 0, len(data), head[0]
+        elif l4 > end:
+            self.skipped["truncated-ip"] += 1
+            return None
+        pkt = self._l4(ts, FAMILY_IPV4, buf[off + 9], buf[off + 12 : off + 16],
+                       buf[off + 16 : off + 20], data, l4, stop, payload, vlan, ttl)  # fmt: skip
         if pkt is not None:
             pkt.ipid = buf[off + 4] << 8 | buf[off + 5]
         return pkt
 
-    def _ipv6(self, ts: float, buf: bytes, off: int, end: int, vlan: int) -> Packet | None:
+    def _ipv6(
+        self, ts: float, buf: bytes, off: int, end: int, vlan: int, frame: int = 0, hw: int = 0
+    ) -> Packet | None:
         if end - off < 40:
             self.skipped["truncated-ip"] += 1
             return None
@@ -292,24 +295,34 @@ class Decoder:
             self.skipped["bad-ip-header"] += 1
             return None
         plen = buf[off + 4] << 8 | buf[off + 5]
-        nexthdr = buf[off + 6]
         src = buf[off + 8 : off + 24]
         dst = buf[off + 24 : off + 40]
         hop = buf[off + 7]
         stop = min(end, off + 40 + plen)
-        walked = _skip_ipv6_ext(buf, nexthdr, off + 40, stop)
+        walked = _skip_ipv6_ext(buf, buf[off + 6], off + 40, stop)
         if walked is None:
             self.skipped["truncated-ip"] += 1
             return None
-        nexthdr, l4, later_fragment = walked
-        if later_fragment:
-            self.skipped["ip-fragment"] += 1
-            return None
+        nexthdr, l4, frag = walked
         payload = plen - (l4 - off - 40)
+        data = buf
+        if frag >= 0:  # nf_defrag_ipv6 first: the fragmentable part, when it is whole
+            key = self._link_key(buf, frame, hw, vlan)
+            done = self.defrag.ipv6(ts, buf, off, stop, frag, plen, key)
+            if done is None:  # queued, or dropped (why: defrag.counters)
+                self.skipped["ip-fragment"] += 1
+                return None
+            data, length, head = done
+            walked = _skip_ipv6_ext(data, head[0], 0, len(data))
+            if walked is None or walked[2] >= 0:  # cut short, or a fragment in a fragment
+                self.skipped["bad-ip-header"] += 1
+                return None
+            nexthdr, l4, _ = walked
+            payload, stop, hop = length - l4, len(data), head[1]
         if payload < 0:
             self.skipped["bad-ip-header"] += 1
             return None
-        return self._l4(ts, FAMILY_IPV6, nexthdr, src, dst, buf, l4, stop, payload, vlan, hop)
+        return self._l4(ts, FAMILY_IPV6, nexthdr, src, dst, data, l4, stop, payload, vlan, hop)
 
     # --- transport layer ------------------------------------------------------------
 
@@ -384,6 +397,11 @@ class Decoder:
             pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 12, 0, 0, 0, 0, b"",
                          None, vlan, ttl)  # fmt: skip
             pkt.sctp_vtag = vtag
+            # sctp_error()'s CRC32c check needs the whole packet: a capture cut by its snap
+            # length cannot tell, and such a packet counts as good
+            pkt.sctp_bad_crc = (
+                payload >= 12 and caplen >= payload and not sctp_crc_ok(buf, l4, l4 + payload)
+            )
             # the chunk walk of for_each_sctp_chunk (bounded: every step moves >= 4 bytes); a
             # zero-length chunk makes the packet invalid for the kernel: no chunks then
             types = bytearray()
@@ -443,6 +461,9 @@ class Decoder:
             src = buf[off + 8 : off + 24]
             dst = buf[off + 24 : off + 40]
             walked = _skip_ipv6_ext(buf, proto, off + 40, end)
+            if walked is not None and walked[2] >= 0 and not _u16(buf, walked[2] + 2)[0] & 0xFFF8:
+                # a quoted first fragment: ipv6_skip_exthdr() walks on past its header
+                walked = _skip_ipv6_ext(buf, walked[0], walked[1], end)
             if walked is None:
                 return None
             proto, l4, _ = walked
@@ -470,7 +491,7 @@ class Decoder:
         """Decode a ``next_batch()`` result: frames back to back in ``data``, and per frame
         16 bytes of native u32 (ts seconds, ts microseconds, offset in data, captured length).
 
-        The common frame (untagged Ethernet, IPv4 without options, not a later fragment,
+        The common frame (untagged Ethernet, IPv4 without options, not a fragment,
         TCP or UDP) is decoded inline, field by field; anything else goes
         through ``decode_at``. Both give identical packets (checked in the tests).
         """
@@ -483,8 +504,8 @@ class Decoder:
                 pkt = decode_at(rec[0] + rec[1] * 1e-6, data, start, start + rec[3])
                 if pkt is not None:
                     append(pkt)
-            if self.zoned:
-                self._zone(out)
+            if self.zones is not None:
+                self.zones.apply(out)
             return out
         # Every field read by indexing: compiled (see setup.py) a bytes index is a plain
         # load, cheaper than struct's call and its tuple of boxed values.
@@ -511,7 +532,7 @@ class Decoder:
                 and data[off + 12] == 0x08
                 and data[off + 13] == 0x00
                 and data[off + 14] == 0x45
-                and not (data[off + 20] & 0x1F or data[off + 21])  # not a later fragment
+                and not (data[off + 20] & 0x3F or data[off + 21])  # not a fragment
             ):
                 total = data[off + 16] << 8 | data[off + 17]
                 proto = data[off + 23]
@@ -566,6 +587,6 @@ class Decoder:
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:
                 append(pkt)
-        if self.zoned:
-            self._zone(out)
+        if self.zones is not None:
+            self.zones.apply(out)
         return out

@@ -82,7 +82,7 @@ class PcapSource:
             reader, decoder = open_pcap(path)
             decoder.skipped = self.skipped
             decoder.sll_direction = self.sll_direction
-            decoder.set_zones(self.zones, iface)
+            decoder.zones = self.zones.for_capture(iface) if self.zones else None
             batch = decoder.decode_batch
             try:
                 while True:

@@ -75,16 +75,19 @@ class Packet:
         "zone_dir",
         # SCTP only (set by the decoder for protocol 132, never for others: read them with
         # getattr and a default): the common header's verification tag, the chunk types and
-        # chunk flags in order, and the initiate tag of a leading INIT/INIT_ACK (-1 if none)
+        # chunk flags in order, the initiate tag of a leading INIT/INIT_ACK (-1 if none),
+        # and whether the CRC32c was verified wrong (False if right or not all captured)
         "sctp_vtag",
         "sctp_chunks",
         "sctp_flags",
         "sctp_init_tag",
+        "sctp_bad_crc",
     )
     sctp_vtag: int
     sctp_chunks: bytes
     sctp_flags: bytes
     sctp_init_tag: int
+    sctp_bad_crc: bool
 
     def __init__(
         self,

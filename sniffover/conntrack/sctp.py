@@ -32,9 +32,13 @@ chunk types each packet carries, plus one verification tag per direction.
   30 s), except an INIT that leaves a confirmed entry CLOSED (an unanswered INIT sent
   again): accepted, timer not renewed.
 
-Not reproduced: the CRC32c check of ``sctp_error`` (the kernel checks it in
-PRE_ROUTING with ``nf_conntrack_checksum=1``; a sniffer trusts the wire) and chunks past
-the capture's snap length (the kernel walks the whole packet).
+* **CRC32c** (``sctp_error``): with ``nf_conntrack_checksum=1`` the kernel verifies it in
+  PRE_ROUTING on a packet nobody verified yet and makes a bad one INVALID before any
+  other check: no entry, no state or timer change (verified: pcaps/sctp_bad_crc). The
+  decoder computes it when the whole packet was captured.
+
+Not reproduced: chunks past the capture's snap length (the kernel walks the whole packet;
+a cut packet's CRC is taken as good).
 """
 
 from __future__ import annotations
@@ -200,6 +204,8 @@ def sctp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
     """``nf_conntrack_sctp_packet`` on an entry that ``sctp_new`` set up (or a primed one)."""
     chunks: bytes | None = getattr(pkt, "sctp_chunks", None)
     if chunks is None or not basic_checks(chunks):
+        return INVALID
+    if t.checksum and pkt.sctp_bad_crc:  # sctp_error(): "bad CRC", before anything else
         return INVALID
     st = conn.sctp
     if st is None:  # made elsewhere without protocol info: state NONE, no tags yet

@@ -46,6 +46,7 @@ from .entry import (
     TcpState,
 )
 from .packet import (
+    HW_FROM_MASTER,
     PROTO_GRE,
     PROTO_ICMP,
     PROTO_ICMPV6,
@@ -154,6 +155,10 @@ class ConntrackTable:
         # with another TTL (ORIGINAL tuple -> entry; bounded, oldest dropped): see
         # _icmp_error for why.
         self._ttl_probes: dict[Tuple, Conn] = {}
+        # Hosts whose TTL-1 packets a router here was seen to drop, and that router's
+        # addresses (insertion-ordered sets, bounded): see _learn_first_hop.
+        self._dying: dict[bytes, None] = {}
+        self._routers: dict[bytes, None] = {}
         self._addrs: dict[bytes, bytes] = {}  # see _shared
 
     # --- lookup ---------------------------------------------------------------------
@@ -169,14 +174,10 @@ class ConntrackTable:
     def get(self, t: Tuple, zone: int = 0, zone_dir: int = 3) -> tuple[Conn, int] | None:
         """The entry holding tuple ``t`` (either direction) and that direction, looked up
         as the kernel looks up a packet whose zone template is (``zone``, ``zone_dir``)."""
-        if not zone:
-            conn = self._map.get(t)
-            if conn is None:
-                return None
-            if conn.extra is None:
-                return conn, 1 if t == conn.reply else 0
-            return conn, _direction(conn, t, 0)
-        return find_zoned(self._map, t, zone, zone_dir)
+        if zone:
+            return find_zoned(self._map, t, zone, zone_dir)
+        conn = self._map.get(t)
+        return None if conn is None else (conn, _direction(conn, t, 0))
 
     def conns(self) -> Iterator[Conn]:
         """Every entry, expired or not (each once)."""
@@ -217,11 +218,8 @@ class ConntrackTable:
             conn = self._map.get(key)
             # Reply first: if both tuples are equal (a host talking to itself on one
             # port) the kernel's hash chain finds the REPLY node first.
-            if conn is not None:
-                if conn.extra is None:
-                    direction = 1 if key == conn.reply else 0
-                else:
-                    direction = _direction(conn, key, 0)
+            if conn is not None:  # (a reply tuple in zone 0: _direction, inlined)
+                direction = int(key == conn.reply and (conn.extra is None or not conn.zone_id(1)))
         if conn is not None:
             if conn.expires > pkt.ts:
                 verdict = self._existing(conn, direction, pkt, key)
@@ -268,6 +266,15 @@ class ConntrackTable:
         return HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
 
     def _new(self, pkt: Packet, key: Tuple) -> int:
+        if (
+            pkt.ttl == 1
+            and pkt.src in self._dying
+            and pkt.dst not in self._routers
+            and pkt.dst[0] < (224 if len(pkt.dst) == 4 else 0xFF)  # multicast: delivered here
+            and not pkt.hw & HW_FROM_MASTER  # it left the master with TTL 1: forwarded
+        ):  # dies in the first hop's ip_forward(), never confirmed (_learn_first_hop)
+            self.counters["ttl-expired"] += 1
+            return INVALID
         reply = invert(key)
         if reply is None:
             return INVALID
@@ -467,8 +474,29 @@ class ConntrackTable:
             del self._ttl_probes[_okey(conn)]
             if not conn.status & IPS_SEEN_REPLY:
                 self._destroy(conn, "ttl-expired")
+                self._learn_first_hop(conn.orig[1], pkt.src)
                 return INVALID
         return RELATED
+
+    def _learn_first_hop(self, host: bytes, router: bytes) -> None:
+        """The router at ``router`` dropped a TTL-1 packet of ``host`` as captured here: from
+        now on every TTL-1 packet of ``host`` that is not addressed to a known router address
+        dies there too, whether or not the router's ICMP rate limit (a burst of 6, then one
+        a second per peer) lets its error out (verified: pcaps/ttl_probes). Probes of
+        ``host`` made into entries before this was known, with no answer, go now."""
+        routers, dying = self._routers, self._dying
+        routers[router] = None
+        if len(routers) > TTL_PROBES_MAX:
+            del routers[next(iter(routers))]
+        if host in dying:
+            return
+        dying[host] = None
+        if len(dying) > TTL_PROBES_MAX:
+            del dying[next(iter(dying))]
+        for orig, conn in list(self._ttl_probes.items()):
+            if orig[1] == host and orig[2] not in routers and not conn.status & IPS_SEEN_REPLY:
+                del self._ttl_probes[orig]
+                self._destroy(conn, "ttl-expired")
 
     # --- resource bound (early drop) ------------------------------------------------
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .entry import Conn
+from .packet import Packet
 from .tuple import Tuple
 
 NF_CT_ZONE_DIR_ORIG: Final = 1  # 1 << IP_CT_DIR_ORIGINAL
@@ -100,6 +101,22 @@ def find_zoned(m: dict[Tuple, Conn], t: Tuple, zone: int, zdir: int) -> tuple[Co
     return None
 
 
+class CaptureZones:
+    """The rules for one capture: its interface's zone, and the VLAN rules before it."""
+
+    def __init__(self, default: Zone, vlans: dict[int, Zone]) -> None:
+        self.default = default
+        self.vlans = vlans
+
+    def apply(self, pkts: list[Packet]) -> None:
+        """Give each decoded packet its zone (``Packet.zone``/``zone_dir``)."""
+        vlans, default = self.vlans, self.default
+        for p in pkts:
+            z = vlans.get(p.vlan, default) if p.vlan else default
+            if z[0]:
+                p.zone, p.zone_dir = z
+
+
 class ZoneMapError(ValueError):
     """A ``--zone-map`` value that cannot be used; the message is one line."""
 
@@ -166,9 +183,10 @@ class ZoneMap:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
-    def for_capture(self, iface: str | None) -> tuple[Zone, dict[int, Zone]]:
-        """What one capture handle needs: its interface's zone and the VLAN rules."""
-        return self.ifaces.get(iface or "", DEFAULT_ZONE), self.vlans
+    def for_capture(self, iface: str | None) -> CaptureZones | None:
+        """What one capture handle needs (None: every packet it reads is in zone 0)."""
+        default = self.ifaces.get(iface or "", DEFAULT_ZONE)
+        return CaptureZones(default, self.vlans) if default[0] or self.vlans else None
 
     def specs(self) -> list[str]:
         return [r.text() for r in self.rules]

@@ -107,13 +107,13 @@ def test_vlan_stacks():
         assert (pkt.sport, pkt.dport) == (1, 2)
 
 
-def test_ipv4_fragments():
+def test_ipv4_fragments_wait_for_the_whole_datagram():
+    # nf_defrag_ipv4: nothing is tracked until the datagram is whole (tests/unit/test_defrag)
     seg = tcp_seg(flags=0x18, data=b"y" * 100)
     dec = Decoder(LINKTYPE_ETHERNET)
-    first = dec.decode(0.0, ether(ipv4(seg, 6, mf=1)))
-    assert first is not None and first.dport == 80  # the first fragment carries the ports
-    later = dec.decode(0.0, ether(ipv4(b"z" * 64, 6, mf=1, offset=10)))
-    assert later is None and dec.skipped["ip-fragment"] == 1
+    assert dec.decode(0.0, ether(ipv4(seg, 6, mf=1))) is None
+    later = dec.decode(0.0, ether(ipv4(b"z" * 64, 6, mf=1, offset=15)))
+    assert later is None and dec.skipped["ip-fragment"] == 2 and len(dec.defrag) == 1
 
 
 def test_ipv6_tcp_and_extension_chain():
@@ -122,10 +122,10 @@ def test_ipv6_tcp_and_extension_chain():
     plain = dec.decode(1.0, ether(ipv6(seg, 6), 0x86DD))
     assert plain is not None and plain.family == FAMILY_IPV6
     assert (plain.src, plain.dst, plain.sport, plain.dport, plain.l4len) == (A6, B6, 50000, 443, 10)
-    # hop-by-hop (8 bytes) -> destination options (16 bytes) -> fragment (offset 0) -> TCP
+    # hop-by-hop (8 bytes) -> destination options (16 bytes) -> atomic fragment -> TCP
     hbh = bytes([60, 0]) + b"\x01\x04\x00\x00\x00\x00"
     dst = bytes([44, 1]) + b"\x01\x0c" + b"\x00" * 12
-    frag = bytes([6, 0, 0, 1]) + b"\x00\x00\x00\x2a"
+    frag = bytes([6, 0, 0, 0]) + b"\x00\x00\x00\x2a"
     body = hbh + dst + frag + bytes(seg)
     hdr = bytearray(bytes(ipv6(b"", 6))[:40])
     hdr[4:6] = struct.pack("!H", len(body))
@@ -133,7 +133,7 @@ def test_ipv6_tcp_and_extension_chain():
     pkt = dec.decode(1.0, ether(bytes(hdr) + body, 0x86DD))
     assert pkt is not None
     assert (pkt.proto, pkt.sport, pkt.dport, pkt.l4len) == (6, 50000, 443, 10)
-    # the same chain with a non-zero fragment offset: not a new flow
+    # the same chain with a non-zero fragment offset: queued, not a new flow
     frag_later = bytes([6, 0, 0x01, 0x01]) + b"\x00\x00\x00\x2a"
     body = hbh + dst + frag_later + b"z" * 16
     hdr[4:6] = struct.pack("!H", len(body))

@@ -301,3 +301,56 @@ def test_sync_installs_established_sctp_with_its_vtags() -> None:
     g.c(sc_init(TC), vtag=0)
     g.s(sc_abort())
     assert desired(g.entry(), g.now, installed=False) is None  # never established
+
+
+# --- CRC32c (sctp_error with nf_conntrack_checksum=1) ----------------------------------
+
+
+def _bad_crc(frame: bytes) -> bytes:
+    return frame[:28] + bytes(b ^ 0xFF for b in frame[28:32]) + frame[32:]
+
+
+def test_decoder_verifies_the_crc_when_the_packet_is_whole() -> None:
+    dec = Decoder(LINKTYPE_RAW)
+    good = ip4(sctp_packet(40000, 5000, 0, sc_init(TC)))
+    assert dec.decode(0.0, good).sctp_bad_crc is False  # type: ignore[union-attr]
+    assert dec.decode(0.0, _bad_crc(good)).sctp_bad_crc is True  # type: ignore[union-attr]
+    # cut by the snap length: cannot tell, taken as good (the kernel saw the whole packet)
+    cut = dec.decode(0.0, _bad_crc(good)[:-4])
+    assert cut is not None and cut.sctp_bad_crc is False and cut.sctp_chunks == b"\x01"
+
+
+def test_bad_crc_creates_nothing_and_changes_nothing() -> None:
+    f = Flow()
+    assert f._send(_bad_crc(ip4(sctp_packet(40000, 5000, 0, sc_init(TC)))), 0.1) == INVALID
+    assert f.missing()
+    f.handshake()
+    e = f.entry()
+    before = e.expires
+    bad = [
+        ip4(sctp_packet(40000, 5000, TS, sc_shutdown(5000))),
+        ip4(sctp_packet(40000, 5000, TS, sc_abort())),
+        ip4(sctp_packet(5000, 40000, TC, sc_heartbeat()), S, C),
+        ip4(sctp_packet(40000, 5000, TS, sc_data(1001))),
+    ]
+    for frame in bad:
+        assert f._send(_bad_crc(frame), 1.0) == INVALID
+    assert e.sctp.state == SCTP_CONNTRACK_ESTABLISHED and e.expires == before
+    assert f.c(sc_shutdown(5000)) == ACCEPT  # the same chunk with its CRC right: SHUTDOWN_SENT
+    assert e.sctp.state != SCTP_CONNTRACK_ESTABLISHED
+
+
+def test_bad_crc_accepted_with_checksum_off() -> None:
+    f = Flow(Timeouts.from_sysctl({"nf_conntrack_checksum": "0"}))
+    assert f._send(_bad_crc(ip4(sctp_packet(40000, 5000, 0, sc_init(TC)))), 0.1) == ACCEPT
+    assert not f.missing()
+
+
+def test_decoder_crc32c_equals_the_reference_for_every_length() -> None:
+    from sniffover.capture.checksum import crc32c as fast
+
+    data = bytes((i * 37 + 11) & 0xFF for i in range(70))
+    for n in range(3, len(data) + 1):  # every tail length of the 8-byte steps
+        for start in (0, 3):
+            assert fast(data, start, n) == crc32c(data[start:n])
+    assert fast(b"123456789") == 0xE3069283

@@ -53,8 +53,10 @@ def test_rules_parse():
     assert m.vlans == {100: (1, 3), 200: (3, 2)}
     assert m.ifaces == {"outside0": (2, 1)}
     assert m.specs() == ["vlan:100=1", "iface:outside0=2/orig", "vlan:200=3/reply"]
-    assert m.for_capture("outside0") == ((2, 1), m.vlans)
-    assert m.for_capture("eth9") == ((0, 3), m.vlans)
+    got = m.for_capture("outside0")
+    assert (got.default, got.vlans) == ((2, 1), m.vlans)
+    assert m.for_capture("eth9").default == (0, 3)
+    assert ZoneMap.parse(["iface:eth0=1"]).for_capture("eth1") is None  # nothing to do
 
 
 @pytest.mark.parametrize(
@@ -226,7 +228,7 @@ def frame(vlan: int | None) -> bytes:
 def test_decoder_zone_from_vlan_then_interface():
     zones = ZoneMap.parse(["vlan:100=1", "vlan:200=2/orig", "iface:trunk0=9"])
     d = Decoder(LINKTYPE_ETHERNET)
-    d.set_zones(zones, "trunk0")
+    d.zones = zones.for_capture("trunk0")
     got = [d.decode(0.0, frame(v)) for v in (100, 200, 300, None)]
     assert [(p.vlan, p.zone, p.zone_dir) for p in got] == [
         (100, 1, 3),
@@ -235,7 +237,7 @@ def test_decoder_zone_from_vlan_then_interface():
         (0, 9, 3),
     ]
     other = Decoder(LINKTYPE_ETHERNET)
-    other.set_zones(zones, "eth1")
+    other.zones = zones.for_capture("eth1")
     assert (other.decode(0.0, frame(None)).zone, other.decode(0.0, frame(100)).zone) == (0, 1)
     # the batch path (pcapy's next_batch) gives the same zones
     frames = [frame(100), frame(None)]

@@ -85,6 +85,10 @@ ROUTER_RULESET = """table inet snfrec {
 """
 
 
+# Extra name part after "snfrec-" (``--tag``): recorders run side by side keep apart.
+NETNS_TAG = ""
+
+
 class RecorderError(RuntimeError):
     """A scenario could not be recorded."""
 
@@ -169,7 +173,7 @@ class Lab:
     """Three namespaces (client, router, server), the capture and the traffic processes."""
 
     def __init__(self, prefix: str | None = None) -> None:
-        prefix = prefix or netns.base_name("snfrec-")
+        prefix = prefix or netns.base_name(f"snfrec-{NETNS_TAG}")
         self.client = f"{prefix}-c"
         self.router = f"{prefix}-r"
         self.server = f"{prefix}-s"
@@ -1108,7 +1112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", default="pcaps", help="output directory (default: pcaps)")
     ap.add_argument("--only", nargs="+", metavar="NAME", help="record only these scenarios")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument(
+        "--tag",
+        default="",
+        metavar="WORD",
+        help="name the namespaces snfrec-WORD-<pid>-* (recorders running side by side)",
+    )
     args = ap.parse_args(argv)
+    if args.tag and not re.fullmatch(r"[a-z0-9]{1,12}", args.tag):
+        ap.error("--tag: 1 to 12 lower-case letters or digits")
+    global NETNS_TAG
+    NETNS_TAG = f"{args.tag}-" if args.tag else ""
     if args.list:
         for sc in SCENARIOS.values():
             print(f"{sc.name:24} {sc.description}")
