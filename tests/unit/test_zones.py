@@ -310,3 +310,32 @@ def test_installer_sends_each_entrys_zone():
     }
     assert got == {(2, None), (None, 1)}
     assert len(inst.shadow) == 2  # one per zone, though both have the same original tuple
+
+
+def test_two_segments_pair_copies_in_their_zones():
+    """``ct original zone set`` per inside segment, SNAT per zone: the ingress copies carry
+    the zone, the egress copies (another segment, zone 0) rebind each entry to its own
+    translation, and the untagged replies find the reply tuples in zone 0."""
+    from sniffover.conntrack.confirm import ForwardingConfirmer
+    from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER
+
+    table = ConntrackTable()
+    f = ForwardingConfirmer(table, two_segments=True, hold_teardowns=False)
+    nat = {1: bytes([198, 51, 100, 201]), 2: bytes([198, 51, 100, 202])}
+    for z in (1, 2):
+        # same tuple, own ISN: copies pair on what NAT leaves alone, which the zones do
+        # not share (had they, the key would be ambiguous and pair nothing: the egress
+        # copy cannot tell which zone it came from)
+        t, isn = z * 0.1, 1000 * z
+        syn = zoned(tcp(t, SYN, isn, opts=syn_opts()), z, 1)
+        syn.hw, syn.ipid = HW_TO_MASTER, 7
+        f.feed(syn)
+        out = tcp(t + 0.001, SYN, isn, src=nat[z], opts=syn_opts())
+        out.hw, out.ipid = HW_FROM_MASTER, 7
+        f.feed(out)
+        rep = tcp(t + 0.01, SYN | ACK, 5000, isn + 1, src=B, dst=nat[z], sport=80, dport=40000,
+                  opts=syn_opts())  # fmt: skip
+        rep.hw, rep.ipid = HW_TO_MASTER, 9
+        f.feed(rep)
+    got = sorted((c.zone, c.zone_dir, c.reply[2], bool(c.status & 2)) for c in table.conns())
+    assert got == [(1, 1, nat[1], True), (2, 1, nat[2], True)], table.counters
