@@ -339,3 +339,14 @@ def test_two_segments_pair_copies_in_their_zones():
         f.feed(rep)
     got = sorted((c.zone, c.zone_dir, c.reply[2], bool(c.status & 2)) for c in table.conns())
     assert got == [(1, 1, nat[1], True), (2, 1, nat[2], True)], table.counters
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['zone_map = ["vlan:x=1"]', "zone_map = [1]", 'zone_map = ["vlan:1=1", "vlan:1=2"]'],
+)
+def test_bad_zone_map_in_the_config_file_is_one_line_exit_2(capsys, tmp_path, text):
+    f = tmp_path / "a.toml"
+    f.write_text(f'iface = ["lo"]\n{text}\n')
+    err = usage_error(capsys, ["--config", str(f)])
+    assert "zone" in err
