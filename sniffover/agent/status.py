@@ -25,6 +25,7 @@ class Status(TypedDict):
     build: str  # "compiled" | "pure Python"
     uptime: float
     interfaces: list[str]
+    zone_map: list[str]
     packets: int
     last_packet_age: float | None
     flows: int
