@@ -24,7 +24,8 @@ from dataclasses import asdict
 import atheris
 
 with atheris.instrument_imports():
-    from sniffover.capture.decode import LINKTYPES, Decoder
+    from sniffover.capture.decode import Decoder
+    from sniffover.capture.headers import LINKTYPES
     from sniffover.conntrack.table import ConntrackTable
     from sniffover.conntrack.timeouts import Timeouts
 

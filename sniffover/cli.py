@@ -23,6 +23,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+MULTICAST_HELP = (
+    "datagrams to multicast groups: 'drop' = a router that joined no group and routes no "
+    "multicast drops them, no entry (except for 224.0.0.1, ff02::1, ff02::2 ..., which every "
+    "Linux router joins); 'track' = a firewall that listens to or routes multicast tracks "
+    "them like unicast. The agent never installs multicast or broadcast entries"
+)
+
+
 def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
         "replay",
@@ -77,6 +85,12 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         metavar="DIR",
         help="where to read nf_conntrack_* timeouts from (default: this host's; kernel "
         "defaults for any file missing)",
+    )
+    p.add_argument(
+        "--multicast",
+        choices=["drop", "track"],
+        default="drop",
+        help=MULTICAST_HELP + " (default drop)",
     )
     p.add_argument(
         "--kernel-direction",
@@ -227,6 +241,11 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="do not drop capabilities after start-up (default: keep only CAP_NET_ADMIN and "
         "CAP_NET_RAW, no new privileges)",
+    )
+    g.add_argument(
+        "--multicast",
+        choices=["drop", "track"],
+        help=MULTICAST_HELP + f" (default {shown_default('multicast')})",
     )
     g.add_argument(
         "--confirm",
@@ -418,6 +437,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             timeouts=host_timeouts(args.sysctl_dir),
             infer_direction=not args.kernel_direction,
             zones=zones,
+            multicast=args.multicast,
         )
     except CaptureError as exc:
         raise CliError(str(exc)) from None

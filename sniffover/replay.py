@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .capture.decode import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from .capture.files import iter_pcap_packets, split_iface
+from .capture.headers import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
 from .conntrack.listing import PROTO_NAMES, remaining_seconds
@@ -65,13 +65,14 @@ def replay(
     at: float | None = None,
     timeouts: Timeouts | None = None,
     infer_direction: bool = True,
+    multicast: str = "drop",
     zones: ZoneMap | None = None,
 ) -> ReplayResult:
     """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet.
 
     A path may be given as ``IFACE=FILE``: captured on IFACE (for ``zones``' iface rules).
     """
-    table = ConntrackTable(timeouts, infer_direction=infer_direction)
+    table = ConntrackTable(timeouts, infer_direction=infer_direction, multicast=multicast)
     split = [split_iface(p) for p in paths]
     source = iter_pcap_packets(
         [p for _, p in split], sll_direction=True, zones=zones, ifaces=[i for i, _ in split]

@@ -35,6 +35,7 @@ class CaptureStats(TypedDict):
 class Decoding(Protocol):
     master: frozenset[bytes]
     skipped: Counter[str]
+    digests: bool
 
     zones: CaptureZones | None
 
@@ -138,6 +139,8 @@ class CaptureSet:
         cap = self.open_capture(iface, self.cfg.snaplen, self.cfg.ring_mb << 20, self.bpf)
         if self.zones:  # the zone of every packet read from here: VLAN rule, else iface's
             cap.decoder.zones = self.zones.for_capture(iface)
+        # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
+        cap.decoder.digests = self.cfg.confirm != "off" and self.cfg.two_segments
         self.learning.attach(cap, self.nets)
         return cap
 

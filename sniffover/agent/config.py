@@ -206,6 +206,8 @@ class AgentConfig:
     metrics_listen: str | None = field(
         default=None, metadata=_opt("metrics", kind=str, check=_listen)
     )
+    # datagrams to multicast groups: drop (a router that joined none) | track (conntrack.table)
+    multicast: str = field(default="drop", metadata=_opt(check=one_of("drop", "track")))
     # forwarding confirmation: auto | mac | both | off
     confirm: str = field(default="auto", metadata=_opt(check=one_of("auto", "mac", "both", "off")))
     # configured; else learned
@@ -223,6 +225,12 @@ class AgentConfig:
     # Every registered helper is on: its masters get the kernel's helper (CTA_HELP), and
     # the expectations it registers follow (conntrack/helpers/).
     helpers: tuple[str, ...] = tuple(h.name for h in HELPERS)
+
+    @property
+    def two_segments(self) -> bool:
+        """Both sides of the master are sniffed: its packets' copies are paired (NAT)."""
+        c = self.confirm
+        return c == "both" or (c == "auto" and len(self.ifaces) >= 2)
 
 
 # Options that are not AgentConfig fields (they choose where settings come from).

@@ -22,6 +22,7 @@ from ..conntrack.helpers import HELPER_PORTS, HelperFollower
 from ..conntrack.packet import Packet
 from ..conntrack.table import ConntrackTable
 from ..conntrack.timeouts import Timeouts
+from ..conntrack.tuple import invert
 from ..kernel.ctnetlink import CtnlSocket
 from ..kernel.expect import ExpectInstaller
 from ..kernel.installer import Installer
@@ -140,13 +141,19 @@ class Pipeline:
                 self.helpers = HelperFollower(names=cfg.helpers)
                 self.expect = ExpectInstaller(self.sock, self.installer, cfg.zone)
                 listener = helper_listener(self.installer, self.helpers, self.expect)
-            table = ConntrackTable(self.timeouts, listener=listener, max_entries=cfg.max_flows)
+            table = ConntrackTable(
+                self.timeouts,
+                listener=listener,
+                max_entries=cfg.max_flows,
+                multicast=cfg.multicast,
+            )
         else:
-            table = ConntrackTable(self.timeouts, max_entries=cfg.max_flows)
+            table = ConntrackTable(
+                self.timeouts, max_entries=cfg.max_flows, multicast=cfg.multicast
+            )
         self.confirmer = None
         if confirm:
-            two = cfg.confirm == "both" or (cfg.confirm == "auto" and len(cfg.ifaces) >= 2)
-            self.confirmer = ForwardingConfirmer(table, two_segments=two)
+            self.confirmer = ForwardingConfirmer(table, two_segments=cfg.two_segments)
             if cfg.master_macs:
                 self.confirmer.master_learned(0.0)
         self.table = table
@@ -186,9 +193,17 @@ class Pipeline:
     def _helper_segment(self, p: Packet) -> None:
         """A segment with payload (a helper's master): the expectation the helper makes of it."""
         assert self.helpers is not None
-        found = self.table.get((p.proto, p.src, p.dst, p.sport, p.dport), p.zone, p.zone_dir)
+        t = (p.proto, p.src, p.dst, p.sport, p.dport)
+        found = self.table.get(t, p.zone, p.zone_dir)
         if found is None:
-            return
+            # a translated copy leaving the master (NAT): its entry is the one it answers.
+            # A TFTP request's entry is rebound by this very copy, so its expectation is
+            # made again from the translated reply tuple.
+            inv = invert(t)
+            back = self.table.get(inv, p.zone, p.zone_dir) if inv is not None else None
+            if back is None:
+                return
+            found = (back[0], 1 - back[1])
         exp = self.helpers.feed(found[0], found[1], p.payload, p.ts)
         if exp is not None and self.expect is not None:
             self.expect.add(exp)

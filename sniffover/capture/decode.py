@@ -49,49 +49,24 @@ from ..conntrack.packet import (
 from ..conntrack.zones import CaptureZones
 from .checksum import sctp_crc_ok
 from .defrag import Reassembler
-
-# pcap link-layer header types (https://www.tcpdump.org/linktypes.html)
-LINKTYPE_NULL: Final = 0
-LINKTYPE_ETHERNET: Final = 1
-LINKTYPE_RAW_OLD: Final = 12  # DLT_RAW on most BSDs
-LINKTYPE_RAW_OBSD: Final = 14
-LINKTYPE_RAW: Final = 101
-LINKTYPE_LOOP: Final = 108
-LINKTYPE_LINUX_SLL: Final = 113
-LINKTYPE_IPV4: Final = 228
-LINKTYPE_IPV6: Final = 229
-LINKTYPE_LINUX_SLL2: Final = 276
-
-LINKTYPES = {
-    LINKTYPE_NULL: "NULL",
-    LINKTYPE_ETHERNET: "EN10MB",
-    LINKTYPE_RAW_OLD: "RAW",
-    LINKTYPE_RAW_OBSD: "RAW",
-    LINKTYPE_RAW: "RAW",
-    LINKTYPE_LOOP: "LOOP",
-    LINKTYPE_LINUX_SLL: "LINUX_SLL",
-    LINKTYPE_IPV4: "IPV4",
-    LINKTYPE_IPV6: "IPV6",
-    LINKTYPE_LINUX_SLL2: "LINUX_SLL2",
-}
-
-PACKET_OUTGOING: Final = 4  # Linux sll_pkttype of a frame the host sent
-ETH_P_IP: Final = 0x0800
-ETH_P_IPV6: Final = 0x86DD
-VLAN_TPIDS = frozenset((0x8100, 0x88A8, 0x9100))  # 802.1Q, 802.1ad, pre-standard QinQ
-MAX_VLAN_TAGS: Final = 8
-
-# IPv6 extension headers conntrack skips (ipv6_ext_hdr() minus NONE).
-IPV6_HOPOPTS: Final = 0
-IPV6_ROUTING: Final = 43
-IPV6_FRAGMENT: Final = 44
-IPV6_AH: Final = 51
-IPV6_DSTOPTS: Final = 60
-IPV6_NONE: Final = 59
-MAX_IPV6_EXTHDRS: Final = 16
-
-# BSD loopback address families that mean IPv6 (Linux/BSD/macOS/FreeBSD values).
-BSD_AF_INET6 = frozenset((10, 24, 28, 30))
+from .headers import (
+    BSD_AF_INET6,
+    ETH_P_IP,
+    ETH_P_IPV6,
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_LOOP,
+    LINKTYPE_NULL,
+    MAX_VLAN_TAGS,
+    PACKET_OUTGOING,
+    VLAN_TPIDS,
+    payload_digest,
+    skip_ipv6_ext,
+)
+from .headers import (
+    LINKTYPES as LINKTYPES,
+)
 
 _u16 = struct.Struct("!H").unpack_from
 _u16u16 = struct.Struct("!HH").unpack_from
@@ -105,6 +80,8 @@ _META = struct.Struct("=IIII").unpack_from  # next_batch's per-frame record, nat
 LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
+
+
 # Segments to or from a helper's port keep their payload (Packet.payload) for the helper
 # (conntrack.helpers: FTP control lines, TFTP requests). Derived from the registry once.
 # A port is first compared with the range of its protocol's helper ports, which is that
@@ -115,29 +92,6 @@ _TCP_LO: Final = min(TCP_PAYLOAD_PORTS, default=65536)
 _TCP_HI: Final = max(TCP_PAYLOAD_PORTS, default=-1)
 _UDP_LO: Final = min(UDP_PAYLOAD_PORTS, default=65536)
 _UDP_HI: Final = max(UDP_PAYLOAD_PORTS, default=-1)
-
-
-def _skip_ipv6_ext(buf: bytes, nexthdr: int, l4: int, stop: int) -> tuple[int, int, int] | None:
-    """Walk the extension-header chain like ``ipv6_skip_exthdr()``: (upper-layer protocol,
-    its offset, the offset of a fragment header that is not an atomic fragment's, else
-    -1: the walk stops there, after it); None if the chain runs past ``stop`` or is
-    absurdly long."""
-    hdrs = 0
-    while nexthdr in (IPV6_HOPOPTS, IPV6_ROUTING, IPV6_FRAGMENT, IPV6_AH, IPV6_DSTOPTS):
-        if stop - l4 < 8 or hdrs == MAX_IPV6_EXTHDRS:
-            return None
-        if nexthdr == IPV6_FRAGMENT:
-            if (buf[l4 + 2] << 8 | buf[l4 + 3]) & 0xFFF9:  # offset or M: a real fragment
-                return buf[l4], l4 + 8, l4
-            hlen = 8
-        elif nexthdr == IPV6_AH:
-            hlen = (buf[l4 + 1] + 2) << 2
-        else:
-            hlen = (buf[l4 + 1] + 1) << 3
-        nexthdr = buf[l4]
-        l4 += hlen
-        hdrs += 1
-    return nexthdr, l4, -1
 
 
 class Decoder:
@@ -159,6 +113,10 @@ class Decoder:
         self.defrag = Reassembler()
         # This capture's --zone-map (ZoneMap.for_capture): each packet's zone by VLAN/iface
         self.zones: CaptureZones | None = None
+        # Packet.digest for UDP and echo: what pairs a datagram's copies on the two sides of
+        # a NAT master (conntrack.confirm). Off where nothing pairs copies (one segment):
+        # the CRC is most of what an IPv4 UDP frame costs on the fast path.
+        self.digests = True
 
     # --- link layer -----------------------------------------------------------------
 
@@ -283,6 +241,15 @@ class Decoder:
                        buf[off + 16 : off + 20], data, l4, stop, payload, vlan, ttl)  # fmt: skip
         if pkt is not None:
             pkt.ipid = buf[off + 4] << 8 | buf[off + 5]
+            if not self.digests:
+                return pkt
+            if pkt.proto in (PROTO_UDP, PROTO_UDPLITE):
+                # the IP ID alone (16 bits, 0 from an unconnected socket) is too little to
+                # pair copies rewritten on both sides (as the fast path does, decode_batch)
+                pkt.digest = payload_digest(data, l4 + 8, stop)
+            elif pkt.proto == PROTO_ICMP and pkt.dport >> 8 in (0, 8):
+                # echo: as ICMPv6 echo (see _ipv6), the identifier is NAT's to rewrite
+                pkt.digest = payload_digest(data, l4 + 6, stop)
         return pkt
 
     def _ipv6(
@@ -299,7 +266,7 @@ class Decoder:
         dst = buf[off + 24 : off + 40]
         hop = buf[off + 7]
         stop = min(end, off + 40 + plen)
-        walked = _skip_ipv6_ext(buf, buf[off + 6], off + 40, stop)
+        walked = skip_ipv6_ext(buf, buf[off + 6], off + 40, stop)
         if walked is None:
             self.skipped["truncated-ip"] += 1
             return None
@@ -313,7 +280,7 @@ class Decoder:
                 self.skipped["ip-fragment"] += 1
                 return None
             data, length, head = done
-            walked = _skip_ipv6_ext(data, head[0], 0, len(data))
+            walked = skip_ipv6_ext(data, head[0], 0, len(data))
             if walked is None or walked[2] >= 0:  # cut short, or a fragment in a fragment
                 self.skipped["bad-ip-header"] += 1
                 return None
@@ -322,7 +289,20 @@ class Decoder:
         if payload < 0:
             self.skipped["bad-ip-header"] += 1
             return None
-        return self._l4(ts, FAMILY_IPV6, nexthdr, src, dst, data, l4, stop, payload, vlan, hop)
+        pkt = self._l4(ts, FAMILY_IPV6, nexthdr, src, dst, data, l4, stop, payload, vlan, hop)
+        if pkt is not None:
+            # no IP ID in IPv6: the flow label (which NAT does not touch either) and, where
+            # no sequence numbers tell packets apart, a digest of the first payload bytes
+            # pair the copies of a packet on both sides of the master
+            pkt.ipid = (buf[off + 1] & 0x0F) << 16 | buf[off + 2] << 8 | buf[off + 3]
+            if not self.digests:
+                return pkt
+            if nexthdr in (PROTO_UDP, PROTO_UDPLITE):
+                pkt.digest = payload_digest(data, l4 + 8, stop)
+            elif nexthdr == PROTO_ICMPV6 and pkt.dport >> 8 in (128, 129):
+                # echo: the sequence number and the data, not the identifier (NAT's "port")
+                pkt.digest = payload_digest(data, l4 + 6, stop)
+        return pkt
 
     # --- transport layer ------------------------------------------------------------
 
@@ -371,9 +351,10 @@ class Decoder:
             sport, dport = _u16u16(buf, l4)
             pkt = Packet(ts, family, proto, src, dst, sport, dport, payload - 8, 0, 0, 0, 0, b"",
                          None, vlan, ttl)  # fmt: skip
-            if proto == PROTO_UDP and (
-                (_UDP_LO <= sport <= _UDP_HI and sport in UDP_PAYLOAD_PORTS)
-                or (_UDP_LO <= dport <= _UDP_HI and dport in UDP_PAYLOAD_PORTS)
+            if proto == PROTO_UDPLITE:  # the whole segment: conntrack.protocols.udplite_error
+                pkt.payload = bytes(buf[l4:stop])
+            elif (_UDP_LO <= sport <= _UDP_HI and sport in UDP_PAYLOAD_PORTS) or (
+                _UDP_LO <= dport <= _UDP_HI and dport in UDP_PAYLOAD_PORTS
             ):  # e.g. a TFTP request: conntrack.helpers.tftp reads its opcode
                 pkt.payload = bytes(buf[l4 + 8 : stop])
             return pkt
@@ -460,10 +441,10 @@ class Decoder:
             proto = buf[off + 6]
             src = buf[off + 8 : off + 24]
             dst = buf[off + 24 : off + 40]
-            walked = _skip_ipv6_ext(buf, proto, off + 40, end)
+            walked = skip_ipv6_ext(buf, proto, off + 40, end)
             if walked is not None and walked[2] >= 0 and not _u16(buf, walked[2] + 2)[0] & 0xFFF8:
                 # a quoted first fragment: ipv6_skip_exthdr() walks on past its header
-                walked = _skip_ipv6_ext(buf, walked[0], walked[1], end)
+                walked = skip_ipv6_ext(buf, walked[0], walked[1], end)
             if walked is None:
                 return None
             proto, l4, _ = walked
@@ -498,6 +479,7 @@ class Decoder:
         out: list[Packet] = []
         append = out.append
         decode_at = self.decode_at
+        digests = self.digests
         if self.linktype != LINKTYPE_ETHERNET:
             for rec in struct.iter_unpack("=IIII", meta):
                 start: int = rec[2]
@@ -579,10 +561,17 @@ class Decoder:
                     and not _UDP_LO <= sport <= _UDP_HI  # a helper's: decode_at
                     and not _UDP_LO <= dport <= _UDP_HI
                 ):
+                    digest = (
+                        payload_digest(
+                            data, off + 42, off + (14 + total if 14 + total < caplen else caplen)
+                        )
+                        if digests
+                        else 0
+                    )
                     append(Packet(ts, 2, 17, data[off + 26 : off + 30], data[off + 30 : off + 34],
                                   sport, dport, total - 28, 0, 0, 0, 0, b"", None, 0,
                                   data[off + 22], hw,
-                                  data[off + 18] << 8 | data[off + 19]))  # fmt: skip
+                                  data[off + 18] << 8 | data[off + 19], b"", digest))  # fmt: skip
                     continue
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:

@@ -17,7 +17,8 @@ import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
 from ..conntrack.zones import ZoneMap
-from .decode import LINKTYPES, Decoder
+from .decode import Decoder
+from .headers import LINKTYPES
 
 BATCH = 1024
 

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
-from .decode import LINKTYPES, Decoder
+from .decode import Decoder
 from .files import BATCH, CaptureError
+from .headers import LINKTYPES
 
 SNAPLEN = 128  # Ethernet + 2 VLAN tags + IPv6 + ext headers + TCP with options
 RING_BYTES = 32 << 20

@@ -24,17 +24,39 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
 NAT: the two copies of a translated packet differ in the addresses/ports the
 master rewrote, so copies are also paired on what NAT leaves alone (protocol, IP
 ID, sequence and acknowledgement numbers, length, and the untranslated side's
-address and port). A translated pair rebinds the entry: the copy leaving the
-master shows what the reply (or, for a connection picked up mid-stream from a
-reply, the original) really looks like, as the master's own entry has it.
+address and port). IPv6 has no IP ID: its flow label stands in (``Packet.ipid``;
+Linux labels every flow's packets with a hash of its tuple unless told not to,
+and 0 from a stack that does not label is merely no help). UDP and echo, which
+have no sequence numbers, add a digest of their first payload bytes
+(``Packet.digest``; echo's without the identifier, which NAT may rewrite); TCP's
+sequence and acknowledgement numbers suffice.
+A translated pair rebinds the entry: the copy leaving the master shows what the
+reply (or, for a connection picked up mid-stream from a reply, the original) really
+looks like, as the master's own entry has it.
 
-A key that survives NAT can be shared by several flows: a UDP server answering from an
-unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of the
-same length from one server port all have the same key. When a second flow's ingress copy
-takes a key still in the window, the key is marked ambiguous and pairs nothing (counted
-as ``copy-ambiguous``): the binding is learned from the other direction (a connected
-client numbers its datagrams) rather than guessed, since a wrong guess would rebind one
-flow onto another's tuples.
+Both sides rewritten at once (DNAT to a server plus SNAT to the master's address, as a
+load balancer or a hairpin does) leaves only the packet itself: such copies are paired on
+the "both" key, without addresses or ports, when the packet carries enough to be told
+apart by it alone (TCP's sequence numbers, a payload digest). Other protocols (GRE,
+SCTP, ICMP errors) stay unpaired there rather than risk a wrong translation.
+
+A key that survives NAT can be shared by several flows: a UDP server answering from
+an unconnected socket sends every datagram with IP ID 0 (Linux, DF set), so answers of
+the same length and first bytes from one server port all have the same key. When a
+second flow's ingress copy takes a key still in the window, the key is marked ambiguous
+and pairs nothing (counted as ``copy-ambiguous``): the binding is learned from the other
+direction (a connected client numbers its datagrams) rather than guessed, since a wrong
+guess would rebind one flow onto another's tuples.
+
+NAT helpers (``seqadj.py``): with NAT the master's FTP helper rewrites the address in
+PORT/EPRT/227/229, which may change the segment's length and from then on shifts the
+sequence numbers of that direction (and the acknowledgements of the other). A payload
+segment on a helper port is therefore also keyed without its length (IP ID, sequence and
+acknowledgement numbers, the untranslated side); a pair whose lengths differ records the
+adjustment on the entry, as the master's ``nf_ct_seqadj_set`` did, if the copy leaving
+is one the NAT helper rewrites (PORT, EPRT, 227, 229: a stream merely cut into other
+segments is no rewrite). A copy leaving the master that pairs with nothing is tried once
+more with the entry's shift undone.
 
 Once the master's MACs are known, frames that neither enter nor leave it (host to
 host on the segment, or addressed to a MAC nobody has) are ignored: the master
@@ -47,8 +69,11 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
-from .entry import Conn
+from .entry import IPS_SEQ_ADJUST, Conn
+from .helpers import payload_ports
+from .helpers.ftp import REWRITTEN
 from .packet import HW_FROM_MASTER, HW_TO_MASTER, PROTO_TCP, TH_FIN, TH_RST, Packet
+from .seqadj import SeqAdj
 from .table import EVENT_UPDATE, ConntrackTable
 from .tuple import Tuple, invert
 
@@ -56,13 +81,29 @@ Key = tuple[object, ...]
 AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
 
 
-def copy_keys(pkt: Packet) -> tuple[Key, Key, Key]:
-    """Exact key, and the keys that survive source NAT and destination NAT."""
-    proto, ipid, seq, ack, n = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len
+def copy_keys(pkt: Packet) -> tuple[Key, ...]:
+    """Exact key, and the keys that survive source NAT, destination NAT and both at once
+    (the last only where the packet alone tells it apart: TCP, or a payload digest).
+
+    A TCP segment's 64 bits of sequence and acknowledgement numbers tell it apart without
+    any address: its "both" key serves SNAT and DNAT too (two keys a segment, not three)."""
+    proto, ipid, seq, ack, n, dg = pkt.proto, pkt.ipid, pkt.seq, pkt.ack, pkt.l4len, pkt.digest
+    exact = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n, dg)
+    if proto == PROTO_TCP:
+        return exact, ("both", proto, ipid, seq, ack, n)
+    snat = ("snat", proto, ipid, seq, ack, n, dg, pkt.dst, pkt.dport)
+    dnat = ("dnat", proto, ipid, seq, ack, n, dg, pkt.src, pkt.sport)
+    if dg:
+        return exact, snat, dnat, ("both", proto, ipid, seq, ack, n, dg)
+    return exact, snat, dnat
+
+
+def mangle_keys(pkt: Packet, seq: int, ack: int) -> tuple[Key, Key]:
+    """Keys of a helper's TCP segment that survive NAT and a NAT helper's rewrite of its
+    payload (its length changes; sequence numbers as they were going in)."""
     return (
-        (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport, ipid, seq, n),
-        ("snat", proto, ipid, seq, ack, n, pkt.dst, pkt.dport),
-        ("dnat", proto, ipid, seq, ack, n, pkt.src, pkt.sport),
+        ("msnat", pkt.ipid, seq, ack, pkt.dst, pkt.dport),
+        ("mdnat", pkt.ipid, seq, ack, pkt.src, pkt.sport),
     )
 
 
@@ -98,6 +139,10 @@ class ForwardingConfirmer:
         self.order: deque[tuple[Key, float]] = deque()
         self.held: dict[Key, _Held] = {}  # RST/FIN waiting for their egress copy
         self.counters: Counter[str] = Counter()
+        # helper segments going in, keyed without their length: key -> (ts, tuple, length,
+        # zone, zone dir)
+        self.mangle_ports = payload_ports(PROTO_TCP)
+        self.mangled: dict[Key, tuple[float, Tuple, int, int, int]] = {}
         # Set once the master's MACs are known: from then on a frame that neither enters
         # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
         # and is ignored; before, everything is tracked (and nothing confirmed).
@@ -188,38 +233,125 @@ class ForwardingConfirmer:
                 else:
                     recent[k] = (ts, t, zone, zdir)
                 order.append((k, ts))
+            if pkt.l4len and pkt.proto == PROTO_TCP and self._helper_port(pkt):
+                for k in mangle_keys(pkt, pkt.seq, pkt.ack):
+                    m = self.mangled.get(k)
+                    if m is not None and (m[1] != t or m[3] != zone) and ts - m[0] <= window:
+                        self.mangled[k] = (ts, AMBIGUOUS, 0, 0, 3)
+                    else:
+                        self.mangled[k] = (ts, t, pkt.l4len, zone, zdir)
+                    order.append((k, ts))
             if len(order) > self.max_recent:
                 self._prune(ts)
             return
         if hw & HW_FROM_MASTER:
-            keys = copy_keys(pkt)
-            t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
-            for i, k in enumerate(keys):
-                waiting = self.held.get(k)
-                if waiting is not None and not waiting.done:
-                    waiting.done = True
-                    held = waiting.pkt
-                    t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
-                    if i:
-                        self._translated(t_in, pkt, held.zone, held.zone_dir)
-                    self.table.process(held)
-                    self._confirm(t_in, held.zone, held.zone_dir)
-                    self.counters["teardown-confirmed"] += 1
-                    return
-            for i, k in enumerate(keys):
-                seen = self.recent.get(k)
-                if seen is not None and pkt.ts - seen[0] <= self.window:
-                    if not seen[1]:
-                        self.counters["copy-ambiguous"] += 1
-                        continue
-                    if i == 0 or seen[1] == t_out:
-                        # the outgoing copy of a tracked packet
-                        self._confirm(seen[1], seen[2], seen[3])
-                    else:
-                        self._translated(seen[1], pkt, seen[2], seen[3])
-                    return
+            if self._egress(pkt, copy_keys(pkt)) or (
+                pkt.proto == PROTO_TCP and self._egress_adjusted(pkt)
+            ):
+                return
             self.counters["egress-unmatched"] += 1
         self.table.process(pkt)
+
+    def _helper_port(self, pkt: Packet) -> bool:
+        ports = self.mangle_ports
+        return pkt.dport in ports or pkt.sport in ports
+
+    def _egress(self, pkt: Packet, keys: tuple[Key, ...]) -> bool:
+        """Pair a copy leaving the master with a held or recent one that went in."""
+        t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        for k in keys:
+            waiting = self.held.get(k)
+            if waiting is not None and not waiting.done:
+                waiting.done = True
+                held = waiting.pkt
+                t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
+                if t_in != t_out:
+                    self._translated(t_in, pkt, held.zone, held.zone_dir)
+                self.table.process(held)
+                self._confirm(t_in, held.zone, held.zone_dir)
+                self.counters["teardown-confirmed"] += 1
+                return True
+        for k in keys:
+            seen = self.recent.get(k)
+            if seen is not None and pkt.ts - seen[0] <= self.window:
+                if not seen[1]:
+                    self.counters["copy-ambiguous"] += 1
+                    continue
+                if seen[1] == t_out:  # the outgoing copy of a tracked packet
+                    self._confirm(seen[1], seen[2], seen[3])
+                else:
+                    self._translated(seen[1], pkt, seen[2], seen[3])
+                return True
+        return False
+
+    def _egress_adjusted(self, pkt: Packet) -> bool:
+        """A TCP copy leaving the master that paired with nothing: undo the master's
+        sequence adjustment of its entry (if any) and try again; a helper segment is also
+        tried without its length, and if the lengths differ the rewrite is recorded."""
+        t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        table = self.table
+        zone, zdir = pkt.zone, pkt.zone_dir  # the segment it leaves by (best effort)
+        found = table.get(t_out, zone, zdir)
+        if found is not None:
+            conn, d = found
+        else:
+            inv = invert(t_out)
+            found = table.get(inv, zone, zdir) if inv is not None else None
+            if found is None:
+                return False
+            conn, d = found[0], 1 - found[1]  # the copy is translated: the other side's
+        sa = conn.seqadj
+        pairs = [(pkt.seq, pkt.ack)]
+        if sa is not None:
+            pairs = [
+                (s, a) for s in sa.ingress_seqs(d, pkt.seq) for a in sa.ingress_acks(d, pkt.ack)
+            ]
+            proto, ipid, n = pkt.proto, pkt.ipid, pkt.l4len
+            # copy_keys' TCP key with the shift undone (no addresses: any NAT)
+            keys = tuple(("both", proto, ipid, s, a, n) for s, a in pairs)
+            if self._egress(pkt, keys):
+                self.counters["seqadj-paired"] += 1
+                return True
+        if not pkt.l4len or not self._helper_port(pkt):
+            return False
+        return any(self._rewrite_pair(pkt, conn, t_out, seq, ack) for seq, ack in pairs)
+
+    def _rewrite_pair(self, pkt: Packet, conn: Conn, t_out: Tuple, seq: int, ack: int) -> bool:
+        """A helper segment paired without its length (going in at ``seq``/``ack``)."""
+        for k in mangle_keys(pkt, seq, ack):
+            m = self.mangled.get(k)
+            if m is None or pkt.ts - m[0] > self.window:
+                continue
+            if not m[1]:
+                self.counters["copy-ambiguous"] += 1
+                continue
+            t_in, n_in, zone, zdir = m[1], m[2], m[3], m[4]
+            if t_in == t_out:
+                self._confirm(t_in, zone, zdir)
+            else:
+                self._translated(t_in, pkt, zone, zdir)
+            if pkt.l4len != n_in and pkt.payload[:4].upper() in REWRITTEN:
+                self._rewritten(conn, t_in, seq, pkt.l4len - n_in, zone, zdir)
+            return True
+        return False
+
+    def _rewritten(
+        self, conn: Conn, t_in: Tuple, seq: int, off: int, zone: int = 0, zdir: int = 3
+    ) -> None:
+        """The master's helper rewrote the segment of ``t_in`` at ``seq`` ``off`` bytes
+        longer: the entry's sequence adjustment, as the master's."""
+        found = self.table.get(t_in, zone, zdir)
+        if found is None or found[0] is not conn:
+            return
+        sa = conn.seqadj
+        if sa is None:
+            sa = SeqAdj()
+        if sa.record(found[1], seq, off):
+            conn.seqadj = sa
+            conn.status |= IPS_SEQ_ADJUST
+            self.counters["seqadj-recorded"] += 1
+            if self.table.listener is not None:
+                self.table.listener(EVENT_UPDATE, conn)
 
     def expire(self, now: float) -> None:
         """Forget ingress copies older than the window; drop held RST/FIN never forwarded."""
@@ -233,6 +365,9 @@ class ForwardingConfirmer:
             got = recent.get(key)
             if got is not None and got[0] == ts:
                 del recent[key]
+            m = self.mangled.get(key)
+            if m is not None and m[0] == ts:
+                del self.mangled[key]
             h = held.get(key)
             if h is not None and h.pkt.ts == ts:
                 del held[key]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from .seqadj import SeqAdj
 from .tuple import Tuple
 
 # enum ip_conntrack_status (include/uapi/linux/netfilter/nf_conntrack_common.h)
@@ -19,6 +20,7 @@ IPS_ASSURED: Final = 1 << 2
 IPS_CONFIRMED: Final = 1 << 3
 IPS_SRC_NAT: Final = 1 << 4
 IPS_DST_NAT: Final = 1 << 5
+IPS_SEQ_ADJUST: Final = 1 << 6
 IPS_SRC_NAT_DONE: Final = 1 << 7
 IPS_DST_NAT_DONE: Final = 1 << 8
 IPS_DYING: Final = 1 << 9
@@ -207,10 +209,10 @@ class SctpState:
 
 
 class ConnExtra:
-    """What few entries carry (SCTP state, a zone, a mark, labels): one object for those
-    that do, instead of four fields in every entry (a million entries, 24 MB)."""
+    """What few entries carry (SCTP state, a zone, a mark, labels, NAT sequence
+    adjustment): one object for those that do, instead of five fields in every entry."""
 
-    __slots__ = ("sctp", "zone", "zone_dir", "mark", "labels")
+    __slots__ = ("sctp", "zone", "zone_dir", "mark", "labels", "seqadj")
 
     def __init__(self) -> None:
         self.sctp: SctpState | None = None
@@ -218,13 +220,14 @@ class ConnExtra:
         self.zone_dir = 3  # NF_CT_DEFAULT_ZONE_DIR; 1 = original tuple only, 2 = reply only
         self.mark = 0
         self.labels = b""  # ct labels (a primed entry's, as the master had them)
+        self.seqadj: SeqAdj | None = None  # a NAT helper rewrote a segment's length
 
 
 class Conn:
     """A tracked connection.
 
-    ``sctp``, ``zone``, ``mark`` and ``labels`` read and write like fields; they live in a
-    ``ConnExtra`` made on the first write of a value other than the default.
+    ``sctp``, ``zone``, ``mark``, ``labels`` and ``seqadj`` read and write like fields;
+    they live in a ``ConnExtra`` made on the first write of a value other than the default.
     """
 
     __slots__ = (
@@ -312,6 +315,16 @@ class Conn:
     def labels(self, value: bytes) -> None:
         if value or self.extra is not None:
             self._extra().labels = value
+
+    @property
+    def seqadj(self) -> SeqAdj | None:
+        x = self.extra
+        return x.seqadj if x is not None else None
+
+    @seqadj.setter
+    def seqadj(self, value: SeqAdj | None) -> None:
+        if value is not None or self.extra is not None:
+            self._extra().seqadj = value
 
     @property
     def proto(self) -> int:

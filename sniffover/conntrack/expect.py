@@ -14,6 +14,8 @@ RELATED. This module owns what is common to every helper:
   flood of spoofed requests may leave many outstanding, and every new flow is looked up);
   ``on_destroy`` drops a master's expectation with it; ``expire`` times them out.
 
+``nat_of`` gives what a NAT helper adds to the expectation of a translated master.
+
 Which helpers exist is the registry's business (``helpers/__init__.py``), not this one's.
 Pure: no I/O, no clock (``now`` comes from the packets).
 """
@@ -37,6 +39,9 @@ class ExpectPolicy(NamedTuple):
 DEFAULT_EXPECT_TIMEOUT = 300.0  # a primed expectation whose master has no helper here
 
 
+NatSaved = tuple[int, Tuple]  # (exp->dir, tuple whose source is the saved address/port)
+
+
 class Expectation(NamedTuple):
     """One expectation as ctnetlink takes it (CTA_EXPECT_MASTER / TUPLE / MASK)."""
 
@@ -47,6 +52,10 @@ class Expectation(NamedTuple):
     kind: str  # what registered it: "PORT" | "EPRT" | "227" | "229" | "RRQ" | "WRQ" | ...
     # The registering helper's policy timeout (FTP's and TFTP's are both 300 s).
     timeout: float = DEFAULT_EXPECT_TIMEOUT
+    # A NATed master's: (direction, saved tuple) as the NAT helper leaves it (exp->dir and
+    # exp->saved_proto as the source port of the tuple): the expected connection is
+    # translated to follow its master ("nat-follow-master").
+    nat: NatSaved | None = None
 
     @property
     def expires(self) -> float:
@@ -56,6 +65,19 @@ class Expectation(NamedTuple):
         """Whether a new connection with ORIGINAL tuple ``t`` is the one expected."""
         e = self.tuple
         return t[0] == e[0] and t[1] == e[1] and t[2] == e[2] and t[4] == e[4]
+
+
+def nat_of(conn: Conn, direction: int, port: int) -> NatSaved | None:
+    """What ``nf_nat_ftp`` / ``nf_nat_tftp`` record on an expectation of a translated
+    master (they run only then: ``ct->status & IPS_NAT_MASK``): ``exp->dir`` (the
+    expected connection's direction, the opposite of the announcing packet's) and
+    ``exp->saved_proto`` (``port``, where the connection goes after translation); the
+    saved address stays zero."""
+    o, r = conn.orig, conn.reply
+    if r[1] == o[2] and r[2] == o[1] and r[3] == o[4] and r[4] == o[3]:
+        return None  # not translated
+    zero = bytes(len(o[1]))
+    return (1 - direction, (o[0], zero, zero, port, 0))
 
 
 # help(): the master, the payload's direction in it, the payload, the capture time.

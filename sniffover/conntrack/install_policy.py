@@ -26,6 +26,11 @@ The rules come from how the kernel treats injected entries
   That is a TFTP request's flow: the server answers from another port (the request's
   flow never sees a reply) and the kernel accepts the expectation for that answer
   (``conntrack.helpers.tftp``) only on a master it holds.
+* Never an entry whose destination is a multicast group or the limited broadcast (the
+  master's are its own deliveries; the standby's kernel makes its own from its copy).
+* A NATed helper master whose segments the master rewrote to another length carries
+  its sequence adjustment (``conntrack.seqadj``, CTA_SEQ_ADJ_*): without it every later
+  segment of that control connection is shifted wrongly after a takeover.
 * Status is CONFIRMED (which ctnetlink demands) | SEEN_REPLY | ASSURED as the
   tracker has them; the timeout is what remains of the tracker's timer.
 """
@@ -60,6 +65,7 @@ from .states import (
     TCP_SYN_RECV,
     TCP_TIME_WAIT,
 )
+from .tuple import is_group_destination
 
 # TCP states worth installing; the closing ones only as updates of an installed entry.
 TCP_LIVE = frozenset((TCP_ESTABLISHED, TCP_FIN_WAIT, TCP_CLOSE_WAIT, TCP_LAST_ACK))
@@ -90,6 +96,8 @@ class Desired(NamedTuple):
     sctp_state: int = -1  # SCTP state, -1 for other protocols
     vtag_orig: int = 0
     vtag_reply: int = 0
+    # CTA_SEQ_ADJ_ORIG / _REPLY: (correction_pos, offset_before, offset_after) each
+    seqadj: tuple[tuple[int, int, int], tuple[int, int, int]] | None = None
 
 
 def remaining_timeout(conn: Conn, now: float) -> int:
@@ -120,6 +128,8 @@ def desired(
     """
     if conn.expires <= now or (require_forwarded and not conn.forwarded):
         return None
+    if is_group_destination(conn.orig[2]):
+        return None  # multicast / broadcast: each router delivers or routes its own copy
     status = IPS_CONFIRMED | (conn.status & (IPS_SEEN_REPLY | IPS_ASSURED))
     st = conn.tcp
     if conn.orig[0] == PROTO_TCP:
@@ -138,6 +148,7 @@ def desired(
         else:
             return None
         scale = st.flags0 & st.flags1 & TCP_FLAG_WINDOW_SCALE
+        sa = conn.seqadj
         return Desired(
             status,
             state,
@@ -145,6 +156,7 @@ def desired(
             st.td_scale1 if scale else 0,
             (st.flags0 & SIDE_FLAGS) | extra,
             (st.flags1 & SIDE_FLAGS) | extra,
+            seqadj=sa.values() if sa else None,
         )
     if conn.orig[0] == PROTO_SCTP:
         sc = conn.sctp

@@ -70,6 +70,7 @@ class Packet:
         "ttl",
         "hw",
         "ipid",
+        "digest",
         "payload",
         "zone",
         "zone_dir",
@@ -110,6 +111,7 @@ class Packet:
         hw: int = 0,
         ipid: int = 0,
         payload: bytes = b"",
+        digest: int = 0,
     ) -> None:
         self.ts = ts
         self.family = family
@@ -128,9 +130,15 @@ class Packet:
         self.vlan = vlan  # innermost VLAN id, 0 if untagged
         self.ttl = ttl  # IPv4 TTL / IPv6 hop limit
         self.hw = hw  # HW_FROM_MASTER | HW_TO_MASTER: the frame's MACs against the master's
-        self.ipid = ipid  # IPv4 identification (0 for IPv6): pairs a packet's copies
+        # What NAT leaves alone and pairs a packet's inside and outside copies
+        # (``conntrack.confirm``): the IPv4 identification, or the IPv6 flow label; and for
+        # UDP/UDP-Lite and echo, which have no sequence numbers, a CRC32 of the first
+        # payload bytes (echo: from the sequence number on; 0 when not computed)
+        self.ipid = ipid
+        self.digest = digest
         # L4 payload as captured (up to the snap length), only to or from a helper's port
-        # (``conntrack.helpers``: FTP control lines, TFTP requests); empty otherwise
+        # (``conntrack.helpers``: FTP control lines, TFTP requests); for UDP-Lite the whole
+        # segment from its header (``protocols.udplite_error``); empty otherwise
         self.payload = payload
         # The conntrack zone the master's ruleset gives this packet (conntrack.zones): set
         # after decoding from the capture interface and VLAN tag; 0 = the default zone

@@ -9,7 +9,7 @@ entry shows the status it had *before* this packet.
 from __future__ import annotations
 
 from .entry import IPS_ASSURED, IPS_FIXED_TIMEOUT, IPS_SEEN_REPLY, Conn
-from .packet import PROTO_ICMP, Packet
+from .packet import PROTO_ICMP, PROTO_UDP, Packet
 from .timeouts import Timeouts
 from .tuple import ICMP_NEW, ICMPV6_NEW
 from .verdict import ACCEPT, INVALID
@@ -38,8 +38,49 @@ def udp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
     return ACCEPT
 
 
+def udplite_error(pkt: Packet, checksum: int) -> bool:
+    """The kernel's ``udplite_error()``: True when the packet is INVALID.
+
+    ``pkt.payload`` holds the segment from its header (as captured). The coverage field
+    (0 = the whole datagram) must be 8..length and the checksum non-zero. With
+    ``nf_conntrack_checksum`` on, the covered bytes are checked at PRE_ROUTING, but with
+    ``IPPROTO_UDP`` (17) in the pseudo-header where the sender used 136 (verified on 6.18
+    in a router namespace: every datagram of two UDP-Lite sockets was INVALID and made
+    no entry, whatever the coverage, IPv4 and IPv6; one checksummed with 17 made one).
+    So a router with checksums on tracks no real UDP-Lite; a segment not captured up to
+    its coverage cannot be checked and counts as a real sender's (bad).
+    """
+    seg = pkt.payload
+    if len(seg) < 8:
+        return True  # "short packet" (decoded without its segment)
+    udplen = pkt.l4len + 8
+    cscov = seg[4] << 8 | seg[5]
+    if cscov == 0:
+        cscov = udplen
+    elif cscov < 8 or cscov > udplen:
+        return True  # "invalid checksum coverage"
+    if not (seg[6] or seg[7]):
+        return True  # "checksum missing": UDP-Lite mandates it
+    if not checksum:
+        return False
+    if len(seg) < cscov:
+        return True
+    if len(pkt.src) == 4:
+        pseudo = pkt.src + pkt.dst + bytes((0, PROTO_UDP)) + udplen.to_bytes(2, "big")
+    else:
+        pseudo = pkt.src + pkt.dst + udplen.to_bytes(4, "big") + bytes((0, 0, 0, PROTO_UDP))
+    data = pseudo + seg[:cscov]
+    if cscov & 1:
+        data += b"\0"
+    # the one's complement sum of 16-bit words is the number modulo 0xFFFF: a correct
+    # checksum makes it 0xFFFF (== 0)
+    return int.from_bytes(data, "big") % 0xFFFF != 0
+
+
 def udplite_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
-    """UDP-Lite: like UDP but without the 2-second rule."""
+    """UDP-Lite: like UDP but without the 2-second rule; ``udplite_error`` first."""
+    if udplite_error(pkt, t.checksum):
+        return INVALID
     now = pkt.ts
     if conn.status & IPS_SEEN_REPLY:
         _refresh(conn, now, t.udp_timeout_stream)

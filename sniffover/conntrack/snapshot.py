@@ -18,16 +18,18 @@ from .entry import (
     IPS_ASSURED,
     IPS_CONFIRMED,
     IPS_SEEN_REPLY,
+    IPS_SEQ_ADJUST,
     TCP_FLAG_BE_LIBERAL,
     TCP_FLAG_SACK_PERM,
     Conn,
     TcpState,
 )
 from .packet import PROTO_TCP
+from .seqadj import SeqAdj
 from .states import TCP_STATE_NAMES
 from .table import ConntrackTable
 from .tcp import NONE as TCP_INDEX_NONE
-from .tuple import Tuple
+from .tuple import Tuple, addr_text
 from .zones import DIR_WORDS, NF_CT_DEFAULT_ZONE_DIR, ZONE_DIR_KEY
 
 # Bits a snapshot's status may carry over to our entry (others are the kernel's business).
@@ -134,9 +136,41 @@ class SnapshotExpectation:
     zone: int = 0
     flags: int = 0  # NF_CT_EXPECT_PERMANENT 1, INACTIVE 2, USERSPACE 4
     klass: int = 0  # expectation class (SIP: 0 signalling, 1 audio, ...)
+    # a NAT helper's (CTA_EXPECT_NAT): direction and saved address/port as the source of
+    # ``nat_tuple``; ``fn`` the expectfn ("nat-follow-master"). -1: none
+    nat_dir: int = -1
+    nat_tuple: Tuple | None = None
+    fn: str = ""
 
 
 TCP_STATE_BY_NAME = {name: i for i, name in enumerate(TCP_STATE_NAMES)}
+
+
+def format_seqadj(values: tuple[tuple[int, int, int], tuple[int, int, int]]) -> str:
+    """CTA_SEQ_ADJ_ORIG / _REPLY as one line: six u32, ORIGINAL's three then REPLY's."""
+    return " ".join(str(v & 0xFFFFFFFF) for d in values for v in d)
+
+
+def tuple_key(t: Tuple) -> str:
+    """A tuple as one line of text ("6 192.0.2.1 198.51.100.1 40000 21"), for files."""
+    return f"{t[0]} {addr_text(t[1])} {addr_text(t[2])} {t[3]} {t[4]}"
+
+
+def parse_seqadj(text: str) -> SeqAdj | None:
+    """``format_seqadj``'s line as a ``SeqAdj`` (None if it is not six numbers)."""
+    try:
+        v = [int(x) & 0xFFFFFFFF for x in text.split()]
+    except ValueError:
+        return None
+    if len(v) != 6:
+        return None
+    sa = SeqAdj()
+    for d in (0, 1):
+        pos, before, after = v[3 * d : 3 * d + 3]
+        sa.pos[d] = pos
+        sa.before[d] = before - (1 << 32) if before >> 31 else before
+        sa.after[d] = after - (1 << 32) if after >> 31 else after
+    return sa if sa else None
 
 
 def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
@@ -151,6 +185,10 @@ def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
         conn.zone_dir = DIR_WORDS.get(entry.extra.get(ZONE_DIR_KEY, ""), NF_CT_DEFAULT_ZONE_DIR)
     conn.forwarded = True  # the master's own table: no further proof needed
     conn.labels = entry.labels
+    adj = entry.extra.get("seqadj")
+    if adj:  # the master's CTA_SEQ_ADJ_* (kernel.dump): "pos before after" ORIGINAL, REPLY
+        conn.seqadj = parse_seqadj(adj)
+        conn.status |= IPS_SEQ_ADJUST
     if entry.orig[0] == PROTO_TCP:
         st = TcpState()
         st.state = entry.tcp_state or 0

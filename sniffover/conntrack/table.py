@@ -56,26 +56,24 @@ from .packet import (
     PROTO_UDPLITE,
     Packet,
 )
-from .protocols import (
-    generic_packet,
-    gre_packet,
-    icmp_new,
-    icmp_packet,
-    udp_packet,
-    udplite_packet,
-)
+from .protocols import generic_packet, gre_packet, icmp_new, icmp_packet, udp_packet, udplite_packet
 from .sctp import sctp_can_early_drop, sctp_new, sctp_packet
 from .states import TCP_CLOSE, TCP_ESTABLISHED, TCP_FIN_WAIT
 from .tcp import NONE as TCP_INDEX_NONE
 from .tcp import SYN as TCP_INDEX_SYN
 from .tcp import TCP_INDEX, VALID_FLAGS, tcp_new, tcp_packet
 from .timeouts import Timeouts
-from .tuple import ICMP_ERRORS, ICMPV6_UNTRACKED, Tuple, invert
+from .tuple import (
+    ICMP_ERRORS,
+    ICMPV6_UNTRACKED,
+    JOINED_GROUPS,
+    MULTICAST_MODES,
+    Tuple,
+    invert,
+    is_multicast,
+)
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
-from .zones import direction_of as _direction
-from .zones import find_zoned, zone_key
-from .zones import orig_key as _okey
-from .zones import reply_key as _rkey
+from .zones import lookup, orig_key, reply_key, zone_key
 
 EVENT_NEW = "new"
 EVENT_UPDATE = "update"
@@ -135,8 +133,15 @@ class ConntrackTable:
         infer_direction: bool = True,
         listener: Listener | None = None,
         max_entries: int | None = None,
+        multicast: str = "drop",
     ) -> None:
         self.timeouts = timeouts or Timeouts()
+        # "drop": a router that joined no group and routes no multicast: a datagram to any
+        # other group than JOINED_GROUPS dies in routing, its entry never confirmed.
+        # "track": a firewall that listens to or routes multicast: tracked like unicast.
+        if multicast not in MULTICAST_MODES:
+            raise ValueError(f"multicast must be one of {', '.join(MULTICAST_MODES)}")
+        self.drop_multicast = multicast == "drop"
         # nf_conntrack_max: at the limit a new entry early-drops an old one or is refused.
         self.max_entries = max_entries
         # Eviction candidates in insertion order (only with max_entries), and the entries
@@ -172,20 +177,14 @@ class ConntrackTable:
         return found[0] if found is not None else None
 
     def get(self, t: Tuple, zone: int = 0, zone_dir: int = 3) -> tuple[Conn, int] | None:
-        """The entry holding tuple ``t`` (either direction) and that direction, looked up
-        as the kernel looks up a packet whose zone template is (``zone``, ``zone_dir``)."""
-        if zone:
-            return find_zoned(self._map, t, zone, zone_dir)
-        conn = self._map.get(t)
-        return None if conn is None else (conn, _direction(conn, t, 0))
+        """The entry holding ``t`` and that direction, for a packet of that zone template."""
+        conn, direction = lookup(self._map, t, zone, zone_dir)
+        return None if conn is None else (conn, direction)
 
     def conns(self) -> Iterator[Conn]:
         """Every entry, expired or not (each once)."""
-        for key, conn in self._map.items():
-            if key is conn.orig:
-                if conn.extra is None or not conn.zone_id(0):
-                    yield conn
-            elif len(key) == 6 and key[5] == conn.zone_id(0) and key[:5] == conn.orig:
+        for key, conn in self._map.items():  # the key of its ORIGINAL tuple (zone appended)
+            if key is conn.orig if conn.extra is None else key == orig_key(conn):
                 yield conn
 
     def entries(self, now: float) -> list[Conn]:
@@ -211,15 +210,7 @@ class ConntrackTable:
             return self._count(INVALID)
 
         key = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
-        if pkt.zone:
-            found = find_zoned(self._map, key, pkt.zone, pkt.zone_dir)
-            conn, direction = found if found is not None else (None, 0)
-        else:
-            conn = self._map.get(key)
-            # Reply first: if both tuples are equal (a host talking to itself on one
-            # port) the kernel's hash chain finds the REPLY node first.
-            if conn is not None:  # (a reply tuple in zone 0: _direction, inlined)
-                direction = int(key == conn.reply and (conn.extra is None or not conn.zone_id(1)))
+        conn, direction = lookup(self._map, key, pkt.zone, pkt.zone_dir)
         if conn is not None:
             if conn.expires > pkt.ts:
                 verdict = self._existing(conn, direction, pkt, key)
@@ -234,7 +225,7 @@ class ConntrackTable:
 
     def _existing(self, conn: Conn, direction: int, pkt: Packet, key: Tuple) -> int:
         if self._ttl_probes and pkt.ttl != 1:
-            self._ttl_probes.pop(_okey(conn), None)  # a packet that can live on: keep it
+            self._ttl_probes.pop(orig_key(conn), None)  # a packet that can live on: keep it
         status0 = conn.status
         st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
@@ -266,6 +257,17 @@ class ConntrackTable:
         return HANDLERS.get(proto, generic_packet)(conn, direction, pkt, self.timeouts)
 
     def _new(self, pkt: Packet, key: Tuple) -> int:
+        dst = pkt.dst
+        if is_multicast(dst):
+            if len(dst) == 16 and dst[1] & 0x0E == 0:
+                # scope 0 or interface-local: ip6_rcv_core() drops it before conntrack
+                self.counters["multicast-bad-scope"] += 1
+                return IGNORE
+            if self.drop_multicast and dst not in JOINED_GROUPS and not pkt.hw & HW_FROM_MASTER:
+                # NEW, then dropped by the router's routing: never confirmed. What leaves the
+                # master (its own VRRP adverts, IGMP reports) went through its OUTPUT path.
+                self.counters["multicast-not-joined"] += 1
+                return IGNORE
         if (
             pkt.ttl == 1
             and pkt.src in self._dying
@@ -305,14 +307,13 @@ class ConntrackTable:
         else:
             conn = Conn(key, reply, now)
         if pkt.zone:  # the entry takes the packet's zone template as it is
-            conn.zone = pkt.zone
-            conn.zone_dir = pkt.zone_dir
+            conn.zone, conn.zone_dir = pkt.zone, pkt.zone_dir
         res = self._handle(conn, direction, pkt)
         if res == INVALID:
             return INVALID
         if res == KILL:
             return ACCEPT  # never confirmed
-        okey, rkey = _okey(conn), _rkey(conn)
+        okey, rkey = orig_key(conn), reply_key(conn)
         if okey in self._map or rkey in self._map:
             # Both tuples must be unique (nf_conntrack_confirm): the packet is dropped.
             self.counters["insert-clash"] += 1
@@ -351,8 +352,10 @@ class ConntrackTable:
         new_reply = reply if reply is not None else conn.reply
         if new_orig == conn.orig and new_reply == conn.reply:
             return True
-        zo, zr = conn.zone_id(0), conn.zone_id(1)
-        new_okey, new_rkey = zone_key(new_orig, zo), zone_key(new_reply, zr)
+        new_okey, new_rkey = (
+            zone_key(new_orig, conn.zone_id(0)),
+            zone_key(new_reply, conn.zone_id(1)),
+        )
         for t in (new_okey, new_rkey):
             other = m.get(t)
             if other is not None and other is not conn:
@@ -364,7 +367,7 @@ class ConntrackTable:
                 self._destroy(other, "nat-duplicate")
         if self.listener is not None:
             self.listener(EVENT_REPLACE, conn)
-        for t in (_okey(conn), _rkey(conn)):
+        for t in (orig_key(conn), reply_key(conn)):
             if m.get(t) is conn:
                 del m[t]
         conn.orig, conn.reply = new_orig, new_reply
@@ -381,7 +384,7 @@ class ConntrackTable:
         What the tracker already holds wins: it was sniffed, so it is at least as new.
         """
         m = self._map
-        old = m.get(_okey(conn)) or m.get(_rkey(conn))
+        old = m.get(orig_key(conn)) or m.get(reply_key(conn))
         if old is not None:
             if old.expires > conn.last_seen:
                 self.counters["adopt-known"] += 1
@@ -390,8 +393,8 @@ class ConntrackTable:
         if self._early is not None and not self._admit(conn.last_seen):
             return False
         conn.orig, conn.reply = self._shared(conn.orig, conn.reply)
-        m[_okey(conn)] = conn
-        m[_rkey(conn)] = conn
+        m[orig_key(conn)] = conn
+        m[reply_key(conn)] = conn
         self._entries += 1
         if self._early is not None:
             self._enqueue(conn)
@@ -463,7 +466,7 @@ class ConntrackTable:
         tup = conn.reply if found[1] else conn.orig
         if pkt.dst != tup[2]:
             return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
-        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(_okey(conn)) is conn:
+        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(orig_key(conn)) is conn:
             # "TTL exceeded in transit" about an entry whose every packet so far arrived
             # with TTL 1: the capture point's router dropped them in ip_forward() (ttl <= 1)
             # and sent this error itself. In the kernel the entry made in PRE_ROUTING is
@@ -471,7 +474,7 @@ class ConntrackTable:
             # a packet never reaches, so the router's table has no entry for it
             # (traceroute's first hop; verified: pcaps/icmp_ttl_exceeded). The error
             # itself finds nothing in the kernel's hash either.
-            del self._ttl_probes[_okey(conn)]
+            del self._ttl_probes[orig_key(conn)]
             if not conn.status & IPS_SEEN_REPLY:
                 self._destroy(conn, "ttl-expired")
                 self._learn_first_hop(conn.orig[1], pkt.src)
@@ -507,8 +510,8 @@ class ConntrackTable:
         if len(early) + len(self._assured) > 2 * self._entries + 64:
             # mostly destroyed entries: compact (O(1) amortised)
             m = self._map
-            self._early = deque(c for c in early if m.get(_okey(c)) is c)
-            self._assured = deque(c for c in self._assured if m.get(_okey(c)) is c)
+            self._early = deque(c for c in early if m.get(orig_key(c)) is c)
+            self._assured = deque(c for c in self._assured if m.get(orig_key(c)) is c)
 
     def _admit(self, now: float) -> bool:
         """Room for one more entry under ``max_entries``: True, else count "table-full"."""
@@ -536,7 +539,7 @@ class ConntrackTable:
         reason = "early-drop"
         for _ in range(min(EVICTION_RANGE, len(assured))):
             conn = assured.popleft()
-            if m.get(_okey(conn)) is not conn:
+            if m.get(orig_key(conn)) is not conn:
                 continue  # destroyed since: stale
             st = conn.tcp
             if conn.expires <= now:
@@ -551,7 +554,7 @@ class ConntrackTable:
         unassured: list[Conn] = []  # looked at, oldest first
         while chosen is None and early and len(unassured) < EVICTION_RANGE:
             conn = early.popleft()
-            if m.get(_okey(conn)) is not conn:
+            if m.get(orig_key(conn)) is not conn:
                 continue
             st = conn.tcp
             if conn.expires <= now:
@@ -576,12 +579,10 @@ class ConntrackTable:
 
     def _destroy(self, conn: Conn, reason: str) -> None:
         m = self._map
-        okey = _okey(conn)
-        if m.get(okey) is not conn:
+        if m.get(okey := orig_key(conn)) is not conn:
             return  # already gone
         del m[okey]
-        rkey = _rkey(conn)
-        if m.get(rkey) is conn:
+        if m.get(rkey := reply_key(conn)) is conn:
             del m[rkey]
         self._entries -= 1
         self.counters["destroyed-" + reason] += 1

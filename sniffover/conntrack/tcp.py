@@ -40,6 +40,7 @@ from .entry import (
     TCP_FLAG_WINDOW_SCALE,
     TCP_SIMULTANEOUS_OPEN,
     Conn,
+    ConnExtra,
     TcpState,
 )
 from .packet import TH_ACK, TH_FIN, TH_RST, TH_SYN, TH_URG, Packet, tcp_sack_edge, tcp_syn_options
@@ -184,7 +185,12 @@ def tcp_new(conn: Conn, pkt: Packet, timeouts: Timeouts) -> bool:
 
 
 def tcp_in_window(
-    st: TcpState, direction: int, index: int, pkt: Packet, liberal_sysctl: int
+    st: TcpState,
+    direction: int,
+    index: int,
+    pkt: Packet,
+    liberal_sysctl: int,
+    extra: ConnExtra | None = None,
 ) -> int:
     """The four window bounds; returns ACCEPT, IGNORE or INVALID (``tcp_in_window``).
 
@@ -229,6 +235,13 @@ def tcp_in_window(
 
     if r_flags & TCP_FLAG_SACK_PERM and pkt.tcp_opts:
         sack = tcp_sack_edge(pkt.tcp_opts, ack)
+    seqadj = extra.seqadj if extra is not None else None  # few entries have an extra
+    if seqadj is not None:
+        # NAT helper mangling: the ack counts the receiver's bytes as the master shifted
+        # them, the receiver's td_end as it sent them (nf_ct_seq_offset of !dir, ack - 1)
+        off = seqadj.offset(1 - direction, (ack - 1) & U32)
+        ack = (ack - off) & U32
+        sack = (sack - off) & U32
 
     res = -1  # decided: ACCEPT / IGNORE / INVALID; the fields are written back below
     init = False
@@ -512,14 +525,14 @@ def tcp_packet(conn: Conn, direction: int, pkt: Packet, t: Timeouts) -> int:
                 ):
                     skip_window = True  # RST answering a challenge ACK
             if not skip_window:
-                res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal)
+                res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal, conn.extra)
                 if res != ACCEPT:
                     if res == INVALID:
                         _handle_invalid(conn, direction, index, now, t)
                     return res
             return _in_window(conn, st, direction, index, old_state, new_state, pkt, t)
 
-    res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal)
+    res = tcp_in_window(st, direction, index, pkt, t.tcp_be_liberal, conn.extra)
     if res != ACCEPT:
         if res == INVALID:
             _handle_invalid(conn, direction, index, now, t)

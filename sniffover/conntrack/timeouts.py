@@ -40,8 +40,9 @@ class Timeouts:
     tcp_be_liberal: int = 0
     tcp_ignore_invalid_rst: int = 0
     tcp_max_retrans: int = 3
-    # nf_conntrack_checksum: verify L4 checksums in PRE_ROUTING (here: SCTP's CRC32c, the
-    # one checksum a sniffer can trust on the wire; offloaded TCP/UDP sums are not checked)
+    # nf_conntrack_checksum: verify L4 checksums in PRE_ROUTING (SCTP's CRC32c, the one
+    # checksum a sniffer can trust on the wire, and protocols.udplite_error; offloaded
+    # TCP/UDP sums are not checked)
     checksum: int = 1
     sctp_timeout_closed: float = 10
     sctp_timeout_cookie_wait: float = 3

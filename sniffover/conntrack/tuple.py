@@ -48,6 +48,31 @@ ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 ICMPV6_UNTRACKED = frozenset((130, 131, 132, 133, 134, 135, 136, 143, 151, 152, 153))
 
 
+# Multicast: a datagram to a group is confirmed (gets an entry) only when the router
+# delivers it (its interface joined the group) or routes it (multicast forwarding). A
+# Linux router's interfaces join these groups unasked: IPv4 all-systems; IPv6 all-nodes and,
+# forwarding on, all-routers (verified on 6.18: entries for exactly these, none for
+# 224.0.0.2/.22/.251/.252, 239.255.255.250, ff02::fb, ff02::1:3, ff02::c, ff05::c). The
+# interface-local ff01::/16 groups it joins too, but a frame to them from a wire is dropped
+# by ip6_rcv_core() before conntrack. Not modelled: the solicited-node groups
+# ff02::1:ffXX:XXXX of the router's own addresses.
+JOINED_GROUPS: Final = frozenset(
+    ipaddress.ip_address(a).packed for a in ("224.0.0.1", "ff02::1", "ff02::2", "ff05::2")
+)
+LIMITED_BROADCAST: Final = b"\xff\xff\xff\xff"
+MULTICAST_MODES: Final = ("drop", "track")
+
+
+def is_multicast(addr: bytes) -> bool:
+    """224.0.0.0/4 or ff00::/8."""
+    return addr[0] & 0xF0 == 0xE0 if len(addr) == 4 else addr[0] == 0xFF
+
+
+def is_group_destination(addr: bytes) -> bool:
+    """A multicast group or the limited broadcast: never one flow through the master."""
+    return is_multicast(addr) or addr == LIMITED_BROADCAST
+
+
 def packet_tuple(pkt: Packet) -> Tuple:
     """The tuple of a packet as it travels (its own direction)."""
     return (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)

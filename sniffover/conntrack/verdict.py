@@ -3,7 +3,9 @@
 from typing import Final
 
 ACCEPT: Final = 0  # tracked; the entry's state was updated (NEW/ESTABLISHED ctinfo)
-IGNORE: Final = 1  # passed, entry matched, state not updated ("ign" in the TCP table)
+# passed, no state updated: an entry matched ("ign" in the TCP table), or a datagram to a
+# multicast group the router neither joined nor routes (no entry: it dies in routing)
+IGNORE: Final = 1
 INVALID: Final = 2  # conntrack would mark it INVALID: no entry, no state change
 RELATED: Final = 3  # an ICMP error about a tracked flow; no entry of its own
 UNTRACKED: Final = 4  # never tracked (ICMPv6 neighbour discovery, MLD)

@@ -101,6 +101,20 @@ def find_zoned(m: dict[Tuple, Conn], t: Tuple, zone: int, zdir: int) -> tuple[Co
     return None
 
 
+def lookup(m: dict[Tuple, Conn], t: Tuple, zone: int, zdir: int) -> tuple[Conn | None, int]:
+    """The table's lookup of a packet with tuple ``t`` and zone template (``zone``, ``zdir``):
+    its entry (None if none) and its direction."""
+    if zone:
+        found = find_zoned(m, t, zone, zdir)
+        return found if found is not None else (None, 0)
+    conn = m.get(t)
+    if conn is None:
+        return None, 0
+    # Reply first: if both tuples are equal (a host talking to itself on one port) the
+    # kernel's hash chain finds the REPLY node first (direction_of, inlined for zone 0).
+    return conn, int(t == conn.reply and (conn.extra is None or not conn.zone_id(1)))
+
+
 class CaptureZones:
     """The rules for one capture: its interface's zone, and the VLAN rules before it."""
 

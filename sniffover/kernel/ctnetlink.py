@@ -1,15 +1,14 @@
 """ctnetlink: the messages that install, update and delete kernel conntrack entries and
-expectations, the socket that sends them, and the netlink/ctnetlink numbers and header
-structs, declared here once (``dump.py`` decodes with them; ``IPS_*`` bits come from
+expectations, the socket that sends them, and the netlink/ctnetlink numbers and header structs,
+declared here once (``dump.py`` decodes with them; ``IPS_*`` bits come from
 ``conntrack.entry``).
 
-The hot install path packs ``IPCTNL_MSG_CT_NEW`` messages by hand and sends many
-per ``sendmsg`` (pyroute2's encoder is ~50x slower); tests decode what is sent
-with pyroute2 to check the bytes. Rules of this kernel (conntrack-semantics §5):
-CTA_STATUS must carry IPS_CONFIRMED on create and update, may only add
-SEEN_REPLY/ASSURED, never EXPECTED/DYING; CTA_TIMEOUT is mandatory on create; TCP
-window scales stick only with WINDOW_SCALE set on both sides; a message without
-a tuple would flush the table, so the encoder refuses to build one.
+The hot install path packs ``IPCTNL_MSG_CT_NEW`` messages by hand and sends many per ``sendmsg``
+(pyroute2's encoder is ~50x slower); tests decode what is sent with pyroute2 to check the bytes.
+Rules of this kernel (conntrack-semantics §5): CTA_STATUS must carry IPS_CONFIRMED on create and
+update, may only add SEEN_REPLY/ASSURED, never EXPECTED/DYING; CTA_TIMEOUT is mandatory on
+create; TCP window scales stick only with WINDOW_SCALE set on both sides; a message without a
+tuple would flush the table, so the encoder refuses to build one.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from typing import Any, Final
 from ..conntrack.entry import IPS_CONFIRMED
 from ..errors import NetlinkError
 
-# The netlink and ctnetlink numbers (linux/netfilter/nfnetlink_conntrack.h), declared once
-# for the encoder here, the dump decoder (``dump.py``) and the expectation installer.
+# The netlink and ctnetlink numbers (linux/netfilter/nfnetlink_conntrack.h), declared once for
+# the encoder here, the dump decoder (``dump.py``) and the expectation installer.
 NETLINK_NETFILTER: Final = 12
 NFNL_SUBSYS_CTNETLINK: Final = 1
 IPCTNL_MSG_CT_NEW: Final = 0
@@ -57,10 +56,16 @@ CTA_TIMEOUT: Final = 7
 CTA_MARK: Final = 8
 CTA_ID: Final = 12
 CTA_NAT_DST: Final = 13
+CTA_TUPLE_MASTER: Final = 14
+CTA_SEQ_ADJ_ORIG: Final = 15
+CTA_SEQ_ADJ_REPLY: Final = 16
 CTA_ZONE: Final = 18
 CTA_LABELS: Final = 22
 # enum ctattr_help
 CTA_HELP_NAME: Final = 1
+CTA_SEQADJ_CORRECTION_POS: Final = 1  # enum ctattr_seqadj
+CTA_SEQADJ_OFFSET_BEFORE: Final = 2
+CTA_SEQADJ_OFFSET_AFTER: Final = 3
 # enum ctattr_expect
 CTA_EXPECT_MASTER: Final = 1
 CTA_EXPECT_TUPLE: Final = 2
@@ -70,6 +75,11 @@ CTA_EXPECT_HELP_NAME: Final = 6
 CTA_EXPECT_ZONE: Final = 7
 CTA_EXPECT_FLAGS: Final = 8
 CTA_EXPECT_CLASS: Final = 9
+CTA_EXPECT_NAT: Final = 10
+CTA_EXPECT_FN: Final = 11
+CTA_EXPECT_NAT_DIR: Final = 1  # enum ctattr_expect_nat
+CTA_EXPECT_NAT_TUPLE: Final = 2
+NAT_FOLLOW_MASTER: Final = "nat-follow-master"  # expectfn of nf_nat_ftp/tftp's expectations
 # enum ctattr_nat, ctattr_protonat
 CTA_NAT_V4_MINIP: Final = 1
 CTA_NAT_V4_MAXIP: Final = 2
@@ -139,8 +149,7 @@ def _be32(v: int) -> bytes:
 
 
 def encode_tuple(kind: int, t: Tuple, zone: int = 0) -> bytes:
-    """A CTA_TUPLE_ORIG/REPLY nest for ``t``; ``zone``: CTA_TUPLE_ZONE, this tuple alone
-    in that zone (a directional zone, ``ctnetlink_parse_tuple_zone``)."""
+    """A CTA_TUPLE_ORIG/REPLY nest for ``t`` (``zone``: CTA_TUPLE_ZONE, this tuple alone)."""
     proto, src, dst, sport, dport = t
     if len(src) == 4:
         ip = _nest(CTA_TUPLE_IP, _attr(CTA_IP_V4_SRC, src), _attr(CTA_IP_V4_DST, dst))
@@ -215,6 +224,20 @@ def encode_nat(kind: int, addr: bytes, port: int) -> bytes:
     return _nest(kind, _attr(lo, addr), _attr(hi, addr), ports)
 
 
+SeqAdjValues = tuple[tuple[int, int, int], tuple[int, int, int]]
+
+
+def encode_seqadj(values: SeqAdjValues) -> bytes:
+    """CTA_SEQ_ADJ_ORIG and _REPLY, each {CORRECTION_POS, OFFSET_BEFORE, OFFSET_AFTER}
+    (be32, u32 arithmetic; the kernel wants all three: ``change_seq_adj``)."""
+    kinds = (CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY)
+    fields = (CTA_SEQADJ_CORRECTION_POS, CTA_SEQADJ_OFFSET_BEFORE, CTA_SEQADJ_OFFSET_AFTER)
+    return b"".join(
+        _nest(k, *(_attr(f, _be32(v & 0xFFFFFFFF)) for f, v in zip(fields, row, strict=True)))
+        for k, row in zip(kinds, values, strict=True)
+    )
+
+
 def encode_ct_new(
     orig: Tuple,
     reply: Tuple,
@@ -234,16 +257,16 @@ def encode_ct_new(
     labels: bytes = b"",
     helper: str | None = None,
     sctp: tuple[int, int, int] | None = None,
+    seqadj: SeqAdjValues | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_CT_NEW (create, or update when the entry exists and not ``exclusive``).
 
     ``helper`` (CTA_HELP, create only: a helper cannot be added later) attaches a kernel
     helper by name, e.g. "ftp", so the entry's RELATED connections can be expected.
-    ``zone_dir`` 1 or 2 puts ``zone`` on the original or the reply tuple alone
-    (CTA_TUPLE_ZONE; the kernel refuses it together with CTA_ZONE); 3: CTA_ZONE, both."""
+    ``zone_dir`` 1/2: ``zone`` on that tuple alone (CTA_TUPLE_ZONE); ``seqadj``: a NAT
+    helper's sequence adjustment (create or update)."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
-    oz = zone if zone_dir == 1 else 0
-    rz = zone if zone_dir == 2 else 0
+    oz, rz = (zone if zone_dir == 1 else 0), (zone if zone_dir == 2 else 0)
     body = encode_tuple(CTA_TUPLE_ORIG, orig, oz) + encode_tuple(CTA_TUPLE_REPLY, reply, rz)
     body += _attr(CTA_STATUS, _be32(status | IPS_CONFIRMED))
     body += _attr(CTA_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
@@ -259,11 +282,12 @@ def encode_ct_new(
         body += _nest(CTA_HELP, _attr(CTA_HELP_NAME, helper.encode() + b"\0"))
     if mark is not None:
         body += _attr(CTA_MARK, _be32(mark))
+    if seqadj is not None:
+        body += encode_seqadj(seqadj)
     if labels and create:
         # applied only where a rule uses `ct label`, silently dropped elsewhere (§5.4)
         body += _attr(CTA_LABELS, labels)
-    if zone and zone_dir == 3:
-        body += _attr(CTA_ZONE, _be16(zone))
+    body += _attr(CTA_ZONE, _be16(zone)) if zone and zone_dir == 3 else b""
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     if create:
         flags |= NLM_F_CREATE
@@ -281,19 +305,31 @@ def encode_exp_new(
     zone: int = 0,
     seq: int = 0,
     ack: bool = True,
+    nat: tuple[int, Tuple] | None = None,
 ) -> bytes:
     """One IPCTNL_MSG_EXP_NEW: create the expectation (or update its timeout if it exists).
 
     ``master`` is the ORIGINAL tuple of an entry that exists and has a helper (else ENOENT
     / EOPNOTSUPP); the mask needs every tuple field, only its source address and port
     count (destination always exact). The kernel takes the helper's policy timeout on
-    create and CTA_EXPECT_TIMEOUT on update (conntrack-semantics §6.3)."""
+    create and CTA_EXPECT_TIMEOUT on update (conntrack-semantics §6.3).
+
+    ``nat`` = (direction, tuple): a NAT helper's expectation: CTA_EXPECT_NAT {DIR, TUPLE
+    (saved address/port as its source)} and CTA_EXPECT_FN "nat-follow-master" (without
+    the function the kernel keeps the saved values and translates nothing)."""
     family = AF_INET if len(master[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_EXPECT_MASTER, master) + encode_tuple(CTA_EXPECT_TUPLE, expected)
     body += encode_tuple(CTA_EXPECT_MASK, mask)
     body += _attr(CTA_EXPECT_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
-    if zone:
-        body += _attr(CTA_EXPECT_ZONE, _be16(zone))
+    if nat is not None:
+        direction, saved = nat
+        body += _nest(
+            CTA_EXPECT_NAT,
+            _attr(CTA_EXPECT_NAT_DIR, _be32(direction)),
+            encode_tuple(CTA_EXPECT_NAT_TUPLE, saved),
+        )
+        body += _attr(CTA_EXPECT_FN, NAT_FOLLOW_MASTER.encode() + b"\0")
+    body += _attr(CTA_EXPECT_ZONE, _be16(zone)) if zone else b""
     flags = NLM_F_REQUEST | NLM_F_CREATE | (NLM_F_ACK if ack else 0)
     return _message(IPCTNL_MSG_EXP_NEW, flags, seq, family, body, NFNL_SUBSYS_CTNETLINK_EXP)
 
@@ -302,24 +338,23 @@ def encode_exp_delete(expected: Tuple, zone: int = 0, seq: int = 0, ack: bool = 
     """Delete one expectation by its tuple (never a tuple-less flush)."""
     family = AF_INET if len(expected[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_EXPECT_TUPLE, expected)
-    if zone:
-        body += _attr(CTA_EXPECT_ZONE, _be16(zone))
+    body += _attr(CTA_EXPECT_ZONE, _be16(zone)) if zone else b""
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     return _message(IPCTNL_MSG_EXP_DELETE, flags, seq, family, body, NFNL_SUBSYS_CTNETLINK_EXP)
 
 
 # --- the hot path: one struct.pack per message -----------------------------------------
 #
-# Profiling the installer showed message building (25 small attributes) costing 7x the
-# sendmsg and the kernel round trip together. For the common shapes (port-based
-# protocols over IPv4/IPv6, with or without TCP protoinfo, mark and zone) the message is
-# precomputed constant pieces joined with the variable ones; ``encode_ct_new`` stays the
-# reference and the tests check the two byte for byte.
+# Profiling the installer showed message building (25 small attributes) costing 7x the sendmsg
+# and the kernel round trip together. For the common shapes (port-based protocols over
+# IPv4/IPv6, with or without TCP protoinfo, mark and zone) the message is precomputed constant
+# pieces joined with the variable ones; ``encode_ct_new`` stays the reference and the tests
+# check the two byte for byte.
 
 _N = NLA_F_NESTED
 
-# The constant pieces of a message, joined with the variable ones (addresses, ports,
-# status, timeout, ...) in one b"".join: compiled, that beats one struct.pack of ~60 values.
+# The constant pieces of a message, joined with the variable ones (addresses, ports, status,
+# timeout, ...) in one b"".join: compiled, that beats one struct.pack of ~60 values.
 _HEAD = struct.Struct(NLMSG_HDR.format + NFGEN_HDR.format.lstrip("=")).pack  # nlmsghdr + nfgenmsg
 _HH = NLA_HDR.pack  # an attribute header
 _PORTS: tuple[bytes, ...] = tuple(struct.pack("!Hxx", p) for p in range(0x10000))
@@ -450,9 +485,7 @@ def encode_ct_new_fast(
 def encode_ct_delete(orig: Tuple, zone: int = 0, seq: int = 0, ack: bool = True) -> bytes:
     """Delete one entry by its original tuple (never a tuple-less flush)."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
-    body = encode_tuple(CTA_TUPLE_ORIG, orig)
-    if zone:
-        body += _attr(CTA_ZONE, _be16(zone))
+    body = encode_tuple(CTA_TUPLE_ORIG, orig) + (_attr(CTA_ZONE, _be16(zone)) if zone else b"")
     return _message(
         IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | (NLM_F_ACK if ack else 0), seq, family, body
     )

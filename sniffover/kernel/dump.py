@@ -18,14 +18,18 @@ import os
 import struct
 from collections.abc import Iterator
 
-from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
+from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation, format_seqadj
 from ..conntrack.zones import ZONE_DIR_KEY
 from .ctnetlink import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_FLAGS,
+    CTA_EXPECT_FN,
     CTA_EXPECT_HELP_NAME,
     CTA_EXPECT_MASK,
     CTA_EXPECT_MASTER,
+    CTA_EXPECT_NAT,
+    CTA_EXPECT_NAT_DIR,
+    CTA_EXPECT_NAT_TUPLE,
     CTA_EXPECT_TIMEOUT,
     CTA_EXPECT_TUPLE,
     CTA_EXPECT_ZONE,
@@ -53,6 +57,10 @@ from .ctnetlink import (
     CTA_PROTOINFO_TCP_STATE,
     CTA_PROTOINFO_TCP_WSCALE_ORIGINAL,
     CTA_PROTOINFO_TCP_WSCALE_REPLY,
+    CTA_SEQ_ADJ_ORIG,
+    CTA_SEQ_ADJ_REPLY,
+    CTA_SEQADJ_CORRECTION_POS,
+    CTA_SEQADJ_OFFSET_AFTER,
     CTA_STATUS,
     CTA_TIMEOUT,
     CTA_TUPLE_IP,
@@ -96,7 +104,7 @@ _PORT_PROTOS = frozenset((6, 17, 132, 136))
 # --- attributes of the kernel's answers ------------------------------------------------
 
 
-def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+def iter_attrs(buf: bytes | bytearray, start: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(type without flags, payload start, payload end) for each attribute in buf[start:end]."""
     while start + 4 <= end:
         length, kind = NLA_HDR.unpack_from(buf, start)
@@ -221,10 +229,12 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
     empty: Tuple = (0, b"", b"", 0, 0)
     orig = reply = empty
     status = timeout = mark = zone = 0
-    zone_dir = ""
+    tz: dict[str, str] = {}  # a directional zone (conntrack.zones)
     tcp: tuple[int, int] | None = None
     labels = b""
     helper = ""
+    seqadj = [[0, 0, 0], [0, 0, 0]]
+    has_seqadj = False
     off = start + 20  # nlmsghdr + nfgenmsg
     while off + 4 <= end:
         length, kind = nla(buf, off)
@@ -234,21 +244,14 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
         s = off + 4
         e = off + length
         if kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
-            t = _fast_tuple(buf, s, e)
             if kind == CTA_TUPLE_ORIG:
-                orig = t
+                orig = _fast_tuple(buf, s, e)
             else:
-                reply = t
-            # CTA_TUPLE_ZONE beside the IP and proto nests: this tuple alone is in the zone
-            at = s
-            while at + 4 <= e:
-                ln, ty = nla(buf, at)
-                if ln < 4:
-                    break
-                if ty & 0x3FFF == CTA_TUPLE_ZONE and ln == 6:
-                    zone = _BE16.unpack_from(buf, at + 4)[0]
-                    zone_dir = "orig" if kind == CTA_TUPLE_ORIG else "reply"
-                at += (ln + 3) & ~3
+                reply = _fast_tuple(buf, s, e)
+            for k2, s2, _ in iter_attrs(buf, s, e):  # CTA_TUPLE_ZONE: this tuple alone in it
+                if k2 == CTA_TUPLE_ZONE:
+                    zone = _BE16.unpack_from(buf, s2)[0]
+                    tz[ZONE_DIR_KEY] = "orig" if kind == CTA_TUPLE_ORIG else "reply"
         elif kind == CTA_STATUS and length == 8:
             status = _BE32.unpack_from(buf, s)[0]
         elif kind == CTA_TIMEOUT and length == 8:
@@ -266,14 +269,21 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
             for k, s2, e2 in iter_attrs(data, 0, len(data)):
                 if k == CTA_HELP_NAME:
                     helper = data[s2:e2].split(b"\0", 1)[0].decode("ascii", "replace")
+        elif kind in (CTA_SEQ_ADJ_ORIG, CTA_SEQ_ADJ_REPLY):
+            has_seqadj = True
+            row = seqadj[kind - CTA_SEQ_ADJ_ORIG]
+            for k, s2, e2 in iter_attrs(buf, s, e):
+                if CTA_SEQADJ_CORRECTION_POS <= k <= CTA_SEQADJ_OFFSET_AFTER and e2 - s2 == 4:
+                    row[k - 1] = _BE32.unpack_from(buf, s2)[0]
         off += (length + 3) & ~3
-    entry = SnapshotEntry(orig, reply, status, timeout, mark=mark, zone=zone)
-    if zone_dir:
-        entry.extra[ZONE_DIR_KEY] = zone_dir
+    entry = SnapshotEntry(orig, reply, status, timeout, mark=mark, zone=zone, extra=tz)
     if labels:
         entry.labels = labels
     if helper:
         entry.helper = helper
+    if has_seqadj:  # a NAT helper's sequence adjustment (nf_nat_ftp), for the tracker
+        o, r = seqadj
+        entry.extra["seqadj"] = format_seqadj(((o[0], o[1], o[2]), (r[0], r[1], r[2])))
     if tcp is not None and orig[0] == 6:
         _tcp_info(entry, buf, tcp[0], tcp[1])
     return entry
@@ -390,6 +400,8 @@ def _compile(buf: bytearray, start: int, end: int) -> _Layout | None:
         elif kind in (
             CTA_LABELS,
             CTA_HELP,
+            CTA_SEQ_ADJ_ORIG,
+            CTA_SEQ_ADJ_REPLY,
             CTA_PROTOINFO,
             CTA_TUPLE_ORIG,
             CTA_TUPLE_REPLY,
@@ -534,6 +546,14 @@ def decode_expectation(buf: bytes, start: int, end: int) -> SnapshotExpectation:
             exp.flags = _BE32.unpack_from(buf, s)[0]
         elif kind == CTA_EXPECT_CLASS and e - s == 4:
             exp.klass = _BE32.unpack_from(buf, s)[0]
+        elif kind == CTA_EXPECT_NAT:
+            for k, s2, e2 in iter_attrs(buf, s, e):
+                if k == CTA_EXPECT_NAT_DIR and e2 - s2 == 4:
+                    exp.nat_dir = _BE32.unpack_from(buf, s2)[0]
+                elif k == CTA_EXPECT_NAT_TUPLE:
+                    exp.nat_tuple = decode_tuple(buf, s2, e2)
+        elif kind == CTA_EXPECT_FN:
+            exp.fn = bytes(buf[s:e]).split(b"\0", 1)[0].decode("ascii", "replace")
     return exp
 
 

@@ -12,9 +12,10 @@ sent only once its master is in the installer's shadow. The messages are the sam
 both (TCP or UDP tuples). Attributes: CTA_EXPECT_MASTER (the control connection's
 ORIGINAL tuple), CTA_EXPECT_TUPLE, CTA_EXPECT_MASK (source address exact, source port
 wildcard), CTA_EXPECT_TIMEOUT (what is left of the helper's 300 s; the kernel uses its
-policy timeout on create anyway), CTA_EXPECT_ZONE with a zone. An expectation the master
-saw consumed (its data connection appeared) is deleted again; one whose master went is
-forgotten (the kernel drops a master's expectations with it).
+policy timeout on create anyway), CTA_EXPECT_ZONE with a zone, and for a translated
+master the NAT helper's CTA_EXPECT_NAT with CTA_EXPECT_FN "nat-follow-master". An
+expectation the master saw consumed (its data connection appeared) is deleted again;
+one whose master went is forgotten (the kernel drops a master's expectations with it).
 
 Expectations whose master is not in the shadow (not confirmed, or not installed yet) wait
 in an index of their own, bounded (``limit``; beyond it new ones are refused and counted,
@@ -161,6 +162,7 @@ class ExpectInstaller:
                     timeout=timeout,
                     zone=self.zone,
                     seq=self.sock.next_seq(),
+                    nat=exp.nat,
                 )
                 ops.append(("new", exp, msg))
         for exp in self.removals:

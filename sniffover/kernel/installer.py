@@ -121,6 +121,26 @@ def _transmit(sock: BatchSender, batches: list[Batch]) -> list[dict[int, int] | 
 Batch = tuple[list[bytes], dict[int, _Op]]
 
 
+def nat_bindings(o: Tuple, r: Tuple) -> tuple[tuple[bytes, int] | None, tuple[bytes, int] | None]:
+    """(CTA_NAT_SRC, CTA_NAT_DST) bindings, each (address, "port"), that make the kernel
+    derive reply ``r`` from original ``o``; None where that stage is a null binding.
+
+    The "port" is the range nf_nat_l4proto_unique_tuple() picks from: the reply's
+    destination port for SNAT, its source port for DNAT. ICMP has one key for both
+    directions, the echo id (``src.u.icmp.id``, kept by the reply, ``r[3]``): either
+    stage must name it, or the kernel picks id 0 from the range 0-0. Its "dport" is the
+    type and code, which NAT never changes."""
+    if o[0] in (1, 58):
+        snat = r[2] != o[1]
+        dnat = r[1] != o[2]
+        if r[3] != o[3] and not dnat:
+            snat = True  # an id rewrite alone: the SNAT stage carries it (masquerade does)
+        return (r[2], r[3]) if snat else None, (r[1], r[3]) if dnat else None
+    src = (r[2], r[4]) if r[2] != o[1] or r[4] != o[3] else None  # the reply goes elsewhere
+    dst = (r[1], r[3]) if r[1] != o[2] or r[3] != o[4] else None  # it comes from elsewhere
+    return src, dst
+
+
 class Installer:
     """Shadow + dirty set + batched ctnetlink writer."""
 
@@ -297,10 +317,8 @@ class Installer:
                 # NAT: the plain reply plus the binding; the kernel derives the translated
                 # reply from them (conntrack-semantics §4.3). Only a create may carry it.
                 plain = inverse
-                if create and (r[2] != o[1] or r[4] != o[3]):  # SNAT: the reply goes elsewhere
-                    nat_src = (r[2], r[4])
-                if create and (r[1] != o[2] or r[3] != o[4]):  # DNAT: it comes from elsewhere
-                    nat_dst = (r[1], r[3])
+                if create:
+                    nat_src, nat_dst = nat_bindings(o, r)
         sctp = None
         if want.sctp_state >= 0 and plain is r:  # SCTP: state and vtags (not with NAT)
             sctp = (want.sctp_state, want.vtag_orig, want.vtag_reply)
@@ -310,6 +328,7 @@ class Installer:
             and plain is r
             and sctp is None
             and helper is None
+            and want.seqadj is None
             and not conn.labels
             and o[0]
             not in (
@@ -348,6 +367,7 @@ class Installer:
             labels=conn.labels,
             helper=helper,
             sctp=sctp,
+            seqadj=want.seqadj,
         )
 
     def _helper(self, op: _Op, conn: Conn) -> str | None:

@@ -52,6 +52,13 @@ OUTSIDE_IF = "outside0"
 SYNC_IF = "sync0"
 HOST_IF = "eth0"
 FIREWALLS = ("fw1", "fw2")
+# ipv6=True: the segments are dual-stack. The firewalls hold no global IPv6 address of
+# their own, only the VIPs (which move with a failover): the standby needs none, and
+# IPv6 masquerade then has exactly one address to pick.
+INSIDE_NET6 = "2001:db8:1::/64"
+OUTSIDE_NET6 = "2001:db8:2::/64"
+INSIDE_VIP6 = "2001:db8:1::1"
+OUTSIDE_VIP6 = "2001:db8:2::1"
 
 NFT_TABLE = "snflab"
 RULESET = f"""\
@@ -76,7 +83,8 @@ counter name "new_accept" accept
 # NAT variants (both firewalls get the same rules, as an HA pair must):
 # "snat": everything leaving by the outside is source-NATed to the outside VIP (which moves
 #         with a failover, so the mapping stays valid on the new master);
-# "masquerade": the same with masquerade, fw1's outside VIP made the primary address;
+# "masquerade": the same with masquerade, fw1's outside VIP made the primary address
+#         (with ipv6=True an inet table: IPv6 is masqueraded to the outside VIP6 too);
 # "dnat": port forwards on the outside VIP to the first client: tcp 8080 -> :8000,
 #         udp 9090 -> :9000 (and the forward chain admits new DNATed connections).
 NAT_RULES = {
@@ -152,6 +160,16 @@ def client_ip(i: int) -> str:
 def server_ip(i: int) -> str:
     """Address of server ``s<i>`` (1-based)."""
     return f"198.51.100.{9 + i}"
+
+
+def client_ip6(i: int) -> str:
+    """IPv6 address of client ``c<i>`` (labs with ``ipv6=True``)."""
+    return f"2001:db8:1::{9 + i:x}"
+
+
+def server_ip6(i: int) -> str:
+    """IPv6 address of server ``s<i>`` (labs with ``ipv6=True``)."""
+    return f"2001:db8:2::{9 + i:x}"
 
 
 def lab_env() -> dict[str, str]:
@@ -234,6 +252,14 @@ class Lab:
         if node.startswith("s"):
             return server_ip(int(node[1:]))
         raise KeyError(f"{node!r} has no address")
+
+    def ip6(self, node: str) -> str:
+        """The IPv6 address of host ``node`` (``c<i>``, ``s<i>``; labs with ``ipv6=True``)."""
+        if node.startswith("c"):
+            return client_ip6(int(node[1:]))
+        if node.startswith("s"):
+            return server_ip6(int(node[1:]))
+        raise KeyError(f"{node!r} has no IPv6 address")
 
     def summary(self) -> str:
         """A few lines describing the lab (for ``sniffover demo`` and logs)."""
@@ -328,6 +354,10 @@ class Lab:
             if not self.ipv6:
                 self.sysctl(node, "net.ipv6.conf.all.disable_ipv6", 1)
                 self.sysctl(node, "net.ipv6.conf.default.disable_ipv6", 1)
+            else:  # addresses usable at once (a VIP too, after a takeover); no RS chatter
+                for scope in ("all", "default"):
+                    self.sysctl(node, f"net.ipv6.conf.{scope}.accept_dad", 0)
+                    self.sysctl(node, f"net.ipv6.conf.{scope}.router_solicitations", 0)
         # the hub: two flooding bridges
         for br in ("brin", "brout"):
             self._ip(
@@ -343,6 +373,10 @@ class Lab:
             self._ip(node, "link", "set", HOST_IF, "up")
             gw = INSIDE_VIP if node.startswith("c") else OUTSIDE_VIP
             self._ip(node, "route", "add", "default", "via", gw)
+            if self.ipv6:
+                self._ip(node, "-6", "addr", "add", f"{self.ip6(node)}/64", "dev", HOST_IF)
+                gw = INSIDE_VIP6 if node.startswith("c") else OUTSIDE_VIP6
+                self._ip(node, "-6", "route", "add", "default", "via", gw)
         if self.hostile:
             self._hub_port("h1-in", "h1", "in0", "brin")
             self._hub_port("h1-out", "h1", "out0", "brout")
@@ -371,6 +405,9 @@ class Lab:
             self._ip(fw, "addr", "add", f"{FW_SYNC[fw]}/24", "dev", SYNC_IF)
         self._ip("fw1", "addr", "add", f"{INSIDE_VIP}/24", "dev", INSIDE_IF)
         self._ip("fw1", "addr", "add", f"{OUTSIDE_VIP}/24", "dev", OUTSIDE_IF)
+        if self.ipv6:
+            for vip, dev in ((INSIDE_VIP6, INSIDE_IF), (OUTSIDE_VIP6, OUTSIDE_IF)):
+                self._ip("fw1", "-6", "addr", "add", f"{vip}/64", "dev", dev, "nodad")
         if self.nat == "masquerade":
             # masquerade takes the interface's primary address: make it the VIP (which
             # moves with a failover) by re-adding fw1's own address behind it
@@ -403,7 +440,10 @@ class Lab:
                 )
             self.run(fw, "nft", "-f", "-", input=ruleset)
             if self.nat:
-                self.run(fw, "nft", "-f", "-", input=NAT_RULES[self.nat])
+                nat_rules = NAT_RULES[self.nat]
+                if self.ipv6 and self.nat == "masquerade":
+                    nat_rules = nat_rules.replace("table ip ", "table inet ")
+                self.run(fw, "nft", "-f", "-", input=nat_rules)
             # the conntrack sysctls exist in the namespace once the ruleset uses conntrack
             self.sysctl(fw, "net.netfilter.nf_conntrack_tcp_loose", 0)
             loose = self.read_sysctl(fw, "net.netfilter.nf_conntrack_tcp_loose")
@@ -432,7 +472,8 @@ class Lab:
 
     # --- failover -------------------------------------------------------------------------
     def garp(self, node: str, iface: str, ip: str, count: int = 3) -> None:
-        """Gratuitous ARP for ``ip`` from ``node``'s ``iface`` (its MAC)."""
+        """Gratuitous ARP for ``ip`` from ``node``'s ``iface`` (its MAC); for an IPv6
+        address an unsolicited neighbour advertisement (override set)."""
         self.run(
             node,
             sys.executable,
@@ -467,8 +508,14 @@ class Lab:
         )
         for dev in (INSIDE_IF, OUTSIDE_IF):
             self._ip(new, "link", "set", dev, "up")
+        if self.ipv6:
+            for vip, dev in ((INSIDE_VIP6, INSIDE_IF), (OUTSIDE_VIP6, OUTSIDE_IF)):
+                self._ip(new, "-6", "addr", "replace", f"{vip}/64", "dev", dev, "nodad")
         self.garp(new, INSIDE_IF, INSIDE_VIP)
         self.garp(new, OUTSIDE_IF, OUTSIDE_VIP)
+        if self.ipv6:  # unsolicited neighbour advertisements: the hosts' caches move
+            self.garp(new, INSIDE_IF, INSIDE_VIP6)
+            self.garp(new, OUTSIDE_IF, OUTSIDE_VIP6)
         self.active = new
         return time.monotonic() - t0
 
@@ -485,7 +532,10 @@ class Lab:
     def failback(self, verify: bool = False) -> float:
         """fw2 drops the VIPs, fw1's interfaces come up again and it sends gratuitous ARPs."""
         t0 = time.monotonic()
-        for vip, dev in ((f"{INSIDE_VIP}/24", INSIDE_IF), (f"{OUTSIDE_VIP}/24", OUTSIDE_IF)):
+        vips = [(f"{INSIDE_VIP}/24", INSIDE_IF), (f"{OUTSIDE_VIP}/24", OUTSIDE_IF)]
+        if self.ipv6:
+            vips += [(f"{INSIDE_VIP6}/64", INSIDE_IF), (f"{OUTSIDE_VIP6}/64", OUTSIDE_IF)]
+        for vip, dev in vips:
             self.run(None, "ip", "-n", self.ns("fw2"), "addr", "del", vip, "dev", dev, check=False)
         self._take_over("fw2", "fw1")
         for dev in (INSIDE_IF, OUTSIDE_IF):  # fw2 stays on the hub as the standby
@@ -535,8 +585,10 @@ class Lab:
         udp_port: int = 9000,
         duration: float = 120.0,
         ready_timeout: float = 10.0,
+        bind: str = "0.0.0.0",
     ) -> subprocess.Popen[str]:
-        """Start the labtraffic server in ``node``; returns once it listens."""
+        """Start the labtraffic server in ``node``; returns once it listens (on ``bind``:
+        ``::`` for IPv6, beside an IPv4 one on the same ports)."""
         proc = self.python(
             node,
             "-m",
@@ -548,6 +600,8 @@ class Lab:
             str(udp_port),
             "--duration",
             str(duration),
+            "--bind",
+            bind,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

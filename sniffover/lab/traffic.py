@@ -25,7 +25,12 @@ one command per line on stdin and answers one JSON line on stdout:
 Everything is bounded: each exchange by ``--timeout``, the whole process by ``--duration``.
 
 garp: sends ``--count`` gratuitous ARP requests (sender = target = ``--ip``, sender MAC = the
-interface's MAC) to ff:ff:ff:ff:ff:ff through an AF_PACKET socket.
+interface's MAC) to ff:ff:ff:ff:ff:ff through an AF_PACKET socket; for an IPv6 ``--ip``,
+unsolicited neighbour advertisements (router and override flags, the interface's MAC) from
+that address to ff02::1, as keepalived sends them: the hosts' neighbour caches move.
+
+Server and client speak IPv6 when ``--bind``/``--server`` is an IPv6 address (the IPv6
+server is IPv6-only, so an IPv4 one can listen on the same ports).
 """
 
 from __future__ import annotations
@@ -54,15 +59,26 @@ def _emit(obj: dict[str, Any]) -> None:
 # --- server -----------------------------------------------------------------------------------
 
 
+def _family(addr: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def _server_socket(bind: str, kind: socket.SocketKind) -> socket.socket:
+    s = socket.socket(_family(bind), kind)
+    if ":" in bind:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    return s
+
+
 def run_server(tcp_port: int, udp_port: int, duration: float, bind: str = "0.0.0.0") -> int:
     deadline = time.monotonic() + duration
     sel = selectors.DefaultSelector()
-    lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lsock = _server_socket(bind, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((bind, tcp_port))
     lsock.listen(1024)
     lsock.setblocking(False)
-    usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    usock = _server_socket(bind, socket.SOCK_DGRAM)
     usock.bind((bind, udp_port))
     usock.setblocking(False)
     sel.register(lsock, selectors.EVENT_READ, "listen")
@@ -183,9 +199,9 @@ class Client:
         failed: list[str] = []
         first = self.sport_base + len(self.tcp) if self.sport_base else 0
         for i in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s = socket.socket(_family(self.server), socket.SOCK_STREAM)
             s.setblocking(False)
-            s.bind(("0.0.0.0", first + i if first else 0))
+            s.bind(("::" if ":" in self.server else "0.0.0.0", first + i if first else 0))
             sport = s.getsockname()[1]
             err = s.connect_ex((self.server, self.tcp_port))
             if err not in (0, errno.EINPROGRESS):
@@ -220,9 +236,9 @@ class Client:
         flows = []
         first = self.sport_base + 1000 + len(self.udp) if self.sport_base else 0
         for i in range(max(0, min(n, MAX_CONNS - len(self.udp)))):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s = socket.socket(_family(self.server), socket.SOCK_DGRAM)
             s.setblocking(False)
-            s.bind(("0.0.0.0", first + i if first else 0))
+            s.bind(("::" if ":" in self.server else "0.0.0.0", first + i if first else 0))
             s.connect((self.server, self.udp_port))
             flows.append(UdpFlow(s, s.getsockname()[1]))
         self.udp.extend(flows)
@@ -479,6 +495,27 @@ def send_garp(iface: str, ip: str, count: int = 3, interval: float = 0.05) -> by
     return bytes(mac)
 
 
+def send_unsolicited_na(iface: str, ip: str, count: int = 3, interval: float = 0.05) -> bytes:
+    """Send ``count`` unsolicited neighbour advertisements for ``ip`` (which ``iface`` holds)
+    to all nodes; returns the MAC advertised. The kernel computes the ICMPv6 checksum."""
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as p:
+        p.bind((iface, 0))
+        mac = bytes(p.getsockname()[4])
+    ifindex = socket.if_nametoindex(iface)
+    target = socket.inet_pton(socket.AF_INET6, ip)
+    # type 136, R (router) | O (override); option 2: target link-layer address
+    na = struct.pack("!BBHI", 136, 0, 0, 0xA0000000) + target + bytes([2, 1]) + mac
+    with socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6) as s:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)  # RFC 4861: 255
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, ifindex)
+        s.bind((ip, 0, 0, 0))
+        for i in range(max(1, min(count, 100))):
+            if i:
+                time.sleep(interval)
+            s.sendto(na, ("ff02::1", 0, 0, ifindex))
+    return mac
+
+
 # --- CLI ------------------------------------------------------------------------------------------
 
 
@@ -518,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             a.sport_base,
         )
     for ip in a.ip:
-        mac = send_garp(a.iface, ip, a.count)
+        send = send_unsolicited_na if ":" in ip else send_garp
+        mac = send(a.iface, ip, a.count)
     _emit({"iface": a.iface, "ips": a.ip, "mac": mac.hex(":")})
     return 0
 

@@ -55,6 +55,7 @@ class FakeDecoder:
     def __init__(self) -> None:
         self.master: frozenset[bytes] = frozenset()
         self.skipped: Counter[str] = Counter()
+        self.digests = True
 
 
 class FakeCapture:
@@ -429,6 +430,22 @@ def test_two_segments_hold_frames_for_the_reorder_window():
     assert agent.pipeline.packets == 2
     conn = agent.pipeline.table.get((17, A, B, 5001, 53))
     assert conn is not None and conn[0].orig[1] == A  # the earlier frame made the entry
+
+
+@pytest.mark.parametrize(
+    "confirm,ifaces,digests",
+    [("auto", ("in0", "out0"), True), ("both", ("any0",), True), ("auto", ("in0",), False),
+     ("mac", ("in0", "out0"), False), ("off", ("in0", "out0"), False)],
+)  # fmt: skip
+def test_payload_digests_only_where_copies_are_paired(confirm, ifaces, digests):
+    """The decoders digest payloads (what pairs a datagram's copies across NAT) only when
+    the confirmer pairs copies: elsewhere the CRC would only cost time."""
+    agent, opened = make(
+        FakeClock(), ifaces=ifaces, confirm=confirm, master_macs=["02:00:00:00:00:01"]
+    )
+    agent.start()
+    assert [opened[i][0].decoder.digests for i in ifaces] == [digests] * len(ifaces)
+    assert agent.pipeline.confirmer is None or agent.pipeline.confirmer.two_segments == digests
 
 
 def test_prefilter_switches_after_the_warm_up():

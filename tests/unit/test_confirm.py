@@ -10,7 +10,7 @@ from sniffover.conntrack.install_policy import desired
 from sniffover.conntrack.packet import HW_FROM_MASTER, HW_TO_MASTER
 from sniffover.conntrack.states import TCP_ESTABLISHED
 from sniffover.conntrack.table import ConntrackTable
-from tests.helpers import ACK, FIN, RST, SYN, A, B, syn_opts, tcp, udp
+from tests.helpers import A6, ACK, B6, FIN, RST, SYN, A, B, syn_opts, tcp, udp
 
 IN, OUT = HW_TO_MASTER, HW_FROM_MASTER
 
@@ -166,3 +166,79 @@ def test_frames_decoded_before_the_master_was_known_are_still_tracked():
     f.feed(late)
     assert [c.orig[3] for c in t.entries(11.0)] == [41000]
     assert f.counters["not-via-master"] == 1
+
+
+@pytest.mark.parametrize(
+    "labelled,distinct", [(True, True), (False, True), (True, False), (False, False)]
+)
+def test_ipv6_udp_through_masquerade_pairs_on_flow_label_and_digest(labelled, distinct):
+    """IPv6 has no IP ID. Five UDP flows from one client to one server port, equal lengths,
+    masqueraded (address and port rewritten). With flow labels (Linux labels every flow)
+    or distinct payloads (DNS query IDs) every datagram pairs with its own copy and each
+    flow gets its own translation; with neither (label 0, equal payloads) the keys are
+    ambiguous and pair nothing: no flow is bound onto another's tuples."""
+    nat = bytes.fromhex("20010db80002000000000000000000fe")
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+    ports = [41000 + i for i in range(5)]
+    mapped = {p: 20000 + 7 * i for i, p in enumerate(ports)}
+    ts = 0.0
+
+    def pkt(ts, src, dst, sport, dport, hw, i):
+        p = udp(ts, src=src, dst=dst, sport=sport, dport=dport)
+        p.hw = hw
+        p.ipid = 0x10000 + i if labelled else 0
+        p.digest = 777 + i if distinct else 42
+        return p
+
+    for i, p in enumerate(ports):  # requests all in, then all out (a burst)
+        f.feed(pkt(ts + 0.001 * i, A6, B6, p, 53, IN, i))
+    for i, p in enumerate(ports):
+        f.feed(pkt(ts + 0.01 + 0.001 * i, nat, B6, mapped[p], 53, OUT, i))
+    ts = 0.1
+    for i, p in enumerate(ports):  # answers (the server's own label and payload)
+        f.feed(pkt(ts + 0.001 * i, B6, nat, 53, mapped[p], IN, 10 + i))
+    for i, p in enumerate(ports):
+        f.feed(pkt(ts + 0.01 + 0.001 * i, B6, A6, 53, p, OUT, 10 + i))
+    clients = {c.orig[3]: c for c in t.entries(ts + 1) if c.orig[1] == A6}
+    assert sorted(clients) == ports
+    for port, c in clients.items():
+        if labelled or distinct:
+            assert c.reply == (17, B6, nat, 53, mapped[port]) and c.forwarded
+        else:
+            assert c.reply == (17, B6, A6, 53, port)
+    if labelled or distinct:
+        assert f.counters["nat-bound"] == 5 and f.counters["copy-ambiguous"] == 0
+        assert len(t.entries(ts + 1)) == 5  # no entry from an unpaired translated copy
+    else:
+        assert f.counters["copy-ambiguous"] >= 4 and f.counters["nat-bound"] == 0
+    assert "destroyed-nat-duplicate" not in t.counters and "nat-clash" not in t.counters
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp", "udp-nodigest"])
+def test_both_sides_translated_pair_on_the_packet_alone(proto):
+    """DNAT to the server and SNAT to the master's address on the same packets (a load
+    balancer): the copies share no address or port. TCP pairs on its sequence numbers and a
+    datagram on its payload digest; one with neither (digest 0) is not paired at all."""
+    vip, nat = bytes([203, 0, 113, 10]), bytes([198, 51, 100, 254])
+    t = ConntrackTable()
+    f = ForwardingConfirmer(t, two_segments=True)
+
+    def pkt(ts, src, dst, sport, dport, hw):
+        if proto == "tcp":
+            p = tcp(ts, ACK, 1000, 2000, src=src, dst=dst, sport=sport, dport=dport, data=10)
+        else:
+            p = udp(ts, src=src, dst=dst, sport=sport, dport=dport)
+            p.digest = 0 if proto == "udp-nodigest" else 0x5EED
+        p.hw, p.ipid = hw, 77
+        return p
+
+    f.feed(pkt(0.0, A, vip, 40000, 80, IN))  # client -> VIP on the inside
+    f.feed(pkt(0.001, nat, B, 23456, 8080, OUT))  # master's address -> server outside
+    entries = t.entries(1.0)
+    if proto == "udp-nodigest":
+        assert f.counters["nat-bound"] == 0 and f.counters["egress-unmatched"] == 1
+        return
+    (c,) = entries
+    assert c.orig[1:] == (A, vip, 40000, 80)
+    assert c.reply[1:] == (B, nat, 8080, 23456) and c.forwarded

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import struct
+import zlib
 
 import dpkt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sniffover.capture.decode import (
+from sniffover.capture.decode import Decoder
+from sniffover.capture.headers import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_LINUX_SLL,
@@ -18,7 +20,6 @@ from sniffover.capture.decode import (
     LINKTYPE_NULL,
     LINKTYPE_RAW,
     LINKTYPES,
-    Decoder,
 )
 from sniffover.conntrack.packet import FAMILY_IPV4, FAMILY_IPV6, Packet
 from tests.helpers import A6, B6, A, B, syn_opts
@@ -146,6 +147,10 @@ def test_icmp_echo_and_error_quote():
     echo = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=77, seq=1, data=b"p" * 56))
     pkt = dec.decode(0.0, ether(ipv4(echo, 1)))
     assert pkt is not None and (pkt.sport, pkt.dport, pkt.inner) == (77, 8 << 8, None)
+    # its digest (pairs copies across NAT) covers sequence and data, not the identifier
+    assert pkt.digest == zlib.crc32(b"\x00\x01" + b"p" * 30)
+    other = dpkt.icmp.ICMP(type=8, code=0, data=dpkt.icmp.ICMP.Echo(id=9, seq=1, data=b"p" * 56))
+    assert dec.decode(0.0, ether(ipv4(other, 1))).digest == pkt.digest
     # port unreachable quoting a UDP datagram from A:40000 to B:33434
     quoted = bytes(ipv4(dpkt.udp.UDP(sport=40000, dport=33434, data=b"x" * 12), 17))
     err = dpkt.icmp.ICMP(type=3, code=3, data=dpkt.icmp.ICMP.Unreach(data=quoted))
@@ -351,6 +356,7 @@ def _fields(p):
         p.hw,
         p.ipid,
         p.payload,
+        p.digest,
     )
 
 
@@ -426,3 +432,53 @@ def test_cooked_capture_direction():
         dec.sll_direction = True
         assert dec.decode(0.0, head(4) + ip).hw == 1  # outgoing: left the router
         assert dec.decode(0.0, head(0) + ip).hw == 2  # to us: entered it
+
+
+def test_ipv6_pairing_fields_flow_label_and_payload_digest():
+    """What pairs an IPv6 packet's copies across NAT: the flow label (in ``ipid``) and, for
+    UDP (both families) and ICMPv6 echo, a digest of the first payload bytes; never the
+    translated parts (addresses, ports, the echo identifier), never bytes past the first 32."""
+    dec = Decoder(LINKTYPE_ETHERNET)
+
+    def v6(l4: bytes, nxt: int, label: int, src: bytes = A6) -> Packet:
+        hdr = bytearray(ipv6(l4, nxt, src=src)[:40])
+        hdr[1] = (hdr[1] & 0xF0) | label >> 16  # the traffic class's low nibble stays
+        hdr[2:4] = (label & 0xFFFF).to_bytes(2, "big")
+        pkt = dec.decode(0.0, ether(bytes(hdr) + l4, 0x86DD))
+        assert pkt is not None
+        return pkt
+
+    def dg(data: bytes, sport: int = 40001, src: bytes = A6, label: int = 0xABCDE) -> Packet:
+        return v6(bytes(dpkt.udp.UDP(sport=sport, dport=53, data=data, ulen=8 + len(data))), 17,
+                  label, src)  # fmt: skip
+
+    v4 = dec.decode(0.0, ether(ipv4(dpkt.udp.UDP(sport=1, dport=53, data=b"q1" + b"z" * 40), 17)))
+    assert v4 is not None and v4.digest == zlib.crc32(b"q1" + b"z" * 30)  # IPv4 too
+    a = dg(b"q1" + b"z" * 40)
+    assert a.ipid == 0xABCDE and a.digest == zlib.crc32(b"q1" + b"z" * 30)
+    assert dg(b"q1" + b"z" * 40, sport=50000, src=bytes(16)).digest == a.digest  # NATed
+    assert dg(b"q1" + b"z" * 30 + b"y" * 10).digest == a.digest  # only the first 32 bytes
+    assert dg(b"q2" + b"z" * 40).digest != a.digest
+    echo = bytes([128, 0, 0, 0]) + struct.pack("!HH", 9, 7) + b"d" * 8
+    e = v6(echo, 58, 5)
+    renumbered = v6(bytes([128, 0, 0, 0]) + struct.pack("!HH", 4242, 7) + b"d" * 8, 58, 5)
+    assert e.ipid == 5 and e.digest == renumbered.digest != 0  # the identifier is NAT's
+    assert v6(bytes([128, 0, 0, 0]) + struct.pack("!HH", 9, 8) + b"d" * 8, 58, 5).digest != e.digest
+    assert v6(bytes(tcp_seg(flags=0x10, data=b"e" * 9)), 6, 1).digest == 0  # TCP: seq/ack suffice
+
+
+@pytest.mark.parametrize("digests", [True, False])
+def test_digests_can_be_off_and_both_paths_agree(digests):
+    """With ``digests`` off (nothing pairs copies) no packet carries one, on the fast path
+    and the frame-by-frame path alike; on, both compute the same."""
+    udp4 = ether(ipv4(dpkt.udp.UDP(sport=1, dport=53, data=b"abc" * 20), 17))
+    udp6 = ether(ipv6(dpkt.udp.UDP(sport=1, dport=53, data=b"abc" * 20), 17), 0x86DD)
+    frames = [udp4, udp6]
+    meta = b"".join(
+        struct.pack("=IIII", 1, 0, sum(map(len, frames[:i])), len(f)) for i, f in enumerate(frames)
+    )
+    fast, one = Decoder(LINKTYPE_ETHERNET), Decoder(LINKTYPE_ETHERNET)
+    fast.digests = one.digests = digests
+    batch = [p.digest for p in fast.decode_batch(b"".join(frames), meta)]
+    assert batch == [one.decode(1.0, f).digest for f in frames]
+    assert (batch == [0, 0]) != digests

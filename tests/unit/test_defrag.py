@@ -12,8 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sniffover.capture.decode import LINKTYPE_ETHERNET, LINKTYPE_RAW, Decoder
+from sniffover.capture.decode import Decoder
 from sniffover.capture.defrag import FRAG_OVERHEAD, Reassembler
+from sniffover.capture.headers import LINKTYPE_ETHERNET, LINKTYPE_RAW
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.verdict import ACCEPT
 from tests.helpers import A6, B6, A, B

@@ -19,7 +19,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sniffover.capture.decode import (
+from sniffover.capture.decode import Decoder
+from sniffover.capture.files import CaptureError, iter_pcap_packets
+from sniffover.capture.headers import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
     LINKTYPE_IPV6,
@@ -31,9 +33,7 @@ from sniffover.capture.decode import (
     LINKTYPE_RAW_OBSD,
     LINKTYPE_RAW_OLD,
     LINKTYPES,
-    Decoder,
 )
-from sniffover.capture.files import CaptureError, iter_pcap_packets
 from sniffover.conntrack.packet import Packet
 from sniffover.conntrack.table import ConntrackTable
 from sniffover.conntrack.timeouts import Timeouts

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import errno
 
+import pytest
 from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from sniffover.conntrack.snapshot import SnapshotEntry, seed
 from sniffover.conntrack.states import TCP_ESTABLISHED
-from sniffover.kernel.installer import Installer
+from sniffover.kernel.installer import Installer, nat_bindings
 from tests.helpers import FakeSender
 
 C, S = bytes([192, 0, 2, 10]), bytes([198, 51, 100, 10])
 VIP = bytes([198, 51, 100, 1])
+C6 = bytes.fromhex("20010db8000100000000000000000010")
+S6 = bytes.fromhex("20010db8000200000000000000000010")
+VIP6 = bytes.fromhex("20010db8000200000000000000000001")
 NOW = 1_700_000_000.0
 
 
@@ -67,6 +71,37 @@ def test_primed_dnat_entry():
     assert msg.get_attr("CTA_NAT_SRC") is None
     nat = msg.get_attr("CTA_NAT_DST")
     assert nat is not None and nat.get_attr("CTA_NAT_V4_MINIP") == "192.0.2.10"
+
+
+@pytest.mark.parametrize("proto,rtype", [(1, 0), (58, 129 << 8)])
+def test_icmp_echo_through_snat_keeps_its_id(proto: int, rtype: int) -> None:
+    """The echo id is ICMP's NAT "port": the binding must name it (issue 15 point 1: a
+    range 0-0 made the kernel install reply id 0)."""
+    c, s, vip = (C, S, VIP) if proto == 1 else (C6, S6, VIP6)
+    req = 8 << 8 if proto == 1 else 128 << 8
+    entry = SnapshotEntry(
+        orig=(proto, c, s, 35078, req),
+        reply=(proto, s, vip, 35078, rtype),
+        status=IPS_CONFIRMED | IPS_SEEN_REPLY,
+        timeout=29,
+    )
+    msg = planned_message(entry)
+    assert msg.get_attr("CTA_NAT_DST") is None  # the echo still goes to the server
+    nat = msg.get_attr("CTA_NAT_SRC")
+    assert nat is not None
+    ports = nat.get_attr("CTA_NAT_PROTO")
+    assert ports.get_attr("CTA_PROTONAT_PORT_MIN") == 35078
+    assert ports.get_attr("CTA_PROTONAT_PORT_MAX") == 35078
+
+
+def test_icmp_nat_bindings_by_stage() -> None:
+    echo = (1, C, S, 7, 8 << 8)
+    assert nat_bindings(echo, (1, S, VIP, 7, 0)) == ((VIP, 7), None)  # SNAT, id kept
+    assert nat_bindings(echo, (1, S, VIP, 9, 0)) == ((VIP, 9), None)  # SNAT, id rewritten
+    assert nat_bindings(echo, (1, VIP, C, 7, 0)) == (None, (VIP, 7))  # DNAT
+    assert nat_bindings(echo, (1, S, C, 9, 0)) == ((C, 9), None)  # id rewrite alone
+    # ports: unchanged rules (SNAT names the reply's destination port)
+    assert nat_bindings((17, C, S, 4000, 53), (17, S, VIP, 53, 4001)) == ((VIP, 4001), None)
 
 
 # --- a prime prepared during the pull, committed after it ------------------------------

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sniffover.capture.decode import LINKTYPE_RAW, Decoder
+from sniffover.capture.decode import Decoder
+from sniffover.capture.headers import LINKTYPE_RAW
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY
 from sniffover.conntrack.listing import format_entry, parse_line
 from sniffover.conntrack.sctp import SCTP_TRANSITIONS

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +411,12 @@ class Lab:
         data: dict[str, str] = json.loads(out)
         return data
 
+    def seqadj(self) -> str:
+        """The router's NAT sequence adjustments (ctnetlink dump), as JSON text."""
+        return self.sh(
+            self.router, sys.executable, "-m", f"{SCENARIOS_PACKAGE}.router_seqadj", cwd=REPO_ROOT
+        ).strip()
+
     def dump(self) -> tuple[float, str]:
         dump_time = time.time()
         res = subprocess.run(
@@ -612,6 +618,88 @@ def sc_icmp_echo(lab: Lab) -> None:
     lab.ping("-c", "3", "-i", "0.2", "-W", "1", SERVER4)
 
 
+def sc_udplite(lab: Lab, checksum: int = 1) -> None:
+    # Real UDP-Lite sockets both families, whole and partial (20-byte) coverage, answered;
+    # then one datagram each family checksummed with protocol 17 (see udplite_peer).
+    lab.sysctl(lab.router, "net.netfilter.nf_conntrack_checksum", checksum)
+    listen = [(SERVER4, 7000, 0), (SERVER4, 7020, 20), (SERVER6, 7000, 0), (SERVER6, 7020, 20)]
+    server = lab.spawn(
+        lab.server,
+        "udplite_peer",
+        {"role": "server", "listen": listen + [(SERVER4, 7017, 0), (SERVER6, 7017, 0)]},
+        label="server",
+    )
+    server.expect("ready")
+    client = lab.spawn(
+        lab.client,
+        "udplite_peer",
+        {
+            "role": "client",
+            "flows": [(h, p, c) for h, p, c in listen],
+            "crafted": [(CLIENT4, SERVER4, 7017, 41017), (CLIENT6, SERVER6, 7017, 41017)],
+        },
+        label="client",
+    )
+    client.expect("done", 15)
+
+
+def sc_udplite_nochecksum(lab: Lab) -> None:
+    sc_udplite(lab, checksum=0)
+
+
+def sc_multicast_broadcast(lab: Lab) -> None:
+    # a remote subnet behind the server, so a broadcast directed to it is forwarded
+    lab.sh(None, "ip", "-n", lab.router, "route", "add", "203.0.113.0/24", "via", SERVER4)
+    lab.echo_server(udp=[(SERVER4, 5300), (SERVER6, 5300)])
+    lab.run_py(
+        lab.client,
+        "multicast_client",
+        {
+            "src4": CLIENT4,
+            "src6": CLIENT6,
+            "iface": HOST_IF,
+            # limited; the inside subnet's (link broadcast); the outside subnet's (routed to
+            # the router, which delivers it: it is a broadcast address of its own); a remote
+            # subnet's (forwarded like any unicast destination)
+            "bcast": ["255.255.255.255", "192.0.2.255", "198.51.100.255", "203.0.113.255"],
+            "dst4": SERVER4,
+            "dst6": SERVER6,
+            "port": 5300,
+        },
+    )
+
+
+JOINED = [("224.0.0.251", 5353), ("239.255.255.250", 1900), ("ff02::fb", 5353), ("ff02::c", 1900)]
+
+
+def sc_multicast_joined(lab: Lab) -> None:
+    # The router itself listens to mDNS and SSDP (a firewall running an mDNS reflector or
+    # a UPnP daemon): it joined those groups, so their datagrams are delivered and tracked.
+    listener = lab.spawn(
+        lab.router,
+        "group_listener",
+        {"iface": INSIDE, "addr4": ROUTER_IN4, "groups": JOINED},
+        label="listener",
+    )
+    listener.expect("ready")
+    time.sleep(1.0)  # the router's IPv6 groups take effect once its link-local address is up
+    lab.echo_server(udp=[(SERVER4, 5300), (SERVER6, 5300)])
+    lab.run_py(
+        lab.client,
+        "multicast_client",
+        {"src4": CLIENT4, "iface": HOST_IF, "groups": JOINED, "dst4": SERVER4,
+         "dst6": SERVER6, "port": 5300},
+    )  # fmt: skip
+
+
+def sc_multicast_router_own(lab: Lab) -> None:
+    # multicast_broadcast, and the router's own multicast on its inside: a VRRP-like
+    # advertisement and mDNS/SSDP datagrams (its OUTPUT path: confirmed, unlike the others)
+    sc_multicast_broadcast(lab)
+    own = {"src4": ROUTER_IN4, "iface": INSIDE, "vrrp": True, "groups": JOINED}
+    lab.run_py(lab.router, "multicast_client", own)
+
+
 def sc_icmp_port_unreachable(lab: Lab) -> None:
     lab.run_py(
         lab.client,
@@ -809,6 +897,9 @@ class Scenario:
     precapture: bool = False  # run() starts the capture itself (gets the pcap path)
     source: str = ""  # derived captures: converted from this recorded one
     convert: str = ""
+    # keyword arguments of sniffover.replay.replay() the golden test passes (the router's
+    # configuration the tracker must be told about), saved as "replay" in <name>.json
+    replay: dict[str, Any] = field(default_factory=dict)
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -882,6 +973,38 @@ SCENARIOS: dict[str, Scenario] = {
             sc_udp_flows,
         ),
         Scenario("icmp_echo", "Two IPv4 pings of 3 echoes each.", sc_icmp_echo),
+        Scenario(
+            "udplite",
+            "UDP-Lite sockets, IPv4 and IPv6, whole and 20-byte coverage, answered, through a "
+            "router with nf_conntrack_checksum=1 (its check uses protocol 17: all INVALID), "
+            "plus one datagram per family checksummed with protocol 17 (tracked).",
+            sc_udplite,
+        ),
+        Scenario(
+            "udplite_nochecksum",
+            "The udplite traffic through a router with nf_conntrack_checksum=0: every flow "
+            "tracked, answered ones ASSURED; the protocol-17 datagrams are bad for the "
+            "server and go unanswered.",
+            sc_udplite_nochecksum,
+        ),
+        Scenario(
+            "multicast_broadcast",
+            "IGMPv3 report (224.0.0.22), LLMNR, SSDP, mDNS and other groups, IPv4 and IPv6, "
+            "to a router that joined none and routes no multicast; the groups every Linux "
+            "router joins (224.0.0.1 also by IGMP query, ff02::1, ff02::2, ff05::2); a "
+            "frame to the interface-local ff01::1 (dropped before conntrack); a DHCP "
+            "DISCOVER from 0.0.0.0 to 255.255.255.255; limited, link, other-subnet and "
+            "remote-subnet broadcasts; one answered unicast UDP flow per family.",
+            sc_multicast_broadcast,
+        ),
+        Scenario(
+            "multicast_joined",
+            "mDNS and SSDP datagrams, IPv4 and IPv6, to a router that joined those groups "
+            "(a listener in the router namespace): delivered and tracked; replayed with "
+            "--multicast track.",
+            sc_multicast_joined,
+            replay={"multicast": "track"},
+        ),
         Scenario(
             "icmp_port_unreachable",
             "IPv4 UDP to a closed port answered with ICMP port unreachable, plus one echo.",
@@ -1096,7 +1219,12 @@ def record(name: str, outdir: Path | str) -> Path:
             "scenario": name,
             "tcpdump": _tcpdump_stats(tcpdump_err),
         }
+        if sc.replay:
+            meta["replay"] = sc.replay
         (outdir / f"{name}.conntrack").write_text(table)
+        seqadj = lab.seqadj()  # conntrack -L does not show them: beside it, when any
+        if seqadj != "[]":
+            (outdir / f"{name}.seqadj").write_text(seqadj + "\n")
         (outdir / f"{name}.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     finally:
         lab.teardown()

@@ -22,9 +22,14 @@ client; for 227/229 the client connecting to the server. Source address exact, s
 port wildcard (mask 0), destination exact, TCP; the FTP helper keeps one per master
 and its policy gives it 300 s.
 
+With NAT (``nf_nat_ftp``) the master rewrites the announced address to the translated
+one and records on the expectation where the data connection goes after translation
+(``expect.nat_of``); the rewrite's change of length is the entry's sequence adjustment
+(``conntrack/seqadj.py``, learned from the two copies in ``confirm.py``).
+
 What is not modelled: the helper's "just after a newline" sequence bookkeeping (a
-segment here is read when it starts with a command, which is what FTP peers send) and
-NAT (the helper's mangling of the announced address).
+segment here is read when it starts with a command, which is what FTP peers send), and
+the NAT helper picking another port when the announced one is taken.
 
 Pure: no I/O, never raises on any payload.
 """
@@ -34,10 +39,12 @@ from __future__ import annotations
 import ipaddress
 
 from ..entry import IPS_SEEN_REPLY, Conn
-from ..expect import Expectation, ExpectPolicy, Helper
+from ..expect import Expectation, ExpectPolicy, Helper, nat_of
 from ..packet import PROTO_TCP
 
 FTP_PORT = 21
+# what nf_nat_ftp rewrites (a segment starting with one of these, as the helper reads it)
+REWRITTEN = frozenset((b"PORT", b"EPRT", b"227 ", b"229 "))
 POLICY = ExpectPolicy(max_expected=1, timeout=300.0)  # ftp_exp_policy
 U32 = 0xFFFFFFFF
 
@@ -193,6 +200,7 @@ def expectation(conn: Conn, direction: int, payload: bytes, now: float) -> Expec
         now,
         kind,
         POLICY.timeout,
+        nat_of(conn, direction, port),  # nf_nat_ftp: saved_proto = the announced port
     )
 
 

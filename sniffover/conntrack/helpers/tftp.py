@@ -17,8 +17,10 @@ A standby that takes over between the request and the first answer needs that
 expectation: the answer is a new flow from the outside, which a strict ruleset admits
 only as RELATED.
 
-What is not modelled: NAT (``nf_nat_tftp``: the helper's expectation then follows the
-translated reply tuple) and helpers on other ports (the module's ``ports=`` option).
+With NAT the expectation follows the translated reply tuple, and ``nf_nat_tftp`` records
+the client's own port and the REPLY direction on it (``expect.nat_of``), so the answer
+is translated back to the client. What is not modelled: helpers on other ports (the
+module's ``ports=`` option).
 
 Pure: no I/O, never raises on any payload.
 """
@@ -26,7 +28,7 @@ Pure: no I/O, never raises on any payload.
 from __future__ import annotations
 
 from ..entry import Conn
-from ..expect import Expectation, ExpectPolicy, Helper
+from ..expect import Expectation, ExpectPolicy, Helper, nat_of
 from ..packet import PROTO_UDP
 
 TFTP_PORT = 69
@@ -65,6 +67,8 @@ def expectation(conn: Conn, direction: int, payload: bytes, now: float) -> Expec
         now,
         kind,
         POLICY.timeout,
+        # nf_nat_tftp: the answer is translated back to the client's own port (dir REPLY)
+        nat_of(conn, 0, o[3]),
     )
 
 

@@ -10,10 +10,12 @@ import time
 
 from tools.golden.scenarios.prelude import A, connect, fam, hold, payload, recv_n, rst_close, say
 
+V6 = A.get("v6_every", 5)  # every V6-th TCP connection is IPv6
+V6U = A.get("udp_v6_every", V6)  # and every V6U-th UDP flow
 keep = []
 outcome: dict[int, int] = {}
 for i in range(40):
-    dst = A["dst6"] if i % 5 == 4 else A["dst4"]
+    dst = A["dst6"] if i % V6 == V6 - 1 else A["dst4"]
     kind = i % 4
     try:
         if kind == 3:
@@ -34,7 +36,7 @@ for i in range(40):
         say("tcp error", i, exc)
     time.sleep(0.04)
 for j in range(30):
-    dst = A["dst6"] if j % 5 == 4 else A["dst4"]
+    dst = A["dst6"] if j % V6U == V6U - 1 else A["dst4"]
     u = socket.socket(fam(dst), socket.SOCK_DGRAM)
     u.settimeout(0.3)
     port = (5300, 9998, 9997)[j % 3]
