@@ -17,7 +17,10 @@ of it *leaving* the master: its source MAC is the master's (``Packet.hw``).
   seconds) and is not tracked again. RST and FIN going into the master are
   held back until their outgoing copy proves the master let them through, so a
   forged teardown the master dropped never closes a connection here; held
-  packets without a forwarded copy are discarded after ``window``. A forger
+  packets without a forwarded copy are discarded after ``window``. The capture
+  timestamps of two segments can invert: an outgoing copy that matches nothing is
+  tracked and remembered for ``window``, and an ingress copy arriving after it (same
+  key and TCP flags) is paired with it then. A forger
   would have to put the same packet on both segments, the outgoing copy with
   the master's MAC, at the right moment.
 
@@ -58,6 +61,21 @@ is one the NAT helper rewrites (PORT, EPRT, 227, 229: a stream merely cut into o
 segments is no rewrite). A copy leaving the master that pairs with nothing is tried once
 more with the entry's shift undone.
 
+With two segments an entry counts as forwarded (and goes into the kernel) only once
+its mapping is *known*: a pair of copies showed it (identical copies: untranslated;
+differing copies: the rebind succeeded). A wrong mapping in the kernel is worse than
+no entry (the client's next connection from that port meets it after a takeover), so
+nothing is guessed. A tuple the master was seen sending before its MAC was known
+(``confirm``: copies not told apart then) is paired after the fact with the one other
+tuple sharing its packets' NAT-surviving key (the frames read meanwhile are kept a
+few seconds); failing that it proves only that one direction left the master as it
+is, and the entry is confirmed once *both* its tuples were seen leaving the master
+unchanged (no NAT on it), else it waits for its next pair of copies. A rebind that
+clashes with another confirmed entry leaves the entry unconfirmed. This matters most
+for connections picked up mid-stream at start-up, whose copies were tracked as two
+separate entries while the master was unknown, often with only a few closing segments
+left to pair.
+
 Once the master's MACs are known, frames that neither enter nor leave it (host to
 host on the segment, or addressed to a MAC nobody has) are ignored: the master
 never saw them, so they cannot change its state.
@@ -79,6 +97,11 @@ from .tuple import Tuple, invert
 
 Key = tuple[object, ...]
 AMBIGUOUS: Tuple = ()  # in ``recent``: ingress copies of different flows share the key
+BLIND_KEEP = 5.0  # seconds the packets read before the master was known are kept after
+# ... and how many at most (about 1 kB each): flows that go on talking are paired live anyway
+BLIND_MAX = 1 << 15
+BLIND_TRIES = 8  # a tuple's last packets tried for a pair (bounded work per tuple) ...
+BLIND_SHARED = 8  # ... and keys shared by more packets than this are not looked into
 
 
 def copy_keys(pkt: Packet) -> tuple[Key, ...]:
@@ -132,17 +155,18 @@ class ForwardingConfirmer:
         # router's own capture there is nothing to defend against, and a router that is
         # itself the endpoint never forwards the teardowns it receives.
         self.hold_teardowns = hold_teardowns
-        # ingress copies: key -> (ts, the packet's tuple, its zone, zone dir); three keys
-        # per packet. The zone is the ingress copy's: the master set it where the packet
-        # came in, and the egress copy (captured elsewhere) still belongs to that entry.
+        # ingress copies: key -> (ts, the packet's tuple); three keys per packet
+        # (the zone is the ingress copy's: the master set it where the packet came in, and
+        # the egress copy, captured elsewhere, still belongs to that entry)
         self.recent: dict[Key, tuple[float, Tuple, int, int]] = {}
         self.order: deque[tuple[Key, float]] = deque()
         self.held: dict[Key, _Held] = {}  # RST/FIN waiting for their egress copy
+        # egress copies that came before their ingress copy (None: several share the key)
+        self.early: dict[Key, tuple[float, Packet | None]] = {}
         self.counters: Counter[str] = Counter()
-        # helper segments going in, keyed without their length: key -> (ts, tuple, length,
-        # zone, zone dir)
+        # helper segments going in, keyed without their length: key -> (ts, tuple, length)
         self.mangle_ports = payload_ports(PROTO_TCP)
-        self.mangled: dict[Key, tuple[float, Tuple, int, int, int]] = {}
+        self.mangled: dict[Key, tuple[float, Tuple, int, int, int]] = {}  # + zone, zone dir
         # Set once the master's MACs are known: from then on a frame that neither enters
         # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
         # and is ignored; before, everything is tracked (and nothing confirmed).
@@ -150,6 +174,15 @@ class ForwardingConfirmer:
         # Frames captured before that moment may have been decoded without the MACs (a
         # reorder buffer still holds them): they are tracked as before, not ignored.
         self.known_since = float("inf")
+        # two segments: entries one of whose tuples the master was seen sending before its
+        # MAC was known (``confirm``): id -> (entry, bit per direction seen)
+        self.sent: dict[int, tuple[Conn, int]] = {}
+        # two segments, every packet read before the master's MACs were known (copies not
+        # told apart then), by NAT-surviving key and by tuple: a tuple the master turns out
+        # to have sent is paired afterwards with the other copy of its packets
+        self.blind: dict[Key, list[Packet]] = {}
+        self.blind_sent: dict[Tuple, list[Packet]] = {}
+        self.blind_count = 0
 
     def master_learned(self, at: float) -> None:
         """Every segment's decoder knows the master's MACs from ``at`` (capture time) on."""
@@ -159,9 +192,7 @@ class ForwardingConfirmer:
 
     def _confirm(self, t: Tuple, zone: int = 0, zdir: int = 3) -> Conn | None:
         found = self.table.get(t, zone, zdir)
-        if found is None:
-            return None
-        return self._forwarded(found[0])
+        return None if found is None else self._forwarded(found[0])
 
     def _forwarded(self, conn: Conn) -> Conn:
         table = self.table
@@ -173,27 +204,90 @@ class ForwardingConfirmer:
         return conn
 
     def confirm(self, t: Tuple) -> None:
-        """The master was seen sending a packet with tuple ``t`` (e.g. before its MAC was
-        known): the flow, if tracked, counts as forwarded."""
-        self._confirm(t)
+        """The master was seen sending a packet with tuple ``t`` (before its MAC was known,
+        copies not paired). One segment: the flow, if tracked, counts as forwarded. Two
+        segments: only once both of its tuples were seen so (see the module doc)."""
+        if not self.two_segments:
+            self._confirm(t)
+            return
+        found = self.table.get(t)
+        if found is None or found[0].forwarded:
+            return
+        if self.blind_sent and self._blind_pair(t):
+            return
+        conn, direction = found
+        sent = self.sent
+        key = id(conn)
+        got = sent.get(key)
+        seen = (got[1] if got is not None and got[0] is conn else 0) | (1 << direction)
+        if seen == 3:  # both directions left the master unchanged: no NAT on this flow
+            del sent[key]
+            self.counters["identity-confirmed"] += 1
+            self._forwarded(conn)
+            return
+        if len(sent) >= self.max_recent:
+            sent.clear()  # bounded; what is lost here waits for its next pair of copies
+        sent[key] = (conn, seen)
 
-    def _translated(self, t_in: Tuple, pkt: Packet, zone: int = 0, zdir: int = 3) -> None:
-        """The master rewrote this packet: bind the entry to what it really looks like."""
+    def _blind_pair(self, t: Tuple) -> bool:
+        """Pair, after the fact, a packet the master sent with tuple ``t`` while its MACs
+        were unknown and the one other tuple sharing its NAT-surviving key and flags (its
+        copy going in): the entry is bound as by a live pair. Several tuples on one key
+        (IP ID 0 answers) pair nothing."""
+        window = self.window
+        for p in self.blind_sent.get(t, ())[-BLIND_TRIES:]:
+            for k in copy_keys(p)[1:]:
+                copies = self.blind.get(k, ())
+                if len(copies) > BLIND_SHARED:
+                    continue  # many packets on one key (IP ID 0 answers): ambiguous anyway
+                other = {  # (tuple, zone, zone dir): a copy's zone is where it went in
+                    ((o.proto, o.src, o.dst, o.sport, o.dport), o.zone, o.zone_dir)
+                    for o in copies
+                    if abs(o.ts - p.ts) <= window and o.tcp_flags == p.tcp_flags
+                }
+                seen = self.recent.get(k)  # an ingress copy where the master was known
+                if seen is not None and abs(seen[0] - p.ts) <= window:
+                    if not seen[1]:
+                        continue  # several flows on this key
+                    other.add((seen[1], seen[2], seen[3]))
+                other = {x for x in other if x[0] != t}
+                if len(other) == 1:
+                    t_in, zone, zdir = other.pop()
+                    if self._translated(t_in, p, zone, zdir):
+                        self.counters["blind-paired"] += 1
+                        return True
+        return False
+
+    def _remember_blind(self, pkt: Packet) -> None:
+        self.blind_count += 1
+        t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        self.blind_sent.setdefault(t, []).append(pkt)
+        for k in copy_keys(pkt)[1:]:
+            self.blind.setdefault(k, []).append(pkt)
+
+    def _translated(self, t_in: Tuple, pkt: Packet, zone: int = 0, zdir: int = 3) -> bool:
+        """The master rewrote this packet (``t_in`` going in, in that zone): bind the entry
+        to what it really looks like and confirm it; False if the mapping cannot be bound."""
         found = self.table.get(t_in, zone, zdir)
         if found is None:
-            return
+            return False
         conn, direction = found
         t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
         other = invert(t_out)
         if other is None:
-            return
-        conn.forwarded = True
-        if direction == 0 and other != conn.reply:
-            if self.table.rebind(conn, reply=other):
-                self.counters["nat-bound"] += 1
-        elif direction == 1 and other != conn.orig and self.table.rebind(conn, orig=other):
+            return False
+        if other != (conn.reply if direction == 0 else conn.orig):
+            bound = (
+                self.table.rebind(conn, reply=other)
+                if direction == 0
+                else self.table.rebind(conn, orig=other)
+            )
+            if not bound:  # another confirmed entry holds that tuple: mapping unknown
+                self.counters["nat-unbound"] += 1
+                return False
             self.counters["nat-bound"] += 1
         self._forwarded(conn)
+        return True
 
     def feed(self, pkt: Packet) -> None:
         """Track ``pkt`` as the confirmation rules say."""
@@ -207,10 +301,14 @@ class ForwardingConfirmer:
                 t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
                 self._confirm(t, pkt.zone, pkt.zone_dir)
             return
+        if not hw and pkt.ts < self.known_since and self.blind_count < BLIND_MAX:
+            self._remember_blind(pkt)  # read before its segment's master was known
         if hw & HW_TO_MASTER:
             keys = copy_keys(pkt)
             ts = pkt.ts
             order = self.order
+            if self.early and self._after_its_copy(pkt, keys):
+                return
             if self.hold_teardowns and pkt.proto == PROTO_TCP and pkt.tcp_flags & (TH_RST | TH_FIN):
                 h = _Held(pkt)  # applied only once it is seen forwarded
                 for k in keys:
@@ -245,11 +343,20 @@ class ForwardingConfirmer:
                 self._prune(ts)
             return
         if hw & HW_FROM_MASTER:
-            if self._egress(pkt, copy_keys(pkt)) or (
-                pkt.proto == PROTO_TCP and self._egress_adjusted(pkt)
-            ):
+            keys = copy_keys(pkt)
+            if self._egress(pkt, keys) or (pkt.proto == PROTO_TCP and self._egress_adjusted(pkt)):
                 return
             self.counters["egress-unmatched"] += 1
+            # its ingress copy may still come: the capture timestamps of two segments
+            # can invert (mirror ports, rings read on their own timers)
+            early, ts = self.early, pkt.ts
+            for k in keys:
+                before = early.get(k)
+                alone = before is None or ts - before[0] > self.window
+                early[k] = (ts, pkt if alone else None)
+                self.order.append((k, ts))
+            if len(self.order) > self.max_recent:
+                self._prune(ts)
         self.table.process(pkt)
 
     def _helper_port(self, pkt: Packet) -> bool:
@@ -257,7 +364,8 @@ class ForwardingConfirmer:
         return pkt.dport in ports or pkt.sport in ports
 
     def _egress(self, pkt: Packet, keys: tuple[Key, ...]) -> bool:
-        """Pair a copy leaving the master with a held or recent one that went in."""
+        """Pair a copy leaving the master with a held or recent one that went in; the
+        entry is confirmed only with its mapping known (identical copies, or a rebind)."""
         t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
         for k in keys:
             waiting = self.held.get(k)
@@ -265,10 +373,15 @@ class ForwardingConfirmer:
                 waiting.done = True
                 held = waiting.pkt
                 t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
-                if t_in != t_out:
-                    self._translated(t_in, pkt, held.zone, held.zone_dir)
+                zone, zdir = held.zone, held.zone_dir
+                known = t_out == t_in or self._translated(t_in, pkt, zone, zdir)
                 self.table.process(held)
-                self._confirm(t_in, held.zone, held.zone_dir)
+                if not known:
+                    # the teardown may have created the entry (a server's FIN picked up
+                    # mid-stream): bind it now, as an ingress copy's entry is
+                    known = self._translated(t_in, pkt, zone, zdir)
+                if known:
+                    self._confirm(t_in, zone, zdir)
                 self.counters["teardown-confirmed"] += 1
                 return True
         for k in keys:
@@ -353,13 +466,44 @@ class ForwardingConfirmer:
             if self.table.listener is not None:
                 self.table.listener(EVENT_UPDATE, conn)
 
+    def _after_its_copy(self, pkt: Packet, keys: tuple[Key, ...]) -> bool:
+        """``pkt`` went into the master and its copy leaving it was seen first (tracked
+        then as unmatched): pair them now. False if no such copy waits."""
+        early = self.early
+        for i, k in enumerate(keys):
+            got = early.get(k)
+            if got is None or pkt.ts - got[0] > self.window:
+                continue
+            out = got[1]
+            if out is None:
+                self.counters["copy-ambiguous"] += 1
+                continue
+            if out.tcp_flags != pkt.tcp_flags:
+                continue  # NAT leaves the flags alone: not its copy (a forged RST, say)
+            for k2 in copy_keys(out):
+                early.pop(k2, None)  # one pair per copy
+            t_in = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+            t_out = (out.proto, out.src, out.dst, out.sport, out.dport)
+            self.counters["egress-first"] += 1
+            if i == 0 or t_out == t_in:
+                # the same packet, tracked already as its egress copy: not twice
+                self._confirm(t_in, pkt.zone, pkt.zone_dir)
+                return True
+            self.table.process(pkt)
+            self._translated(t_in, out, pkt.zone, pkt.zone_dir)
+            return True
+        return False
+
     def expire(self, now: float) -> None:
-        """Forget ingress copies older than the window; drop held RST/FIN never forwarded."""
+        """Forget copies older than the window; drop held RST/FIN never forwarded."""
         self._prune(now)
+        if self.blind_count and now - self.known_since > BLIND_KEEP:
+            # the tuples the master sent meanwhile have been confirmed (twice) by now
+            self.blind, self.blind_sent, self.blind_count = {}, {}, 0
 
     def _prune(self, now: float) -> None:
         limit = now - self.window
-        order, recent, held = self.order, self.recent, self.held
+        order, recent, held, early = self.order, self.recent, self.held, self.early
         while order and (order[0][1] < limit or len(order) > self.max_recent):
             key, ts = order.popleft()
             got = recent.get(key)
@@ -368,6 +512,9 @@ class ForwardingConfirmer:
             m = self.mangled.get(key)
             if m is not None and m[0] == ts:
                 del self.mangled[key]
+            e = early.get(key)
+            if e is not None and e[0] == ts:
+                del early[key]
             h = held.get(key)
             if h is not None and h.pkt.ts == ts:
                 del held[key]

@@ -122,7 +122,9 @@ def desired(
     never seen) installs a SYN_RECV entry that has seen the SYN/ACK as the
     ESTABLISHED, ASSURED entry the master makes of it one round trip later.
     ``require_forwarded``: only entries the master was seen forwarding
-    (``conntrack.confirm``); anything else on the segment may be forged.
+    (``conntrack.confirm``); anything else on the segment may be forged. With two
+    segments that also means the NAT mapping is known from paired copies: an entry
+    picked up mid-stream with a guessed (identity) reply tuple is not forwarded yet.
     ``unreplied``: the ``(l4proto, port)`` of helper masters that go in unreplied
     (``Helper.install_unreplied``: the flow of a TFTP request).
     """

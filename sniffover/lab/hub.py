@@ -12,10 +12,11 @@ active one (fw1) forwards.  Both firewalls run the same strict ruleset (policy d
 ``ct state invalid`` dropped, new connections only from inside, ``nf_conntrack_tcp_loose=0``),
 so a TCP connection survives a failover only if its conntrack entry exists on fw2.
 
-Every namespace is named ``snflab-<pid>-<n>-<node>``; ``Lab.destroy`` (also run by the context
-manager, on failure and at interpreter exit) ends the processes the lab started, by pid, and
-deletes exactly the namespaces it created (through ``lab.netns``, the project's one namespace
-helper).
+Every namespace is named ``snflab-<pid>-<n>-<node>`` (``snflab-<tag><pid>-...`` with
+``SNFLAB_TAG=<tag>``, to tell parallel sessions' labs apart); ``Lab.destroy`` (also run by
+the context manager, on failure and at interpreter exit) ends the processes the lab started,
+by pid, and deletes exactly the namespaces it created (through ``lab.netns``, the project's
+one namespace helper).
 """
 
 from __future__ import annotations
@@ -210,7 +211,9 @@ class Lab:
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
         if prefix is None:
-            prefix = f"{netns.base_name('snflab-')}-{next(_counter)}"
+            # SNFLAB_TAG: a tag after ``snflab-`` (labs of parallel sessions told apart)
+            tag = os.environ.get("SNFLAB_TAG", "")
+            prefix = f"{netns.base_name('snflab-' + tag)}-{next(_counter)}"
         elif not prefix.startswith("snflab-"):
             prefix = f"snflab-{prefix}"
         self.prefix = prefix

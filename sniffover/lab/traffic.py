@@ -7,7 +7,11 @@
     ip netns exec NS python3 -m sniffover.lab.traffic garp --iface inside0 --ip 192.0.2.1
 
 Protocol: a TCP request is the line ``ping <n>\\n``, the answer ``pong <n>\\n``; a UDP request is
-the datagram ``ping <n>``, echoed unchanged.
+the datagram ``ping <n>``, echoed unchanged. The line ``bye`` makes the server close first.
+
+churn: many short TCP connections, one every ``1/--rate`` s (at most ``--count``), each living
+a random time in ``--life MIN MAX`` (a request every 0.3 s), closed by the client or, one in
+two, by the server (``bye``); bounded by ``--duration``.
 
 Server: prints ``{"ready": true, ...}`` once listening, serves until ``--duration`` elapses.
 
@@ -147,6 +151,11 @@ def run_server(tcp_port: int, udp_port: int, duration: float, bind: str = "0.0.0
                         conn.sendall(out)
                     except OSError:
                         drop(conn)
+                        continue
+                if b"bye" in lines:  # the client asks us to close first (our FIN first)
+                    with contextlib.suppress(OSError):
+                        conn.shutdown(socket.SHUT_WR)
+                    drop(conn)
     for conn in list(bufs):
         conn.close()
     lsock.close()
@@ -470,6 +479,80 @@ def run_client(
     return 0
 
 
+# --- churn: many short connections ------------------------------------------------------------
+
+
+def _exchange(sock: socket.socket, line: bytes, want: bytes | None) -> bool:
+    """Send ``line``, read until the data read ends with ``want`` (None: until EOF)."""
+    buf = b""
+    try:
+        if line:
+            sock.sendall(line)
+        while want is None or not buf.endswith(want):
+            data = sock.recv(4096)
+            if not data:
+                return want is None
+            buf += data
+    except OSError:
+        return False
+    return True
+
+
+def run_churn(
+    server: str, port: int, rate: float, life: tuple[float, float], count: int, duration: float
+) -> int:
+    """Open a connection every ``1/rate`` s (at most ``count``), each living a random time
+    in ``life`` with a request every 0.3 s, closed by the client (FIN first) or, one in
+    two, by the server (``bye``): many short connections always in flight. Prints
+    ``{"ready": true}`` at once and ``{"opened", "closed", "failed"}`` at the end."""
+    import random
+
+    rng = random.Random(os.getpid())
+    deadline = time.monotonic() + duration
+    live: list[tuple[socket.socket, float, bool, list[float]]] = []
+    opened = closed = failed = 0
+    next_open = time.monotonic()
+    _emit({"ready": True})
+    while (now := time.monotonic()) < deadline:
+        if opened < count and now >= next_open:
+            next_open = now + 1.0 / rate
+            opened += 1
+            try:
+                s = socket.create_connection((server, port), timeout=2.0)
+            except OSError:
+                failed += 1
+            else:
+                if _exchange(s, b"ping 0\n", b"\n"):
+                    live.append((s, now + rng.uniform(*life), rng.random() < 0.5, [now + 0.3]))
+                else:
+                    failed += 1
+                    s.close()
+        for item in list(live):
+            s, end, server_first, due = item
+            if now >= end:
+                live.remove(item)
+                if server_first:
+                    ok = _exchange(s, b"bye\n", None)
+                else:
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_WR)
+                    ok = _exchange(s, b"", None)
+                s.close()
+                closed += ok
+                failed += not ok
+            elif now >= due[0]:
+                due[0] = now + 0.3
+                if not _exchange(s, b"ping 1\n", b"\n"):
+                    live.remove(item)
+                    s.close()
+                    failed += 1
+        time.sleep(min(0.01, max(0.0, next_open - time.monotonic())))
+    for s, *_ in live:
+        s.close()
+    _emit({"opened": opened, "closed": closed, "failed": failed})
+    return 0
+
+
 # --- gratuitous ARP -------------------------------------------------------------------------------
 
 
@@ -536,6 +619,13 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--duration", type=float, default=60.0)
     pc.add_argument("--timeout", type=float, default=3.0)
     pc.add_argument("--sport-base", type=int, default=0, choices=range(1024, 60000), metavar="N")
+    pn = sub.add_parser("churn")
+    pn.add_argument("--server", required=True)
+    pn.add_argument("--tcp-port", type=int, default=8000)
+    pn.add_argument("--rate", type=float, default=20.0)
+    pn.add_argument("--life", type=float, nargs=2, default=(0.5, 3.0))
+    pn.add_argument("--count", type=int, default=2000)
+    pn.add_argument("--duration", type=float, default=60.0)
     pg = sub.add_parser("garp")
     pg.add_argument("--iface", required=True)
     pg.add_argument("--ip", required=True, action="append")
@@ -553,6 +643,15 @@ def main(argv: list[str] | None = None) -> int:
             min(a.duration, 3600.0),
             min(a.timeout, 30.0),
             a.sport_base,
+        )
+    if a.cmd == "churn":
+        return run_churn(
+            a.server,
+            a.tcp_port,
+            min(max(a.rate, 0.1), 200.0),
+            (max(0.0, a.life[0]), min(max(a.life), 60.0)),
+            min(a.count, 100_000),
+            min(a.duration, 3600.0),
         )
     for ip in a.ip:
         send = send_unsolicited_na if ":" in ip else send_garp
