@@ -21,6 +21,7 @@ from setuptools.command.build_ext import build_ext
 HOT_MODULES = [
     "sniffover/conntrack/packet.py",
     "sniffover/conntrack/tuple.py",
+    "sniffover/conntrack/zones.py",
     "sniffover/conntrack/verdict.py",
     "sniffover/conntrack/states.py",
     "sniffover/conntrack/timeouts.py",

@@ -42,7 +42,22 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
             "diffed against a real table (sort both: the kernel lists in hash order)."
         ),
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="pcap or pcapng capture(s)")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="[IFACE=]FILE",
+        help="pcap or pcapng capture(s); IFACE= names the interface a file was captured on "
+        "(for --zone-map iface: rules)",
+    )
+    p.add_argument(
+        "--zone-map",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="give packets the conntrack zone the master's ruleset gives them: vlan:ID=ZONE "
+        "or iface:NAME=ZONE, optionally /orig or /reply after ZONE for a directional zone "
+        "(ct original/reply zone set); repeatable",
+    )
     p.add_argument(
         "--at",
         type=float,
@@ -122,6 +137,15 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         type=option_type("zone"),
         metavar="N",
         help=f"conntrack zone of installed entries (default {shown_default('zone')})",
+    )
+    g.add_argument(
+        "--zone-map",
+        action="append",
+        type=option_type("zone_map"),
+        metavar="RULE",
+        help="the zone the master's ruleset gives a packet, by where it was sniffed: "
+        "vlan:ID=ZONE or iface:NAME=ZONE, /orig or /reply after ZONE for a directional zone "
+        "(ct original/reply zone set); a VLAN rule wins; unmapped packets get --zone; repeat",
     )
     g.add_argument(
         "--mark",
@@ -398,15 +422,21 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_replay(args: argparse.Namespace) -> int:
     from .capture.files import CaptureError
     from .conntrack.listing import format_table
+    from .conntrack.zones import ZoneMap, ZoneMapError
     from .kernel.sysctl import host_timeouts
     from .replay import conn_json, replay
 
+    try:
+        zones = ZoneMap.parse(args.zone_map)
+    except ZoneMapError as exc:
+        raise CliError(str(exc)) from None
     try:
         result = replay(
             args.files,
             at=args.at,
             timeouts=host_timeouts(args.sysctl_dir),
             infer_direction=not args.kernel_direction,
+            zones=zones,
             multicast=args.multicast,
         )
     except CaptureError as exc:

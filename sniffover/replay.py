@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .capture.files import iter_pcap_packets
+from .capture.files import iter_pcap_packets, split_iface
 from .capture.headers import LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2
 from .conntrack.confirm import ForwardingConfirmer
 from .conntrack.entry import IPS_ASSURED, IPS_SEEN_REPLY, Conn
@@ -25,6 +25,7 @@ from .conntrack.table import ConntrackTable
 from .conntrack.timeouts import Timeouts
 from .conntrack.tuple import Tuple, addr_text
 from .conntrack.verdict import NAMES as VERDICT_NAMES
+from .conntrack.zones import ZoneMap
 
 COOKED = (LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2)
 EXPIRE_EVERY = 60.0  # seconds of capture time between sweeps of expired entries
@@ -65,10 +66,17 @@ def replay(
     timeouts: Timeouts | None = None,
     infer_direction: bool = True,
     multicast: str = "drop",
+    zones: ZoneMap | None = None,
 ) -> ReplayResult:
-    """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet."""
+    """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet.
+
+    A path may be given as ``IFACE=FILE``: captured on IFACE (for ``zones``' iface rules).
+    """
     table = ConntrackTable(timeouts, infer_direction=infer_direction, multicast=multicast)
-    source = iter_pcap_packets(paths, sll_direction=True)
+    split = [split_iface(p) for p in paths]
+    source = iter_pcap_packets(
+        [p for _, p in split], sll_direction=True, zones=zones, ifaces=[i for i, _ in split]
+    )
     packets = 0
     last_ts: float | None = None
     next_sweep = None
@@ -140,6 +148,8 @@ def conn_json(conn: Conn, now: float) -> dict[str, Any]:
         "mark": conn.mark,
         "zone": conn.zone,
     }
+    if conn.zone and conn.zone_dir != 3:
+        out["zone_dir"] = "orig" if conn.zone_dir == 1 else "reply"
     st = conn.tcp
     if st is not None:
         out["state"] = TCP_STATE_NAMES[st.state]

@@ -17,6 +17,7 @@ from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
 from ..conntrack.packet import Packet
+from ..conntrack.zones import CaptureZones, ZoneMap
 from .anchors import parse_addrs, prime_host
 from .config import AgentConfig
 from .learning import MasterLearning, Net, local_macs, local_prefixes
@@ -35,6 +36,8 @@ class Decoding(Protocol):
     master: frozenset[bytes]
     skipped: Counter[str]
     digests: bool
+
+    zones: CaptureZones | None
 
 
 class Capture(Protocol):
@@ -89,6 +92,7 @@ class CaptureSet:
         self.lost: dict[str, Counter[str]] = {}  # interfaces to reopen -> their skip counters
         self.bpf = self.bpf_full = self.bpf_pre = ""
         self.prefilter_at: float | None = None  # monotonic end of the warm-up
+        self.zones = ZoneMap.parse(cfg.zone_map)  # checked with the options
 
     def open(self, mono: float) -> None:
         """Open every interface (all or none); ``mono`` starts the prefilter's warm-up."""
@@ -133,6 +137,8 @@ class CaptureSet:
 
     def open_one(self, iface: str) -> Capture:
         cap = self.open_capture(iface, self.cfg.snaplen, self.cfg.ring_mb << 20, self.bpf)
+        if self.zones:  # the zone of every packet read from here: VLAN rule, else iface's
+            cap.decoder.zones = self.zones.for_capture(iface)
         # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
         cap.decoder.digests = self.cfg.confirm != "off" and self.cfg.two_segments
         self.learning.attach(cap, self.nets)

@@ -138,6 +138,16 @@ def _prime_source(value: Any) -> None:
             raise ValueError("must be HOST[:PORT] (port 1-65535)") from None
 
 
+def _zone_rule(value: Any) -> None:
+    from ..conntrack.zones import ZoneMapError, parse_rule
+
+    _plain("a zone map rule")(value)
+    try:
+        parse_rule(value)
+    except ZoneMapError as exc:
+        raise ValueError(str(exc).partition(": ")[2]) from None
+
+
 def _u32(text: str) -> int:
     return int(text, 0)  # 0x10, 0o20 or 16
 
@@ -153,6 +163,11 @@ class AgentConfig:
     # the group (besides root) allowed on the control socket (agent/control.py)
     control_group: str | None = field(default=None, metadata=_opt(check=_plain("a group name", 32)))
     zone: int = field(default=0, metadata=_opt(check=in_range(0, 65535)))
+    # --zone-map: each packet's zone from its VLAN / capture interface (conntrack.zones)
+    zone_map: list[str] = field(
+        default_factory=list,
+        metadata=_opt("zone_map", kind=list, from_option=lambda v: list(v or []), check=_zone_rule),
+    )
     mark: int | None = field(default=None, metadata=_opt(check=in_range(0, 0xFFFFFFFF), parse=_u32))
     flush_interval: float = field(default=0.02, metadata=_opt(check=in_range(0, 60, above=True)))
     install: bool = field(default=True, metadata=_opt("no_install", negate=True))
@@ -358,6 +373,13 @@ def check_options(opts: dict[str, Any], given: set[str]) -> None:
         except ValueError as exc:
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} {exc}, got {_shown(opts[name])}") from None
+    if opts.get("zone_map"):
+        from ..conntrack.zones import ZoneMap, ZoneMapError
+
+        try:
+            ZoneMap.parse(opts["zone_map"])
+        except ZoneMapError as exc:
+            raise UsageError(str(exc).replace("zone map", "--zone-map", 1)) from None
     source = opts.get("prime_from")
     if source and serve_source(source) and not opts.get("key_file"):
         raise UsageError(

@@ -194,13 +194,13 @@ class Pipeline:
         """A segment with payload (a helper's master): the expectation the helper makes of it."""
         assert self.helpers is not None
         t = (p.proto, p.src, p.dst, p.sport, p.dport)
-        found = self.table.get(t)
+        found = self.table.get(t, p.zone, p.zone_dir)
         if found is None:
             # a translated copy leaving the master (NAT): its entry is the one it answers.
             # A TFTP request's entry is rebound by this very copy, so its expectation is
             # made again from the translated reply tuple.
             inv = invert(t)
-            back = self.table.get(inv) if inv is not None else None
+            back = self.table.get(inv, p.zone, p.zone_dir) if inv is not None else None
             if back is None:
                 return
             found = (back[0], 1 - back[1])

@@ -25,6 +25,7 @@ class Status(TypedDict):
     build: str  # "compiled" | "pure Python"
     uptime: float
     interfaces: list[str]
+    zone_map: list[str]
     packets: int
     last_packet_age: float | None
     flows: int
@@ -67,6 +68,7 @@ def build_status(agent: Agent, now: float) -> Status:
         "build": build(),
         "uptime": round(now - agent.started, 1),
         "interfaces": agent.cfg.ifaces,
+        "zone_map": agent.cfg.zone_map,  # --zone-map rules, as given
         "packets": pipe.packets,
         "last_packet_age": round(now - pipe.last_packet, 3) if pipe.last_packet else None,
         "flows": len(pipe.table),

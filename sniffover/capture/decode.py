@@ -46,6 +46,7 @@ from ..conntrack.packet import (
     PROTO_UDPLITE,
     Packet,
 )
+from ..conntrack.zones import CaptureZones
 from .checksum import sctp_crc_ok
 from .defrag import Reassembler
 from .headers import (
@@ -110,6 +111,8 @@ class Decoder:
         self.sll_direction = False
         # Fragment queues (nf_defrag_ipv4/ipv6); its counters say what was dropped there.
         self.defrag = Reassembler()
+        # This capture's --zone-map (ZoneMap.for_capture): each packet's zone by VLAN/iface
+        self.zones: CaptureZones | None = None
         # Packet.digest for UDP and echo: what pairs a datagram's copies on the two sides of
         # a NAT master (conntrack.confirm). Off where nothing pairs copies (one segment):
         # the CRC is most of what an IPv4 UDP frame costs on the fast path.
@@ -119,7 +122,10 @@ class Decoder:
 
     def decode(self, ts: float, frame: bytes) -> Packet | None:
         """Decode one frame; None (and a count in ``skipped``) if it carries no trackable IP."""
-        return self.decode_at(ts, frame, 0, len(frame))
+        pkt = self.decode_at(ts, frame, 0, len(frame))
+        if pkt is not None and self.zones is not None:
+            self.zones.apply([pkt])
+        return pkt
 
     def decode_at(self, ts: float, buf: bytes, off: int, end: int) -> Packet | None:
         """Decode the frame ``buf[off:end]`` in place (no copy of the frame)."""
@@ -480,6 +486,8 @@ class Decoder:
                 pkt = decode_at(rec[0] + rec[1] * 1e-6, data, start, start + rec[3])
                 if pkt is not None:
                     append(pkt)
+            if self.zones is not None:
+                self.zones.apply(out)
             return out
         # Every field read by indexing: compiled (see setup.py) a bytes index is a plain
         # load, cheaper than struct's call and its tuple of boxed values.
@@ -568,4 +576,6 @@ class Decoder:
             pkt = decode_at(ts, data, off, off + caplen)
             if pkt is not None:
                 append(pkt)
+        if self.zones is not None:
+            self.zones.apply(out)
         return out

@@ -16,6 +16,7 @@ from typing import Any
 import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
+from ..conntrack.zones import ZoneMap
 from .decode import Decoder
 from .headers import LINKTYPES
 
@@ -57,8 +58,17 @@ class PcapSource:
     were not decoded, by reason, over all files.
     """
 
-    def __init__(self, paths: list[str], sll_direction: bool = False) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        sll_direction: bool = False,
+        zones: ZoneMap | None = None,
+        ifaces: list[str] | None = None,
+    ) -> None:
         self.paths = list(paths)
+        # the zone map, and per file the interface it was captured on ("" if not known)
+        self.zones = zones
+        self.ifaces = list(ifaces) if ifaces is not None else [""] * len(self.paths)
         self.skipped: Counter[str] = Counter()
         self.frames = 0
         self.sll_direction = sll_direction
@@ -69,10 +79,11 @@ class PcapSource:
             reader.close()
 
     def __iter__(self) -> Iterator[Packet]:
-        for path in self.paths:
+        for path, iface in zip(self.paths, self.ifaces, strict=True):
             reader, decoder = open_pcap(path)
             decoder.skipped = self.skipped
             decoder.sll_direction = self.sll_direction
+            decoder.zones = self.zones.for_capture(iface) if self.zones else None
             batch = decoder.decode_batch
             try:
                 while True:
@@ -88,6 +99,21 @@ class PcapSource:
                 reader.close()
 
 
-def iter_pcap_packets(paths: list[str], sll_direction: bool = False) -> PcapSource:
+def iter_pcap_packets(
+    paths: list[str],
+    sll_direction: bool = False,
+    zones: ZoneMap | None = None,
+    ifaces: list[str] | None = None,
+) -> PcapSource:
     """The packets of ``paths``; raises ``CaptureError`` at once for a missing or bad file."""
-    return PcapSource(paths, sll_direction)
+    return PcapSource(paths, sll_direction, zones, ifaces)
+
+
+def split_iface(arg: str) -> tuple[str, str]:
+    """A capture argument ``[IFACE=]FILE``: (interface it was captured on, path). An
+    existing file is a path as it is, even with ``=`` in its name."""
+    if "=" in arg and not os.path.exists(arg):
+        iface, _, path = arg.partition("=")
+        if iface and "/" not in iface:
+            return iface, path
+    return "", arg

@@ -156,7 +156,9 @@ class ForwardingConfirmer:
         # itself the endpoint never forwards the teardowns it receives.
         self.hold_teardowns = hold_teardowns
         # ingress copies: key -> (ts, the packet's tuple); three keys per packet
-        self.recent: dict[Key, tuple[float, Tuple]] = {}
+        # (the zone is the ingress copy's: the master set it where the packet came in, and
+        # the egress copy, captured elsewhere, still belongs to that entry)
+        self.recent: dict[Key, tuple[float, Tuple, int, int]] = {}
         self.order: deque[tuple[Key, float]] = deque()
         self.held: dict[Key, _Held] = {}  # RST/FIN waiting for their egress copy
         # egress copies that came before their ingress copy (None: several share the key)
@@ -164,7 +166,7 @@ class ForwardingConfirmer:
         self.counters: Counter[str] = Counter()
         # helper segments going in, keyed without their length: key -> (ts, tuple, length)
         self.mangle_ports = payload_ports(PROTO_TCP)
-        self.mangled: dict[Key, tuple[float, Tuple, int]] = {}
+        self.mangled: dict[Key, tuple[float, Tuple, int, int, int]] = {}  # + zone, zone dir
         # Set once the master's MACs are known: from then on a frame that neither enters
         # nor leaves the master (host to host, or aimed at no one) is not forwarded traffic
         # and is ignored; before, everything is tracked (and nothing confirmed).
@@ -188,12 +190,12 @@ class ForwardingConfirmer:
             self.master_known = True
             self.known_since = at
 
-    def _confirm(self, t: Tuple) -> Conn | None:
+    def _confirm(self, t: Tuple, zone: int = 0, zdir: int = 3) -> Conn | None:
+        found = self.table.get(t, zone, zdir)
+        return None if found is None else self._forwarded(found[0])
+
+    def _forwarded(self, conn: Conn) -> Conn:
         table = self.table
-        found = table.get(t)
-        if found is None:
-            return None
-        conn: Conn = found[0]
         if not conn.forwarded:
             conn.forwarded = True
             self.counters["confirmed"] += 1
@@ -221,7 +223,7 @@ class ForwardingConfirmer:
         if seen == 3:  # both directions left the master unchanged: no NAT on this flow
             del sent[key]
             self.counters["identity-confirmed"] += 1
-            self._confirm(conn.orig)
+            self._forwarded(conn)
             return
         if len(sent) >= self.max_recent:
             sent.clear()  # bounded; what is lost here waits for its next pair of copies
@@ -238,8 +240,8 @@ class ForwardingConfirmer:
                 copies = self.blind.get(k, ())
                 if len(copies) > BLIND_SHARED:
                     continue  # many packets on one key (IP ID 0 answers): ambiguous anyway
-                other = {
-                    (o.proto, o.src, o.dst, o.sport, o.dport)
+                other = {  # (tuple, zone, zone dir): a copy's zone is where it went in
+                    ((o.proto, o.src, o.dst, o.sport, o.dport), o.zone, o.zone_dir)
                     for o in copies
                     if abs(o.ts - p.ts) <= window and o.tcp_flags == p.tcp_flags
                 }
@@ -247,11 +249,13 @@ class ForwardingConfirmer:
                 if seen is not None and abs(seen[0] - p.ts) <= window:
                     if not seen[1]:
                         continue  # several flows on this key
-                    other.add(seen[1])
-                other.discard(t)
-                if len(other) == 1 and self._translated(other.pop(), p):
-                    self.counters["blind-paired"] += 1
-                    return True
+                    other.add((seen[1], seen[2], seen[3]))
+                other = {x for x in other if x[0] != t}
+                if len(other) == 1:
+                    t_in, zone, zdir = other.pop()
+                    if self._translated(t_in, p, zone, zdir):
+                        self.counters["blind-paired"] += 1
+                        return True
         return False
 
     def _remember_blind(self, pkt: Packet) -> None:
@@ -261,10 +265,10 @@ class ForwardingConfirmer:
         for k in copy_keys(pkt)[1:]:
             self.blind.setdefault(k, []).append(pkt)
 
-    def _translated(self, t_in: Tuple, pkt: Packet) -> bool:
-        """The master rewrote this packet: bind the entry to what it really looks like and
-        confirm it; False (not confirmed) if the mapping cannot be bound."""
-        found = self.table.get(t_in)
+    def _translated(self, t_in: Tuple, pkt: Packet, zone: int = 0, zdir: int = 3) -> bool:
+        """The master rewrote this packet (``t_in`` going in, in that zone): bind the entry
+        to what it really looks like and confirm it; False if the mapping cannot be bound."""
+        found = self.table.get(t_in, zone, zdir)
         if found is None:
             return False
         conn, direction = found
@@ -282,7 +286,7 @@ class ForwardingConfirmer:
                 self.counters["nat-unbound"] += 1
                 return False
             self.counters["nat-bound"] += 1
-        self._confirm(conn.orig)
+        self._forwarded(conn)
         return True
 
     def feed(self, pkt: Packet) -> None:
@@ -294,7 +298,8 @@ class ForwardingConfirmer:
         if not self.two_segments:
             self.table.process(pkt)
             if hw & HW_FROM_MASTER:
-                self._confirm((pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport))
+                t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
+                self._confirm(t, pkt.zone, pkt.zone_dir)
             return
         if not hw and pkt.ts < self.known_since and self.blind_count < BLIND_MAX:
             self._remember_blind(pkt)  # read before its segment's master was known
@@ -314,20 +319,25 @@ class ForwardingConfirmer:
             t = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
             recent = self.recent
             window = self.window
+            zone, zdir = pkt.zone, pkt.zone_dir
             for k in keys:
                 prev = recent.get(k)
-                if prev is not None and prev[1] != t and ts - prev[0] <= window:
-                    recent[k] = (ts, AMBIGUOUS)  # two flows, one key: pair nothing by it
+                if (
+                    prev is not None
+                    and (prev[1] != t or prev[2] != zone)
+                    and ts - prev[0] <= window
+                ):
+                    recent[k] = (ts, AMBIGUOUS, 0, 3)  # two flows, one key: pair nothing by it
                 else:
-                    recent[k] = (ts, t)
+                    recent[k] = (ts, t, zone, zdir)
                 order.append((k, ts))
             if pkt.l4len and pkt.proto == PROTO_TCP and self._helper_port(pkt):
                 for k in mangle_keys(pkt, pkt.seq, pkt.ack):
                     m = self.mangled.get(k)
-                    if m is not None and m[1] != t and ts - m[0] <= window:
-                        self.mangled[k] = (ts, AMBIGUOUS, 0)
+                    if m is not None and (m[1] != t or m[3] != zone) and ts - m[0] <= window:
+                        self.mangled[k] = (ts, AMBIGUOUS, 0, 0, 3)
                     else:
-                        self.mangled[k] = (ts, t, pkt.l4len)
+                        self.mangled[k] = (ts, t, pkt.l4len, zone, zdir)
                     order.append((k, ts))
             if len(order) > self.max_recent:
                 self._prune(ts)
@@ -368,14 +378,15 @@ class ForwardingConfirmer:
                 waiting.done = True
                 held = waiting.pkt
                 t_in = (held.proto, held.src, held.dst, held.sport, held.dport)
-                known = t_out == t_in or self._translated(t_in, pkt)
+                zone, zdir = held.zone, held.zone_dir
+                known = t_out == t_in or self._translated(t_in, pkt, zone, zdir)
                 self.table.process(held)
                 if not known:
                     # the teardown may have created the entry (a server's FIN picked up
                     # mid-stream): bind it now, as an ingress copy's entry is
-                    known = self._translated(t_in, pkt)
+                    known = self._translated(t_in, pkt, zone, zdir)
                 if known:
-                    self._confirm(t_in)
+                    self._confirm(t_in, zone, zdir)
                 self.counters["teardown-confirmed"] += 1
                 return True
         for k in keys:
@@ -384,10 +395,10 @@ class ForwardingConfirmer:
                 if not seen[1]:
                     self.counters["copy-ambiguous"] += 1
                     continue
-                if seen[1] == t_out:
-                    self._confirm(seen[1])  # the outgoing copy of a tracked packet
+                if seen[1] == t_out:  # the outgoing copy of a tracked packet
+                    self._confirm(seen[1], seen[2], seen[3])
                 else:
-                    self._translated(seen[1], pkt)
+                    self._translated(seen[1], pkt, seen[2], seen[3])
                 return True
         return False
 
@@ -397,12 +408,13 @@ class ForwardingConfirmer:
         tried without its length, and if the lengths differ the rewrite is recorded."""
         t_out = (pkt.proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
         table = self.table
-        found = table.get(t_out)
+        zone, zdir = pkt.zone, pkt.zone_dir  # the segment it leaves by (best effort)
+        found = table.get(t_out, zone, zdir)
         if found is not None:
             conn, d = found
         else:
             inv = invert(t_out)
-            found = table.get(inv) if inv is not None else None
+            found = table.get(inv, zone, zdir) if inv is not None else None
             if found is None:
                 return False
             conn, d = found[0], 1 - found[1]  # the copy is translated: the other side's
@@ -431,20 +443,22 @@ class ForwardingConfirmer:
             if not m[1]:
                 self.counters["copy-ambiguous"] += 1
                 continue
-            t_in, n_in = m[1], m[2]
+            t_in, n_in, zone, zdir = m[1], m[2], m[3], m[4]
             if t_in == t_out:
-                self._confirm(t_in)
+                self._confirm(t_in, zone, zdir)
             else:
-                self._translated(t_in, pkt)
+                self._translated(t_in, pkt, zone, zdir)
             if pkt.l4len != n_in and pkt.payload[:4].upper() in REWRITTEN:
-                self._rewritten(conn, t_in, seq, pkt.l4len - n_in)
+                self._rewritten(conn, t_in, seq, pkt.l4len - n_in, zone, zdir)
             return True
         return False
 
-    def _rewritten(self, conn: Conn, t_in: Tuple, seq: int, off: int) -> None:
+    def _rewritten(
+        self, conn: Conn, t_in: Tuple, seq: int, off: int, zone: int = 0, zdir: int = 3
+    ) -> None:
         """The master's helper rewrote the segment of ``t_in`` at ``seq`` ``off`` bytes
         longer: the entry's sequence adjustment, as the master's."""
-        found = self.table.get(t_in)
+        found = self.table.get(t_in, zone, zdir)
         if found is None or found[0] is not conn:
             return
         sa = conn.seqadj
@@ -484,10 +498,10 @@ class ForwardingConfirmer:
             self.counters["egress-first"] += 1
             if i == 0 or t_out == t_in:
                 # the same packet, tracked already as its egress copy: not twice
-                self._confirm(t_in)
+                self._confirm(t_in, pkt.zone, pkt.zone_dir)
                 return True
             self.table.process(pkt)
-            self._translated(t_in, out)
+            self._translated(t_in, out, pkt.zone, pkt.zone_dir)
             return True
         return False
 

@@ -212,11 +212,12 @@ class ConnExtra:
     """What few entries carry (SCTP state, a zone, a mark, labels, NAT sequence
     adjustment): one object for those that do, instead of five fields in every entry."""
 
-    __slots__ = ("sctp", "zone", "mark", "labels", "seqadj")
+    __slots__ = ("sctp", "zone", "zone_dir", "mark", "labels", "seqadj")
 
     def __init__(self) -> None:
         self.sctp: SctpState | None = None
         self.zone = 0
+        self.zone_dir = 3  # NF_CT_DEFAULT_ZONE_DIR; 1 = original tuple only, 2 = reply only
         self.mark = 0
         self.labels = b""  # ct labels (a primed entry's, as the master had them)
         self.seqadj: SeqAdj | None = None  # a NAT helper rewrote a segment's length
@@ -277,6 +278,23 @@ class Conn:
     def zone(self, value: int) -> None:
         if value or self.extra is not None:
             self._extra().zone = value
+
+    @property
+    def zone_dir(self) -> int:
+        x = self.extra
+        return x.zone_dir if x is not None else 3
+
+    @zone_dir.setter
+    def zone_dir(self, value: int) -> None:
+        if value != 3 or self.extra is not None:
+            self._extra().zone_dir = value
+
+    def zone_id(self, direction: int) -> int:
+        """``nf_ct_zone_id``: the zone tuple ``direction`` (0 original, 1 reply) lives in."""
+        x = self.extra
+        if x is None or not x.zone or not x.zone_dir & (1 << direction):
+            return 0
+        return x.zone
 
     @property
     def mark(self) -> int:

@@ -61,14 +61,19 @@ def format_entry(conn: Conn, now: float, extended: bool = False) -> str:
     elif conn.sctp is not None:
         line += SCTP_STATE_NAMES[conn.sctp.state] + " "
     line += _tuple_text(conn.orig)
+    zone, zdir = conn.zone, conn.zone_dir
+    if zone and zdir == 1:  # a directional zone follows its tuple (libnetfilter_conntrack)
+        line += f"zone-orig={zone} "
     if not conn.status & IPS_SEEN_REPLY:
         line += "[UNREPLIED] "
     line += _tuple_text(conn.reply)
+    if zone and zdir == 2:
+        line += f"zone-reply={zone} "
     if conn.status & IPS_ASSURED:
         line += "[ASSURED] "
     line += f"mark={conn.mark} "
-    if conn.zone:
-        line += f"zone={conn.zone} "
+    if zone and zdir == 3:
+        line += f"zone={zone} "
     return line + "use=1"
 
 
@@ -91,6 +96,7 @@ class ListedEntry:
     flags: set[str] = field(default_factory=set)
     mark: int = 0
     zone: int = 0
+    zone_dir: int = 3  # 1: zone-orig=, 2: zone-reply=, 3: zone= (both tuples)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -164,6 +170,11 @@ def parse_line(line: str) -> ListedEntry:
                 rest[key] = value
         if len(tuples) < 2:
             raise ListingError(f"expected two tuples in: {line.strip()}")
+        zone, zone_dir = int(rest.pop("zone", "0"), 0), 3
+        if "zone-orig" in rest:
+            zone, zone_dir = int(rest.pop("zone-orig"), 0), 1
+        elif "zone-reply" in rest:
+            zone, zone_dir = int(rest.pop("zone-reply"), 0), 2
         return ListedEntry(
             family=family,
             proto=proto,
@@ -173,7 +184,8 @@ def parse_line(line: str) -> ListedEntry:
             reply=build_tuple(proto, tuples[1]),
             flags=flags,
             mark=int(rest.pop("mark", "0"), 0),
-            zone=int(rest.pop("zone", "0"), 0),
+            zone=zone,
+            zone_dir=zone_dir,
             extra=rest,
         )
     except (IndexError, KeyError, ValueError) as exc:

@@ -72,6 +72,8 @@ class Packet:
         "ipid",
         "digest",
         "payload",
+        "zone",
+        "zone_dir",
         # SCTP only (set by the decoder for protocol 132, never for others: read them with
         # getattr and a default): the common header's verification tag, the chunk types and
         # chunk flags in order, the initiate tag of a leading INIT/INIT_ACK (-1 if none),
@@ -138,6 +140,10 @@ class Packet:
         # (``conntrack.helpers``: FTP control lines, TFTP requests); for UDP-Lite the whole
         # segment from its header (``protocols.udplite_error``); empty otherwise
         self.payload = payload
+        # The conntrack zone the master's ruleset gives this packet (conntrack.zones): set
+        # after decoding from the capture interface and VLAN tag; 0 = the default zone
+        self.zone = 0
+        self.zone_dir = 3  # NF_CT_DEFAULT_ZONE_DIR: both tuples in the zone
 
     def __repr__(self) -> str:
         return (

@@ -30,6 +30,7 @@ from .states import TCP_STATE_NAMES
 from .table import ConntrackTable
 from .tcp import NONE as TCP_INDEX_NONE
 from .tuple import Tuple, addr_text
+from .zones import DIR_WORDS, NF_CT_DEFAULT_ZONE_DIR, ZONE_DIR_KEY
 
 # Bits a snapshot's status may carry over to our entry (others are the kernel's business).
 KEPT_STATUS = IPS_SEEN_REPLY | IPS_ASSURED
@@ -180,6 +181,8 @@ def seed(entry: SnapshotEntry, taken_at: float) -> Conn:
     conn.last_seen = taken_at
     conn.mark = entry.mark
     conn.zone = entry.zone
+    if entry.zone and entry.extra:  # a directional zone (conntrack.zones)
+        conn.zone_dir = DIR_WORDS.get(entry.extra.get(ZONE_DIR_KEY, ""), NF_CT_DEFAULT_ZONE_DIR)
     conn.forwarded = True  # the master's own table: no further proof needed
     conn.labels = entry.labels
     adj = entry.extra.get("seqadj")

@@ -73,6 +73,7 @@ from .tuple import (
     is_multicast,
 )
 from .verdict import ACCEPT, IGNORE, INVALID, KILL, RELATED, REPEAT, UNTRACKED
+from .zones import lookup, orig_key, reply_key, zone_key
 
 EVENT_NEW = "new"
 EVENT_UPDATE = "update"
@@ -150,6 +151,7 @@ class ConntrackTable:
         self.infer_direction = infer_direction
         self.listener = listener
         # Both tuples of every entry -> the entry; the direction is "is it the ORIGINAL".
+        # A tuple in a zone other than 0 is keyed with its zone appended (conntrack.zones).
         self._map: dict[Tuple, Conn] = {}
         self._entries = 0
         self.verdicts = [0] * 7  # indexed by verdict
@@ -169,21 +171,20 @@ class ConntrackTable:
     def __len__(self) -> int:
         return self._entries
 
-    def conn(self, t: Tuple) -> Conn | None:
-        """The entry holding tuple ``t`` in either direction."""
-        return self._map.get(t)
+    def conn(self, t: Tuple, zone: int = 0, zone_dir: int = 3) -> Conn | None:
+        """The entry holding tuple ``t`` in either direction (for a packet in ``zone``)."""
+        found = self.get(t, zone, zone_dir)
+        return found[0] if found is not None else None
 
-    def get(self, t: Tuple) -> tuple[Conn, int] | None:
-        """The entry holding tuple ``t`` (either direction) and that direction."""
-        conn = self._map.get(t)
-        if conn is None:
-            return None
-        return conn, 1 if t == conn.reply else 0
+    def get(self, t: Tuple, zone: int = 0, zone_dir: int = 3) -> tuple[Conn, int] | None:
+        """The entry holding ``t`` and that direction, for a packet of that zone template."""
+        conn, direction = lookup(self._map, t, zone, zone_dir)
+        return None if conn is None else (conn, direction)
 
     def conns(self) -> Iterator[Conn]:
         """Every entry, expired or not (each once)."""
-        for key, conn in self._map.items():
-            if key is conn.orig:
+        for key, conn in self._map.items():  # the key of its ORIGINAL tuple (zone appended)
+            if key is conn.orig if conn.extra is None else key == orig_key(conn):
                 yield conn
 
     def entries(self, now: float) -> list[Conn]:
@@ -209,12 +210,9 @@ class ConntrackTable:
             return self._count(INVALID)
 
         key = (proto, pkt.src, pkt.dst, pkt.sport, pkt.dport)
-        conn = self._map.get(key)
+        conn, direction = lookup(self._map, key, pkt.zone, pkt.zone_dir)
         if conn is not None:
             if conn.expires > pkt.ts:
-                # Reply first: if both tuples are equal (a host talking to itself on one
-                # port) the kernel's hash chain finds the REPLY node first.
-                direction = 1 if key == conn.reply else 0
                 verdict = self._existing(conn, direction, pkt, key)
                 self.verdicts[verdict] += 1
                 return verdict
@@ -227,7 +225,7 @@ class ConntrackTable:
 
     def _existing(self, conn: Conn, direction: int, pkt: Packet, key: Tuple) -> int:
         if self._ttl_probes and pkt.ttl != 1:
-            self._ttl_probes.pop(conn.orig, None)  # a packet that can live on: keep it
+            self._ttl_probes.pop(orig_key(conn), None)  # a packet that can live on: keep it
         status0 = conn.status
         st = conn.tcp or conn.sctp
         state0 = st.state if st is not None else 0
@@ -308,12 +306,15 @@ class ConntrackTable:
                 return INVALID
         else:
             conn = Conn(key, reply, now)
+        if pkt.zone:  # the entry takes the packet's zone template as it is
+            conn.zone, conn.zone_dir = pkt.zone, pkt.zone_dir
         res = self._handle(conn, direction, pkt)
         if res == INVALID:
             return INVALID
         if res == KILL:
             return ACCEPT  # never confirmed
-        if conn.orig in self._map or conn.reply in self._map:
+        okey, rkey = orig_key(conn), reply_key(conn)
+        if okey in self._map or rkey in self._map:
             # Both tuples must be unique (nf_conntrack_confirm): the packet is dropped.
             self.counters["insert-clash"] += 1
             return INVALID
@@ -323,15 +324,15 @@ class ConntrackTable:
         if direction == 1:
             conn.status |= IPS_SEEN_REPLY
         conn.last_seen = now
-        self._map[conn.orig] = conn
-        self._map[conn.reply] = conn
+        self._map[okey] = conn
+        self._map[rkey] = conn
         self._entries += 1
         if self._early is not None:
             self._enqueue(conn)
         self.counters["created"] += 1
         if pkt.ttl == 1:  # 0 = not known (crafted packets)
             probes = self._ttl_probes
-            probes[conn.orig] = conn
+            probes[okey] = conn
             if len(probes) > TTL_PROBES_MAX:
                 del probes[next(iter(probes))]
         if self.listener is not None:
@@ -351,7 +352,11 @@ class ConntrackTable:
         new_reply = reply if reply is not None else conn.reply
         if new_orig == conn.orig and new_reply == conn.reply:
             return True
-        for t in (new_orig, new_reply):
+        new_okey, new_rkey = (
+            zone_key(new_orig, conn.zone_id(0)),
+            zone_key(new_reply, conn.zone_id(1)),
+        )
+        for t in (new_okey, new_rkey):
             other = m.get(t)
             if other is not None and other is not conn:
                 if other.forwarded:
@@ -362,12 +367,12 @@ class ConntrackTable:
                 self._destroy(other, "nat-duplicate")
         if self.listener is not None:
             self.listener(EVENT_REPLACE, conn)
-        for t in (conn.orig, conn.reply):
+        for t in (orig_key(conn), reply_key(conn)):
             if m.get(t) is conn:
                 del m[t]
         conn.orig, conn.reply = new_orig, new_reply
-        m[new_orig] = conn
-        m[new_reply] = conn
+        m[new_okey] = conn
+        m[new_rkey] = conn
         self.counters["nat-rebound"] += 1
         if self.listener is not None:
             self.listener(EVENT_NEW, conn)
@@ -379,7 +384,7 @@ class ConntrackTable:
         What the tracker already holds wins: it was sniffed, so it is at least as new.
         """
         m = self._map
-        old = m.get(conn.orig) or m.get(conn.reply)
+        old = m.get(orig_key(conn)) or m.get(reply_key(conn))
         if old is not None:
             if old.expires > conn.last_seen:
                 self.counters["adopt-known"] += 1
@@ -388,8 +393,8 @@ class ConntrackTable:
         if self._early is not None and not self._admit(conn.last_seen):
             return False
         conn.orig, conn.reply = self._shared(conn.orig, conn.reply)
-        m[conn.orig] = conn
-        m[conn.reply] = conn
+        m[orig_key(conn)] = conn
+        m[reply_key(conn)] = conn
         self._entries += 1
         if self._early is not None:
             self._enqueue(conn)
@@ -454,13 +459,14 @@ class ConntrackTable:
         quoted = invert((inner.proto, inner.src, inner.dst, inner.sport, inner.dport))
         if quoted is None:
             return INVALID
-        conn = self._map.get(quoted)
-        if conn is None or conn.expires <= pkt.ts:
+        found = self.get(quoted, pkt.zone, pkt.zone_dir)  # the error's own zone template
+        if found is None or found[0].expires <= pkt.ts:
             return INVALID
-        tup = conn.reply if quoted == conn.reply else conn.orig
+        conn = found[0]
+        tup = conn.reply if found[1] else conn.orig
         if pkt.dst != tup[2]:
             return INVALID  # anti-spoofing: the error must go to the quoted packet's sender
-        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(conn.orig) is conn:
+        if pkt.dport == TIME_EXCEEDED[pkt.proto] and self._ttl_probes.get(orig_key(conn)) is conn:
             # "TTL exceeded in transit" about an entry whose every packet so far arrived
             # with TTL 1: the capture point's router dropped them in ip_forward() (ttl <= 1)
             # and sent this error itself. In the kernel the entry made in PRE_ROUTING is
@@ -468,7 +474,7 @@ class ConntrackTable:
             # a packet never reaches, so the router's table has no entry for it
             # (traceroute's first hop; verified: pcaps/icmp_ttl_exceeded). The error
             # itself finds nothing in the kernel's hash either.
-            del self._ttl_probes[conn.orig]
+            del self._ttl_probes[orig_key(conn)]
             if not conn.status & IPS_SEEN_REPLY:
                 self._destroy(conn, "ttl-expired")
                 self._learn_first_hop(conn.orig[1], pkt.src)
@@ -504,8 +510,8 @@ class ConntrackTable:
         if len(early) + len(self._assured) > 2 * self._entries + 64:
             # mostly destroyed entries: compact (O(1) amortised)
             m = self._map
-            self._early = deque(c for c in early if m.get(c.orig) is c)
-            self._assured = deque(c for c in self._assured if m.get(c.orig) is c)
+            self._early = deque(c for c in early if m.get(orig_key(c)) is c)
+            self._assured = deque(c for c in self._assured if m.get(orig_key(c)) is c)
 
     def _admit(self, now: float) -> bool:
         """Room for one more entry under ``max_entries``: True, else count "table-full"."""
@@ -533,7 +539,7 @@ class ConntrackTable:
         reason = "early-drop"
         for _ in range(min(EVICTION_RANGE, len(assured))):
             conn = assured.popleft()
-            if m.get(conn.orig) is not conn:
+            if m.get(orig_key(conn)) is not conn:
                 continue  # destroyed since: stale
             st = conn.tcp
             if conn.expires <= now:
@@ -548,7 +554,7 @@ class ConntrackTable:
         unassured: list[Conn] = []  # looked at, oldest first
         while chosen is None and early and len(unassured) < EVICTION_RANGE:
             conn = early.popleft()
-            if m.get(conn.orig) is not conn:
+            if m.get(orig_key(conn)) is not conn:
                 continue
             st = conn.tcp
             if conn.expires <= now:
@@ -573,11 +579,11 @@ class ConntrackTable:
 
     def _destroy(self, conn: Conn, reason: str) -> None:
         m = self._map
-        if m.get(conn.orig) is not conn:
+        if m.get(okey := orig_key(conn)) is not conn:
             return  # already gone
-        del m[conn.orig]
-        if m.get(conn.reply) is conn:
-            del m[conn.reply]
+        del m[okey]
+        if m.get(rkey := reply_key(conn)) is conn:
+            del m[rkey]
         self._entries -= 1
         self.counters["destroyed-" + reason] += 1
         if self.listener is not None:

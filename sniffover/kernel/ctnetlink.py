@@ -1,15 +1,14 @@
 """ctnetlink: the messages that install, update and delete kernel conntrack entries and
-expectations, the socket that sends them, and the netlink/ctnetlink numbers and header
-structs, declared here once (``dump.py`` decodes with them; ``IPS_*`` bits come from
+expectations, the socket that sends them, and the netlink/ctnetlink numbers and header structs,
+declared here once (``dump.py`` decodes with them; ``IPS_*`` bits come from
 ``conntrack.entry``).
 
-The hot install path packs ``IPCTNL_MSG_CT_NEW`` messages by hand and sends many
-per ``sendmsg`` (pyroute2's encoder is ~50x slower); tests decode what is sent
-with pyroute2 to check the bytes. Rules of this kernel (conntrack-semantics §5):
-CTA_STATUS must carry IPS_CONFIRMED on create and update, may only add
-SEEN_REPLY/ASSURED, never EXPECTED/DYING; CTA_TIMEOUT is mandatory on create; TCP
-window scales stick only with WINDOW_SCALE set on both sides; a message without
-a tuple would flush the table, so the encoder refuses to build one.
+The hot install path packs ``IPCTNL_MSG_CT_NEW`` messages by hand and sends many per ``sendmsg``
+(pyroute2's encoder is ~50x slower); tests decode what is sent with pyroute2 to check the bytes.
+Rules of this kernel (conntrack-semantics §5): CTA_STATUS must carry IPS_CONFIRMED on create and
+update, may only add SEEN_REPLY/ASSURED, never EXPECTED/DYING; CTA_TIMEOUT is mandatory on
+create; TCP window scales stick only with WINDOW_SCALE set on both sides; a message without a
+tuple would flush the table, so the encoder refuses to build one.
 """
 
 from __future__ import annotations
@@ -24,8 +23,8 @@ from typing import Any, Final
 from ..conntrack.entry import IPS_CONFIRMED
 from ..errors import NetlinkError
 
-# The netlink and ctnetlink numbers (linux/netfilter/nfnetlink_conntrack.h), declared once
-# for the encoder here, the dump decoder (``dump.py``) and the expectation installer.
+# The netlink and ctnetlink numbers (linux/netfilter/nfnetlink_conntrack.h), declared once for
+# the encoder here, the dump decoder (``dump.py``) and the expectation installer.
 NETLINK_NETFILTER: Final = 12
 NFNL_SUBSYS_CTNETLINK: Final = 1
 IPCTNL_MSG_CT_NEW: Final = 0
@@ -92,6 +91,7 @@ CTA_PROTONAT_PORT_MAX: Final = 2
 # enum ctattr_tuple, ctattr_ip, ctattr_l4proto
 CTA_TUPLE_IP: Final = 1
 CTA_TUPLE_PROTO: Final = 2
+CTA_TUPLE_ZONE: Final = 3
 CTA_IP_V4_SRC: Final = 1
 CTA_IP_V4_DST: Final = 2
 CTA_IP_V6_SRC: Final = 3
@@ -148,8 +148,8 @@ def _be32(v: int) -> bytes:
     return v.to_bytes(4, "big")
 
 
-def encode_tuple(kind: int, t: Tuple) -> bytes:
-    """A CTA_TUPLE_ORIG/REPLY nest for ``t``."""
+def encode_tuple(kind: int, t: Tuple, zone: int = 0) -> bytes:
+    """A CTA_TUPLE_ORIG/REPLY nest for ``t`` (``zone``: CTA_TUPLE_ZONE, this tuple alone)."""
     proto, src, dst, sport, dport = t
     if len(src) == 4:
         ip = _nest(CTA_TUPLE_IP, _attr(CTA_IP_V4_SRC, src), _attr(CTA_IP_V4_DST, dst))
@@ -165,7 +165,8 @@ def encode_tuple(kind: int, t: Tuple) -> bytes:
     else:
         # Ports for TCP/UDP/UDP-Lite/SCTP, keys for GRE; ignored by the generic tracker.
         l4 = _attr(CTA_PROTO_SRC_PORT, _be16(sport)) + _attr(CTA_PROTO_DST_PORT, _be16(dport))
-    return _nest(kind, ip, _nest(CTA_TUPLE_PROTO, _attr(CTA_PROTO_NUM, _u8(proto)), l4))
+    tz = _attr(CTA_TUPLE_ZONE, _be16(zone)) if zone else b""
+    return _nest(kind, ip, _nest(CTA_TUPLE_PROTO, _attr(CTA_PROTO_NUM, _u8(proto)), l4), tz)
 
 
 @dataclass
@@ -246,6 +247,7 @@ def encode_ct_new(
     tcp: TcpInfo | None = None,
     mark: int | None = None,
     zone: int = 0,
+    zone_dir: int = 3,
     seq: int = 0,
     create: bool = True,
     exclusive: bool = False,
@@ -261,9 +263,11 @@ def encode_ct_new(
 
     ``helper`` (CTA_HELP, create only: a helper cannot be added later) attaches a kernel
     helper by name, e.g. "ftp", so the entry's RELATED connections can be expected.
-    ``seqadj``: a NAT helper's sequence adjustment (create or update)."""
+    ``zone_dir`` 1/2: ``zone`` on that tuple alone (CTA_TUPLE_ZONE); ``seqadj``: a NAT
+    helper's sequence adjustment (create or update)."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
-    body = encode_tuple(CTA_TUPLE_ORIG, orig) + encode_tuple(CTA_TUPLE_REPLY, reply)
+    oz, rz = (zone if zone_dir == 1 else 0), (zone if zone_dir == 2 else 0)
+    body = encode_tuple(CTA_TUPLE_ORIG, orig, oz) + encode_tuple(CTA_TUPLE_REPLY, reply, rz)
     body += _attr(CTA_STATUS, _be32(status | IPS_CONFIRMED))
     body += _attr(CTA_TIMEOUT, _be32(max(1, min(int(timeout), 0xFFFFFFFF))))
     if nat_src is not None:
@@ -283,8 +287,7 @@ def encode_ct_new(
     if labels and create:
         # applied only where a rule uses `ct label`, silently dropped elsewhere (§5.4)
         body += _attr(CTA_LABELS, labels)
-    if zone:
-        body += _attr(CTA_ZONE, _be16(zone))
+    body += _attr(CTA_ZONE, _be16(zone)) if zone and zone_dir == 3 else b""
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     if create:
         flags |= NLM_F_CREATE
@@ -326,8 +329,7 @@ def encode_exp_new(
             encode_tuple(CTA_EXPECT_NAT_TUPLE, saved),
         )
         body += _attr(CTA_EXPECT_FN, NAT_FOLLOW_MASTER.encode() + b"\0")
-    if zone:
-        body += _attr(CTA_EXPECT_ZONE, _be16(zone))
+    body += _attr(CTA_EXPECT_ZONE, _be16(zone)) if zone else b""
     flags = NLM_F_REQUEST | NLM_F_CREATE | (NLM_F_ACK if ack else 0)
     return _message(IPCTNL_MSG_EXP_NEW, flags, seq, family, body, NFNL_SUBSYS_CTNETLINK_EXP)
 
@@ -336,24 +338,23 @@ def encode_exp_delete(expected: Tuple, zone: int = 0, seq: int = 0, ack: bool = 
     """Delete one expectation by its tuple (never a tuple-less flush)."""
     family = AF_INET if len(expected[1]) == 4 else AF_INET6
     body = encode_tuple(CTA_EXPECT_TUPLE, expected)
-    if zone:
-        body += _attr(CTA_EXPECT_ZONE, _be16(zone))
+    body += _attr(CTA_EXPECT_ZONE, _be16(zone)) if zone else b""
     flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     return _message(IPCTNL_MSG_EXP_DELETE, flags, seq, family, body, NFNL_SUBSYS_CTNETLINK_EXP)
 
 
 # --- the hot path: one struct.pack per message -----------------------------------------
 #
-# Profiling the installer showed message building (25 small attributes) costing 7x the
-# sendmsg and the kernel round trip together. For the common shapes (port-based
-# protocols over IPv4/IPv6, with or without TCP protoinfo, mark and zone) the message is
-# precomputed constant pieces joined with the variable ones; ``encode_ct_new`` stays the
-# reference and the tests check the two byte for byte.
+# Profiling the installer showed message building (25 small attributes) costing 7x the sendmsg
+# and the kernel round trip together. For the common shapes (port-based protocols over
+# IPv4/IPv6, with or without TCP protoinfo, mark and zone) the message is precomputed constant
+# pieces joined with the variable ones; ``encode_ct_new`` stays the reference and the tests
+# check the two byte for byte.
 
 _N = NLA_F_NESTED
 
-# The constant pieces of a message, joined with the variable ones (addresses, ports,
-# status, timeout, ...) in one b"".join: compiled, that beats one struct.pack of ~60 values.
+# The constant pieces of a message, joined with the variable ones (addresses, ports, status,
+# timeout, ...) in one b"".join: compiled, that beats one struct.pack of ~60 values.
 _HEAD = struct.Struct(NLMSG_HDR.format + NFGEN_HDR.format.lstrip("=")).pack  # nlmsghdr + nfgenmsg
 _HH = NLA_HDR.pack  # an attribute header
 _PORTS: tuple[bytes, ...] = tuple(struct.pack("!Hxx", p) for p in range(0x10000))
@@ -484,9 +485,7 @@ def encode_ct_new_fast(
 def encode_ct_delete(orig: Tuple, zone: int = 0, seq: int = 0, ack: bool = True) -> bytes:
     """Delete one entry by its original tuple (never a tuple-less flush)."""
     family = AF_INET if len(orig[1]) == 4 else AF_INET6
-    body = encode_tuple(CTA_TUPLE_ORIG, orig)
-    if zone:
-        body += _attr(CTA_ZONE, _be16(zone))
+    body = encode_tuple(CTA_TUPLE_ORIG, orig) + (_attr(CTA_ZONE, _be16(zone)) if zone else b"")
     return _message(
         IPCTNL_MSG_CT_DELETE, NLM_F_REQUEST | (NLM_F_ACK if ack else 0), seq, family, body
     )

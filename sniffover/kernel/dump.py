@@ -19,6 +19,7 @@ import struct
 from collections.abc import Iterator
 
 from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation, format_seqadj
+from ..conntrack.zones import ZONE_DIR_KEY
 from .ctnetlink import (
     CTA_EXPECT_CLASS,
     CTA_EXPECT_FLAGS,
@@ -66,6 +67,7 @@ from .ctnetlink import (
     CTA_TUPLE_ORIG,
     CTA_TUPLE_PROTO,
     CTA_TUPLE_REPLY,
+    CTA_TUPLE_ZONE,
     CTA_ZONE,
     IPCTNL_MSG_CT_GET,
     IPCTNL_MSG_CT_NEW,
@@ -227,6 +229,7 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
     empty: Tuple = (0, b"", b"", 0, 0)
     orig = reply = empty
     status = timeout = mark = zone = 0
+    tz: dict[str, str] = {}  # a directional zone (conntrack.zones)
     tcp: tuple[int, int] | None = None
     labels = b""
     helper = ""
@@ -240,10 +243,15 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
         kind &= 0x3FFF
         s = off + 4
         e = off + length
-        if kind == CTA_TUPLE_ORIG:
-            orig = _fast_tuple(buf, s, e)
-        elif kind == CTA_TUPLE_REPLY:
-            reply = _fast_tuple(buf, s, e)
+        if kind in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
+            if kind == CTA_TUPLE_ORIG:
+                orig = _fast_tuple(buf, s, e)
+            else:
+                reply = _fast_tuple(buf, s, e)
+            for k2, s2, _ in iter_attrs(buf, s, e):  # CTA_TUPLE_ZONE: this tuple alone in it
+                if k2 == CTA_TUPLE_ZONE:
+                    zone = _BE16.unpack_from(buf, s2)[0]
+                    tz[ZONE_DIR_KEY] = "orig" if kind == CTA_TUPLE_ORIG else "reply"
         elif kind == CTA_STATUS and length == 8:
             status = _BE32.unpack_from(buf, s)[0]
         elif kind == CTA_TIMEOUT and length == 8:
@@ -268,7 +276,7 @@ def decode_entry(buf: bytearray, start: int, end: int) -> SnapshotEntry:
                 if CTA_SEQADJ_CORRECTION_POS <= k <= CTA_SEQADJ_OFFSET_AFTER and e2 - s2 == 4:
                     row[k - 1] = _BE32.unpack_from(buf, s2)[0]
         off += (length + 3) & ~3
-    entry = SnapshotEntry(orig, reply, status, timeout, mark=mark, zone=zone)
+    entry = SnapshotEntry(orig, reply, status, timeout, mark=mark, zone=zone, extra=tz)
     if labels:
         entry.labels = labels
     if helper:

@@ -34,6 +34,7 @@ from ..conntrack.helpers import select
 from ..conntrack.install_policy import Desired, desired, remaining_timeout
 from ..conntrack.listing import format_entry
 from ..conntrack.tuple import Tuple, invert
+from ..conntrack.zones import orig_key
 from .ctnetlink import (
     TcpInfo,
     encode_ct_delete,
@@ -184,16 +185,18 @@ class Installer:
             # copy ages out on its own timer. Never deleted from here: after a takeover
             # without `ctl promote` the agent no longer sees the traffic that keeps the
             # kernel's copy alive, and deleting it would cut a live connection.
-            self.dirty.pop(conn.orig, None)
-            self.shadow.pop(conn.orig, None)
+            key = orig_key(conn)
+            self.dirty.pop(key, None)
+            self.shadow.pop(key, None)
             return
+        key = orig_key(conn)
         if kind == "replace":  # same flow, new tuples (NAT): the old kernel copy goes
-            self.dirty.pop(conn.orig, None)
-            if conn.orig in self.shadow:
-                self.doomed[conn.orig] = conn
+            self.dirty.pop(key, None)
+            if key in self.shadow:
+                self.doomed[key] = conn
             return
-        self.doomed.pop(conn.orig, None)
-        self.dirty[conn.orig] = conn
+        self.doomed.pop(key, None)
+        self.dirty[key] = conn
 
     @property
     def pending(self) -> int:
@@ -235,7 +238,7 @@ class Installer:
         ops: list[_Op] = []
         for orig, inst in self.shadow.items():
             conn = lookup(orig)
-            if conn is None or conn.orig != orig:
+            if conn is None or orig_key(conn) != orig:
                 continue
             ahead = conn.expires - inst.expires
             if ahead <= 1:
@@ -284,7 +287,10 @@ class Installer:
     def _encode(self, op: _Op, seq: int, ack: bool = True) -> bytes:
         """One message; only the last of a batch asks for an ack (failures always answer)."""
         if op.mode == "delete":
-            return encode_ct_delete(op.orig, zone=self.zone, seq=seq, ack=ack)
+            # keyed by the original tuple and the zone it is hashed in (conntrack.zones):
+            # that zone as CTA_ZONE finds the entry whatever its zone's direction
+            o, zid = (op.orig[:5], op.orig[5]) if len(op.orig) == 6 else (op.orig, self.zone)
+            return encode_ct_delete(o, zone=zid, seq=seq, ack=ack)
         conn, want = op.conn, op.want
         assert conn is not None and want is not None
         tcp = None
@@ -316,8 +322,10 @@ class Installer:
         sctp = None
         if want.sctp_state >= 0 and plain is r:  # SCTP: state and vtags (not with NAT)
             sctp = (want.sctp_state, want.vtag_orig, want.vtag_reply)
+        zone, zone_dir = (conn.zone, conn.zone_dir) if conn.zone else (self.zone, 3)
         if (
-            plain is r
+            zone_dir == 3
+            and plain is r
             and sctp is None
             and helper is None
             and want.seqadj is None
@@ -335,7 +343,7 @@ class Installer:
                 op.timeout,
                 tcp,
                 conn.mark or self.mark,
-                conn.zone or self.zone,
+                zone,
                 seq,
                 create,
                 create,
@@ -348,7 +356,8 @@ class Installer:
             timeout=op.timeout,
             tcp=tcp,
             mark=conn.mark or self.mark,
-            zone=conn.zone or self.zone,
+            zone=zone,
+            zone_dir=zone_dir,
             seq=seq,
             create=create,
             exclusive=create,
@@ -388,7 +397,7 @@ class Installer:
         """The messages that would install ``conns`` (none is sent, nothing recorded)."""
         ops: list[_Op] = []
         for conn in conns:
-            ops += self._plan(conn.orig, conn, now)
+            ops += self._plan(orig_key(conn), conn, now)
         return self._encode_batches(ops)
 
     def commit(self, batches: list[Batch], now: float, helper: BatchSender | None = None) -> int:
@@ -533,7 +542,7 @@ class Installer:
     def install_all(self, conns: list[Conn], now: float) -> int:
         """Mark every tracked entry dirty, flush, and bring every kernel timer up to the
         tracker's: used at promotion time."""
-        conns_by_orig = {c.orig: c for c in conns}
-        for conn in conns:
-            self.dirty.setdefault(conn.orig, conn)
+        conns_by_orig = {orig_key(c): c for c in conns}
+        for key, conn in conns_by_orig.items():
+            self.dirty.setdefault(key, conn)
         return self.flush(now) + self.refresh(now, conns_by_orig.get, exact=True)

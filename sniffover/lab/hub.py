@@ -679,6 +679,7 @@ class TrafficClient:
         udp_port: int = 9000,
         duration: float = 120.0,
         timeout: float = 3.0,
+        sport_base: int = 0,
     ) -> None:
         self.lab = lab
         self.node = node
@@ -700,6 +701,7 @@ class TrafficClient:
             str(duration),
             "--timeout",
             str(timeout),
+            *(("--sport-base", str(sport_base)) if sport_base else ()),
         )
         self.timeout = timeout
         self.proc: subprocess.Popen[str] | None = None

@@ -185,8 +185,13 @@ class UdpFlow:
 
 
 class Client:
-    def __init__(self, server: str, tcp_port: int, udp_port: int, timeout: float) -> None:
+    def __init__(
+        self, server: str, tcp_port: int, udp_port: int, timeout: float, sport_base: int = 0
+    ) -> None:
         self.server = server
+        # fixed source ports (TCP from sport_base up, UDP from sport_base + 1000 up): two
+        # clients with one address on two segments then have identical tuples (zones lab)
+        self.sport_base = sport_base
         self.tcp_port = tcp_port
         self.udp_port = udp_port
         self.timeout = timeout
@@ -201,10 +206,11 @@ class Client:
         sel = selectors.DefaultSelector()
         pending: dict[socket.socket, int] = {}
         failed: list[str] = []
-        for _ in range(n):
+        first = self.sport_base + len(self.tcp) if self.sport_base else 0
+        for i in range(n):
             s = socket.socket(_family(self.server), socket.SOCK_STREAM)
             s.setblocking(False)
-            s.bind(("::" if ":" in self.server else "0.0.0.0", 0))
+            s.bind(("::" if ":" in self.server else "0.0.0.0", first + i if first else 0))
             sport = s.getsockname()[1]
             err = s.connect_ex((self.server, self.tcp_port))
             if err not in (0, errno.EINPROGRESS):
@@ -237,10 +243,11 @@ class Client:
 
     def open_udp(self, n: int) -> list[UdpFlow]:
         flows = []
-        for _ in range(max(0, min(n, MAX_CONNS - len(self.udp)))):
+        first = self.sport_base + 1000 + len(self.udp) if self.sport_base else 0
+        for i in range(max(0, min(n, MAX_CONNS - len(self.udp)))):
             s = socket.socket(_family(self.server), socket.SOCK_DGRAM)
             s.setblocking(False)
-            s.bind(("::" if ":" in self.server else "0.0.0.0", 0))
+            s.bind(("::" if ":" in self.server else "0.0.0.0", first + i if first else 0))
             s.connect((self.server, self.udp_port))
             flows.append(UdpFlow(s, s.getsockname()[1]))
         self.udp.extend(flows)
@@ -423,10 +430,17 @@ def _command(client: Client, line: str) -> dict[str, Any] | None:
 
 
 def run_client(
-    server: str, tcp: int, udp: int, tcp_port: int, udp_port: int, duration: float, timeout: float
+    server: str,
+    tcp: int,
+    udp: int,
+    tcp_port: int,
+    udp_port: int,
+    duration: float,
+    timeout: float,
+    sport_base: int = 0,
 ) -> int:
     deadline = time.monotonic() + duration
-    client = Client(server, tcp_port, udp_port, timeout)
+    client = Client(server, tcp_port, udp_port, timeout, sport_base)
     tflows, failed = client.open_tcp(tcp)
     uflows = client.open_udp(udp)
     res = client.exchange(tflows, uflows)
@@ -604,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     pc.add_argument("--udp-port", type=int, default=9000)
     pc.add_argument("--duration", type=float, default=60.0)
     pc.add_argument("--timeout", type=float, default=3.0)
+    pc.add_argument("--sport-base", type=int, default=0, choices=range(1024, 60000), metavar="N")
     pn = sub.add_parser("churn")
     pn.add_argument("--server", required=True)
     pn.add_argument("--tcp-port", type=int, default=8000)
@@ -627,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             a.udp_port,
             min(a.duration, 3600.0),
             min(a.timeout, 30.0),
+            a.sport_base,
         )
     if a.cmd == "churn":
         return run_churn(

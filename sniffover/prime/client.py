@@ -41,6 +41,7 @@ from typing import Protocol
 from ..conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
 from ..conntrack.listing import ListingError, is_expect_line, parse_expect_line, parse_listing
 from ..conntrack.snapshot import TCP_STATE_BY_NAME, SnapshotEntry, SnapshotExpectation
+from ..conntrack.zones import NF_CT_DEFAULT_ZONE_DIR, NF_CT_ZONE_DIR_ORIG, ZONE_DIR_KEY
 from ..errors import PrimeError
 from .handshake import (
     DEFAULT_PORT,
@@ -269,6 +270,8 @@ def listing_entries(text: str) -> list[SnapshotEntry]:
         if not le.unreplied:
             status |= IPS_SEEN_REPLY
         entry = SnapshotEntry(le.orig, le.reply, status, le.timeout, mark=le.mark, zone=le.zone)
+        if le.zone and le.zone_dir != NF_CT_DEFAULT_ZONE_DIR:  # zone-orig= / zone-reply=
+            entry.extra[ZONE_DIR_KEY] = "orig" if le.zone_dir == NF_CT_ZONE_DIR_ORIG else "reply"
         if le.proto == 6:
             if le.state not in TCP_STATE_BY_NAME:
                 raise PrimeError(f"bad format: unknown TCP state {le.state!r}")

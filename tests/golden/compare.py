@@ -29,7 +29,7 @@ class Comparison:
     def report(self, ours_at: float) -> str:
         lines = [f"matched {self.matched}"]
         lines += [
-            f"missing (kernel only): {e.orig} state={e.state} {sorted(e.flags)}"
+            f"missing (kernel only): {e.orig} zone={e.zone} state={e.state} {sorted(e.flags)}"
             for e in self.missing
         ]
         lines += [f"extra (ours only): {format_entry(c, ours_at)}" for c in self.extra]
@@ -37,8 +37,10 @@ class Comparison:
         return "\n".join(lines)
 
 
-def _key(t: Tuple) -> Tuple:
-    return t
+def _key(t: Tuple, zone: int, zone_dir: int) -> Tuple:
+    """Entries are told apart by their original tuple and zone (two VRFs may reuse one
+    tuple in two zones)."""
+    return (t, zone, zone_dir if zone else 3)
 
 
 def compare_tables(
@@ -46,9 +48,9 @@ def compare_tables(
 ) -> Comparison:
     """Compare ``ours`` (reported as of ``at``) with the kernel's listed entries."""
     result = Comparison()
-    mine = {_key(c.orig): c for c in ours}
+    mine = {_key(c.orig, c.zone, c.zone_dir): c for c in ours}
     for k in kernel:
-        conn = mine.pop(_key(k.orig), None)
+        conn = mine.pop(_key(k.orig, k.zone, k.zone_dir), None)
         if conn is None:
             result.missing.append(k)
             continue

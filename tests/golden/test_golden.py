@@ -18,6 +18,7 @@ import pytest
 from sniffover.conntrack.listing import parse_listing
 from sniffover.conntrack.snapshot import format_seqadj, tuple_key
 from sniffover.conntrack.timeouts import Timeouts
+from sniffover.conntrack.zones import ZoneMap
 from sniffover.replay import replay
 from tests.golden.compare import compare_tables
 
@@ -48,7 +49,8 @@ def test_replay_matches_kernel_table(name: str) -> None:
     at = float(meta["dump_time"])
     # the router's configuration the tracker is told about (tools/golden/record.py Scenario)
     options = meta.get("replay", {})
-    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts, **options)
+    zones = ZoneMap.parse(meta.get("zone_map", []))  # recorded with the router's zone rules
+    result = replay([str(PCAPS / f"{name}.pcap")], at=at, timeouts=timeouts, zones=zones, **options)
     cmp = compare_tables(kernel, result.entries(), at)
     assert cmp.equal, f"{name}: {meta.get('description', '')}\n{cmp.report(at)}"
 

@@ -388,7 +388,7 @@ def test_status_keys():
     agent.start()
     assert set(agent.status()) == {
         "ok", "state", "promoted_by", "capturing", "pid", "version", "build", "uptime",
-        "interfaces", "packets",
+        "interfaces", "zone_map", "packets",
         "last_packet_age", "flows", "installed", "pending", "primed", "prime", "capture",
         "install", "tracker", "agent", "confirm", "ftp", "prefilter", "lost_interfaces",
         "skipped",
