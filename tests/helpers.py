@@ -83,3 +83,13 @@ class FakeSender:
             out[struct.unpack_from("=I", m, 8)[0]] = self.errors.get(len(self.sent), self.err)
             self.sent.append(m)
         return out
+
+
+# A prelude for ``python -c`` agents whose run patches a module (a lab's control): mypyc
+# modules call each other natively, so a patched attribute would not be seen. This makes
+# every compiled module of the package import from its source instead (sniffover._stale).
+SOURCE_FIRST = (
+    "import os, sys, sniffover._stale as _s; "
+    "sys.meta_path.insert(0, _s.SourceFirst({m: p[0] for m, p in "
+    "_s.compiled_modules(os.path.dirname(_s.__file__), 'sniffover').items()})); "
+)

@@ -7,7 +7,11 @@ calls it under its accept loop and its handler threads, so every method takes th
   ``per_source`` of them from one address. A new connection is never refused for lack of
   room: it evicts its own source's oldest when that source is at its limit, else the
   pool's oldest. One source therefore holds at most ``per_source`` slots however fast it
-  reconnects, and a standby's handshake (one round trip) is not pushed out by it;
+  reconnects, and a standby's handshake (one round trip) is not pushed out by it. Among
+  the candidates, one that has not sent its proof yet (``spoke``, the server peeks at the
+  socket) goes before one whose proof is waiting to be checked: a crowd that connects and
+  stays silent, even from the standby's own address, cannot evict a pull that answered,
+  and one that sends bytes is judged by them (and throttled when they are wrong);
 * failed authentications throttled per source: after the n-th failure in a row, that
   source's connections are closed unanswered for ``min(base * 2**(n-1), cap)`` seconds
   (a 2-byte key fell in 442 tries in 0.21 s without it); a success clears the record;
@@ -54,7 +58,9 @@ class Admission:
         throttle_base: float = THROTTLE_BASE,
         throttle_cap: float = THROTTLE_CAP,
         clock: Clock = time.monotonic,
+        spoke: Callable[[Any], bool] = lambda sock: False,
     ) -> None:
+        self.spoke = spoke
         self.max_pending = max(1, max_pending)
         self.per_source = max(1, min(per_source, self.max_pending))
         self.throttle_base = throttle_base
@@ -80,9 +86,9 @@ class Admission:
             evicted: list[Pending] = []
             mine = [p for p in self._pending.values() if p.source == source]
             if len(mine) >= self.per_source:
-                evicted.append(mine[0])
+                evicted.append(self._victim(mine))
             elif len(self._pending) >= self.max_pending:
-                evicted.append(next(iter(self._pending.values())))
+                evicted.append(self._victim(list(self._pending.values())))
             for p in evicted:
                 p.evicted = True
                 del self._pending[id(p)]
@@ -90,6 +96,13 @@ class Admission:
             entry = Pending(sock, source, now)
             self._pending[id(entry)] = entry
             return entry, evicted, ""
+
+    def _victim(self, candidates: list[Pending]) -> Pending:
+        """The oldest candidate that has not sent its proof, else the oldest."""
+        for p in candidates:
+            if not self.spoke(p.sock):
+                return p
+        return candidates[0]
 
     def authenticated(self, entry: Pending) -> bool:
         """``entry`` has proven the key: it leaves the pool (False if it was evicted first)."""

@@ -33,6 +33,7 @@ import hmac
 import logging
 import resource
 import secrets
+import select
 import socket
 import sys
 import threading
@@ -120,7 +121,7 @@ class Server:
         self.key = key
         self.timeout = timeout
         self.auth_timeout = min(auth_timeout, timeout)
-        self.admission = Admission(max_pending, per_source)
+        self.admission = Admission(max_pending, per_source, spoke=_has_spoken)
         self.limited = LogLimiter(log)
         self.dump = dump or default_dumper
         # the kernel's expectations go with the kernel's table; a test's own dumper
@@ -415,3 +416,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _has_spoken(sock: socket.socket) -> bool:
+    """Bytes from the peer wait in ``sock`` (its proof, unread yet): a peek, no wait."""
+    try:
+        # poll first: recv() on a socket with a timeout would wait for data up to it
+        ready = select.poll()
+        ready.register(sock, select.POLLIN)
+        if not ready.poll(0):
+            return False
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))  # b"": closed
+    except (OSError, ValueError):  # the socket is gone
+        return False

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from sniffover.lab.hub import Lab, client_ip, server_ip, stop_process
+from tests.helpers import SOURCE_FIRST
 from tests.lab.test_agent_lab import MASTER_ADDRS, agent_log, sniffover_ctl
 from tests.lab.test_ftp_lab import CLIENT, FILES, Client, start_vsftpd, stop_sessions
 
@@ -58,7 +59,9 @@ print(json.dumps(sorted(
      x.nat_tuple[3] if x.nat_tuple else -1, x.fn] for x in dump_expectations())))
 """
 # the control run: the agent installs everything except the sequence adjustment
-NO_SEQADJ = "import sniffover.kernel.ctnetlink as c; c.encode_seqadj = lambda v: b''; "
+NO_SEQADJ = (
+    SOURCE_FIRST + "import sniffover.kernel.ctnetlink as c; c.encode_seqadj = lambda v: b''; "
+)
 
 
 class NoopClient(Client):

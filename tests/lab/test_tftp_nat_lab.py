@@ -19,13 +19,14 @@ import sys
 import pytest
 
 from sniffover.lab.hub import Lab, client_ip, server_ip, stop_process
+from tests.helpers import SOURCE_FIRST
 from tests.lab.test_agent_lab import agent_log, sniffover_ctl
 from tests.lab.test_ftp_nat_lab import EXPECT_DUMP, start_agent2, wait_masters
 from tests.lab.test_tftp_lab import CLIENT, GET_PORT, PUT_PORT, SERVER, Proc, sha, wait_for
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 
-NO_EXPECT_NAT = (
+NO_EXPECT_NAT = SOURCE_FIRST + (
     "import sniffover.kernel.expect as e; _f = e.encode_exp_new; "
     "e.encode_exp_new = lambda *a, **k: _f(*a, **{**k, 'nat': None}); "
 )

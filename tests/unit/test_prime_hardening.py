@@ -349,6 +349,41 @@ def test_admission_pool_and_throttle() -> None:
     assert [adm.failed("E") for _ in range(6)][-1] == 8  # capped
 
 
+def test_admission_evicts_a_silent_connection_before_one_whose_proof_waits() -> None:
+    """A crowd from the standby's own address connects and stays silent: the pull that
+    has sent its proof (unread yet) is not the one pushed out, however old it is."""
+    spoken = {"pull"}
+    adm = Admission(max_pending=8, per_source=3, clock=Clock(), spoke=lambda s: s in spoken)
+    pull, _, _ = adm.admit("pull", "S")
+    crowd = [adm.admit(f"c{i}", "S")[0] for i in range(2)]
+    for i in range(2, 10):  # the crowd reconnects as it is evicted
+        _, ev, _ = adm.admit(f"c{i}", "S")
+        assert ev and ev[0] is not pull
+    assert pull is not None and adm.authenticated(pull)
+    assert all(c is not None and c.evicted for c in crowd)
+    # and when every candidate has spoken, the oldest goes as before
+    spoken.update(f"c{i}" for i in range(20))
+    old = adm.admit("c10", "S")[0]
+    _, ev, _ = adm.admit("c11", "S")
+    _, ev2, _ = adm.admit("c12", "S")
+    assert old is not None and old not in ev and (ev + ev2)[0].sock == "c8"
+
+
+def test_has_spoken_peeks_without_waiting() -> None:
+    import socket
+    import time
+
+    from sniffover.prime.server import _has_spoken
+
+    a, b = socket.socketpair()
+    with a, b:
+        b.settimeout(5.0)  # a handler's timeout must not make the peek wait
+        t0 = time.monotonic()
+        assert not _has_spoken(b) and time.monotonic() - t0 < 0.5
+        a.sendall(b"proof")
+        assert _has_spoken(b) and b.recv(5) == b"proof"  # peeked, not consumed
+
+
 def test_log_limiter() -> None:
     clock = Clock()
     got: list[str] = []
