@@ -390,6 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
     demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
+    from .audit import add_audit_arguments
     from .bench.suite import add_bench_arguments
     from .check import add_check_arguments
     from .prime.server import add_serve_arguments
@@ -397,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sub)
     add_bench_arguments(sub)
     add_check_arguments(sub)
+    add_audit_arguments(sub)
     sub.add_parser(
         "completion",
         help="print the bash completion script, generated from this --help",
@@ -554,6 +556,12 @@ def cmd_check_lazy(args: argparse.Namespace) -> int:
     return cmd_check(args)
 
 
+def cmd_audit_lazy(args: argparse.Namespace) -> int:
+    from .audit import cmd_audit
+
+    return cmd_audit(args)
+
+
 def cmd_bench_lazy(args: argparse.Namespace) -> int:
     from .bench.suite import cmd_bench
 
@@ -568,6 +576,7 @@ COMMANDS = {
     "demo": cmd_demo,
     "serve": cmd_serve_lazy,
     "check": cmd_check_lazy,
+    "audit": cmd_audit_lazy,
     "manpage": cmd_manpage_lazy,
     "completion": cmd_completion_lazy,
 }
