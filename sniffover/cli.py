@@ -300,6 +300,14 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         help=f"per pull attempt (default {shown_default('prime_timeout')})",
     )
     g.add_argument(
+        "--audit-interval",
+        type=option_type("audit_interval"),
+        metavar="SECONDS",
+        help="every this many seconds (10-86400), compare this host's kernel table with the "
+        "--prime-from master's, like `sniffover audit` (one pull; log line, status, "
+        "sniffover_audit_* metrics); default off",
+    )
+    g.add_argument(
         "--sysctl-dir",
         type=option_type("sysctl_dir"),
         metavar="DIR",
