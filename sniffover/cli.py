@@ -121,6 +121,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     # defaults in the help come from AgentConfig (agent.config), the one source of them;
     # values go through its check_value as TOML values do
     from .agent.config import option_type, shown_default
+    from .audit import add_interval_option
 
     g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
     g.add_argument(
@@ -299,14 +300,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"per pull attempt (default {shown_default('prime_timeout')})",
     )
-    g.add_argument(
-        "--audit-interval",
-        type=option_type("audit_interval"),
-        metavar="SECONDS",
-        help="every this many seconds (10-86400), compare this host's kernel table with the "
-        "--prime-from master's, like `sniffover audit` (one pull; log line, status, "
-        "sniffover_audit_* metrics); default off",
-    )
+    add_interval_option(g)
     g.add_argument(
         "--sysctl-dir",
         type=option_type("sysctl_dir"),
@@ -564,12 +558,6 @@ def cmd_check_lazy(args: argparse.Namespace) -> int:
     return cmd_check(args)
 
 
-def cmd_audit_lazy(args: argparse.Namespace) -> int:
-    from .audit import cmd_audit
-
-    return cmd_audit(args)
-
-
 def cmd_bench_lazy(args: argparse.Namespace) -> int:
     from .bench.suite import cmd_bench
 
@@ -584,7 +572,6 @@ COMMANDS = {
     "demo": cmd_demo,
     "serve": cmd_serve_lazy,
     "check": cmd_check_lazy,
-    "audit": cmd_audit_lazy,
     "manpage": cmd_manpage_lazy,
     "completion": cmd_completion_lazy,
 }
@@ -598,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .agent.config import run_agent
 
             return run_agent(args, parser)
-        return COMMANDS[args.command](args)
+        return (getattr(args, "run", None) or COMMANDS[args.command])(args)
     except CliError as exc:
         print(f"sniffover: {exc}", file=sys.stderr)
         return exc.code

@@ -1,6 +1,6 @@
 """The periodic self-audit (``--audit-interval S``): ``sniffover audit`` run by the agent.
 
-Every ``audit_interval`` seconds while standby, a thread runs ``audit.run_audit`` against
+Every ``audit_interval`` seconds while standby, a thread runs ``prime.audit.run_audit`` against
 the ``--prime-from`` master with the agent's key (the same pull as a prime: one dump on the
 master) and this namespace's table; the main loop takes the result once a second (``tick``):
 one log line per audit, the counts in ``info`` (status ``audit``, the Prometheus
@@ -39,7 +39,13 @@ class AuditController:
         return bool(self.cfg.audit_interval and self.cfg.prime_from)
 
     def _run(self) -> tuple[Any, dict[str, float]]:
-        from ..audit import DEFAULT_LAG, own_addresses, parse_addrs, run_audit, source_addresses
+        from ..prime.audit import (
+            DEFAULT_LAG,
+            own_addresses,
+            parse_addrs,
+            run_audit,
+            source_addresses,
+        )
 
         source = self.cfg.prime_from
         assert source is not None

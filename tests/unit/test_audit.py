@@ -9,7 +9,6 @@ import pytest
 
 from sniffover.agent.auditing import AuditController
 from sniffover.agent.config import AgentConfig
-from sniffover.audit import LocalDump, run_audit
 from sniffover.cli import main
 from sniffover.conntrack.audit import compare
 from sniffover.conntrack.entry import IPS_ASSURED, IPS_CONFIRMED, IPS_SEEN_REPLY
@@ -21,6 +20,7 @@ from sniffover.conntrack.states import (
     TCP_SYN_SENT,
     TCP_TIME_WAIT,
 )
+from sniffover.prime.audit import LocalDump, run_audit
 
 C = bytes((192, 0, 2, 10))
 S = bytes((198, 51, 100, 10))
