@@ -77,8 +77,9 @@ def _bench_inner(sizes: Sequence[int], audit: bool = False) -> None:
                 t0 = time.perf_counter()
                 n_dumped = len(dump_table())
                 dump_s = time.perf_counter() - t0
+                pulls = len(server.stats)
                 snap = fetch(f"127.0.0.1:{server.address[1]}", key_file, timeout=60, retries=0)
-                st = server.stats[-1]
+                st = _last_pull(server, pulls)
                 row = (
                     _audit_row(f"127.0.0.1:{server.address[1]}", key_file, server) if audit else {}
                 )
@@ -102,13 +103,23 @@ def _bench_inner(sizes: Sequence[int], audit: bool = False) -> None:
             server.close()
 
 
+def _last_pull(server: Any, before: int) -> Any:
+    """The figures of the pull that just ended: the server thread appends them after the
+    client has read the end frame (reading ``stats[-1]`` at once could give the one before)."""
+    deadline = time.monotonic() + 5
+    while len(server.stats) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.stats[-1]
+
+
 def _audit_row(source: str, key: str, server: Any) -> dict[str, float]:
     """One audit of this namespace against its own serve: the figures of both sides."""
     from ..prime.audit import run_audit
 
     gc.collect()
+    pulls = len(server.stats)
     result, t = run_audit(source, key, lag=0.0, timeout=60, local={b"\x7f\x00\x00\x01"})
-    st = server.stats[-1]
+    st = _last_pull(server, pulls)
     return {
         "audit_differences": result.total,
         "audit_server_cpu_s": round(st.cpu_seconds, 3),

@@ -107,6 +107,10 @@ def phase(e: SnapshotEntry) -> int:
     return 1 if e.status & IPS_ASSURED else 0
 
 
+def _same(x: SnapshotEntry, y: SnapshotEntry) -> bool:
+    return x.tcp_state == y.tcp_state and not (x.status ^ y.status) & IPS_ASSURED
+
+
 def state_text(e: SnapshotEntry) -> str:
     if e.orig[0] == PROTO_TCP and e.tcp_state is not None:
         return TCP_STATE_NAMES[e.tcp_state]
@@ -169,12 +173,18 @@ class AuditResult:
 def _index(
     entries: Iterable[SnapshotEntry], local: Collection[bytes], result: AuditResult, side: str
 ) -> dict[Key, SnapshotEntry]:
+    if not local:
+        return {(e.zone, e.orig): e for e in entries}
     out: dict[Key, SnapshotEntry] = {}
+    dropped = 0
     for e in entries:
-        if local and is_local(e, local):
-            result.excluded[f"local-{side}"] += 1
-            continue
-        out[key(e)] = e
+        o, r = e.orig, e.reply
+        if o[1] in local or o[2] in local or r[1] in local or r[2] in local:
+            dropped += 1
+        else:
+            out[(e.zone, o)] = e
+    if dropped:
+        result.excluded[f"local-{side}"] += dropped
     return out
 
 
