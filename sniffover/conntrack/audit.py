@@ -151,10 +151,12 @@ class AuditResult:
 
     def summary(self) -> str:
         parts = ", ".join(f"{self.counts[c]} {c.replace('_', ' ')}" for c in CATEGORIES)
+        x = self.excluded
+        left = x["local-master"] + x["policy"] + x["expiring"]
         return (
             f"audit: {self.total} differences ({parts}); {self.compared} of "
-            f"{self.master_entries} master entries compared, "
-            f"{sum(self.excluded.values())} left out"
+            f"{self.master_entries} master entries compared ({left} own traffic, not "
+            f"installed by policy or expiring), {x['young']} young here"
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping")
 METRICS = "127.0.0.1:9478"
 
 
-def audit(lab: Lab, key: str, *extra: str) -> tuple[int, dict]:
+def audit(lab: Lab, key: str, *extra: str, text: bool = False) -> tuple[int, dict]:
     r = lab.run(
         "fw2",
         sys.executable,
@@ -42,12 +42,15 @@ def audit(lab: Lab, key: str, *extra: str) -> tuple[int, dict]:
         MASTER_ADDRS,
         "--lag",
         "1",
-        "--json",
+        *(() if text else ("--json",)),
         *extra,
         check=False,
         timeout=60,
     )
     assert "Traceback" not in r.stderr, r.stderr
+    if text:
+        print(r.stdout)
+        return r.returncode, {"lines": r.stdout.splitlines()}
     return r.returncode, json.loads(r.stdout) if r.stdout.strip() else {"stderr": r.stderr}
 
 
@@ -90,6 +93,9 @@ def test_audit_healthy_pair_then_exactly_the_injected_differences(tmp_path) -> N
             rc, doc = audit(lab, key)
             assert rc == 0 and doc["differences"] == 0, (doc, table(lab, "fw1"), table(lab, "fw2"))
             assert doc["compared"] >= 10, doc  # 8 TCP + 2 UDP at least
+            rc, out = audit(lab, key, text=True)  # one summary line
+            assert rc == 0 and len(out["lines"]) == 1, out
+            assert out["lines"][0].startswith("audit: 0 differences (0 missing, 0 extra"), out
             # the agent's own periodic audit (first one 10 s after its start)
             deadline = time.monotonic() + 30
             while True:
