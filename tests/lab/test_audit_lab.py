@@ -165,3 +165,45 @@ def test_audit_healthy_pair_then_exactly_the_injected_differences(tmp_path) -> N
             cl.stop()
             stop_process(agent)
             stop_process(serve)
+
+
+@pytest.mark.requires("vsftpd")
+def test_audit_compares_expectations(tmp_path) -> None:
+    """An FTP passive port announced before the agent started reaches fw2 through the
+    prime (``test_prime_expect_lab``): the audit finds nothing; once fw2's expectation is
+    flushed behind the agent's back, exactly one expectation is missing."""
+    import tempfile
+    from pathlib import Path
+
+    from tests.lab.test_ftp_lab import Client, expectations, start_vsftpd, stop_sessions
+
+    with Lab(ftp=True) as lab, tempfile.TemporaryDirectory(prefix="snfaud-ftp-") as tmpdir:
+        serve = agent = cl = None
+        try:
+            start_vsftpd(lab, Path(tmpdir))
+            key = key_file(tmp_path)
+            serve = start_serve(lab, key)
+            cl = Client(lab)
+            assert cl("connect", 1)["ok"]
+            announce = cl("pasv_announce", 1)  # 227, then silence
+            port = f"dport={announce.get('port')}"
+            agent = start_agent(lab, "--iface", "outside0", "--prime-from", MASTER,
+                                "--key-file", key, "--prime-required")  # fmt: skip
+            deadline = time.monotonic() + 10
+            while port not in expectations(lab, "fw2"):
+                assert time.monotonic() < deadline, agent_log(agent)
+                time.sleep(0.2)
+            rc, doc = audit(lab, key)
+            assert rc == 0 and doc["differences"] == 0, doc
+            assert "expect-not-compared" not in doc["excluded"], doc
+            lab.run("fw2", "conntrack", "-F", "expect", check=True)
+            rc, doc = audit(lab, key)
+            assert rc == 3 and doc["expect_missing"] == 1 and doc["differences"] == 1, doc
+        finally:
+            if cl is not None:
+                stop_process(cl.proc)
+            if agent is not None:
+                stop_process(agent)
+            if serve is not None:
+                stop_process(serve)
+            stop_sessions(lab)
