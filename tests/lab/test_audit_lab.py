@@ -1,7 +1,10 @@
 """Self-audit in the hub lab: ``sniffover audit`` on fw2 against ``sniffover serve`` on fw1.
 
 A healthy pair (the agent primed and sniffing) audits to 0 differences, in the command
-and in the agent's periodic audit (status and Prometheus gauges). Then fw2's kernel table
+and in the agent's periodic audit (status and Prometheus gauges), also while connections
+open and close all through the audit (the young-flow rule: those the master had at its dump
+are compared, those made after it are young; a single local dump before or after the pull
+would have counted them missing or extra). Then fw2's kernel table
 is changed behind the agent's back with ``conntrack -D`` / ``-I`` in fw2's namespace, and
 the audit reports exactly what was done: 2 missing (deleted), 1 extra (inserted, unknown
 to fw1), 1 state (re-inserted in TIME_WAIT, ahead of fw1's ESTABLISHED before its dump)
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 import urllib.request  # noqa: F401  (used inside fw2's namespace through -c)
 
@@ -96,6 +100,23 @@ def test_audit_healthy_pair_then_exactly_the_injected_differences(tmp_path) -> N
             rc, out = audit(lab, key, text=True)  # one summary line
             assert rc == 0 and len(out["lines"]) == 1, out
             assert out["lines"][0].startswith("audit: 0 differences (0 missing, 0 extra"), out
+            # churn during an audit: connections opened and closed all through it (the
+            # young-flow rule: none of them is a difference)
+            churn: list[dict] = []
+
+            def opens_and_closes() -> None:
+                for _ in range(10):
+                    churn.append(cl.open(1))
+                    churn.append(cl.close(1))
+                    time.sleep(0.15)
+
+            t = threading.Thread(target=opens_and_closes)
+            t.start()
+            rc, doc = audit(lab, key)
+            t.join(30)
+            assert len(churn) == 20 and not any(c.get("failed") for c in churn), churn
+            assert rc == 0 and doc["differences"] == 0, doc
+            assert doc["compared"] > 10, doc  # the churned ones the master had were compared
             # the agent's own periodic audit (first one 10 s after its start)
             deadline = time.monotonic() + 30
             while True:
