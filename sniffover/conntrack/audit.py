@@ -212,7 +212,7 @@ def compare(
     a_list = list(after)
     r.local_entries = len(a_list)
     a = _index(a_list, local, r, "standby-after")
-    a_by_reply = {(e.zone, e.reply): e for e in a.values()}
+    a_by_reply: dict[Key, SnapshotEntry] | None = None  # made at the first missing entry
     reversed_seen: set[Key] = set()
     expected_masters: set[Key] = set()
     for k, me in m.items():
@@ -226,6 +226,8 @@ def compare(
                 continue
             r.compared += 1
             expected_masters.add(k)
+            if a_by_reply is None:
+                a_by_reply = {(e.zone, e.reply): e for e in a.values()}
             rev = a_by_reply.get((me.zone, me.orig))
             if rev is not None and rev.orig == me.reply:
                 reversed_seen.add(key(rev))
@@ -236,13 +238,16 @@ def compare(
         if expected(me):
             r.compared += 1
             expected_masters.add(k)
-        where = f"{tuple_text(me.orig)} zone {me.zone}"
         if ae.reply != me.reply:
+            where = f"{tuple_text(me.orig)} zone {me.zone}"
             r.add(
                 "nat", me.zone, f"{where}: reply {tuple_text(me.reply)} vs {tuple_text(ae.reply)}"
             )
-        pm, pa = phase(me), phase(ae)
         be = b.get(k)
+        if _same(me, ae) and (be is None or _same(me, be)):
+            continue  # the common case, without the phase arithmetic
+        where = f"{tuple_text(me.orig)} zone {me.zone}"
+        pm, pa = phase(me), phase(ae)
         if pa < pm or (be is not None and phase(be) > pm):
             shown = f"{state_text(me)} vs {state_text(ae)}"
             if be is not None and phase(be) > pm:
