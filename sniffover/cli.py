@@ -121,6 +121,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     # defaults in the help come from AgentConfig (agent.config), the one source of them;
     # values go through its check_value as TOML values do
     from .agent.config import option_type, shown_default
+    from .audit import add_interval_option
 
     g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
     g.add_argument(
@@ -299,6 +300,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"per pull attempt (default {shown_default('prime_timeout')})",
     )
+    add_interval_option(g)
     g.add_argument(
         "--sysctl-dir",
         type=option_type("sysctl_dir"),
@@ -390,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tcp", type=int, default=50, help="TCP connections (default 50)")
     demo.add_argument("--udp", type=int, default=10, help="UDP flows (default 10)")
+    from .audit import add_audit_arguments
     from .bench.suite import add_bench_arguments
     from .check import add_check_arguments
     from .prime.server import add_serve_arguments
@@ -397,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_arguments(sub)
     add_bench_arguments(sub)
     add_check_arguments(sub)
+    add_audit_arguments(sub)
     sub.add_parser(
         "completion",
         help="print the bash completion script, generated from this --help",
@@ -581,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .agent.config import run_agent
 
             return run_agent(args, parser)
-        return COMMANDS[args.command](args)
+        return (getattr(args, "run", None) or COMMANDS[args.command])(args)
     except CliError as exc:
         print(f"sniffover: {exc}", file=sys.stderr)
         return exc.code

@@ -196,6 +196,8 @@ class AgentConfig:
     key_file: str | None = field(default=None, metadata=_opt(check=_plain("a file name")))
     prime_required: bool = field(default=False, metadata=_opt())
     prime_timeout: float = field(default=10.0, metadata=_opt(check=in_range(0, 3600, above=True)))
+    # sniffover audit against the --prime-from master every this many seconds (None: off)
+    audit_interval: float | None = field(default=None, metadata=_opt(check=in_range(10, 86400)))
     # bound of the tracker's table (early drop beyond it); default: the host's
     # nf_conntrack_max, read by run_agent
     max_flows: int | None = field(default=None, metadata=_opt(check=in_range(1, 2**31 - 1)))
@@ -381,6 +383,12 @@ def check_options(opts: dict[str, Any], given: set[str]) -> None:
         except ZoneMapError as exc:
             raise UsageError(str(exc).replace("zone map", "--zone-map", 1)) from None
     source = opts.get("prime_from")
+    live = isinstance(source, str) and (source.startswith("ssh://") or serve_source(source))
+    if opts.get("audit_interval") and not live:
+        raise UsageError(
+            "--audit-interval: audits pull from the live master: give --prime-from "
+            "HOST[:PORT] (or ssh://)"
+        )
     if source and serve_source(source) and not opts.get("key_file"):
         raise UsageError(
             f"--prime-from {source}: pulling from sniffover serve needs --key-file "

@@ -88,6 +88,9 @@ class Agent:
         self.priming = PrimeController(
             cfg, self.pipeline, self.counters, self.ratelog, clock, fetch, ctnl_socket
         )
+        from .auditing import AuditController
+
+        self.auditing = AuditController(cfg, self.priming.key)
         self.metrics: Any = None
         self.commands: dict[str, Callable[[Request], Doc | None]] = {
             "promote": self._cmd_promote,
@@ -385,6 +388,7 @@ class Agent:
         drops = caps.drops()
         dropped = sum(d["dropped"] + d["ifdropped"] for d in drops.values())
         self.priming.tick(mono, dropped, self.active)
+        self.auditing.tick(mono, now, busy=self.priming.thread is not None)
         caps.warm_up(mono)
         pipe.expire(now)
         for iface, d in drops.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..conntrack.audit import CATEGORIES
 from ..prime.handshake import parse_hostport
 
 # ``:PORT``: this host only. The counters tell a host on the sniffed segment whether the
@@ -53,6 +54,27 @@ class Metrics:
         self.master_unknown = Gauge(
             "sniffover_master_unknown", "Segments whose master's MAC is unknown", registry=r
         )
+        self.audit = {
+            c: Gauge(f"sniffover_audit_{c}", f"Last audit: {c.replace('_', ' ')}", registry=r)
+            for c in CATEGORIES
+        }
+        self.audit_differences = Gauge(
+            "sniffover_audit_differences", "Last audit: all differences", registry=r
+        )
+        self.audit_compared = Gauge(
+            "sniffover_audit_compared", "Last audit: master entries compared", registry=r
+        )
+        self.audit_last = Gauge(
+            "sniffover_audit_last_run_timestamp",
+            "Wall time of the last successful audit (seconds since the epoch)",
+            registry=r,
+        )
+        self.audit_failures = Gauge(
+            "sniffover_audit_failures", "Audits that could not run", registry=r
+        )
+        self.audit_seconds = Gauge(
+            "sniffover_audit_duration_seconds", "Last audit's duration", registry=r
+        )
         from .. import __version__, build
 
         info = Gauge(
@@ -86,3 +108,13 @@ class Metrics:
         self.master_unknown.set(len(conf.get("learning", [])))
         for reason, n in s["skipped"].items():
             self.skipped.labels(reason).set(n)
+        audit = s["audit"]
+        if audit:
+            self.audit_failures.set(audit.get("failures", 0))
+        if audit.get("at"):
+            for c, gauge in self.audit.items():
+                gauge.set(audit.get(c, 0))
+            self.audit_differences.set(audit.get("differences", 0))
+            self.audit_compared.set(audit.get("compared", 0))
+            self.audit_last.set(audit["at"])
+            self.audit_seconds.set(audit.get("seconds", 0))

@@ -33,6 +33,7 @@ class Status(TypedDict):
     pending: int
     primed: bool | None  # None: no --prime-from; False: not (yet) primed
     prime: dict[str, Any]
+    audit: dict[str, Any]  # the last --audit-interval audit ({} before the first / when off)
     capture: dict[str, CaptureStats]
     install: dict[str, int]
     tracker: dict[str, int]
@@ -76,6 +77,7 @@ def build_status(agent: Agent, now: float) -> Status:
         "pending": inst.pending if inst else 0,
         "primed": agent.priming.primed,
         "prime": agent.priming.info,
+        "audit": agent.auditing.info,
         "capture": caps.drops(),
         "install": dict(inst.counters) if inst else {},
         "tracker": dict(pipe.table.counters),

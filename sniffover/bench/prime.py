@@ -1,6 +1,7 @@
 """Prime benchmarks (root; scratch ``snfprime-*`` namespaces), run by hand or by the suite.
 
 ``python -m sniffover.bench.prime bench [N ...]`` times dump + serialize + transfer + parse;
+``bench-audit [N ...]`` the same plus one ``sniffover audit`` (the master's cost per audit);
 ``bench-agent [N ...]`` the agent's start to a fully primed standby kernel;
 ``bench-install-load [N [FILLERS]]`` committing N prepared entries beside FILLERS x N others;
 ``dump [ROUNDS]`` a dump of the current namespace's table.
@@ -24,18 +25,23 @@ from ..lab import netns
 from ..prime.client import fetch
 
 
-def bench(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
+def bench(
+    sizes: Sequence[int] = (10_000, 100_000), audit: bool = False, tag: str = ""
+) -> list[dict[str, float]]:
     """Time dump + serialize + transfer + parse over loopback in a scratch namespace (root).
 
-    Creates ``snfprime-<pid>-bench``, re-runs itself inside (``ip netns exec``) and
-    always deletes the namespace again. Returns one dict of figures per size.
+    Creates ``snfprime-<tag><pid>-bench``, re-runs itself inside (``ip netns exec``) and
+    always deletes the namespace again. Returns one dict of figures per size. ``audit``:
+    then one ``sniffover audit`` of the namespace against itself (its pull is the master's
+    whole cost: ``audit_server_cpu_s``; the local dumps and the comparison the standby's).
     """
     import json
 
-    ns = netns.create(f"{netns.base_name('snfprime-')}-bench")
+    ns = netns.create(f"{netns.base_name('snfprime-' + tag)}-bench")
+    inner = "bench-inner-audit" if audit else "bench-inner"
     try:
         out = subprocess.run(
-            netns.exec_argv(ns, sys.executable, "-m", "sniffover.bench.prime", "bench-inner")
+            netns.exec_argv(ns, sys.executable, "-m", "sniffover.bench.prime", inner)
             + [str(s) for s in sizes],
             check=True,
             capture_output=True,
@@ -47,7 +53,7 @@ def bench(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, float]]:
         netns.delete(ns)
 
 
-def _bench_inner(sizes: Sequence[int]) -> None:
+def _bench_inner(sizes: Sequence[int], audit: bool = False) -> None:
     import json
     import tempfile
     import threading
@@ -71,11 +77,16 @@ def _bench_inner(sizes: Sequence[int]) -> None:
                 t0 = time.perf_counter()
                 n_dumped = len(dump_table())
                 dump_s = time.perf_counter() - t0
+                pulls = len(server.stats)
                 snap = fetch(f"127.0.0.1:{server.address[1]}", key_file, timeout=60, retries=0)
-                st = server.stats[-1]
+                st = _last_pull(server, pulls)
+                row = (
+                    _audit_row(f"127.0.0.1:{server.address[1]}", key_file, server) if audit else {}
+                )
                 print(
                     json.dumps(
                         {
+                            **row,
                             "entries": len(snap.entries),
                             "dump_only_s": round(dump_s, 3),
                             "dumped": n_dumped,
@@ -90,6 +101,33 @@ def _bench_inner(sizes: Sequence[int]) -> None:
                 )
         finally:
             server.close()
+
+
+def _last_pull(server: Any, before: int) -> Any:
+    """The figures of the pull that just ended: the server thread appends them after the
+    client has read the end frame (reading ``stats[-1]`` at once could give the one before)."""
+    deadline = time.monotonic() + 5
+    while len(server.stats) == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return server.stats[-1]
+
+
+def _audit_row(source: str, key: str, server: Any) -> dict[str, float]:
+    """One audit of this namespace against its own serve: the figures of both sides."""
+    from ..prime.audit import run_audit
+
+    gc.collect()
+    pulls = len(server.stats)
+    result, t = run_audit(source, key, lag=0.0, timeout=60, local={b"\x7f\x00\x00\x01"})
+    st = _last_pull(server, pulls)
+    return {
+        "audit_differences": result.total,
+        "audit_server_cpu_s": round(st.cpu_seconds, 3),
+        "audit_server_s": round(st.seconds, 3),
+        "audit_local_dump_s": t["dump_seconds"],
+        "audit_compare_s": t["compare_seconds"],
+        "audit_s": t["seconds"],
+    }
 
 
 def bench_agent(sizes: Sequence[int] = (10_000, 100_000)) -> list[dict[str, Any]]:
@@ -378,8 +416,12 @@ def _netns_name() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["bench-inner"]:
-        _bench_inner([int(a) for a in args[1:]] or [10_000, 100_000])
+    if args[:1] in (["bench-inner"], ["bench-inner-audit"]):
+        _bench_inner([int(a) for a in args[1:]] or [10_000, 100_000], args[0].endswith("audit"))
+        return 0
+    if args[:1] == ["bench-audit"]:
+        for row in bench([int(a) for a in args[1:]] or [10_000, 100_000], True, _tag()):
+            print(row)
         return 0
     if args[:1] == ["bench-agent"]:
         bench_agent([int(a) for a in args[1:]] or [10_000, 100_000])
@@ -402,10 +444,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _commit_inner(int(args[1]))
         return 0
     print(
-        "usage: python -m sniffover.bench.prime bench|bench-agent|bench-install-load|dump [N ...]",
+        "usage: python -m sniffover.bench.prime bench|bench-audit|bench-agent|bench-install-load|"
+        "dump [N ...]",
         file=sys.stderr,
     )
     return 2
+
+
+def _tag() -> str:
+    """``SNFLAB_TAG``: a word in the scratch namespace's name (parallel sessions)."""
+    tag = os.environ.get("SNFLAB_TAG", "")
+    return tag if tag.replace("-", "").isalnum() else ""
 
 
 def dump_rounds(rounds: int = 1) -> int:

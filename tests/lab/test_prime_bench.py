@@ -15,7 +15,8 @@ pytestmark = pytest.mark.requires("ip", "conntrack")
 @pytest.fixture(autouse=True)
 def no_leftover_namespaces():
     yield
-    assert not [n for n in list_netns() if n.startswith(f"snfprime-{os.getpid()}")]
+    mine = (f"snfprime-{os.getpid()}-", f"snfprime-snfaud-{os.getpid()}-")  # the audit's tag
+    assert not [n for n in list_netns() if n.startswith(mine)]
 
 
 def test_agent_bench_primes_the_standby_kernel():
@@ -29,3 +30,9 @@ def test_install_load_bench_commits_every_step():
     rows = prime.bench_install_load(size=400, fillers=1)
     assert [r["others"] for r in rows] == [0, 400]
     assert all(r["committed"] == 400 and r["seconds"] > 0 for r in rows)
+
+
+def test_audit_bench_measures_both_sides():
+    (row,) = prime.bench([500], audit=True, tag="snfaud-")
+    assert row["entries"] == 500 and row["audit_differences"] == 0  # a table against itself
+    assert row["audit_server_cpu_s"] > 0 and row["audit_compare_s"] >= 0

@@ -389,7 +389,7 @@ def test_status_keys():
     assert set(agent.status()) == {
         "ok", "state", "promoted_by", "capturing", "pid", "version", "build", "uptime",
         "interfaces", "zone_map", "packets",
-        "last_packet_age", "flows", "installed", "pending", "primed", "prime", "capture",
+        "last_packet_age", "flows", "installed", "pending", "primed", "prime", "audit", "capture",
         "install", "tracker", "agent", "confirm", "ftp", "prefilter", "lost_interfaces",
         "skipped",
     }  # fmt: skip

@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "bench": {"conntrack", "capture", "kernel", "prime", "agent", "lab", "errors", "replay"},
     "replay": {"conntrack", "capture", "errors"},
     "check": {"conntrack", "capture", "kernel", "prime", "errors"},
+    "audit": {"conntrack", "kernel", "prime", "agent", "errors"},
 }
 PRODUCT_MAX_LINES = 600  # lab/ and bench/ are tooling users run, not the daemon
 
