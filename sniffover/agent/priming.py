@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..kernel.ctnetlink import CtnlSocket
+from ..kernel.ctnetlink import NAT_FOLLOW_MASTER, CtnlSocket
 from .config import AgentConfig
 from .pipeline import Pipeline
 from .util import Clock, RateLimited, collector_off, settle_gc
@@ -224,7 +224,13 @@ class PrimeController:
             if (master.zone or self.cfg.zone) != self.cfg.zone:
                 self.counters["prime-expect-other-zone"] += 1
                 continue
-            exp = pipe.helpers.adopt(master.orig, x.tuple, x.mask, x.timeout, taken_at, now)
+            nat = None  # the NAT helper's part: the data connection translated as on the master
+            if x.nat_dir >= 0 and x.nat_tuple is not None and x.fn == NAT_FOLLOW_MASTER:
+                nat = (x.nat_dir, x.nat_tuple)
+            elif x.nat_dir >= 0 or x.fn:  # another expectfn (SIP's): untranslated it would
+                self.counters["prime-expect-other-fn"] += 1  # be wrong, so it is left out
+                continue
+            exp = pipe.helpers.adopt(master.orig, x.tuple, x.mask, x.timeout, taken_at, now, nat)
             if exp is not None:
                 pipe.expect.add(exp)
                 queued += 1

@@ -195,14 +195,16 @@ class Expectations:
         remaining: float,
         taken_at: float,
         now: float,
+        nat: NatSaved | None = None,
     ) -> Expectation | None:
         """An expectation the master's kernel held (a prime), ``remaining`` seconds before
-        it expired at ``taken_at``. It takes the master's slot unless it has run out by
-        ``now`` or a sniffed one registered after the snapshot holds the slot. Returns it
-        when adopted: the caller installs it."""
+        it expired at ``taken_at``, with its NAT helper's part if it had one. It takes the
+        master's slot unless it has run out by ``now`` or a sniffed one registered after
+        the snapshot holds the slot. Returns it when adopted: the caller installs it."""
         helper = self.helpers.get((master[0], master[4]))
         timeout = helper.policy.timeout if helper is not None else DEFAULT_EXPECT_TIMEOUT
-        exp = Expectation(master, tuple_, mask, taken_at + remaining - timeout, "prime", timeout)
+        created = taken_at + remaining - timeout
+        exp = Expectation(master, tuple_, mask, created, "prime", timeout, nat)
         old = self.outstanding.get(master)
         if exp.expires <= now or (old is not None and old.created > taken_at):
             return None

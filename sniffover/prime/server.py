@@ -2,13 +2,13 @@
 
 A small read-only TCP service. Each connection is one pull:
 
-1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian, 3) + 32-byte
+1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian, 4) + 32-byte
    server nonce
 2. client -> server: 32-byte client nonce + ``HMAC(key, b"sniffover-client" + sn + cn)``
 3. server -> client: one status byte (0 = ok, 1 = authentication failed, 2 = every pull
    slot busy) + 32 bytes: ``HMAC(key, b"sniffover-server" + sn + cn)`` on success
    (zeros otherwise, then close)
-4. server -> client: the table as it is dumped, encrypted in chunks (format version 3,
+4. server -> client: the table as it is dumped, encrypted in chunks (format version 4,
    see ``stream``): ChaCha20-Poly1305 keyed by ``HMAC(key, b"sniffover-stream-v3" + sn
    + cn)``, one sequence-numbered frame per ~2,000 entries, the master's expectations,
    and an end frame with the entry count. A chunk is sent as soon as the kernel dump
