@@ -239,7 +239,8 @@ def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpec
     """``conntrack -L [-o extended]`` text, possibly followed (or interleaved) by
     ``conntrack -L expect`` lines: (entries, expectations). An expectation takes its zone
     and its master's protocol from the master entry when the listing has it (the text
-    shows neither)."""
+    shows neither), and, of a translated FTP/TFTP master, the NAT helper's part the text
+    does not show either (``nat_part``)."""
     lines = text.splitlines()
     try:
         exps = [parse_expect_line(ln) for ln in lines if is_expect_line(ln)]
@@ -253,7 +254,26 @@ def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpec
             if m is not None:
                 x.master = m.orig
                 x.zone = x.zone or m.zone
+                nat_part(x, m)
     return entries, exps
+
+
+def nat_part(x: SnapshotExpectation, m: SnapshotEntry) -> None:
+    """What ``nf_nat_ftp`` / ``nf_nat_tftp`` put on ``x`` when its master ``m`` is
+    translated (they run for every expectation of such a master): ``exp->dir``, the
+    direction the expected connection goes in the master's terms (ORIGINAL when it
+    comes from the master's original source, as a PASV data connection; else REPLY), and
+    ``saved_proto``, the announced port, taken as the expected one (the helper keeps it
+    unless that port is taken on the NAT address)."""
+    o, r = m.orig, m.reply
+    if x.helper not in ("ftp", "tftp") or x.nat_dir >= 0:
+        return
+    if r[1] == o[2] and r[2] == o[1] and r[3] == o[4] and r[4] == o[3]:
+        return  # not translated
+    zero = bytes(len(o[1]))
+    x.nat_dir = 0 if x.tuple[1] == o[1] else 1
+    x.nat_tuple = (x.tuple[0], zero, zero, x.tuple[4], 0)
+    x.fn = "nat-follow-master"
 
 
 def listing_entries(text: str) -> list[SnapshotEntry]:

@@ -594,6 +594,25 @@ def test_listing_with_expectation_lines(tmp_path: Path) -> None:
         listing_snapshot("12 proto=6 src=nonsense")
 
 
+def test_listing_expectation_of_a_snat_master_gets_the_nat_part() -> None:
+    """``conntrack -L expect`` does not show CTA_EXPECT_NAT: of a translated FTP master
+    it is what nf_nat_ftp records (fw1's in test_prime_expect_lab: REPLY, the port)."""
+    text = (
+        "tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=41000 dport=21 "
+        "src=198.51.100.10 dst=198.51.100.1 sport=21 dport=41000 [ASSURED] mark=0 use=1\n"
+        "296 proto=6 src=198.51.100.10 dst=198.51.100.1 sport=0 dport=35589 "
+        "mask-src=255.255.255.255 mask-dst=255.255.255.255 sport=0 dport=65535 "
+        "master-src=192.0.2.10 master-dst=198.51.100.10 sport=41000 dport=21 class=0 "
+        "helper=ftp\n"
+    )
+    _, (x,) = listing_snapshot(text)
+    assert (x.nat_dir, x.nat_tuple, x.fn) == (
+        1, (6, bytes(4), bytes(4), 35589, 0), "nat-follow-master",
+    )  # fmt: skip
+    # an untranslated master's (EXPECT_TEXT) has none
+    assert all(x.nat_dir == -1 and x.fn == "" for x in listing_snapshot(EXPECT_TEXT)[1])
+
+
 def test_expectation_message_decoder() -> None:
     from sniffover.kernel.ctnetlink import encode_exp_new
     from sniffover.kernel.dump import decode_expectation
