@@ -43,7 +43,13 @@ from collections import Counter, deque
 
 from ..conntrack.expect import Expectation
 from ..conntrack.tuple import Tuple
-from .ctnetlink import CtnlSocket, encode_exp_delete, encode_exp_new
+from .ctnetlink import (
+    IPCTNL_MSG_EXP_GET,
+    NFNL_SUBSYS_CTNETLINK_EXP,
+    CtnlSocket,
+    encode_exp_delete,
+    encode_exp_new,
+)
 from .installer import Installer
 
 log = logging.getLogger("sniffover.expect")
@@ -51,6 +57,22 @@ log = logging.getLogger("sniffover.expect")
 
 SWEEP = 64  # waiting expectations a flush looks at besides the touched ones
 WAITING_MAX = 65536  # waiting (master not installed) expectations kept
+
+
+def encode_exp_get(expected: Tuple, zone: int, seq: int) -> bytes:
+    """IPCTNL_MSG_EXP_GET of one expectation by tuple and zone, acked: the attributes of a
+    delete (``encode_exp_delete``) under the GET type."""
+    msg = bytearray(encode_exp_delete(expected, zone=zone, seq=seq))
+    struct.pack_into("=H", msg, 4, NFNL_SUBSYS_CTNETLINK_EXP << 8 | IPCTNL_MSG_EXP_GET)
+    return bytes(msg)
+
+
+def expectation_in_zone(sock: CtnlSocket, expected: Tuple, zone: int) -> bool:
+    """Whether this kernel holds an expectation of ``expected`` whose master's zone id is
+    ``zone`` (``nf_ct_expect_find_get``: ``nf_ct_zone_equal_any``). The dump does not say
+    an expectation's zone; a GET with CTA_EXPECT_ZONE does."""
+    seq = sock.next_seq()
+    return sock.send_batch([encode_exp_get(expected, zone, seq)]).get(seq, 0) == 0
 
 
 class ExpectInstaller:

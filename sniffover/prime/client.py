@@ -248,13 +248,19 @@ def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpec
         raise PrimeError(f"bad format: {exc}") from exc
     entries = listing_entries("\n".join(ln for ln in lines if not is_expect_line(ln)))
     if exps:
-        by_ports = {(e.orig[1], e.orig[2], e.orig[3], e.orig[4]): e for e in entries}
+        by_ports: dict[tuple[bytes, bytes, int, int], list[SnapshotEntry]] = {}
+        for e in entries:
+            by_ports.setdefault((e.orig[1], e.orig[2], e.orig[3], e.orig[4]), []).append(e)
         for x in exps:
-            m = by_ports.get(x.master[1:])
-            if m is not None:
+            ms = by_ports.get(x.master[1:])
+            if ms:
+                m = ms[0]
                 x.master = m.orig
-                x.zone = x.zone or m.zone
+                # a master tuple in several zones (VRFs reusing addresses): which one is
+                # this expectation's? The text cannot say; left out (zone unknown)
+                x.zone = x.zone or (m.zone if all(o.zone == m.zone for o in ms) else -1)
                 nat_part(x, m)
+        exps = [x for x in exps if x.zone >= 0]
     return entries, exps
 
 

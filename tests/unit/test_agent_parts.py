@@ -237,6 +237,43 @@ def test_primed_expectation_of_a_snat_master_is_installed_with_its_nat() -> None
     )  # fmt: skip
 
 
+def test_primed_expectation_of_a_zoned_master_is_installed_in_its_zone() -> None:
+    """Two masters with one ORIGINAL tuple in zones 5 and 6 (VRFs reusing addresses), each
+    with its expectation (serve gave each its zone): both go in, each with its
+    CTA_EXPECT_ZONE; one whose zone holds no such master is not installed."""
+    from sniffover.kernel.ctnetlink import CTA_EXPECT_ZONE, IPCTNL_MSG_EXP_NEW
+    from sniffover.kernel.dump import iter_attrs
+
+    fc = FakeClock()
+    c, s = bytes([192, 0, 2, 10]), bytes([203, 0, 113, 5])
+    full = b"\xff" * 4
+    masters = [
+        SnapshotEntry((6, c, s, 40000, 21), (6, s, c, 21, 40000), 0xE, 300, tcp_state=3, zone=z)
+        for z in (5, 6)
+    ]
+    exps = [
+        SnapshotExpectation(
+            masters[0].orig, (6, c, s, 0, p), (6, full, full, 0, 0xFFFF), 250, "ftp", zone=z
+        )
+        for p, z in ((50000, 5), (50001, 6), (50002, 7))
+    ]
+    agent, _ = make(fc, PullsWithExpectations(masters, exps), prime_from="master")
+    agent.start()
+    wait_pull(agent)
+    assert agent.priming.info["expectations_queued"] == 2
+    assert agent.priming.counters["prime-expect-no-master"] == 1
+    agent.pipeline.flush(fc.now)
+    exp_new = (2 << 8) | IPCTNL_MSG_EXP_NEW
+    zones = sorted(
+        int.from_bytes(m[s:e], "big")
+        for m in agent.pipeline.sock.sent
+        if struct.unpack_from("=H", m, 4)[0] == exp_new
+        for k, s, e in iter_attrs(m, 20, len(m))
+        if k == CTA_EXPECT_ZONE
+    )
+    assert zones == [5, 6]
+
+
 # --- promotion and demotion --------------------------------------------------------------
 
 

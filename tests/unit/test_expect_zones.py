@@ -132,3 +132,65 @@ def test_installer_sends_the_zone_that_finds_the_master_and_deletes_by_its_id():
         (dele,) = _exp_msgs(sock, IPCTNL_MSG_EXP_DELETE)
         assert int.from_bytes(dele[CTA_EXPECT_ZONE], "big") == delete_zone
         assert CTA_EXPECT_TUPLE in dele and not ex.installed
+
+
+# --- the prime: the kernel's dump does not say an expectation's zone ----------------------
+
+
+def _x(master, port: int):
+    from sniffover.conntrack.snapshot import SnapshotExpectation
+
+    full = b"\xff" * 4
+    return SnapshotExpectation(master, (6, A, B, 0, port), (6, full, full, 0, 0xFFFF), 200, "ftp")
+
+
+def test_serve_assigns_each_expectation_its_masters_zone():
+    from sniffover.prime.server import assign_zones
+
+    m, other = (6, A, B, 40000, 21), (6, A, B, 40001, 21)
+    # the master tuple in zones 1 and 2, expecting ports 10000 (zone 2) and 10001 (zone 1);
+    # another master in zone 3 alone, and one in zone 0 alone
+    held = {((6, A, B, 0, 10000), 2), ((6, A, B, 0, 10001), 1)}
+    asked: list[int] = []
+
+    def in_zone(t, z):
+        asked.append(z)
+        return (t, z) in held
+
+    xs = [_x(m, 10000), _x(m, 10001), _x(other, 10002), _x((6, B, A, 1, 21), 10003)]
+    zones = {m: [1, 2], other: [3], (6, B, A, 1, 21): [0]}
+    assign_zones(xs, zones, in_zone)
+    assert [x.zone for x in xs] == [2, 1, 3, 0]
+    assert len(asked) == 3  # only the ambiguous master's are asked about
+    # identical expectations of the same master tuple in two zones take one zone each
+    twins = [_x(m, 10004), _x(m, 10004)]
+    assign_zones(twins, zones, lambda t, z: True)
+    assert sorted(x.zone for x in twins) == [1, 2]
+
+
+def test_exp_get_message_is_a_get_never_a_delete():
+    from sniffover.kernel.ctnetlink import IPCTNL_MSG_EXP_GET, NLM_F_ACK, NLM_F_REQUEST
+    from sniffover.kernel.expect import encode_exp_get
+
+    msg = encode_exp_get((6, A, B, 0, 10000), 7, 3)
+    _len, kind, flags, seq = struct.unpack_from("=IHHI", msg)
+    assert (kind, flags, seq) == ((2 << 8) | IPCTNL_MSG_EXP_GET, NLM_F_REQUEST | NLM_F_ACK, 3)
+    a = {k: msg[s:e] for k, s, e in iter_attrs(msg, 20, len(msg))}
+    assert int.from_bytes(a[CTA_EXPECT_ZONE], "big") == 7 and CTA_EXPECT_TUPLE in a
+
+
+def test_listing_expectation_of_a_master_tuple_in_two_zones_is_left_out():
+    from sniffover.prime.client import listing_snapshot
+
+    entry = (
+        "tcp      6 431999 ESTABLISHED src=192.0.2.1 dst=198.51.100.1 sport=40000 dport=21 "
+        "src=198.51.100.1 dst=192.0.2.1 sport=21 dport=40000 [ASSURED] mark=0 zone={z} use=1\n"
+    )
+    exp = (
+        "296 proto=6 src=192.0.2.1 dst=198.51.100.1 sport=0 dport=10000 "
+        "mask-src=255.255.255.255 mask-dst=255.255.255.255 sport=0 dport=65535 "
+        "master-src=192.0.2.1 master-dst=198.51.100.1 sport=40000 dport=21 class=0 helper=ftp\n"
+    )
+    _, (x,) = listing_snapshot(entry.format(z=3) + exp)
+    assert x.zone == 3
+    assert listing_snapshot(entry.format(z=3) + entry.format(z=4) + exp)[1] == []
