@@ -255,7 +255,7 @@ with CtnlSocket() as s:
 
 def expect_zones(lab: Lab, node: str) -> list:  # type: ignore[type-arg]
     got = lab.run(node, sys.executable, "-c", EXPECT_ZONES, check=False)
-    return json.loads(got.stdout or "null") or [got.stderr]
+    return json.loads(got.stdout) if got.returncode == 0 else [got.stderr]
 
 
 def expect_listing(lab: Lab, node: str) -> list[str]:
