@@ -233,6 +233,12 @@ class Pipeline:
 
     # --- the kernel -----------------------------------------------------------------
 
+    @property
+    def flush_due(self) -> bool:
+        """Whether a flush has something to send: entries, or expectations."""
+        inst, expect = self.installer, self.expect
+        return inst is not None and bool(inst.pending or (expect is not None and expect.due))
+
     def flush(self, now: float) -> None:
         inst = self.installer
         if inst is None:

@@ -95,6 +95,12 @@ class ExpectInstaller:
     def pending(self) -> int:
         return len(self.ready) + len(self.waiting)
 
+    @property
+    def due(self) -> bool:
+        """Something to send at the next flush even if no entry changed (an expectation
+        whose master is already in: the PASV reply leaves the control entry as it was)."""
+        return bool(self.ready or self.removals)
+
     def add(self, exp: Expectation) -> None:
         master = exp.master_key  # one per master, as the FTP and TFTP helpers keep
         if master in self.installer.shadow:

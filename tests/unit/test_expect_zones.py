@@ -194,3 +194,24 @@ def test_listing_expectation_of_a_master_tuple_in_two_zones_is_left_out():
     _, (x,) = listing_snapshot(entry.format(z=3) + exp)
     assert x.zone == 3
     assert listing_snapshot(entry.format(z=3) + entry.format(z=4) + exp)[1] == []
+
+
+def test_an_expectation_whose_master_is_in_makes_a_flush_due():
+    """The PASV reply leaves the control entry as it was (nothing for the installer): the
+    expectation alone must make the agent flush, not wait for the next entry change."""
+    from tests.unit.test_agent_parts import FakeClock, make
+
+    fc = FakeClock()
+    agent, _ = make(fc)
+    agent.start()
+    pipe = agent.pipeline
+    assert pipe.installer is not None and pipe.expect is not None and pipe.helpers is not None
+    c = session(pipe.table, 1, 1, fc.now)
+    pipe.flush(fc.now)
+    assert not pipe.flush_due and pipe.installer.shadow
+    exp = pipe.helpers.feed(c, 1, PASV, fc.now)
+    assert exp is not None
+    pipe.expect.add(exp)
+    assert pipe.flush_due
+    pipe.flush(fc.now)
+    assert not pipe.flush_due and pipe.expect.installed
