@@ -302,8 +302,7 @@ class Agent:
             while not self.stop:
                 fds: list[Any] = [*self.control.fds(), *self.captures.captures]
                 wait = TICK
-                inst = pipe.installer
-                if inst is not None and inst.pending:
+                if pipe.flush_due:
                     wait = max(0.0, min(TICK, next_flush - mono()))
                 if pipe.reordering and any(pipe.reorder.values()):
                     pipe.release(self.clock.wall() - REORDER)
@@ -321,7 +320,7 @@ class Agent:
                 inst = pipe.installer  # a demotion made a new one
                 if inst is not None and not self.active and now >= next_flush:
                     next_flush = now + flush_every
-                    if inst.pending:
+                    if pipe.flush_due:
                         pipe.flush(self.clock.wall())
                 if now >= next_tick:
                     next_tick = now + 1.0

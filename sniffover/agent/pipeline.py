@@ -23,6 +23,7 @@ from ..conntrack.packet import Packet
 from ..conntrack.table import ConntrackTable
 from ..conntrack.timeouts import Timeouts
 from ..conntrack.tuple import invert
+from ..conntrack.zones import orig_key
 from ..kernel.ctnetlink import CtnlSocket
 from ..kernel.expect import ExpectInstaller
 from ..kernel.installer import Installer
@@ -83,7 +84,7 @@ def helper_listener(
     def listener(kind: str, conn: Conn) -> None:
         on_event(kind, conn)
         if expect.waiting:  # an event may get a waiting expectation's master installed
-            expect.touched(conn.orig)
+            expect.touched(orig_key(conn))
         if kind == "new":
             if helpers.by_master:
                 exp = helpers.on_new(conn)
@@ -91,7 +92,7 @@ def helper_listener(
                     expect.consumed(exp)
         elif kind == "destroy" and conn.orig[4] in HELPER_PORTS:
             helpers.on_destroy(conn)
-            expect.master_gone(conn.orig)
+            expect.master_gone(orig_key(conn))
 
     return listener
 
@@ -231,6 +232,12 @@ class Pipeline:
         return sum(len(h) for h in self.reorder.values())
 
     # --- the kernel -----------------------------------------------------------------
+
+    @property
+    def flush_due(self) -> bool:
+        """Whether a flush has something to send: entries, or expectations."""
+        inst, expect = self.installer, self.expect
+        return inst is not None and bool(inst.pending or (expect is not None and expect.due))
 
     def flush(self, now: float) -> None:
         inst = self.installer

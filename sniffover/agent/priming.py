@@ -16,7 +16,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from ..kernel.ctnetlink import CtnlSocket
+from ..conntrack.zones import NF_CT_DEFAULT_ZONE_DIR, NF_CT_ZONE_DIR_REPL
+from ..kernel.ctnetlink import NAT_FOLLOW_MASTER, CtnlSocket
 from .config import AgentConfig
 from .pipeline import Pipeline
 from .util import Clock, RateLimited, collector_off, settle_gc
@@ -216,15 +217,32 @@ class PrimeController:
             return 0
         queued = 0
         for x in exps:
-            found = pipe.table.get(x.master)
+            # the master by its ORIGINAL tuple in its zone (x.zone: the master's id), hashed
+            # in that zone, or in zone 0 if the zone is the reply direction's only
+            found = None
+            for zdir in (
+                (NF_CT_DEFAULT_ZONE_DIR, NF_CT_ZONE_DIR_REPL)
+                if x.zone
+                else (NF_CT_DEFAULT_ZONE_DIR,)
+            ):
+                found = pipe.table.get(x.master, x.zone, zdir)
+                if found is not None and found[0].zone == x.zone:
+                    break
+                found = None
             if found is None:  # neither primed nor sniffed (expired, or not adopted)
                 self.counters["prime-expect-no-master"] += 1
                 continue
             master = found[0]  # the kernel finds a master by either of its tuples
-            if (master.zone or self.cfg.zone) != self.cfg.zone:
-                self.counters["prime-expect-other-zone"] += 1
+            nat = None  # the NAT helper's part: the data connection translated as on the master
+            if x.nat_dir >= 0 and x.nat_tuple is not None and x.fn == NAT_FOLLOW_MASTER:
+                nat = (x.nat_dir, x.nat_tuple)
+            elif x.nat_dir >= 0 or x.fn:  # another expectfn (SIP's): untranslated it would
+                self.counters["prime-expect-other-fn"] += 1  # be wrong, so it is left out
                 continue
-            exp = pipe.helpers.adopt(master.orig, x.tuple, x.mask, x.timeout, taken_at, now)
+            zone = (master.zone, master.zone_id(0))
+            exp = pipe.helpers.adopt(
+                master.orig, x.tuple, x.mask, x.timeout, taken_at, now, nat, zone
+            )
             if exp is not None:
                 pipe.expect.add(exp)
                 queued += 1

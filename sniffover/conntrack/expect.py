@@ -16,6 +16,13 @@ RELATED. This module owns what is common to every helper:
 
 ``nat_of`` gives what a NAT helper adds to the expectation of a translated master.
 
+Zones (``nf_conntrack_expect.c``): an expectation belongs to its master's zone. A new
+connection finds it only when the zone template it was created with has the master's
+zone id (``nf_ct_exp_equal``: ``nf_ct_zone_equal_any``, the direction ignored), so the
+expected-flow index is keyed with that id, and the masters by their table key
+(``zones.orig_key``: their ORIGINAL tuple with the zone it is hashed in). Two VRFs that
+reuse addresses then hold an FTP session each, with its own expectation.
+
 Which helpers exist is the registry's business (``helpers/__init__.py``), not this one's.
 Pure: no I/O, no clock (``now`` comes from the packets).
 """
@@ -27,6 +34,7 @@ from typing import NamedTuple
 
 from .entry import Conn
 from .tuple import Tuple
+from .zones import orig_key
 
 
 class ExpectPolicy(NamedTuple):
@@ -56,10 +64,20 @@ class Expectation(NamedTuple):
     # exp->saved_proto as the source port of the tuple): the expected connection is
     # translated to follow its master ("nat-follow-master").
     nat: NatSaved | None = None
+    # the master's zone id (nf_ct_zone(master)->id): a new connection matches only with a
+    # zone template of this id; and the id its ORIGINAL tuple is hashed in
+    # (nf_ct_zone_id(zone, ORIGINAL): CTA_EXPECT_ZONE that finds the master on create)
+    zone: int = 0
+    master_zid: int = 0
 
     @property
     def expires(self) -> float:
         return self.created + self.timeout
+
+    @property
+    def master_key(self) -> Tuple:
+        """The master's table key (``zones.orig_key``): its ORIGINAL tuple, zone appended."""
+        return self.master if not self.master_zid else (*self.master, self.master_zid)
 
     def matches(self, t: Tuple) -> bool:
         """Whether a new connection with ORIGINAL tuple ``t`` is the one expected."""
@@ -102,15 +120,16 @@ class Helper(NamedTuple):
         return (self.l4proto, self.port)
 
 
-Key = tuple[int, bytes, bytes, int]  # (proto, src, dst, dport) of an expected flow
+Key = tuple[int, bytes, bytes, int, int]  # (proto, src, dst, dport, zone id) of an expected flow
 
 
-def _key(t: Tuple) -> Key:
-    return (t[0], t[1], t[2], t[4])
+def _key(t: Tuple, zone: int) -> Key:
+    return (t[0], t[1], t[2], t[4], zone)
 
 
 class Outstanding(dict[Tuple, Expectation]):
-    """``by_master`` that indexes what is put in it by expected flow, whoever puts it there
+    """``by_master`` (keyed by the master's table key) that indexes what is put in it by
+    expected flow and zone id, whoever puts it there
     (``feed``, or primed expectations written straight in). Entries whose expectation
     went (consumed, replaced, expired, master gone) leave the index lazily."""
 
@@ -120,9 +139,9 @@ class Outstanding(dict[Tuple, Expectation]):
 
     def __setitem__(self, master: Tuple, exp: Expectation) -> None:
         super().__setitem__(master, exp)
-        self.by_key[_key(exp.tuple)] = master
+        self.by_key[_key(exp.tuple, exp.zone)] = master
         if len(self.by_key) > 2 * len(self) + 64:
-            self.by_key = {_key(e.tuple): m for m, e in self.items()}
+            self.by_key = {_key(e.tuple, e.zone): m for m, e in self.items()}
 
 
 class Expectations:
@@ -155,22 +174,27 @@ class Expectations:
             return None
         exp = helper.expectation(conn, direction, payload, now)
         if exp is not None:
-            other = self.outstanding.by_key.get(_key(exp.tuple))
-            if other is not None and other != o:
+            mkey = o
+            if conn.zone:  # the master's zone is the expectation's (nf_ct_expect_init)
+                exp = exp._replace(zone=conn.zone, master_zid=conn.zone_id(0))
+                mkey = exp.master_key
+            other = self.outstanding.by_key.get(_key(exp.tuple, exp.zone))
+            if other is not None and other != mkey:
                 old = self.outstanding.get(other)
                 if old is not None and old.tuple == exp.tuple:
                     # another master expects the same flow: the kernel refuses the new one
                     # (expect_clash, -EBUSY) and keeps the old
                     self._count("expect-clash")
                     return None
-            self.outstanding[o] = exp  # one per master: a new one evicts the old
+            self.outstanding[mkey] = exp  # one per master: a new one evicts the old
             self._count("expect-" + exp.kind)
         return exp
 
     def on_new(self, conn: Conn) -> Expectation | None:
-        """The expectation ``conn`` consumes, if it is an expected flow (one dict lookup)."""
+        """The expectation ``conn`` consumes, if it is an expected flow (one dict lookup):
+        its zone template's id (the entry's zone) must be the master's."""
         o = conn.orig
-        key = _key(o)
+        key = _key(o, conn.zone)
         by_key = self.outstanding.by_key
         master = by_key.get(key)
         if master is None:
@@ -184,7 +208,7 @@ class Expectations:
         return exp
 
     def on_destroy(self, conn: Conn) -> None:
-        if self.outstanding.pop(conn.orig, None) is not None:
+        if self.outstanding.pop(orig_key(conn), None) is not None:
             self._count("expect-master-gone")
 
     def adopt(
@@ -195,18 +219,22 @@ class Expectations:
         remaining: float,
         taken_at: float,
         now: float,
+        nat: NatSaved | None = None,
+        zone: tuple[int, int] = (0, 0),
     ) -> Expectation | None:
         """An expectation the master's kernel held (a prime), ``remaining`` seconds before
-        it expired at ``taken_at``. It takes the master's slot unless it has run out by
-        ``now`` or a sniffed one registered after the snapshot holds the slot. Returns it
-        when adopted: the caller installs it."""
+        it expired at ``taken_at``, with its NAT helper's part if it had one and its
+        master's ``zone`` (id, id its ORIGINAL tuple is hashed in). It takes the master's
+        slot unless it has run out by ``now`` or a sniffed one registered after the
+        snapshot holds the slot. Returns it when adopted: the caller installs it."""
         helper = self.helpers.get((master[0], master[4]))
         timeout = helper.policy.timeout if helper is not None else DEFAULT_EXPECT_TIMEOUT
-        exp = Expectation(master, tuple_, mask, taken_at + remaining - timeout, "prime", timeout)
-        old = self.outstanding.get(master)
+        created = taken_at + remaining - timeout
+        exp = Expectation(master, tuple_, mask, created, "prime", timeout, nat, *zone)
+        old = self.outstanding.get(exp.master_key)
         if exp.expires <= now or (old is not None and old.created > taken_at):
             return None
-        self.outstanding[master] = exp
+        self.outstanding[exp.master_key] = exp
         return exp
 
     def expire(self, now: float) -> None:

@@ -17,6 +17,13 @@ master the NAT helper's CTA_EXPECT_NAT with CTA_EXPECT_FN "nat-follow-master". A
 expectation the master saw consumed (its data connection appeared) is deleted again;
 one whose master went is forgotten (the kernel drops a master's expectations with it).
 
+Zones: an expectation is held under its master's table key (``Expectation.master_key``,
+what the installer's shadow is keyed by). It is created with CTA_EXPECT_ZONE = the id the
+master's ORIGINAL tuple is hashed in (``ctnetlink_create_expect`` finds the master with
+it; the expectation then takes the master's zone) and deleted with the master's zone id
+(``nf_ct_expect_find_get`` compares it with the master's). A master in zone 0 uses the
+agent's ``--zone``, as its entry does.
+
 Expectations whose master is not in the shadow (not confirmed, or not installed yet) wait
 in an index of their own, bounded (``limit``; beyond it new ones are refused and counted,
 as the kernel refuses beyond ``nf_conntrack_expect_max``), so a flood of unconfirmed FTP
@@ -36,7 +43,13 @@ from collections import Counter, deque
 
 from ..conntrack.expect import Expectation
 from ..conntrack.tuple import Tuple
-from .ctnetlink import CtnlSocket, encode_exp_delete, encode_exp_new
+from .ctnetlink import (
+    IPCTNL_MSG_EXP_GET,
+    NFNL_SUBSYS_CTNETLINK_EXP,
+    CtnlSocket,
+    encode_exp_delete,
+    encode_exp_new,
+)
 from .installer import Installer
 
 log = logging.getLogger("sniffover.expect")
@@ -44,6 +57,22 @@ log = logging.getLogger("sniffover.expect")
 
 SWEEP = 64  # waiting expectations a flush looks at besides the touched ones
 WAITING_MAX = 65536  # waiting (master not installed) expectations kept
+
+
+def encode_exp_get(expected: Tuple, zone: int, seq: int) -> bytes:
+    """IPCTNL_MSG_EXP_GET of one expectation by tuple and zone, acked: the attributes of a
+    delete (``encode_exp_delete``) under the GET type."""
+    msg = bytearray(encode_exp_delete(expected, zone=zone, seq=seq))
+    struct.pack_into("=H", msg, 4, NFNL_SUBSYS_CTNETLINK_EXP << 8 | IPCTNL_MSG_EXP_GET)
+    return bytes(msg)
+
+
+def expectation_in_zone(sock: CtnlSocket, expected: Tuple, zone: int) -> bool:
+    """Whether this kernel holds an expectation of ``expected`` whose master's zone id is
+    ``zone`` (``nf_ct_expect_find_get``: ``nf_ct_zone_equal_any``). The dump does not say
+    an expectation's zone; a GET with CTA_EXPECT_ZONE does."""
+    seq = sock.next_seq()
+    return sock.send_batch([encode_exp_get(expected, zone, seq)]).get(seq, 0) == 0
 
 
 class ExpectInstaller:
@@ -66,8 +95,14 @@ class ExpectInstaller:
     def pending(self) -> int:
         return len(self.ready) + len(self.waiting)
 
+    @property
+    def due(self) -> bool:
+        """Something to send at the next flush even if no entry changed (an expectation
+        whose master is already in: the PASV reply leaves the control entry as it was)."""
+        return bool(self.ready or self.removals)
+
     def add(self, exp: Expectation) -> None:
-        master = exp.master  # one per master, as the FTP and TFTP helpers keep
+        master = exp.master_key  # one per master, as the FTP and TFTP helpers keep
         if master in self.installer.shadow:
             self.waiting.pop(master, None)
             self.ready[master] = exp
@@ -77,29 +112,31 @@ class ExpectInstaller:
 
     def _wait(self, exp: Expectation) -> None:
         waiting = self.waiting
-        if exp.master not in waiting:
+        master = exp.master_key
+        if master not in waiting:
             if len(waiting) >= self.limit:
                 self.counters["expect-waiting-full"] += 1
                 return
-            self.rotation.append(exp.master)
+            self.rotation.append(master)
             if len(self.rotation) > 2 * len(waiting) + 64:  # stale names: start afresh
                 self.rotation = deque(waiting)
-                self.rotation.append(exp.master)
-        waiting[exp.master] = exp
+                self.rotation.append(master)
+        waiting[master] = exp
 
     def touched(self, master: Tuple) -> None:
-        """A table event of ``master``: if an expectation waits on it, look at it at the
-        next flush (the event may be what gets the master installed)."""
+        """A table event of ``master`` (its table key): if an expectation waits on it, look
+        at it at the next flush (the event may be what gets the master installed)."""
         if master in self.waiting:
             self.woken.add(master)
 
     def consumed(self, exp: Expectation) -> None:
         """The master's data connection appeared: the master's expectation is used up."""
+        master = exp.master_key
         for held in (self.ready, self.waiting):
-            if held.get(exp.master) == exp:
-                del held[exp.master]
-        if self.installed.get(exp.master) == exp:
-            del self.installed[exp.master]
+            if held.get(master) == exp:
+                del held[master]
+        if self.installed.get(master) == exp:
+            del self.installed[master]
             self.removals.append(exp)
 
     def master_gone(self, master: Tuple) -> None:
@@ -160,13 +197,14 @@ class ExpectInstaller:
                     exp.tuple,
                     exp.mask,
                     timeout=timeout,
-                    zone=self.zone,
+                    zone=exp.master_zid if exp.zone else self.zone,
                     seq=self.sock.next_seq(),
                     nat=exp.nat,
                 )
                 ops.append(("new", exp, msg))
         for exp in self.removals:
-            msg = encode_exp_delete(exp.tuple, zone=self.zone, seq=self.sock.next_seq())
+            zone = exp.zone or self.zone
+            msg = encode_exp_delete(exp.tuple, zone=zone, seq=self.sock.next_seq())
             ops.append(("delete", exp, msg))
         self.removals = []
         if not ops:
@@ -178,13 +216,14 @@ class ExpectInstaller:
             if kind == "delete":
                 c["expect-deleted" if not err else "expect-delete-gone"] += 1
                 continue
-            if self.ready.get(exp.master) == exp:
+            master = exp.master_key
+            if self.ready.get(master) == exp:
                 if err == errno.ENOENT:  # the master is not (yet) in the kernel: retry
                     c["expect-no-master"] += 1
                     continue
-                del self.ready[exp.master]
+                del self.ready[master]
             if not err:
-                self.installed[exp.master] = exp
+                self.installed[master] = exp
                 c["expect-installed"] += 1
             elif err == errno.EOPNOTSUPP:
                 c["expect-master-without-helper"] += 1

@@ -239,7 +239,8 @@ def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpec
     """``conntrack -L [-o extended]`` text, possibly followed (or interleaved) by
     ``conntrack -L expect`` lines: (entries, expectations). An expectation takes its zone
     and its master's protocol from the master entry when the listing has it (the text
-    shows neither)."""
+    shows neither), and, of a translated FTP/TFTP master, the NAT helper's part the text
+    does not show either (``nat_part``)."""
     lines = text.splitlines()
     try:
         exps = [parse_expect_line(ln) for ln in lines if is_expect_line(ln)]
@@ -247,13 +248,38 @@ def listing_snapshot(text: str) -> tuple[list[SnapshotEntry], list[SnapshotExpec
         raise PrimeError(f"bad format: {exc}") from exc
     entries = listing_entries("\n".join(ln for ln in lines if not is_expect_line(ln)))
     if exps:
-        by_ports = {(e.orig[1], e.orig[2], e.orig[3], e.orig[4]): e for e in entries}
+        by_ports: dict[tuple[bytes, bytes, int, int], list[SnapshotEntry]] = {}
+        for e in entries:
+            by_ports.setdefault((e.orig[1], e.orig[2], e.orig[3], e.orig[4]), []).append(e)
         for x in exps:
-            m = by_ports.get(x.master[1:])
-            if m is not None:
+            ms = by_ports.get(x.master[1:])
+            if ms:
+                m = ms[0]
                 x.master = m.orig
-                x.zone = x.zone or m.zone
+                # a master tuple in several zones (VRFs reusing addresses): which one is
+                # this expectation's? The text cannot say; left out (zone unknown)
+                x.zone = x.zone or (m.zone if all(o.zone == m.zone for o in ms) else -1)
+                nat_part(x, m)
+        exps = [x for x in exps if x.zone >= 0]
     return entries, exps
+
+
+def nat_part(x: SnapshotExpectation, m: SnapshotEntry) -> None:
+    """What ``nf_nat_ftp`` / ``nf_nat_tftp`` put on ``x`` when its master ``m`` is
+    translated (they run for every expectation of such a master): ``exp->dir``, the
+    direction the expected connection goes in the master's terms (ORIGINAL when it
+    comes from the master's original source, as a PASV data connection; else REPLY), and
+    ``saved_proto``, the announced port, taken as the expected one (the helper keeps it
+    unless that port is taken on the NAT address)."""
+    o, r = m.orig, m.reply
+    if x.helper not in ("ftp", "tftp") or x.nat_dir >= 0:
+        return
+    if r[1] == o[2] and r[2] == o[1] and r[3] == o[4] and r[4] == o[3]:
+        return  # not translated
+    zero = bytes(len(o[1]))
+    x.nat_dir = 0 if x.tuple[1] == o[1] else 1
+    x.nat_tuple = (x.tuple[0], zero, zero, x.tuple[4], 0)
+    x.fn = "nat-follow-master"
 
 
 def listing_entries(text: str) -> list[SnapshotEntry]:

@@ -20,7 +20,7 @@ import time
 from ..errors import CliError
 
 DEFAULT_PORT = 7445
-PROTOCOL_VERSION = 3  # 3: the stream is encrypted (ChaCha20-Poly1305); 2 was plaintext
+PROTOCOL_VERSION = 4  # 4: expectations carry their NAT part; 3: stream encrypted; 2: plaintext
 MAGIC = b"SNFOVR"
 NONCE_LEN = 32
 HELLO = struct.Struct("!6sH32s")  # magic, version, server nonce

@@ -28,9 +28,11 @@ HAS_TAIL: Final = 32
 
 # Expectation record: addr length, master proto, expected proto (the mask's too), helper
 # name length, master sport/dport, expected sport/dport, mask sport/dport, timeout, flags,
-# class, zone; then 6 addresses (master src, dst, expected src, dst, mask src, dst) and
-# the helper name.
-EXP_RECORD = struct.Struct("!BBBBHHHHHHIIIH")
+# class, zone, then the NAT helper's part (format 4): CTA_EXPECT_NAT's direction (-1:
+# none), its saved tuple's proto and sport/dport, CTA_EXPECT_FN's length; then 6 addresses
+# (master src, dst, expected src, dst, mask src, dst), 2 more with a NAT part (the saved
+# tuple's src, dst), the helper name and the expectfn name.
+EXP_RECORD = struct.Struct("!BBBBHHHHHHIIIHbBHHB")
 
 
 def encode_entry(e: SnapshotEntry) -> bytes:
@@ -97,9 +99,15 @@ def encode_expectation(x: SnapshotExpectation) -> bytes:
     m, t, k = x.master, x.tuple, x.mask
     alen = len(m[1])
     helper = x.helper.encode()[:255]
-    addrs = (m[1], m[2], t[1], t[2], k[1], k[2])
-    if any(len(a) != alen for a in addrs) or alen not in (4, 16):
-        raise ValueError("expectation with mixed or bad address lengths")
+    fn = x.fn.encode()[:255]
+    addrs: tuple[bytes, ...] = (m[1], m[2], t[1], t[2], k[1], k[2])
+    n = x.nat_tuple if x.nat_dir >= 0 else None
+    if n is not None:
+        addrs += (n[1], n[2])
+    elif x.nat_dir >= 0:
+        raise ValueError("expectation with a NAT direction but no saved tuple")
+    if any(len(a) != alen for a in addrs) or alen not in (4, 16) or not -1 <= x.nat_dir < 128:
+        raise ValueError("expectation with mixed address lengths or a bad NAT direction")
     return (
         EXP_RECORD.pack(
             alen,
@@ -116,9 +124,15 @@ def encode_expectation(x: SnapshotExpectation) -> bytes:
             x.flags & 0xFFFFFFFF,
             x.klass & 0xFFFFFFFF,
             x.zone & 0xFFFF,
+            x.nat_dir,
+            n[0] if n is not None else 0,
+            n[3] & 0xFFFF if n is not None else 0,
+            n[4] & 0xFFFF if n is not None else 0,
+            len(fn),
         )
         + b"".join(addrs)
         + helper
+        + fn
     )
 
 
@@ -153,13 +167,13 @@ def decode_expect_body(data: bytes, off: int, end: int, count: int) -> list[Snap
         for _ in range(count):
             s, n = _framed(data, off, end, rsize, "expectation record overruns the section")
             off = s + n
-            alen, mproto, proto, hlen, msp, mdp, tsp, tdp, ksp, kdp, tmo, flags, klass, zone = (
-                EXP_RECORD.unpack_from(data, s)
-            )
-            if alen not in (4, 16) or rsize + 6 * alen + hlen != n:
+            (alen, mproto, proto, hlen, msp, mdp, tsp, tdp, ksp, kdp, tmo, flags, klass, zone,
+             ndir, nproto, nsp, ndp, fnlen) = EXP_RECORD.unpack_from(data, s)  # fmt: skip
+            naddrs = 8 if ndir >= 0 else 6
+            if alen not in (4, 16) or rsize + naddrs * alen + hlen + fnlen != n:
                 raise PrimeError("bad format: expectation record length mismatch")
-            a = [data[s + rsize + i * alen : s + rsize + (i + 1) * alen] for i in range(6)]
-            h = s + rsize + 6 * alen
+            a = [data[s + rsize + i * alen : s + rsize + (i + 1) * alen] for i in range(naddrs)]
+            h = s + rsize + naddrs * alen
             out.append(
                 SnapshotExpectation(
                     (mproto, a[0], a[1], msp, mdp),
@@ -170,6 +184,9 @@ def decode_expect_body(data: bytes, off: int, end: int, count: int) -> list[Snap
                     zone,
                     flags,
                     klass,
+                    ndir,
+                    (nproto, a[6], a[7], nsp, ndp) if ndir >= 0 else None,
+                    data[h + hlen : h + hlen + fnlen].decode(),
                 )
             )
     except (IndexError, ValueError, struct.error, UnicodeDecodeError) as exc:

@@ -2,13 +2,13 @@
 
 A small read-only TCP service. Each connection is one pull:
 
-1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian, 3) + 32-byte
+1. server -> client: ``b"SNFOVR"`` + protocol version (u16, big-endian, 4) + 32-byte
    server nonce
 2. client -> server: 32-byte client nonce + ``HMAC(key, b"sniffover-client" + sn + cn)``
 3. server -> client: one status byte (0 = ok, 1 = authentication failed, 2 = every pull
    slot busy) + 32 bytes: ``HMAC(key, b"sniffover-server" + sn + cn)`` on success
    (zeros otherwise, then close)
-4. server -> client: the table as it is dumped, encrypted in chunks (format version 3,
+4. server -> client: the table as it is dumped, encrypted in chunks (format version 4,
    see ``stream``): ChaCha20-Poly1305 keyed by ``HMAC(key, b"sniffover-stream-v3" + sn
    + cn)``, one sequence-numbered frame per ~2,000 entries, the master's expectations,
    and an end frame with the entry count. A chunk is sent as soon as the kernel dump
@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
+from ..conntrack.tuple import Tuple
 from ..errors import EXIT_ERROR, CliError
 from .admission import MAX_PENDING, PER_SOURCE, Admission, LogLimiter, Pending
 from .handshake import (
@@ -70,6 +71,7 @@ AUTH_TIMEOUT = 2.0  # s for the 64-byte request after the greeting (one round tr
 
 Dumper = Callable[[], Iterable[SnapshotEntry]]  # may be lazy: sent as it comes
 ExpectDumper = Callable[[], list[SnapshotExpectation]]
+InZone = Callable[[Tuple, int], bool]  # does the kernel hold (expected tuple, master zone)?
 
 
 @dataclass
@@ -101,6 +103,35 @@ def default_expect_dumper() -> list[SnapshotExpectation]:
     return dump_expectations()
 
 
+def default_in_zone(expected: Tuple, zone: int) -> bool:
+    from ..kernel.ctnetlink import CtnlSocket
+    from ..kernel.expect import expectation_in_zone
+
+    with CtnlSocket() as ctnl:
+        return expectation_in_zone(ctnl, expected, zone)
+
+
+def assign_zones(
+    exps: Sequence[SnapshotExpectation], zones: dict[Tuple, list[int]], in_zone: InZone | None
+) -> None:
+    """Each expectation's zone, which the kernel's dump leaves out: its master's, found
+    among the dumped entries by ORIGINAL tuple (``zones``). A master tuple held in several
+    zones (VRFs reusing addresses) is told apart by asking the kernel whether a zone holds
+    the expected tuple (``in_zone``: a GET with CTA_EXPECT_ZONE matches on the master's
+    zone id); identical expectations of such masters take one zone each."""
+    given: set[tuple[Tuple, int]] = set()
+    for x in exps:
+        cands = sorted(set(zones.get(x.master, ())))
+        if len(cands) == 1:
+            x.zone = cands[0]
+        elif cands and in_zone is not None:
+            for z in cands:
+                if (x.tuple, z) not in given and in_zone(x.tuple, z):
+                    x.zone = z
+                    given.add((x.tuple, z))
+                    break
+
+
 class Server:
     """The listening socket and the per-pull handling; ``serve()`` runs one forever."""
 
@@ -116,6 +147,7 @@ class Server:
         per_source: int = PER_SOURCE,
         dump: Dumper | None = None,
         dump_expect: ExpectDumper | None = None,
+        in_zone: InZone | None = None,
     ) -> None:
         host, port = parse_listen(listen)
         self.key = key
@@ -127,6 +159,7 @@ class Server:
         # the kernel's expectations go with the kernel's table; a test's own dumper
         # sends none (no section) unless it brings its own
         self.dump_expect = dump_expect or (default_expect_dumper if dump is None else None)
+        self.in_zone = in_zone or (default_in_zone if dump is None else None)
         self.slots = threading.BoundedSemaphore(max(1, max_clients))
         self.stop_event = threading.Event()
         self._dumps_lock = threading.Lock()
@@ -259,6 +292,15 @@ class Server:
         taken_at = time.time()
         w = StreamWriter(stream_key(self.key, sn, cn), taken_at)
         conn.sendall(w.header())
+        # the expectations (a handful) first: their masters' zones are read off the table
+        exps: list[SnapshotExpectation] = []
+        if self.dump_expect is not None:
+            try:
+                exps = self.dump_expect()
+            except Exception as exc:  # the table alone is still worth sending
+                log.warning("expectation dump failed: %s", exc)
+        masters = {x.master for x in exps}
+        zones: dict[Tuple, list[int]] = {}
         # each chunk goes out as soon as the dump has read it: the standby
         # decodes and stages it while the next one is dumped
         dump = iter(self.dump())
@@ -268,6 +310,10 @@ class Server:
                 data = w.chunk(chunk)
                 conn.sendall(data)
                 stats.bytes += len(data)
+                if masters:  # an expectation's master has a helper: others cost one test
+                    for e in chunk:
+                        if e.helper and e.orig in masters:
+                            zones.setdefault(e.orig, []).append(e.zone)
         finally:  # a pull cut short ends the kernel's dump now
             self._collector(-1)
             close = getattr(dump, "close", None)
@@ -275,11 +321,11 @@ class Server:
                 close()
         stats.entries = w.entries
         if self.dump_expect is not None:
-            try:
-                exps = self.dump_expect()
-            except Exception as exc:  # the table alone is still worth sending
-                log.warning("expectation dump failed: %s", exc)
-                exps = []
+            if any(z for zs in zones.values() for z in zs):
+                try:
+                    assign_zones(exps, zones, self.in_zone)
+                except OSError as exc:  # left in zone 0: the standby skips what it lacks
+                    log.warning("expectation zone lookup failed: %s", exc)
             data = w.expectations(exps)
             conn.sendall(data)
             stats.bytes += len(data)

@@ -1,9 +1,9 @@
 """The snapshot stream's framing: a header, then encrypted, authenticated frames as the dump goes.
 
-Format version 3, what ``sniffover serve`` sends after the handshake and what a saved
+Format version 4, what ``sniffover serve`` sends after the handshake and what a saved
 pull holds (see ``server`` for the handshake, ``records`` for the records):
 
-* header ``!4sHHd`` (in clear): ``b"SNFS"``, format version 3, flags (0), dump time
+* header ``!4sHHd`` (in clear): ``b"SNFS"``, format version 4, flags (0), dump time
 * frames, each ``!4sI`` (kind, sealed length) then the sealed bytes:
   ChaCha20-Poly1305 under the per-session stream key, nonce = the frame's sequence
   number (0, 1, ...), associated data = the stream header + this frame's header,
@@ -33,7 +33,8 @@ from ..conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from ..errors import PrimeError
 from .records import RECORD, decode_body, decode_expect_body, encode_body, encode_expect_body
 
-FORMAT_VERSION = 3  # 3: frames encrypted (ChaCha20-Poly1305); 2 was HMAC-chained plaintext
+FORMAT_VERSION = 4  # 4: expectation records with their NAT part; 3: frames encrypted
+# (ChaCha20-Poly1305); 2 was HMAC-chained plaintext
 STREAM_MAGIC = b"SNFS"
 HEADER = struct.Struct("!4sHHd")  # magic, format version, flags, taken_at
 FRAME = struct.Struct("!4sI")  # kind, sealed length (count + body + tag)

@@ -11,12 +11,22 @@ promotion and the failover the data connection for that PASV is opened through f
 passes only as RELATED) and must carry the file; a fresh PASV on the same control
 connection must work too (fw2's own helper on the primed entry). The control: the same
 agent without ``--prime-from`` loses both.
+
+Through SNAT (``test_primed_expectation_of_a_snat_master_keeps_its_nat``): an active port
+(PORT, rewritten by fw1's ``nf_nat_ftp`` to the outside VIP) is announced before the agent
+starts; its expectation on fw1 carries the NAT helper's part (REPLY direction, the
+client's port, "nat-follow-master"), the prime carries it and fw2 installs it equal to
+fw1's. After the failover the server's data connection to the VIP is translated back to
+the client through fw2. The control serves the same prime without the NAT part (what
+format 3 carried): fw2 holds the expectation untranslated and the transfer fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +36,7 @@ import pytest
 from sniffover.lab.hub import Lab, stop_process
 from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
 from tests.lab.test_ftp_lab import FILES, Client, expectations, start_vsftpd, stop_sessions
+from tests.lab.test_ftp_nat_lab import EXPECT_DUMP
 from tests.lab.test_prime_agent_lab import MASTER, key_file, start_serve
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack", "ping", "vsftpd")
@@ -101,4 +112,102 @@ def test_without_prime_the_outstanding_passive_port_is_lost(tmp_path: Path) -> N
     info = _info(r)
     assert r["before"]["ok"] and f"dport={r['announce']['port']}" in r["fw1_expect"], info
     assert f"dport={r['announce']['port']}" not in r["fw2_expect"], info
+    assert not r["after_outstanding"]["ok"], info
+
+
+# the control's serve: the expectations dumped without their NAT part (format 3's content)
+NO_NAT_PART = (
+    "import sniffover.kernel.dump as d; f = d.decode_expectation\n"
+    "def g(*a):\n x = f(*a); x.nat_dir, x.nat_tuple, x.fn = -1, None, ''; return x\n"
+    "d.decode_expectation = g\n"
+)
+
+
+def start_serve_code(lab: Lab, key: str, prelude: str) -> subprocess.Popen[str]:
+    """``sniffover serve`` on fw1 with ``prelude`` run first (the control's patch)."""
+    argv = ["sniffover", "serve", "--listen", MASTER, "--key-file", key]
+    code = f"{prelude}import runpy, sys; sys.argv = {argv!r}; "
+    code += "runpy.run_module('sniffover.cli', run_name='__main__')"
+    proc = lab.popen("fw1", sys.executable, "-c", code, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r = lab.run("fw2", "bash", "-c", f"exec 3<>/dev/tcp/{MASTER}/7445", check=False)
+        if r.returncode == 0:
+            return proc
+        time.sleep(0.2)
+    stop_process(proc)
+    raise AssertionError("sniffover serve did not come up on fw1")
+
+
+def exp_dump(lab: Lab, node: str) -> list:  # type: ignore[type-arg]
+    got = lab.run(node, sys.executable, "-c", EXPECT_DUMP, check=False)
+    return json.loads(got.stdout or "null") or []
+
+
+def run_prime_expect_snat(tmp_path: Path, nat_part: bool) -> dict:  # type: ignore[type-arg]
+    r: dict = {}  # type: ignore[type-arg]
+    with (
+        Lab(nat="snat", ftp=True) as lab,
+        tempfile.TemporaryDirectory(prefix="snfftp-") as tmpdir,
+    ):
+        serve = agent = cl = None
+        try:
+            start_vsftpd(lab, Path(tmpdir))
+            key = key_file(tmp_path)
+            serve = start_serve_code(lab, key, "" if nat_part else NO_NAT_PART)
+            cl = Client(lab)
+            assert cl("connect", 1)["ok"]
+            r["before"] = cl("get", 1, "port:f1.bin")  # PORT through fw1's SNAT
+            r["announce"] = cl("port_announce", 1)  # PORT, then silence
+            r["fw1_expect"] = exp_dump(lab, "fw1")
+            t0 = time.monotonic()
+            agent = start_agent(lab, "--iface", "outside0", "--prime-from", MASTER,
+                                "--key-file", key, "--prime-required")  # fmt: skip
+            port = r["announce"].get("port")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                r["fw2_expect"] = exp_dump(lab, "fw2")
+                if any(x[0] == port for x in r["fw2_expect"]):
+                    break
+                time.sleep(0.2)
+            r["fw2_expect_s"] = round(time.monotonic() - t0, 2)
+            r["fw2_listing"] = expectations(lab, "fw2")
+            r["promote"] = sniffover_ctl(lab, "ctl", "promote").returncode
+            lab.failover()
+            r["after_outstanding"] = cl("port_finish", 1, "f2.bin")
+            if nat_part:
+                r["after_new"] = cl("get", 1, "port:f3.bin")  # fw2's helper, NAT and seqadj
+        finally:
+            if cl is not None:
+                stop_process(cl.proc)
+            if agent is not None:
+                stop_process(agent)
+                r["log"] = agent_log(agent)
+                os.unlink(agent.log_path)  # type: ignore[attr-defined]
+            if serve is not None:
+                stop_process(serve)
+            stop_sessions(lab)
+    return r
+
+
+def test_primed_expectation_of_a_snat_master_keeps_its_nat(tmp_path: Path) -> None:
+    r = run_prime_expect_snat(tmp_path, nat_part=True)
+    info = _info(r)
+    assert r["before"] == {"ok": True, "size": len(FILES["f1.bin"])}, info
+    port = r["announce"]["port"]
+    # fw1's expectation: to the VIP, translated back in the REPLY direction to the port
+    assert r["fw1_expect"] == [[port, "198.51.100.1", 1, port, "nat-follow-master"]], info
+    assert r["fw2_expect"] == r["fw1_expect"], info  # carried by the prime, installed equal
+    assert r["promote"] == 0, info
+    assert r["after_outstanding"] == {"ok": True, "size": len(FILES["f2.bin"])}, info
+    assert r["after_new"] == {"ok": True, "size": len(FILES["f3.bin"])}, info
+
+
+def test_primed_expectation_without_its_nat_part_fails_after_takeover(tmp_path: Path) -> None:
+    r = run_prime_expect_snat(tmp_path, nat_part=False)
+    info = _info(r)
+    port = r["announce"]["port"]
+    assert r["fw1_expect"] == [[port, "198.51.100.1", 1, port, "nat-follow-master"]], info
+    assert r["fw2_expect"] == [[port, "198.51.100.1", -1, -1, ""]], info  # untranslated
     assert not r["after_outstanding"]["ok"], info

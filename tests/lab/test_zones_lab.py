@@ -14,6 +14,13 @@ fw1's table is the judge: fw2 must hold the same entries, zones and reply tuples
 and every connection of both segments must answer after the failover. The control (no
 --zone-map) folds the two segments' flows into one entry each in zone 0, which the
 zone-1/2 lookups of fw2 after the takeover never find: the connections die.
+
+FTP in the zones (``test_ftp_expectations_in_zones``): both firewalls attach the FTP helper
+and admit new TCP from either inside segment to port 21 only; ``c1`` (zone 1) and ``z1``
+(zone 2), same address, each announce a passive port through fw1. fw2 must hold both
+expectations, each in its master's zone (asked with CTA_EXPECT_ZONE: the kernel's dump
+and ``conntrack -L expect`` do not show it), equal to fw1's, NAT part included, and after
+the failover both data connections pass fw2 as RELATED.
 """
 
 from __future__ import annotations
@@ -73,8 +80,8 @@ ENTRY = re.compile(
 class ZoneLab(Lab):
     """The hub lab plus a second inside segment (hub bridge ``brin2``) with client ``z1``."""
 
-    def __init__(self) -> None:
-        super().__init__(prefix=f"snfzon-{time.monotonic_ns() % 10**6}")
+    def __init__(self, ftp: bool = False) -> None:
+        super().__init__(prefix=f"snfzon-{time.monotonic_ns() % 10**6}", ftp=ftp)
         self.nodes.append("z1")
 
     def ip(self, node: str) -> str:
@@ -100,7 +107,8 @@ class ZoneLab(Lab):
             for key in ("all", "default", INSIDE_IF, ZONE_IF):
                 self.sysctl(fw, f"net.ipv4.conf.{key}.rp_filter", 0)
             # new connections from inside1 too (as from inside0), then the zone rules
-            for rule in ("meta l4proto udp", "tcp flags & (fin|syn|rst|ack) == syn"):
+            syn = "tcp flags & (fin|syn|rst|ack) == syn" + (" tcp dport 21" if self.ftp else "")
+            for rule in ("meta l4proto udp", syn):
                 self.run(fw, "nft", f'insert rule inet snflab forward_filter iifname "{ZONE_IF}" '
                          f"{rule} ct state new accept")  # fmt: skip
             self.run(fw, "nft", "-f", "-", input=ZONE_RULES)
@@ -228,3 +236,98 @@ def test_prime_reads_directional_zones() -> None:
         assert [json.loads(line) for line in res.stdout.splitlines()] == [want, want]
     finally:
         netns.delete(name)
+
+
+# fw's expectations, each with the zones (0, 1, 2) a GET with CTA_EXPECT_ZONE finds it in
+EXPECT_ZONES = """
+import ipaddress, json
+from sniffover.kernel.ctnetlink import CtnlSocket
+from sniffover.kernel.dump import dump_expectations
+from sniffover.kernel.expect import expectation_in_zone
+with CtnlSocket() as s:
+    print(json.dumps(sorted(
+        [x.tuple[4], str(ipaddress.ip_address(x.tuple[1])), x.nat_dir,
+         x.nat_tuple[3] if x.nat_tuple else -1, x.fn, x.helper,
+         [z for z in (0, 1, 2) if expectation_in_zone(s, x.tuple, z)]]
+        for x in dump_expectations())))
+"""
+
+
+def expect_zones(lab: Lab, node: str) -> list:  # type: ignore[type-arg]
+    got = lab.run(node, sys.executable, "-c", EXPECT_ZONES, check=False)
+    return json.loads(got.stdout) if got.returncode == 0 else [got.stderr]
+
+
+def expect_listing(lab: Lab, node: str) -> list[str]:
+    """``conntrack -L expect`` without the timeout column."""
+    out = lab.run(node, "conntrack", "-L", "expect", check=False).stdout
+    return sorted(ln.split(" ", 1)[1] for ln in out.splitlines() if " proto=" in ln)
+
+
+@pytest.mark.requires("vsftpd")
+def test_ftp_expectations_in_zones(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.lab.test_ftp_lab import CLIENT, FILES, Client, start_vsftpd, stop_sessions
+
+    class NodeClient(Client):
+        def __init__(self, lab: Lab, node: str) -> None:
+            from sniffover.lab.hub import server_ip
+
+            pipe = subprocess.PIPE
+            self.proc = lab.python(node, "-u", "-c", CLIENT, server_ip(1),
+                                   stdin=pipe, stdout=pipe, text=True)  # fmt: skip
+            assert self._read(15).get("ready")
+
+    r: dict = {}  # type: ignore[type-arg]
+    with ZoneLab(ftp=True) as lab:
+        agent = None
+        clients: list[Client] = []
+        try:
+            start_vsftpd(lab, tmp_path)
+            agent = start_agent(lab, "--iface", ZONE_IF, "--iface", OUTSIDE_IF,
+                                "--zone-map", f"iface:{INSIDE_IF}=1/orig",
+                                "--zone-map", f"iface:{ZONE_IF}=2/orig")  # fmt: skip
+            clients = [NodeClient(lab, n) for n in ("c1", "z1")]
+            deadline = time.monotonic() + 10  # the master's MAC on all three segments
+            while time.monotonic() < deadline:
+                status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+                if len(status["confirm"]["master_macs"]) == 3:
+                    break
+                for node in ("c1", "z1"):
+                    lab.ping(node, "198.51.100.10")
+            r["connect"] = [c("connect", 1) for c in clients]
+            r["announce"] = [c("pasv_announce", 1) for c in clients]
+            r["fw1"] = expect_zones(lab, "fw1")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                r["fw2"] = expect_zones(lab, "fw2")
+                if r["fw2"] == r["fw1"]:
+                    break
+                time.sleep(0.3)
+            r["fw1_listing"], r["fw2_listing"] = (
+                expect_listing(lab, "fw1"),
+                expect_listing(lab, "fw2"),
+            )
+            r["promote"] = sniffover_ctl(lab, "ctl", "promote").returncode
+            lab.failover()
+            r["after"] = [
+                c("pasv_finish", 1, f"f{i}.bin") for i, c in ((2, clients[0]), (3, clients[1]))
+            ]
+        finally:
+            for c in clients:
+                stop_process(c.proc)
+            if agent is not None:
+                stop_process(agent)
+                r["log"] = agent_log(agent)[-3000:]
+            stop_sessions(lab)
+    info = json.dumps(r, indent=1)
+    ports = [a.get("port") for a in r["announce"]]
+    # fw1: one expectation per zone's session, the client's (untranslated) address as the
+    # source, translated by the NAT helper in the ORIGINAL direction
+    assert r["fw1"] == sorted(
+        [p, client_ip(1), 0, p, "nat-follow-master", "ftp", [z]]
+        for p, z in zip(ports, (1, 2), strict=True)
+    ), info
+    assert r["fw2"] == r["fw1"], info  # fw2: the same, each in its master's zone
+    assert r["fw2_listing"] == r["fw1_listing"] and len(r["fw1_listing"]) == 2, info
+    assert r["promote"] == 0, info
+    assert r["after"] == [{"ok": True, "size": len(FILES[f"f{i}.bin"])} for i in (2, 3)], info

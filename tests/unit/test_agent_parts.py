@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -20,7 +21,7 @@ from sniffover.agent.daemon import Agent
 from sniffover.agent.pipeline import REORDER, release_held
 from sniffover.agent.priming import PRIME_AFTER_DROPS, PRIME_RETRY
 from sniffover.agent.util import Clock
-from sniffover.conntrack.snapshot import SnapshotEntry
+from sniffover.conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from sniffover.errors import PrimeError
 from sniffover.prime.client import Snapshot
 from tests.helpers import A, B, FakeSender, udp
@@ -186,6 +187,91 @@ def wait_pull(agent: Agent) -> None:
     assert thread is not None
     thread.join(5)
     agent.after_events()
+
+
+class PullsWithExpectations(Pulls):
+    def __init__(self, entries: list[SnapshotEntry], exps: list[SnapshotExpectation]) -> None:
+        super().__init__(entries)
+        self.exps = exps
+
+    def __call__(self, source: str, key: Any, timeout: float, sink: Any) -> Snapshot:
+        snap = super().__call__(source, key, timeout, sink)
+        snap.expectations = self.exps
+        return snap
+
+
+def test_primed_expectation_of_a_snat_master_is_installed_with_its_nat() -> None:
+    """An FTP control connection through SNAT with a PORT outstanding on the master: the
+    prime's expectation goes into the kernel with CTA_EXPECT_NAT and "nat-follow-master"
+    (without them the server's data connection to the NAT address is not translated
+    back); one with another expectfn is left out (untranslated it would be wrong)."""
+    from sniffover.kernel.ctnetlink import IPCTNL_MSG_EXP_NEW
+    from sniffover.kernel.dump import decode_expectation
+
+    fc = FakeClock()
+    c, s, n, zero = bytes([192, 0, 2, 10]), bytes([203, 0, 113, 5]), B, bytes(4)
+    full = b"\xff" * 4
+    ftp = SnapshotEntry((6, c, s, 40000, 21), (6, s, n, 21, 40000), 0xE, 300, tcp_state=3)
+    other = SnapshotEntry((6, c, s, 40001, 21), (6, s, n, 21, 40001), 0xE, 300, tcp_state=3)
+    nat = SnapshotExpectation(
+        ftp.orig, (6, s, n, 0, 50000), (6, full, full, 0, 0xFFFF), 250, "ftp",
+        nat_dir=1, nat_tuple=(6, zero, zero, 50000, 0), fn="nat-follow-master",
+    )  # fmt: skip
+    sip = SnapshotExpectation(
+        other.orig, (6, s, n, 0, 50001), (6, full, full, 0, 0xFFFF), 250, "ftp",
+        nat_dir=1, nat_tuple=(6, zero, zero, 50001, 0), fn="sip",
+    )  # fmt: skip
+    agent, _ = make(fc, PullsWithExpectations([ftp, other], [nat, sip]), prime_from="master")
+    agent.start()
+    wait_pull(agent)
+    assert agent.priming.info["expectations_queued"] == 1
+    assert agent.priming.counters["prime-expect-other-fn"] == 1
+    agent.pipeline.flush(fc.now)
+    sock = agent.pipeline.sock
+    exp_new = (2 << 8) | IPCTNL_MSG_EXP_NEW  # NFNL_SUBSYS_CTNETLINK_EXP
+    sent = [m for m in sock.sent if struct.unpack_from("=H", m, 4)[0] == exp_new]
+    assert len(sent) == 1, sock.sent
+    got = decode_expectation(sent[0], 0, len(sent[0]))
+    assert (got.master, got.tuple, got.nat_dir, got.nat_tuple, got.fn) == (
+        ftp.orig, nat.tuple, 1, nat.nat_tuple, "nat-follow-master",
+    )  # fmt: skip
+
+
+def test_primed_expectation_of_a_zoned_master_is_installed_in_its_zone() -> None:
+    """Two masters with one ORIGINAL tuple in zones 5 and 6 (VRFs reusing addresses), each
+    with its expectation (serve gave each its zone): both go in, each with its
+    CTA_EXPECT_ZONE; one whose zone holds no such master is not installed."""
+    from sniffover.kernel.ctnetlink import CTA_EXPECT_ZONE, IPCTNL_MSG_EXP_NEW
+    from sniffover.kernel.dump import iter_attrs
+
+    fc = FakeClock()
+    c, s = bytes([192, 0, 2, 10]), bytes([203, 0, 113, 5])
+    full = b"\xff" * 4
+    masters = [
+        SnapshotEntry((6, c, s, 40000, 21), (6, s, c, 21, 40000), 0xE, 300, tcp_state=3, zone=z)
+        for z in (5, 6)
+    ]
+    exps = [
+        SnapshotExpectation(
+            masters[0].orig, (6, c, s, 0, p), (6, full, full, 0, 0xFFFF), 250, "ftp", zone=z
+        )
+        for p, z in ((50000, 5), (50001, 6), (50002, 7))
+    ]
+    agent, _ = make(fc, PullsWithExpectations(masters, exps), prime_from="master")
+    agent.start()
+    wait_pull(agent)
+    assert agent.priming.info["expectations_queued"] == 2
+    assert agent.priming.counters["prime-expect-no-master"] == 1
+    agent.pipeline.flush(fc.now)
+    exp_new = (2 << 8) | IPCTNL_MSG_EXP_NEW
+    zones = sorted(
+        int.from_bytes(m[s:e], "big")
+        for m in agent.pipeline.sock.sent
+        if struct.unpack_from("=H", m, 4)[0] == exp_new
+        for k, s, e in iter_attrs(m, 20, len(m))
+        if k == CTA_EXPECT_ZONE
+    )
+    assert zones == [5, 6]
 
 
 # --- promotion and demotion --------------------------------------------------------------

@@ -456,6 +456,36 @@ def sample_expectations() -> list[SnapshotExpectation]:
             "RAS",
             klass=1,
         ),
+        *nat_expectations(),
+    ]
+
+
+def nat_expectations() -> list[SnapshotExpectation]:
+    """nf_nat_ftp's: a PORT through SNAT (the server's connection to the NAT address is
+    translated back in the REPLY direction), and an IPv6 227 in a zone (ORIGINAL)."""
+    n, z6 = bytes([198, 51, 100, 254]), bytes(16)
+    return [
+        SnapshotExpectation(
+            (6, A, B, 40004, 21),
+            (6, B, n, 0, 40100),
+            (6, FULL4, FULL4, 0, 0xFFFF),
+            250,
+            "ftp",
+            nat_dir=1,
+            nat_tuple=(6, bytes(4), bytes(4), 40100, 0),
+            fn="nat-follow-master",
+        ),
+        SnapshotExpectation(
+            (6, A6, B6, 40006, 21),
+            (6, A6, B6, 0, 40101),
+            (6, b"\xff" * 16, b"\xff" * 16, 0, 0xFFFF),
+            30,
+            "ftp",
+            zone=7,
+            nat_dir=0,
+            nat_tuple=(6, z6, z6, 40101, 0),
+            fn="nat-follow-master",
+        ),
     ]
 
 
@@ -517,7 +547,7 @@ def test_serve_pull_carries_expectations(key_file: str) -> None:
         deadline = time.monotonic() + 5
         while not srv.stats and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert srv.stats[-1].ok and srv.stats[-1].expectations == 3
+        assert srv.stats[-1].ok and srv.stats[-1].expectations == len(exps)
     finally:
         srv.close()
         t.join(5)
@@ -564,6 +594,25 @@ def test_listing_with_expectation_lines(tmp_path: Path) -> None:
         listing_snapshot("12 proto=6 src=nonsense")
 
 
+def test_listing_expectation_of_a_snat_master_gets_the_nat_part() -> None:
+    """``conntrack -L expect`` does not show CTA_EXPECT_NAT: of a translated FTP master
+    it is what nf_nat_ftp records (fw1's in test_prime_expect_lab: REPLY, the port)."""
+    text = (
+        "tcp      6 431999 ESTABLISHED src=192.0.2.10 dst=198.51.100.10 sport=41000 dport=21 "
+        "src=198.51.100.10 dst=198.51.100.1 sport=21 dport=41000 [ASSURED] mark=0 use=1\n"
+        "296 proto=6 src=198.51.100.10 dst=198.51.100.1 sport=0 dport=35589 "
+        "mask-src=255.255.255.255 mask-dst=255.255.255.255 sport=0 dport=65535 "
+        "master-src=192.0.2.10 master-dst=198.51.100.10 sport=41000 dport=21 class=0 "
+        "helper=ftp\n"
+    )
+    _, (x,) = listing_snapshot(text)
+    assert (x.nat_dir, x.nat_tuple, x.fn) == (
+        1, (6, bytes(4), bytes(4), 35589, 0), "nat-follow-master",
+    )  # fmt: skip
+    # an untranslated master's (EXPECT_TEXT) has none
+    assert all(x.nat_dir == -1 and x.fn == "" for x in listing_snapshot(EXPECT_TEXT)[1])
+
+
 def test_expectation_message_decoder() -> None:
     from sniffover.kernel.ctnetlink import encode_exp_new
     from sniffover.kernel.dump import decode_expectation
@@ -578,6 +627,37 @@ def test_expectation_message_decoder() -> None:
         77,
         3,
     )
+
+
+def test_expectation_nat_part_round_trip_and_dumped() -> None:
+    """CTA_EXPECT_NAT and CTA_EXPECT_FN through the record (format 4) and back out of the
+    message the installer sends, as the master's dump decodes it."""
+    from sniffover.kernel.ctnetlink import encode_exp_new
+    from sniffover.kernel.dump import decode_expectation
+    from sniffover.prime.records import encode_expect_body
+
+    exps = nat_expectations()
+    count, body = encode_expect_body(exps)
+    assert count == 2 and decode_expect_body(body, 0, len(body), 2) == exps
+    for x in exps:
+        assert x.nat_tuple is not None
+        nat = (x.nat_dir, x.nat_tuple)
+        msg = encode_exp_new(x.master, x.tuple, x.mask, timeout=9, zone=x.zone, nat=nat)
+        got = decode_expectation(msg, 0, len(msg))
+        assert (got.nat_dir, got.nat_tuple, got.fn, got.zone) == (*nat, x.fn, x.zone)
+    # a record cut inside its NAT addresses or names is one bad-format error
+    for cut in (1, 5, 17):
+        short = (int.from_bytes(body[:2], "big") - cut).to_bytes(2, "big") + body[2:]
+        with pytest.raises(PrimeError, match="^bad format"):
+            decode_expect_body(short, 0, len(short), 2)
+
+
+def test_expectation_nat_without_saved_tuple_is_left_out() -> None:
+    from sniffover.prime.records import encode_expect_body
+
+    bad = nat_expectations()[0]
+    bad.nat_tuple = None
+    assert encode_expect_body([bad, *nat_expectations()[1:]])[0] == 1
 
 
 @settings(max_examples=300, deadline=None)

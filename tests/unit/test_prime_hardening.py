@@ -169,7 +169,11 @@ def test_tampered_reordered_truncated_frames_fail() -> None:
         head + c1 + c1 + c2 + c3 + end,  # one repeated
         head + c1 + c2 + c3 + end[:-1] + bytes([end[-1] ^ 1]),  # tag changed
         head + c1[:12] + bytes([c1[12] ^ 0x80]) + c1[13:] + c2 + c3 + end,  # body changed
-        snapstream.HEADER.pack(b"SNFS", 3, 0, 4.0) + c1 + c2 + c3 + end,  # dump time changed
+        snapstream.HEADER.pack(b"SNFS", snapstream.FORMAT_VERSION, 0, 4.0)
+        + c1
+        + c2
+        + c3
+        + end,  # dump time changed
     ]
     for bad in forged:
         with pytest.raises(PrimeError, match="authentication failed"):
@@ -183,8 +187,8 @@ def test_tampered_reordered_truncated_frames_fail() -> None:
 
 def test_old_stream_version_is_one_clear_error() -> None:
     data = bytearray(encode_stream(entries(2), 1.0, sk(b"s")))
-    data[4:6] = (2).to_bytes(2, "big")
-    with pytest.raises(PrimeError, match="stream format version 2, expected 3"):
+    data[4:6] = (3).to_bytes(2, "big")  # format 3: expectations without NAT
+    with pytest.raises(PrimeError, match="stream format version 3, expected 4"):
         decode_stream(bytes(data), sk(b"s"))
 
 
@@ -195,12 +199,12 @@ def test_old_serve_is_one_clear_protocol_error(key_file: str) -> None:
         with suppress(OSError):
             conn, _ = lsock.accept()
             with conn:
-                conn.sendall(handshake.HELLO.pack(handshake.MAGIC, 2, bytes(32)))
+                conn.sendall(handshake.HELLO.pack(handshake.MAGIC, 3, bytes(32)))
                 conn.recv(64)
 
     threading.Thread(target=old_serve, daemon=True).start()
     try:
-        with pytest.raises(PrimeError, match=r"^bad format: protocol version 2, expected 3$"):
+        with pytest.raises(PrimeError, match=r"^bad format: protocol version 3, expected 4$"):
             fetch(f"127.0.0.1:{lsock.getsockname()[1]}", key_file, timeout=2, retries=0)
     finally:
         lsock.close()
