@@ -50,7 +50,16 @@ def table(lab: Lab, node: str) -> dict[tuple[str, str, str, int, int], str]:
 
 
 def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
-    """sniffover on fw2's inside interface; its log goes to a file (``proc.log_path``)."""
+    """sniffover on fw2's inside interface; its log goes to a file (``proc.log_path``).
+    In the mirror labs every ``--iface`` names fw2's sniffing (SPAN) port of that segment."""
+    extra = tuple(
+        lab.sniff_if(a) if i and extra[i - 1] == "--iface" else a for i, a in enumerate(extra)
+    )
+    if lab.segment.startswith("mirror") and "--master-addr" not in extra:
+        # a SPAN port only listens: the agent's ARP requests for the master reach nobody,
+        # so the master's MACs are configured (README: Switch mirror)
+        for dev in ("inside0", "outside0"):
+            extra += ("--master-mac", lab.mac("fw1", dev))
     fd, path = tempfile.mkstemp(prefix="sniffover-agent-", suffix=".log")
     log = os.fdopen(fd, "w")
     proc = lab.popen(
@@ -59,11 +68,15 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         "-m",
         "sniffover.cli",
         "--iface",
-        "inside0",
+        lab.sniff_if("inside0"),
         "--stats-interval",
         "5",
         # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
-        *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
+        *(
+            ()
+            if {"--master-addr", "--master-mac"} & set(extra)
+            else ("--master-addr", MASTER_ADDRS)
+        ),
         *extra,
         stdout=subprocess.DEVNULL,
         stderr=log,
@@ -110,12 +123,24 @@ def outside_syn(lab: Lab) -> None:
     lab.run("s1", sys.executable, "-c", code, check=False, timeout=10)
 
 
+def rx_packets(lab: Lab) -> dict[str, int]:
+    """Frames received by fw2's inside port and (mirror labs) its inside SPAN port."""
+    devs = {"inside0", lab.sniff_if("inside0")}
+    return {
+        d: int(lab.run("fw2", "cat", f"/sys/class/net/{d}/statistics/rx_packets").stdout)
+        for d in devs
+    }
+
+
 def run_failover(
-    with_agent: bool, prefilter: bool = False, extra_args: tuple[str, ...] = ()
+    with_agent: bool,
+    prefilter: bool = False,
+    extra_args: tuple[str, ...] = (),
+    segment: str = "hub",
 ) -> dict[str, object]:
     c, s = client_ip(1), server_ip(1)
     result: dict[str, object] = {}
-    with Lab(clients=1, servers=1) as lab:
+    with Lab(clients=1, servers=1, segment=segment) as lab:
         lab.start_server("s1", duration=150)
         # opened before the agent started, and no prime: mid-stream pickup must save them
         early = lab.traffic_client("c1", tcp=10, udp=0, duration=150)
@@ -135,6 +160,7 @@ def run_failover(
                 time.sleep(0.3)
             assert status["prefilter"] == "on"
             result["packets_at_prefilter"] = status["packets"]
+        rx0 = rx_packets(lab)
         late = lab.traffic_client("c1", tcp=100, udp=20, duration=150)
         try:
             assert late.initial["tcp_ok"] == 100 and late.initial["udp_ok"] == 20, late.initial
@@ -145,9 +171,10 @@ def run_failover(
             time.sleep(0.2)
             if agent is not None and not prefilter:
                 # an interface flap and an agent restart mid-run are survived
-                lab.run("fw2", "ip", "link", "set", "inside0", "down")
+                sniffed = lab.sniff_if("inside0")
+                lab.run("fw2", "ip", "link", "set", sniffed, "down")
                 time.sleep(0.5)
-                lab.run("fw2", "ip", "link", "set", "inside0", "up")
+                lab.run("fw2", "ip", "link", "set", sniffed, "up")
                 time.sleep(1.5)
                 agent.terminate()
                 assert agent.wait(timeout=10) == 0
@@ -157,6 +184,7 @@ def run_failover(
             # traffic after (re)start: every connection speaks at least once
             assert late.probe()["tcp_ok"] == 95
             assert early.probe()["tcp_ok"] == 10
+            result["rx"] = {k: v - rx0[k] for k, v in rx_packets(lab).items()}
             time.sleep(0.3)
             if agent is not None:
                 r = sniffover_ctl(lab, "ctl", "promote")
@@ -180,8 +208,10 @@ def run_failover(
     return result
 
 
-def test_connections_survive_failover_with_sniffover() -> None:
-    r = run_failover(with_agent=True)
+@pytest.mark.parametrize("segment", ["hub", "mirror"])
+def test_connections_survive_failover_with_sniffover(segment: str) -> None:
+    """On the hub, and on a learning switch with fw2 fed by a mirror of fw1's port."""
+    r = run_failover(with_agent=True, segment=segment)
     late, early = r["late"], r["early"]
     log = r.get("agent_log", "")
     assert late["tcp_ok"] == 95 and late["udp_ok"] == 20, (late, log)  # type: ignore[index]
@@ -201,6 +231,21 @@ def test_connections_survive_failover_with_sniffover() -> None:
     assert r["outside"] not in fw2 and r["outside"] not in fw1
     # the agent stood down after the interface flap and the restart with everything installed
     assert "promoted:" in str(r["promote"])
+    rx: dict = r["rx"]  # type: ignore[assignment]
+    if segment == "mirror":
+        # the switch learns: fw2's own port got broadcasts at most, its SPAN port everything
+        assert rx["inside0"] < 50 and rx["span-in0"] > 500, rx
+    else:
+        assert rx["inside0"] > 500, rx
+
+
+def test_control_switch_without_mirror_loses_tcp() -> None:
+    """Control: the same learning switch without the mirror, the agent on fw2's ordinary
+    port. Known unicast is not flooded, fw2 sees none of fw1's connections: they die."""
+    r = run_failover(with_agent=True, segment="switch")
+    assert r["rx"]["inside0"] < 50, r["rx"]  # type: ignore[index]
+    assert r["late"]["tcp_ok"] == 0 and r["early"]["tcp_ok"] == 0, r  # type: ignore[index]
+    assert int(r["invalid_drops"]) > 0  # type: ignore[call-overload]
 
 
 def test_connections_survive_failover_sniffing_both_segments() -> None:
