@@ -93,6 +93,13 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help=MULTICAST_HELP + " (default drop)",
     )
     p.add_argument(
+        "--dedup",
+        choices=["on", "off"],
+        default="off",
+        help="drop frames repeated within 10 ms (a capture of a switch mirror that delivers "
+        "frames twice) (default off)",
+    )
+    p.add_argument(
         "--kernel-direction",
         action="store_true",
         help="orient connections picked up mid-stream like the kernel does (first packet "
@@ -246,6 +253,13 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "--multicast",
         choices=["drop", "track"],
         help=MULTICAST_HELP + f" (default {shown_default('multicast')})",
+    )
+    g.add_argument(
+        "--dedup",
+        choices=["on", "off"],
+        help="drop a frame whose captured bytes equal a frame's seen on the same interface "
+        "in the last 10 ms (a switch mirror of both directions delivers frames twice) "
+        f"(default {shown_default('dedup')})",
     )
     g.add_argument(
         "--confirm",
@@ -438,6 +452,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             infer_direction=not args.kernel_direction,
             zones=zones,
             multicast=args.multicast,
+            dedup=args.dedup == "on",
         )
     except CaptureError as exc:
         raise CliError(str(exc)) from None

@@ -16,6 +16,7 @@ import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
 from .decode import Decoder
+from .dedup import FrameDedup
 from .files import BATCH, CaptureError
 from .headers import LINKTYPES
 
@@ -74,6 +75,7 @@ class LiveCapture:
         self.frames = 0
         self.learner: RawFrameHook | None = None  # set while the master's MAC is unknown
         self.ingress_keys: set[tuple[int, ...]] | None = None  # shared by the agent
+        self.dedup: FrameDedup | None = None  # a mirror's repeated frames dropped
 
     def set_filter(self, bpf: str) -> None:
         try:
@@ -97,6 +99,14 @@ class LiveCapture:
             if not meta:
                 break
             self.frames += len(meta) >> 4
+            dd = self.dedup
+            if dd is not None:
+                n = dd.dropped
+                meta = dd.filter(data, meta)
+                if dd.dropped != n:
+                    self.decoder.skipped["duplicate"] += dd.dropped - n
+                    if not meta:
+                        continue
             ln = self.learner
             if ln is not None:
                 mac = ln.feed(data, meta, self.ingress_keys)

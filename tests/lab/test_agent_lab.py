@@ -187,6 +187,8 @@ def run_failover(
             result["rx"] = {k: v - rx0[k] for k, v in rx_packets(lab).items()}
             time.sleep(0.3)
             if agent is not None:
+                status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+                result["skipped"] = status["skipped"]
                 r = sniffover_ctl(lab, "ctl", "promote")
                 assert r.returncode == 0, r.stderr
                 result["promote"] = r.stdout.strip()
@@ -208,9 +210,10 @@ def run_failover(
     return result
 
 
-@pytest.mark.parametrize("segment", ["hub", "mirror"])
+@pytest.mark.parametrize("segment", ["hub", "mirror", "mirror-dup"])
 def test_connections_survive_failover_with_sniffover(segment: str) -> None:
-    """On the hub, and on a learning switch with fw2 fed by a mirror of fw1's port."""
+    """On the hub, and on a learning switch with fw2 fed by a mirror of fw1's port (with
+    mirror-dup of the client's port too: every frame twice, the copies dropped)."""
     r = run_failover(with_agent=True, segment=segment)
     late, early = r["late"], r["early"]
     log = r.get("agent_log", "")
@@ -232,7 +235,9 @@ def test_connections_survive_failover_with_sniffover(segment: str) -> None:
     # the agent stood down after the interface flap and the restart with everything installed
     assert "promoted:" in str(r["promote"])
     rx: dict = r["rx"]  # type: ignore[assignment]
-    if segment == "mirror":
+    duplicates = r["skipped"].get("duplicate", 0)  # type: ignore[attr-defined]
+    assert (duplicates > 200) if segment == "mirror-dup" else (duplicates == 0), r["skipped"]
+    if segment.startswith("mirror"):
         # the switch learns: fw2's own port got broadcasts at most, its SPAN port everything
         assert rx["inside0"] < 50 and rx["span-in0"] > 500, rx
     else:

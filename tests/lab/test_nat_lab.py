@@ -60,6 +60,7 @@ def run_nat(
     ipv6: bool = False,
     flowlabels: bool = True,
     segment: str = "hub",
+    agent_args: tuple[str, ...] = (),
 ) -> dict:
     """``ipv6``: a dual-stack lab, the 20 TCP + 5 UDP flows over IPv6 and 10 + 3 more
     over IPv4 beside them (masquerade only: one inet table for both families)."""
@@ -77,7 +78,7 @@ def run_nat(
                     lab.sysctl(host, "net.ipv6.auto_flowlabels", 0)
             lab.start_server("s1", duration=90, bind="::")
             kw = {"server": server_ip6(1)}
-        agent = start_agent(lab, "--iface", "outside0") if with_agent else None
+        agent = start_agent(lab, "--iface", "outside0", *agent_args) if with_agent else None
         cl = lab.traffic_client(node, tcp=20, udp=5, duration=90, **kw)
         cl4 = lab.traffic_client(node, tcp=10, udp=3, duration=90) if ipv6 else None
         try:
