@@ -256,9 +256,10 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--dedup",
-        choices=["on", "off"],
+        choices=["auto", "on", "off"],
         help="drop a frame whose captured bytes equal a frame's seen on the same interface "
-        "in the last 10 ms (a switch mirror of both directions delivers frames twice) "
+        "in the last 10 ms (a switch mirror of both directions delivers frames twice); "
+        "'auto' checks a sample of the frames until it finds a copy, then all "
         f"(default {shown_default('dedup')})",
     )
     g.add_argument(

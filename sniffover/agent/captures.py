@@ -143,7 +143,8 @@ class CaptureSet:
             cap.decoder.zones = self.zones.for_capture(iface)
         # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
         cap.decoder.digests = self.cfg.confirm != "off" and self.cfg.two_segments
-        cap.dedup = FrameDedup() if self.cfg.dedup == "on" else None
+        dedup = self.cfg.dedup
+        cap.dedup = FrameDedup(auto=dedup == "auto") if dedup != "off" else None
         self.learning.attach(cap, self.nets)
         return cap
 

@@ -209,7 +209,7 @@ class AgentConfig:
     # datagrams to multicast groups: drop (a router that joined none) | track (conntrack.table)
     multicast: str = field(default="drop", metadata=_opt(check=one_of("drop", "track")))
     # frames a switch mirror delivers twice dropped before decoding (capture.dedup)
-    dedup: str = field(default="on", metadata=_opt(check=one_of("on", "off")))
+    dedup: str = field(default="auto", metadata=_opt(check=one_of("auto", "on", "off")))
     # forwarding confirmation: auto | mac | both | off
     confirm: str = field(default="auto", metadata=_opt(check=one_of("auto", "mac", "both", "off")))
     # configured; else learned

@@ -9,6 +9,7 @@ cut by a kernel BPF filter: its kernel tracks that traffic already.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any, Protocol
 
@@ -25,6 +26,7 @@ RING_BYTES = 32 << 20
 # libpcap's TPACKET_V3 ring hands a block to user space when it fills or this timer runs out:
 # at moderate rates the timer is the lag from wire to tracker (50 ms gave a 50 ms p99).
 CAPTURE_TIMEOUT_MS = 5
+log = logging.getLogger("sniffover.agent")
 READ_BUDGET = 64  # batches per interface per wake-up (fairness between interfaces)
 
 
@@ -104,6 +106,12 @@ class LiveCapture:
                 n = dd.dropped
                 meta = dd.filter(data, meta)
                 if dd.dropped != n:
+                    if not n:
+                        log.warning(
+                            "%s: frames arrive twice (a mirror of both directions): "
+                            "dropping the copies",
+                            self.iface,
+                        )
                     self.decoder.skipped["duplicate"] += dd.dropped - n
                     if not meta:
                         continue

@@ -35,13 +35,13 @@ def test_copies_within_the_window_are_dropped_others_kept() -> None:
     assert d.dropped == 2
 
 
-def test_the_same_bytes_after_the_window_are_a_new_frame() -> None:
+def test_the_same_bytes_a_window_later_are_a_new_frame() -> None:
     d = FrameDedup(window=0.01)
-    data, meta = batch([(1.0, A), (1.02, A), (1.025, A)])
-    assert kept(data, d.filter(data, meta)) == [(1.0, A), (1.02, A)]
-    # across batches too
-    data, meta = batch([(1.0251, B), (1.0252, B), (1.0253, A)])
-    assert kept(data, d.filter(data, meta)) == [(1.0251, B)]
+    data, meta = batch([(1.0, A), (1.0099, A), (1.0101, A), (1.015, A), (1.0202, A)])
+    assert kept(data, d.filter(data, meta)) == [(1.0, A), (1.0101, A), (1.0202, A)]
+    # across batches too, and after a silence
+    data, meta = batch([(1.0203, B), (1.0204, B), (1.0205, A), (7.0, B)])
+    assert kept(data, d.filter(data, meta)) == [(1.0203, B), (7.0, B)]
 
 
 def test_a_batch_without_copies_is_returned_as_it_is() -> None:
@@ -55,7 +55,28 @@ def test_memory_is_bounded() -> None:
     frames = [(1.0 + i * 1e-6, i.to_bytes(4, "big") * 15) for i in range(1000)]
     data, meta = batch(frames)
     assert len(kept(data, d.filter(data, meta))) == 1000
-    assert len(d.seen) <= 100 and len(d.order) <= 100
+    assert len(d.current) + len(d.previous) <= 100
     # the newest are still remembered
     data, meta = batch([(1.01, frames[-1][1])])
     assert kept(data, d.filter(data, meta)) == []
+
+
+def test_auto_samples_until_the_first_copy_then_checks_everything() -> None:
+    from sniffover.capture.dedup import SAMPLE, WARM
+
+    d = FrameDedup(auto=True)
+    t = 1.0
+    for n in range(WARM + SAMPLE - 2):  # distinct frames; the warm-up checks them all
+        t += 0.001
+        data, meta = batch([(t, n.to_bytes(4, "big") * 15)])
+        assert d.filter(data, meta) is meta
+    assert not d.active
+    t += 0.001
+    data, meta = batch([(t, A), (t, A)])  # a batch that is not sampled: both kept
+    assert len(kept(data, d.filter(data, meta))) == 2
+    t += 0.001
+    data, meta = batch([(t, B), (t, B)])  # the next one is: the copy dropped, now active
+    assert len(kept(data, d.filter(data, meta))) == 1 and d.active
+    t += 0.001
+    data, meta = batch([(t, C), (t, C)])
+    assert len(kept(data, d.filter(data, meta))) == 1
