@@ -23,15 +23,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-MULTICAST_HELP = (
-    "datagrams to multicast groups: 'drop' = a router that joined no group and routes no "
-    "multicast drops them, no entry (except for 224.0.0.1, ff02::1, ff02::2 ..., which every "
-    "Linux router joins); 'track' = a firewall that listens to or routes multicast tracks "
-    "them like unicast. The agent never installs multicast or broadcast entries"
-)
-
-
 def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .agent.config import DEDUP_HELP, MULTICAST_HELP
+
     p = sub.add_parser(
         "replay",
         help="rebuild the conntrack table from recorded captures and print it",
@@ -93,11 +87,7 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help=MULTICAST_HELP + " (default drop)",
     )
     p.add_argument(
-        "--dedup",
-        choices=["on", "off"],
-        default="off",
-        help="drop frames repeated within 10 ms (a capture of a switch mirror that delivers "
-        "frames twice) (default off)",
+        "--dedup", choices=["on", "off"], default="off", help=DEDUP_HELP + " (default off)"
     )
     p.add_argument(
         "--kernel-direction",
@@ -127,7 +117,7 @@ Command-line options override the file.
 def _add_agent_options(p: argparse.ArgumentParser) -> None:
     # defaults in the help come from AgentConfig (agent.config), the one source of them;
     # values go through its check_value as TOML values do
-    from .agent.config import option_type, shown_default
+    from .agent.config import DEDUP_HELP, MULTICAST_HELP, option_type, shown_default
 
     g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
     g.add_argument(
@@ -257,9 +247,7 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dedup",
         choices=["auto", "on", "off"],
-        help="drop a frame whose captured bytes equal a frame's seen on the same interface "
-        "in the last 10 ms (a switch mirror of both directions delivers frames twice); "
-        "'auto' checks a sample of the frames until it finds a copy, then all "
+        help=DEDUP_HELP + "; 'auto' checks a sample until it finds a copy, then every frame "
         f"(default {shown_default('dedup')})",
     )
     g.add_argument(
