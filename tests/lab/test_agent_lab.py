@@ -72,11 +72,7 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         "--stats-interval",
         "5",
         # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
-        *(
-            ()
-            if {"--master-addr", "--master-mac"} & set(extra)
-            else ("--master-addr", MASTER_ADDRS)
-        ),
+        *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
         *extra,
         stdout=subprocess.DEVNULL,
         stderr=log,
