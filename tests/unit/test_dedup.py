@@ -80,3 +80,27 @@ def test_auto_samples_until_the_first_copy_then_checks_everything() -> None:
     t += 0.001
     data, meta = batch([(t, C), (t, C)])
     assert len(kept(data, d.filter(data, meta))) == 1
+
+
+def test_the_agent_gives_each_capture_its_dedup() -> None:
+    from collections import Counter
+
+    from sniffover.agent.captures import CaptureSet
+    from sniffover.agent.config import AgentConfig
+    from sniffover.agent.learning import MasterLearning
+    from tests.unit.test_agent_parts import FakeCapture
+
+    got = {}
+    for mode in ("auto", "on", "off"):
+        cfg = AgentConfig(ifaces=["in0", "out0"], confirm="off", exclude_self=False, dedup=mode)
+        cs = CaptureSet(
+            cfg,
+            MasterLearning([], confirm=False),
+            Counter(),
+            open_capture=lambda i, s, r, b: FakeCapture(i, b),  # type: ignore[arg-type,return-value]
+        )
+        cs.open(0.0)
+        dd = [c.dedup for c in cs.captures]
+        assert len(dd) == 2 and (dd[0] is not dd[1] or mode == "off")  # one per interface
+        got[mode] = None if dd[0] is None else dd[0].active
+    assert got == {"auto": False, "on": True, "off": None}
