@@ -392,3 +392,63 @@ def test_takeover_without_promote_keeps_connections_alive(tmp_path) -> None:
             cl.stop()
             stop_process(agent)
     assert all(r["tcp_ok"] == 10 and r["udp_ok"] == 3 for r in results), results
+
+
+HALF_SERVER = r"""
+import socket, sys, time
+srv = socket.create_server(("0.0.0.0", 7000))
+print("ready", flush=True)
+conn, _ = srv.accept()
+while conn.recv(100):
+    pass  # until the client's FIN; then hold the connection open (CLOSE_WAIT)
+time.sleep(float(sys.argv[1]))
+"""
+HALF_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 7000), timeout=5)
+s.sendall(b"x")
+s.shutdown(socket.SHUT_WR)  # half close: FIN from the client only
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def half_closed_states(dedup: str) -> tuple[str | None, str | None, dict[str, int]]:
+    """A half-closed connection in the mirror-dup lab (every frame twice): its TCP state
+    on fw1 and on fw2, and the agent's skipped counters."""
+    with Lab(segment="mirror-dup") as lab:
+        server = lab.popen(
+            "s1", sys.executable, "-c", HALF_SERVER, "20", stdout=subprocess.PIPE, text=True
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        agent = start_agent(lab, "--dedup", dedup)
+        try:
+            lab.popen("c1", sys.executable, "-c", HALF_CLIENT, server_ip(1), "20")
+            key = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # fw1 has seen the server's ACK of the FIN
+                fw1 = {k: v for k, v in table(lab, "fw1").items() if k[4] == 7000}
+                if list(fw1.values()) == ["CLOSE_WAIT"]:
+                    key = next(iter(fw1))
+                    break
+                time.sleep(0.2)
+            assert key is not None, fw1
+            time.sleep(0.5)  # two agent ticks
+            status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+            return fw1[key], table(lab, "fw2").get(key), status["skipped"]
+        finally:
+            stop_process(agent)
+
+
+def test_half_close_through_a_doubling_mirror_keeps_the_masters_state() -> None:
+    """The client's FIN arrives twice: dropped as a copy, fw2 holds fw1's CLOSE_WAIT."""
+    fw1, fw2, skipped = half_closed_states("auto")
+    assert skipped.get("duplicate", 0) > 0, skipped
+    assert fw1 == fw2 == "CLOSE_WAIT", (fw1, fw2)
+
+
+def test_control_half_close_without_dedup_moves_on() -> None:
+    """Control: without --dedup the second FIN moves the tracker to LAST_ACK, and the
+    server's ACK to TIME_WAIT, where the master has CLOSE_WAIT."""
+    fw1, fw2, skipped = half_closed_states("off")
+    assert "duplicate" not in skipped
+    assert fw1 == "CLOSE_WAIT" and fw2 in ("LAST_ACK", "TIME_WAIT"), (fw1, fw2)
