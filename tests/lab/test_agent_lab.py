@@ -412,9 +412,9 @@ time.sleep(float(sys.argv[2]))
 """
 
 
-def half_closed_states(dedup: str) -> tuple[str | None, str | None, dict[str, int]]:
+def half_closed_states(dedup: str) -> tuple[str | None, str | None, dict[str, int], str]:
     """A half-closed connection in the mirror-dup lab (every frame twice): its TCP state
-    on fw1 and on fw2, and the agent's skipped counters."""
+    on fw1 and on fw2, the agent's skipped counters and its log."""
     with Lab(segment="mirror-dup") as lab:
         server = lab.popen(
             "s1", sys.executable, "-c", HALF_SERVER, "20", stdout=subprocess.PIPE, text=True
@@ -434,21 +434,22 @@ def half_closed_states(dedup: str) -> tuple[str | None, str | None, dict[str, in
             assert key is not None, fw1
             time.sleep(0.5)  # two agent ticks
             status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
-            return fw1[key], table(lab, "fw2").get(key), status["skipped"]
+            fw2 = table(lab, "fw2").get(key)
         finally:
             stop_process(agent)
+    return fw1[key], fw2, status["skipped"], agent_log(agent)
 
 
 def test_half_close_through_a_doubling_mirror_keeps_the_masters_state() -> None:
     """The client's FIN arrives twice: dropped as a copy, fw2 holds fw1's CLOSE_WAIT."""
-    fw1, fw2, skipped = half_closed_states("auto")
-    assert skipped.get("duplicate", 0) > 0, skipped
+    fw1, fw2, skipped, log = half_closed_states("auto")
+    assert skipped.get("duplicate", 0) > 0 and "frames arrive twice" in log, (skipped, log)
     assert fw1 == fw2 == "CLOSE_WAIT", (fw1, fw2)
 
 
 def test_control_half_close_without_dedup_moves_on() -> None:
     """Control: without --dedup the second FIN moves the tracker to LAST_ACK, and the
     server's ACK to TIME_WAIT, where the master has CLOSE_WAIT."""
-    fw1, fw2, skipped = half_closed_states("off")
+    fw1, fw2, skipped, _ = half_closed_states("off")
     assert "duplicate" not in skipped
     assert fw1 == "CLOSE_WAIT" and fw2 in ("LAST_ACK", "TIME_WAIT"), (fw1, fw2)
