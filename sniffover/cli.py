@@ -23,15 +23,9 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-MULTICAST_HELP = (
-    "datagrams to multicast groups: 'drop' = a router that joined no group and routes no "
-    "multicast drops them, no entry (except for 224.0.0.1, ff02::1, ff02::2 ..., which every "
-    "Linux router joins); 'track' = a firewall that listens to or routes multicast tracks "
-    "them like unicast. The agent never installs multicast or broadcast entries"
-)
-
-
 def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from .agent.config import DEDUP_HELP, MULTICAST_HELP
+
     p = sub.add_parser(
         "replay",
         help="rebuild the conntrack table from recorded captures and print it",
@@ -93,6 +87,9 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help=MULTICAST_HELP + " (default drop)",
     )
     p.add_argument(
+        "--dedup", choices=["on", "off"], default="off", help=DEDUP_HELP + " (default off)"
+    )
+    p.add_argument(
         "--kernel-direction",
         action="store_true",
         help="orient connections picked up mid-stream like the kernel does (first packet "
@@ -120,7 +117,7 @@ Command-line options override the file.
 def _add_agent_options(p: argparse.ArgumentParser) -> None:
     # defaults in the help come from AgentConfig (agent.config), the one source of them;
     # values go through its check_value as TOML values do
-    from .agent.config import option_type, shown_default
+    from .agent.config import DEDUP_HELP, MULTICAST_HELP, option_type, shown_default
     from .audit import add_interval_option
 
     g = p.add_argument_group("standby agent (the default when no COMMAND is given)")
@@ -247,6 +244,12 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "--multicast",
         choices=["drop", "track"],
         help=MULTICAST_HELP + f" (default {shown_default('multicast')})",
+    )
+    g.add_argument(
+        "--dedup",
+        choices=["auto", "on", "off"],
+        help=DEDUP_HELP + "; 'auto' checks a sample until it finds a copy, then every frame "
+        f"(default {shown_default('dedup')})",
     )
     g.add_argument(
         "--confirm",
@@ -442,6 +445,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             infer_direction=not args.kernel_direction,
             zones=zones,
             multicast=args.multicast,
+            dedup=args.dedup == "on",
         )
     except CaptureError as exc:
         raise CliError(str(exc)) from None

@@ -67,6 +67,7 @@ def replay(
     infer_direction: bool = True,
     multicast: str = "drop",
     zones: ZoneMap | None = None,
+    dedup: bool = False,
 ) -> ReplayResult:
     """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet.
 
@@ -75,7 +76,11 @@ def replay(
     table = ConntrackTable(timeouts, infer_direction=infer_direction, multicast=multicast)
     split = [split_iface(p) for p in paths]
     source = iter_pcap_packets(
-        [p for _, p in split], sll_direction=True, zones=zones, ifaces=[i for i, _ in split]
+        [p for _, p in split],
+        sll_direction=True,
+        zones=zones,
+        ifaces=[i for i, _ in split],
+        dedup=dedup,
     )
     packets = 0
     last_ts: float | None = None

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol, TypedDict
 
 from ..capture.bpf import exclude_self_filter, prefilter_bpf
+from ..capture.dedup import FrameDedup
 from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
@@ -47,6 +48,7 @@ class Capture(Protocol):
     frames: int
     learner: RawFrameHook | None
     ingress_keys: set[tuple[int, ...]] | None
+    dedup: FrameDedup | None
 
     @property
     def decoder(self) -> Decoding: ...
@@ -141,6 +143,8 @@ class CaptureSet:
             cap.decoder.zones = self.zones.for_capture(iface)
         # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
         cap.decoder.digests = self.cfg.confirm != "off" and self.cfg.two_segments
+        dedup = self.cfg.dedup
+        cap.dedup = FrameDedup(auto=dedup == "auto") if dedup != "off" else None
         self.learning.attach(cap, self.nets)
         return cap
 

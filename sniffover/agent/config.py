@@ -25,6 +25,18 @@ from ..conntrack.helpers import HELPERS
 from ..conntrack.timeouts import Timeouts
 from ..errors import EXIT_USAGE, CliError, UsageError
 
+# option help shared by the agent and replay (cli)
+MULTICAST_HELP = (
+    "datagrams to multicast groups: 'drop' = a router that joined no group and routes no "
+    "multicast drops them, no entry (except for 224.0.0.1, ff02::1, ff02::2 ..., which every "
+    "Linux router joins); 'track' = a firewall that listens to or routes multicast tracks "
+    "them like unicast. The agent never installs multicast or broadcast entries"
+)
+DEDUP_HELP = (
+    "drop a frame whose captured bytes equal a frame's seen on the same interface less than "
+    "10 ms before (a switch mirror of both directions delivers frames twice)"
+)
+
 
 @dataclass(frozen=True)
 class Option:
@@ -210,6 +222,8 @@ class AgentConfig:
     )
     # datagrams to multicast groups: drop (a router that joined none) | track (conntrack.table)
     multicast: str = field(default="drop", metadata=_opt(check=one_of("drop", "track")))
+    # frames a switch mirror delivers twice dropped before decoding (capture.dedup)
+    dedup: str = field(default="auto", metadata=_opt(check=one_of("auto", "on", "off")))
     # forwarding confirmation: auto | mac | both | off
     confirm: str = field(default="auto", metadata=_opt(check=one_of("auto", "mac", "both", "off")))
     # configured; else learned

@@ -18,6 +18,7 @@ import pcapy  # type: ignore[import-untyped]
 from ..conntrack.packet import Packet
 from ..conntrack.zones import ZoneMap
 from .decode import Decoder
+from .dedup import FrameDedup
 from .headers import LINKTYPES
 
 BATCH = 1024
@@ -64,8 +65,10 @@ class PcapSource:
         sll_direction: bool = False,
         zones: ZoneMap | None = None,
         ifaces: list[str] | None = None,
+        dedup: bool = False,
     ) -> None:
         self.paths = list(paths)
+        self.dedup = dedup  # each file's repeated frames dropped (capture.dedup)
         # the zone map, and per file the interface it was captured on ("" if not known)
         self.zones = zones
         self.ifaces = list(ifaces) if ifaces is not None else [""] * len(self.paths)
@@ -85,6 +88,7 @@ class PcapSource:
             decoder.sll_direction = self.sll_direction
             decoder.zones = self.zones.for_capture(iface) if self.zones else None
             batch = decoder.decode_batch
+            dedup = FrameDedup() if self.dedup else None
             try:
                 while True:
                     try:
@@ -94,6 +98,11 @@ class PcapSource:
                     if not meta:
                         break
                     self.frames += len(meta) >> 4
+                    if dedup is not None:
+                        n = dedup.dropped
+                        meta = dedup.filter(data, meta)
+                        if dedup.dropped != n:
+                            self.skipped["duplicate"] += dedup.dropped - n
                     yield from batch(data, meta)
             finally:
                 reader.close()
@@ -104,9 +113,10 @@ def iter_pcap_packets(
     sll_direction: bool = False,
     zones: ZoneMap | None = None,
     ifaces: list[str] | None = None,
+    dedup: bool = False,
 ) -> PcapSource:
     """The packets of ``paths``; raises ``CaptureError`` at once for a missing or bad file."""
-    return PcapSource(paths, sll_direction, zones, ifaces)
+    return PcapSource(paths, sll_direction, zones, ifaces, dedup)
 
 
 def split_iface(arg: str) -> tuple[str, str]:

@@ -9,6 +9,7 @@ cut by a kernel BPF filter: its kernel tracks that traffic already.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Any, Protocol
 
@@ -16,6 +17,7 @@ import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
 from .decode import Decoder
+from .dedup import FrameDedup
 from .files import BATCH, CaptureError
 from .headers import LINKTYPES
 
@@ -24,6 +26,7 @@ RING_BYTES = 32 << 20
 # libpcap's TPACKET_V3 ring hands a block to user space when it fills or this timer runs out:
 # at moderate rates the timer is the lag from wire to tracker (50 ms gave a 50 ms p99).
 CAPTURE_TIMEOUT_MS = 5
+log = logging.getLogger("sniffover.agent")
 READ_BUDGET = 64  # batches per interface per wake-up (fairness between interfaces)
 
 
@@ -74,6 +77,7 @@ class LiveCapture:
         self.frames = 0
         self.learner: RawFrameHook | None = None  # set while the master's MAC is unknown
         self.ingress_keys: set[tuple[int, ...]] | None = None  # shared by the agent
+        self.dedup: FrameDedup | None = None  # a mirror's repeated frames dropped
 
     def set_filter(self, bpf: str) -> None:
         try:
@@ -97,6 +101,20 @@ class LiveCapture:
             if not meta:
                 break
             self.frames += len(meta) >> 4
+            dd = self.dedup
+            if dd is not None:
+                n = dd.dropped
+                meta = dd.filter(data, meta)
+                if dd.dropped != n:
+                    if not n:
+                        log.warning(
+                            "%s: frames arrive twice (a mirror of both directions): "
+                            "dropping the copies",
+                            self.iface,
+                        )
+                    self.decoder.skipped["duplicate"] += dd.dropped - n
+                    if not meta:
+                        continue
             ln = self.learner
             if ln is not None:
                 mac = ln.feed(data, meta, self.ingress_keys)

@@ -8,9 +8,16 @@
 
 The hub namespace holds two bridges with learning off and ageing time 0, so every frame is
 flooded to every port like on a hub: the standby firewall (fw2) sees all traffic that the
-active one (fw1) forwards.  Both firewalls run the same strict ruleset (policy drop,
-``ct state invalid`` dropped, new connections only from inside, ``nf_conntrack_tcp_loose=0``),
-so a TCP connection survives a failover only if its conntrack entry exists on fw2.
+active one (fw1) forwards.  ``segment="mirror"`` makes them learning switches instead
+(default ageing time: known unicast goes to its port only) and gives fw2 a sniffing port
+per segment (``span-in0``, ``span-out0``, not bridged) that receives a mirror (SPAN) of
+fw1's port, both directions (tc ``mirred``); ``"mirror-dup"`` also mirrors the hosts' ports,
+so every frame between a host and fw1 arrives twice; ``"switch"`` is the learning switch
+without any mirror (the control: fw2's ordinary port sees none of fw1's unicast).
+
+Both firewalls run the same strict ruleset (policy drop, ``ct state invalid`` dropped, new
+connections only from inside, ``nf_conntrack_tcp_loose=0``), so a TCP connection survives a
+failover only if its conntrack entry exists on fw2.
 
 Every namespace is named ``snflab-<pid>-<n>-<node>`` (``snflab-<tag><pid>-...`` with
 ``SNFLAB_TAG=<tag>``, to tell parallel sessions' labs apart); ``Lab.destroy`` (also run by
@@ -53,6 +60,9 @@ OUTSIDE_IF = "outside0"
 SYNC_IF = "sync0"
 HOST_IF = "eth0"
 FIREWALLS = ("fw1", "fw2")
+SEGMENTS = ("hub", "mirror", "mirror-dup", "switch")
+# segment="mirror"/"mirror-dup": fw2's sniffing ports (SPAN destinations) per segment
+SPAN_IF = {INSIDE_IF: "span-in0", OUTSIDE_IF: "span-out0"}
 # ipv6=True: the segments are dual-stack. The firewalls hold no global IPv6 address of
 # their own, only the VIPs (which move with a failover): the standby needs none, and
 # IPv6 masquerade then has exactly one address to pick.
@@ -207,7 +217,11 @@ class Lab:
         nat: str | None = None,
         ftp: bool = False,
         tftp: bool = False,
+        segment: str = "hub",
     ) -> None:
+        if segment not in SEGMENTS:
+            raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}")
+        self.segment = segment
         if not 1 <= clients <= 200 or not 1 <= servers <= 200:
             raise ValueError("clients and servers must be between 1 and 200")
         if prefix is None:
@@ -241,6 +255,11 @@ class Lab:
         if node not in self.nodes:
             raise KeyError(f"no lab node {node!r}")
         return f"{self.prefix}-{node}"
+
+    def sniff_if(self, dev: str) -> str:
+        """fw2's capture interface for the segment of its port ``dev`` (its SPAN port in
+        the mirror labs, else the port itself)."""
+        return SPAN_IF[dev] if self.segment.startswith("mirror") else dev
 
     def mac(self, node: str, dev: str) -> str:
         """The MAC address of ``dev`` in ``node``."""
@@ -361,11 +380,10 @@ class Lab:
                 for scope in ("all", "default"):
                     self.sysctl(node, f"net.ipv6.conf.{scope}.accept_dad", 0)
                     self.sysctl(node, f"net.ipv6.conf.{scope}.router_solicitations", 0)
-        # the hub: two flooding bridges
+        # the hub: two flooding bridges (or two learning switches, default ageing time)
+        ageing = ("ageing_time", "0") if self.segment == "hub" else ()
         for br in ("brin", "brout"):
-            self._ip(
-                "hub", "link", "add", br, "type", "bridge", "ageing_time", "0", "stp_state", "0"
-            )
+            self._ip("hub", "link", "add", br, "type", "bridge", *ageing, "stp_state", "0")
             self._ip("hub", "link", "set", br, "up")
         # hosts: hub port <node> <-> eth0
         for node in self.clients + self.servers:
@@ -391,6 +409,8 @@ class Lab:
             self._hub_port(f"{fw}-out", fw, OUTSIDE_IF, "brout")
             self._ip(fw, "addr", "add", f"{FW_INSIDE[fw]}/24", "dev", INSIDE_IF)
             self._ip(fw, "addr", "add", f"{FW_OUTSIDE[fw]}/24", "dev", OUTSIDE_IF)
+        if self.segment.startswith("mirror"):
+            self._mirror()
         self._ip(
             "fw1",
             "link",
@@ -455,13 +475,65 @@ class Lab:
         self.active = "fw1"
 
     def _hub_port(self, port: str, node: str, dev: str, bridge: str) -> None:
-        """veth ``port`` in the hub (on ``bridge``, learning off) <-> ``dev`` in ``node``."""
+        """veth ``port`` in the hub (on ``bridge``, learning off on a hub) <-> ``dev`` in
+        ``node``."""
         self._ip(
             "hub", "link", "add", port, "type", "veth", "peer", "name", dev, "netns", self.ns(node)
         )
         self._ip("hub", "link", "set", port, "master", bridge)
-        self._ip("hub", "link", "set", "dev", port, "type", "bridge_slave", "learning", "off")
+        if self.segment == "hub":
+            self._ip("hub", "link", "set", "dev", port, "type", "bridge_slave", "learning", "off")
         self._ip("hub", "link", "set", port, "up")
+
+    def _mirror(self) -> None:
+        """fw2's SPAN ports: a veth per segment, not bridged, fed by tc ``mirred`` with a
+        copy of every frame in and out of fw1's port (and the hosts' ports: mirror-dup).
+        u32 ``match u32 0 0`` matches all (this kernel has no cls_matchall)."""
+        for dev, br, hub_port in (
+            (INSIDE_IF, "brin", "fw2-spanin"),
+            (OUTSIDE_IF, "brout", "fw2-spanout"),
+        ):
+            span = SPAN_IF[dev]
+            self._ip(
+                "hub",
+                "link",
+                "add",
+                hub_port,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                span,
+                "netns",
+                self.ns("fw2"),
+            )
+            self._ip("hub", "link", "set", hub_port, "up")
+            self._ip("fw2", "link", "set", span, "up")
+            hosts = self.clients if br == "brin" else self.servers
+            sources = [f"fw1-{br[2:]}"] + (hosts if self.segment == "mirror-dup" else [])
+            for port in sources:
+                self.run("hub", "tc", "qdisc", "add", "dev", port, "clsact")
+                for hook in ("ingress", "egress"):
+                    self.run(
+                        "hub",
+                        "tc",
+                        "filter",
+                        "add",
+                        "dev",
+                        port,
+                        hook,
+                        "u32",
+                        "match",
+                        "u32",
+                        "0",
+                        "0",
+                        "action",
+                        "mirred",
+                        "egress",
+                        "mirror",
+                        "dev",
+                        hub_port,
+                    )
 
     def destroy(self) -> None:
         """Stop the lab's processes (by pid) and delete the namespaces it created."""

@@ -50,7 +50,16 @@ def table(lab: Lab, node: str) -> dict[tuple[str, str, str, int, int], str]:
 
 
 def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
-    """sniffover on fw2's inside interface; its log goes to a file (``proc.log_path``)."""
+    """sniffover on fw2's inside interface; its log goes to a file (``proc.log_path``).
+    In the mirror labs every ``--iface`` names fw2's sniffing (SPAN) port of that segment."""
+    extra = tuple(
+        lab.sniff_if(a) if i and extra[i - 1] == "--iface" else a for i, a in enumerate(extra)
+    )
+    if lab.segment.startswith("mirror") and "--master-addr" not in extra:
+        # a SPAN port only listens: the agent's ARP requests for the master reach nobody,
+        # so the master's MACs are configured (README: Switch mirror)
+        for dev in ("inside0", "outside0"):
+            extra += ("--master-mac", lab.mac("fw1", dev))
     fd, path = tempfile.mkstemp(prefix="sniffover-agent-", suffix=".log")
     log = os.fdopen(fd, "w")
     proc = lab.popen(
@@ -59,7 +68,7 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         "-m",
         "sniffover.cli",
         "--iface",
-        "inside0",
+        lab.sniff_if("inside0"),
         "--stats-interval",
         "5",
         # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
@@ -110,12 +119,24 @@ def outside_syn(lab: Lab) -> None:
     lab.run("s1", sys.executable, "-c", code, check=False, timeout=10)
 
 
+def rx_packets(lab: Lab) -> dict[str, int]:
+    """Frames received by fw2's inside port and (mirror labs) its inside SPAN port."""
+    devs = {"inside0", lab.sniff_if("inside0")}
+    return {
+        d: int(lab.run("fw2", "cat", f"/sys/class/net/{d}/statistics/rx_packets").stdout)
+        for d in devs
+    }
+
+
 def run_failover(
-    with_agent: bool, prefilter: bool = False, extra_args: tuple[str, ...] = ()
+    with_agent: bool,
+    prefilter: bool = False,
+    extra_args: tuple[str, ...] = (),
+    segment: str = "hub",
 ) -> dict[str, object]:
     c, s = client_ip(1), server_ip(1)
     result: dict[str, object] = {}
-    with Lab(clients=1, servers=1) as lab:
+    with Lab(clients=1, servers=1, segment=segment) as lab:
         lab.start_server("s1", duration=150)
         # opened before the agent started, and no prime: mid-stream pickup must save them
         early = lab.traffic_client("c1", tcp=10, udp=0, duration=150)
@@ -135,6 +156,7 @@ def run_failover(
                 time.sleep(0.3)
             assert status["prefilter"] == "on"
             result["packets_at_prefilter"] = status["packets"]
+        rx0 = rx_packets(lab)
         late = lab.traffic_client("c1", tcp=100, udp=20, duration=150)
         try:
             assert late.initial["tcp_ok"] == 100 and late.initial["udp_ok"] == 20, late.initial
@@ -145,9 +167,10 @@ def run_failover(
             time.sleep(0.2)
             if agent is not None and not prefilter:
                 # an interface flap and an agent restart mid-run are survived
-                lab.run("fw2", "ip", "link", "set", "inside0", "down")
+                sniffed = lab.sniff_if("inside0")
+                lab.run("fw2", "ip", "link", "set", sniffed, "down")
                 time.sleep(0.5)
-                lab.run("fw2", "ip", "link", "set", "inside0", "up")
+                lab.run("fw2", "ip", "link", "set", sniffed, "up")
                 time.sleep(1.5)
                 agent.terminate()
                 assert agent.wait(timeout=10) == 0
@@ -157,8 +180,11 @@ def run_failover(
             # traffic after (re)start: every connection speaks at least once
             assert late.probe()["tcp_ok"] == 95
             assert early.probe()["tcp_ok"] == 10
+            result["rx"] = {k: v - rx0[k] for k, v in rx_packets(lab).items()}
             time.sleep(0.3)
             if agent is not None:
+                status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+                result["skipped"] = status["skipped"]
                 r = sniffover_ctl(lab, "ctl", "promote")
                 assert r.returncode == 0, r.stderr
                 result["promote"] = r.stdout.strip()
@@ -180,8 +206,11 @@ def run_failover(
     return result
 
 
-def test_connections_survive_failover_with_sniffover() -> None:
-    r = run_failover(with_agent=True)
+@pytest.mark.parametrize("segment", ["hub", "mirror", "mirror-dup"])
+def test_connections_survive_failover_with_sniffover(segment: str) -> None:
+    """On the hub, and on a learning switch with fw2 fed by a mirror of fw1's port (with
+    mirror-dup of the client's port too: every frame twice, the copies dropped)."""
+    r = run_failover(with_agent=True, segment=segment)
     late, early = r["late"], r["early"]
     log = r.get("agent_log", "")
     assert late["tcp_ok"] == 95 and late["udp_ok"] == 20, (late, log)  # type: ignore[index]
@@ -201,6 +230,23 @@ def test_connections_survive_failover_with_sniffover() -> None:
     assert r["outside"] not in fw2 and r["outside"] not in fw1
     # the agent stood down after the interface flap and the restart with everything installed
     assert "promoted:" in str(r["promote"])
+    rx: dict = r["rx"]  # type: ignore[assignment]
+    duplicates = r["skipped"].get("duplicate", 0)  # type: ignore[attr-defined]
+    assert (duplicates > 200) if segment == "mirror-dup" else (duplicates == 0), r["skipped"]
+    if segment.startswith("mirror"):
+        # the switch learns: fw2's own port got broadcasts at most, its SPAN port everything
+        assert rx["inside0"] < 50 and rx["span-in0"] > 500, rx
+    else:
+        assert rx["inside0"] > 500, rx
+
+
+def test_control_switch_without_mirror_loses_tcp() -> None:
+    """Control: the same learning switch without the mirror, the agent on fw2's ordinary
+    port. Known unicast is not flooded, fw2 sees none of fw1's connections: they die."""
+    r = run_failover(with_agent=True, segment="switch")
+    assert r["rx"]["inside0"] < 50, r["rx"]  # type: ignore[index]
+    assert r["late"]["tcp_ok"] == 0 and r["early"]["tcp_ok"] == 0, r  # type: ignore[index]
+    assert int(r["invalid_drops"]) > 0  # type: ignore[call-overload]
 
 
 def test_connections_survive_failover_sniffing_both_segments() -> None:
@@ -346,3 +392,64 @@ def test_takeover_without_promote_keeps_connections_alive(tmp_path) -> None:
             cl.stop()
             stop_process(agent)
     assert all(r["tcp_ok"] == 10 and r["udp_ok"] == 3 for r in results), results
+
+
+HALF_SERVER = r"""
+import socket, sys, time
+srv = socket.create_server(("0.0.0.0", 7000))
+print("ready", flush=True)
+conn, _ = srv.accept()
+while conn.recv(100):
+    pass  # until the client's FIN; then hold the connection open (CLOSE_WAIT)
+time.sleep(float(sys.argv[1]))
+"""
+HALF_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 7000), timeout=5)
+s.sendall(b"x")
+s.shutdown(socket.SHUT_WR)  # half close: FIN from the client only
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def half_closed_states(dedup: str) -> tuple[str | None, str | None, dict[str, int], str]:
+    """A half-closed connection in the mirror-dup lab (every frame twice): its TCP state
+    on fw1 and on fw2, the agent's skipped counters and its log."""
+    with Lab(segment="mirror-dup") as lab:
+        server = lab.popen(
+            "s1", sys.executable, "-c", HALF_SERVER, "20", stdout=subprocess.PIPE, text=True
+        )
+        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+        agent = start_agent(lab, "--dedup", dedup)
+        try:
+            lab.popen("c1", sys.executable, "-c", HALF_CLIENT, server_ip(1), "20")
+            key = None
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # fw1 has seen the server's ACK of the FIN
+                fw1 = {k: v for k, v in table(lab, "fw1").items() if k[4] == 7000}
+                if list(fw1.values()) == ["CLOSE_WAIT"]:
+                    key = next(iter(fw1))
+                    break
+                time.sleep(0.2)
+            assert key is not None, fw1
+            time.sleep(0.5)  # two agent ticks
+            status = json.loads(sniffover_ctl(lab, "status", "--json").stdout)
+            fw2 = table(lab, "fw2").get(key)
+        finally:
+            stop_process(agent)
+    return fw1[key], fw2, status["skipped"], agent_log(agent)
+
+
+def test_half_close_through_a_doubling_mirror_keeps_the_masters_state() -> None:
+    """The client's FIN arrives twice: dropped as a copy, fw2 holds fw1's CLOSE_WAIT."""
+    fw1, fw2, skipped, log = half_closed_states("auto")
+    assert skipped.get("duplicate", 0) > 0 and "frames arrive twice" in log, (skipped, log)
+    assert fw1 == fw2 == "CLOSE_WAIT", (fw1, fw2)
+
+
+def test_control_half_close_without_dedup_moves_on() -> None:
+    """Control: without --dedup the second FIN moves the tracker to LAST_ACK, and the
+    server's ACK to TIME_WAIT, where the master has CLOSE_WAIT."""
+    fw1, fw2, skipped, _ = half_closed_states("off")
+    assert "duplicate" not in skipped
+    assert fw1 == "CLOSE_WAIT" and fw2 in ("LAST_ACK", "TIME_WAIT"), (fw1, fw2)

@@ -54,11 +54,18 @@ def icmp_table(lab: Lab, node: str) -> dict[tuple, tuple]:
     return out
 
 
-def run_nat(kind: str, with_agent: bool, ipv6: bool = False, flowlabels: bool = True) -> dict:
+def run_nat(
+    kind: str,
+    with_agent: bool,
+    ipv6: bool = False,
+    flowlabels: bool = True,
+    segment: str = "hub",
+    agent_args: tuple[str, ...] = (),
+) -> dict:
     """``ipv6``: a dual-stack lab, the 20 TCP + 5 UDP flows over IPv6 and 10 + 3 more
     over IPv4 beside them (masquerade only: one inet table for both families)."""
     r: dict = {}
-    with Lab(nat=kind, ipv6=ipv6) as lab:
+    with Lab(nat=kind, ipv6=ipv6, segment=segment) as lab:
         if kind in ("snat", "masquerade"):
             lab.start_server("s1", duration=90)
             node, kw = "c1", {}
@@ -71,7 +78,7 @@ def run_nat(kind: str, with_agent: bool, ipv6: bool = False, flowlabels: bool = 
                     lab.sysctl(host, "net.ipv6.auto_flowlabels", 0)
             lab.start_server("s1", duration=90, bind="::")
             kw = {"server": server_ip6(1)}
-        agent = start_agent(lab, "--iface", "outside0") if with_agent else None
+        agent = start_agent(lab, "--iface", "outside0", *agent_args) if with_agent else None
         cl = lab.traffic_client(node, tcp=20, udp=5, duration=90, **kw)
         cl4 = lab.traffic_client(node, tcp=10, udp=3, duration=90) if ipv6 else None
         try:
@@ -113,9 +120,13 @@ def run_nat(kind: str, with_agent: bool, ipv6: bool = False, flowlabels: bool = 
     return r
 
 
-@pytest.mark.parametrize("kind", ["snat", "masquerade", "dnat"])
-def test_nat_connections_survive_failover(kind: str) -> None:
-    r = run_nat(kind, with_agent=True)
+@pytest.mark.parametrize(
+    ("kind", "segment"),
+    [("snat", "hub"), ("masquerade", "hub"), ("dnat", "hub"), ("snat", "mirror")],
+)
+def test_nat_connections_survive_failover(kind: str, segment: str) -> None:
+    """Both segments sniffed: on the hub, or on learning switches through fw2's SPAN ports."""
+    r = run_nat(kind, with_agent=True, segment=segment)
     fw1, fw2 = r["fw1"], r["fw2"]
     ours = {k: v for k, v in fw1.items() if k[4] in (8000, 9000, 8080, 9090)}
     assert len(ours) == 25, fw1
