@@ -88,7 +88,7 @@ def outer(
     proto, dport, body = tunnel(kind, frame, seq, session)
     l4: bytes | dpkt.Packet = body
     if proto == 17:
-        l4 = dpkt.udp.UDP(sport=49152 + seq % 1000, dport=dport, data=body)
+        l4 = dpkt.udp.UDP(sport=50000 + seq % 1000, dport=dport, data=body)
         l4.ulen = 8 + len(body)
     if v6:
         ip: dpkt.Packet = dpkt.ip6.IP6(
@@ -126,11 +126,11 @@ def ref_inner(frame: bytes) -> tuple[str, int, int] | None:
             return "tzsp", -1, hdr + 8 + i + 1
         return None
     g = dpkt.gre.GRE(raw)  # dpkt's reading of the GRE header and its optional words
-    glen = len(raw) - len(g.data)
+    glen = len(raw) - len(bytes(g.data))  # dpkt sets key / seq only when K / S say so
     (w0,) = struct.unpack_from("!I", raw, glen) if len(raw) >= glen + 4 else (0,)
     if g.p == 0x6558:
-        return "gre", g.key if g.k else -1, hdr + glen
-    if g.p == 0x88BE and not g.s:
+        return "gre", getattr(g, "key", -1), hdr + glen
+    if g.p == 0x88BE and not hasattr(g, "seq"):
         return "erspan1", -1, hdr + glen
     if g.p == 0x88BE:
         assert w0 >> 28 == 1
