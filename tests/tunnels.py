@@ -161,3 +161,38 @@ def encapsulate(src: Path, dst: Path, kind: str, session: int = 1, **kw: object)
               for i, (ts, f) in enumerate(read_pcap(src))]  # fmt: skip
     write_pcap(dst, frames)
     return len(frames)
+
+
+def cooked_to_ethernet(src: Path) -> tuple[list[tuple[float, bytes]], set[bytes]]:
+    """A router's ``tcpdump -i any`` (LINUX_SLL2) as a switch mirror of its ports would
+    show it: Ethernet frames, the router's MAC (the link address of the frames it sent
+    out of an interface) as source of those and destination of the unicast ones it
+    received there, broadcast and multicast frames to their group addresses. Returns
+    the frames and the router's MACs."""
+    frames = list(read_pcap(src))
+    router: dict[int, bytes] = {}
+    for _, f in frames:
+        if f[10] == 4:  # PACKET_OUTGOING: addr is the router's own on that ifindex
+            router.setdefault(struct.unpack_from("!i", f, 4)[0], f[12:18])
+    out = []
+    for ts, f in frames:
+        etype, ifindex, pkttype, addr = f[0:2], struct.unpack_from("!i", f, 4)[0], f[10], f[12:18]
+        body = f[20:]
+        if pkttype == 4:
+            dst = bytes.fromhex("020000000000")[:5] + bytes([ifindex & 0xFF])  # next hop
+            if etype == b"\x86\xdd" and body[24] == 0xFF:
+                dst = b"\x33\x33" + body[36:40]
+            src_mac = addr
+        else:
+            src_mac = addr
+            dst = router[ifindex]
+            if pkttype == 1:  # broadcast
+                dst = b"\xff" * 6
+            elif pkttype == 2:  # multicast
+                dst = (
+                    b"\x33\x33" + body[36:40]
+                    if etype == b"\x86\xdd"
+                    else b"\x01\x00\x5e" + body[17:20]
+                )
+        out.append((ts, dst + src_mac + etype + body))
+    return out, set(router.values())
