@@ -293,3 +293,44 @@ def test_bad_decap_options_one_line_exit_2(argv: list[str], text: str, capsys: A
 def test_replay_decap_bad_options_one_line(capsys: Any) -> None:
     assert main(["replay", "--mirror-from", "192.0.2.1", "x.pcap"]) == 2
     assert "give --decap" in capsys.readouterr().err
+
+
+# --- a forger without a selector: the confirmation rules see the inner frames -------------
+
+
+@pytest.mark.parametrize("from_master", [False, True])
+def test_forged_vxlan_inner_frames_meet_the_mac_confirmation(from_master: bool) -> None:
+    """No --mirror-from: anyone may send VXLAN to the standby. The inner frames' MACs are
+    what forwarding confirmation judges: a forged handshake between two hosts' MACs (or
+    the master's as destination only) proves nothing and confirms no entry; the control,
+    the same exchange with the reply leaving the master's MAC, does."""
+    from sniffover.conntrack.confirm import ForwardingConfirmer
+    from sniffover.conntrack.table import ConntrackTable
+
+    master = bytes.fromhex("02000000feed")
+
+    def seg(
+        src: bytes, dst: bytes, smac: bytes, dmac: bytes, flags: int, sp: int, dp: int
+    ) -> bytes:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 7, 0, 64, 6, 0, src, dst)
+        tcp = struct.pack("!HHIIBBHHH", sp, dp, 1000 if flags == 2 else 5000, 1001, 5 << 4,
+                          flags, 65535, 0, 0)  # fmt: skip
+        return dmac + smac + b"\x08\x00" + ip + tcp
+
+    reply_mac = master if from_master else MAC_B
+    forger = bytes([203, 0, 113, 66])
+    frames = [
+        outer("vxlan", seg(A, B, MAC_A, master, 0x02, 40000, 80), session=1, src=forger),
+        outer("vxlan", seg(B, A, reply_mac, MAC_A, 0x12, 80, 40000), session=1, src=forger),
+    ]
+    d = Decapsulator("vxlan")
+    data, meta = batch(frames)
+    dec = Decoder(LINKTYPE_ETHERNET)
+    dec.master = frozenset([master])
+    table = ConntrackTable()
+    cf = ForwardingConfirmer(table, two_segments=False)
+    cf.master_learned(0.0)
+    for p in dec.decode_batch(data, d.batch(data, meta)):
+        cf.feed(p)
+    conns = table.entries(1_700_000_002)
+    assert len(conns) == 1 and conns[0].forwarded is from_master
