@@ -334,3 +334,28 @@ def test_forged_vxlan_inner_frames_meet_the_mac_confirmation(from_master: bool) 
         cf.feed(p)
     conns = table.entries(1_700_000_002)
     assert len(conns) == 1 and conns[0].forwarded is from_master
+
+
+def test_batch_inline_vxlan_equals_the_frame_walk() -> None:
+    """batch()'s inline VXLAN test and inner() agree on every frame, kept or counted."""
+    frames = [
+        outer("vxlan", tcp_frame(1), session=7),
+        outer("vxlan", tcp_frame(2), session=8),
+        outer("vxlan", tcp_frame(3), session=7, src=bytes([192, 0, 2, 99])),
+        outer("vxlan", tcp_frame(4, vlan=5), session=7)[:63],  # cut short
+        outer("vxlan", tcp_frame(5, vlan=5), session=7),
+        outer("erspan2", tcp_frame(6), seq=1, session=7),
+        tcp_frame(7),
+    ]
+    data, meta = batch(frames)
+    for kw in ({}, {"sessions": [7]}, {"sources": [MIRROR_SRC]}, {"vxlan_ports": [4790]}):
+        fast, slow = Decapsulator("auto", **kw), Decapsulator("auto", **kw)  # type: ignore[arg-type]
+        kept = fast.batch(data, meta)
+        want = b""
+        for i, f in enumerate(frames):
+            start = sum(len(x) for x in frames[:i])
+            got = slow.inner(data, start, start + len(f))
+            if got >= 0:
+                want += meta[16 * i : 16 * i + 8] + struct.pack("=II", got, start + len(f) - got)
+        assert kept == want and fast.skipped == slow.skipped, kw
+        assert fast.decapsulated == slow.decapsulated
