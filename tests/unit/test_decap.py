@@ -95,9 +95,11 @@ def test_tcpdump_reads_the_same_inner_packet(kind: str, tmp_path: Path) -> None:
     """tcpdump's own VXLAN and GRE-TEB printers see the inner TCP segment we built."""
     path = tmp_path / "t.pcap"
     write_pcap(path, [(1.0, outer(kind, tcp_frame(), session=7))])
-    out = subprocess.run(
-        ["tcpdump", "-nr", str(path)], capture_output=True, text=True, check=True
-    ).stdout
+    proc = subprocess.run(  # on stdin: tcpdump drops to its own user before opening a file
+        ["tcpdump", "-nr", "-"], input=path.read_bytes(), capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
     assert "192.0.2.1.40000 > 198.51.100.1.80: Flags [S]" in out.replace("\n", " "), out
 
 
