@@ -352,7 +352,15 @@ def test_batch_inline_vxlan_equals_the_frame_walk() -> None:
         tcp_frame(7),
     ]
     data, meta = batch(frames)
-    for kw in ({}, {"sessions": [7]}, {"sources": [MIRROR_SRC]}, {"vxlan_ports": [4790]}):
+    for kw in (
+        {},
+        {"sessions": [7]},
+        {"sessions": [7, 8]},
+        {"sources": [MIRROR_SRC]},
+        {"sources": [MIRROR_SRC, MIRROR_SRC6], "sessions": [7]},
+        {"vxlan_ports": [4790]},
+        {"vxlan_ports": [4789, 4790]},
+    ):
         fast, slow = Decapsulator("auto", **kw), Decapsulator("auto", **kw)  # type: ignore[arg-type]
         kept = fast.batch(data, meta)
         want = b""
