@@ -5,6 +5,7 @@ re-prime after them), the outer BPF filter and the option checks."""
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import struct
 import subprocess
@@ -391,3 +392,40 @@ def test_decap_options_from_toml_and_command_line(tmp_path: Path) -> None:
     cfg = agent_config(merged_options(args), Timeouts())
     assert cfg.decap == "erspan" and cfg.mirror_from == ["2001:db8::10"]
     assert AgentConfig(ifaces=["x"]).decap == "none"  # default: no tunnel is read
+
+
+def test_mirror_port_anchors_the_master_from_mirrored_arp_without_probing() -> None:
+    """On a mirror port the ARP anchor reads the mirrored frames (the master's ARP answers
+    inside the tunnel); it sends no ARP of its own there and does not judge routed traffic
+    by the tunnel port's subnets."""
+    from sniffover.agent.captures import CaptureSet
+    from sniffover.agent.learning import MasterLearning
+
+    master, master_ip = bytes.fromhex("02000000feed"), bytes([192, 0, 2, 254])
+    arp = (MAC_A + master + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2)
+           + master + master_ip + MAC_A + A)  # fmt: skip
+    learning = MasterLearning([], confirm=True, addrs=[master_ip])
+    opened: list[DecapCapture] = []
+
+    def open_capture(iface: str, snaplen: int, ring: int, bpf: str) -> DecapCapture:
+        opened.append(DecapCapture(iface, bpf, snaplen))
+        return opened[-1]
+
+    def no_prober(*a: Any) -> Any:
+        raise AssertionError("no ARP is sent on a mirror port")
+
+    learning.open_prober = no_prober
+    cfg = AgentConfig(ifaces=["mir0"], decap="vxlan", master_addrs=["192.0.2.254"])
+    lan = [ipaddress.ip_network("192.0.2.0/24")]
+    caps = CaptureSet(cfg, learning, Counter(), open_capture,  # type: ignore[arg-type]
+                      own_macs=lambda: [], nets=lambda i: lan)  # fmt: skip
+    caps.open(0.0)
+    cap = opened[0]
+    assert cap.learner is not None and cap.learner.nets == [] and not learning.probers
+    assert cap.decap is not None
+    # mirrored answers two seconds apart (anchors.SETTLE), a bare one between them
+    data, meta = batch([outer("vxlan", arp), arp, outer("vxlan", arp)])
+    kept = cap.decap.batch(data, meta)
+    assert len(kept) == 32
+    assert cap.learner.feed(data, kept) == master
+    assert cap.decap.batch(*batch([arp, arp, arp])) == b""  # bare answers never reach it
