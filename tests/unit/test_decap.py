@@ -429,3 +429,19 @@ def test_mirror_port_anchors_the_master_from_mirrored_arp_without_probing() -> N
     assert len(kept) == 32
     assert cap.learner.feed(data, kept) == master
     assert cap.decap.batch(*batch([arp, arp, arp])) == b""  # bare answers never reach it
+
+
+@pytest.mark.parametrize("tpid", [0x8100, 0x88A8, 0x9100])
+def test_tagged_outer_frame(tpid: int) -> None:
+    """The tunnel itself on a VLAN (a tagged mirror port): the tags before the outer IP
+    header are walked, and the kernel filter's "vlan" branch passes it."""
+    frame = outer("erspan2", tcp_frame(vlan=9), seq=1, session=3)
+    tagged = frame[:12] + struct.pack("!HH", tpid, 77) + frame[12:]
+    d = Decapsulator("erspan", sessions=[3])
+    off = d.inner(tagged, 0, len(tagged))
+    assert off == ref_inner(frame)[2] + 4 and tagged[off:] == tcp_frame(vlan=9)  # type: ignore[index]
+    if tpid == 0x8100:
+        flt = pcapy.compile(
+            LINKTYPE_ETHERNET, 65535, outer_bpf("erspan", (4789,), ["192.0.2.10"]), 1, 0
+        )
+        assert flt.filter(tagged)
