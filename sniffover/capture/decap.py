@@ -358,11 +358,11 @@ class Decapsulator:
         return -1
 
 
-def outer_bpf(
-    mode: str, vxlan_ports: Iterable[int] = (VXLAN_PORT,), sources: Iterable[str] = ()
-) -> str:
-    """A kernel filter passing only the tunnel frames ``mode`` decapsulates (from
-    ``sources``, when given): the rest of the mirror port never reaches Python."""
+def outer_bpf(mode: str, vxlan_ports: Iterable[int] = (VXLAN_PORT,)) -> str:
+    """A kernel filter passing only the tunnel frames ``mode`` decapsulates: the rest of the
+    mirror port never reaches Python. Not the sources: a mirror from an address not
+    selected must be counted (``mirror-foreign-source``), or a switch that changed its
+    address would leave the standby blind without a sign."""
     parts = []
     if mode in ("auto", "vxlan"):
         parts += [f"udp dst port {p}" for p in sorted(set(vxlan_ports))]
@@ -371,9 +371,6 @@ def outer_bpf(
     if mode in ("auto", "erspan", "gre"):
         parts.append("ip proto 47 or ip6 proto 47")
     expr = " or ".join(parts)
-    srcs = sorted(set(sources))
-    if srcs:
-        expr = f"({expr}) and (" + " or ".join(f"src host {a}" for a in srcs) + ")"
     return f"(({expr}) or (vlan and ({expr})))"  # "vlan" shifts what follows it
 
 
