@@ -35,6 +35,7 @@ HOT_MODULES = [
     "sniffover/capture/headers.py",
     "sniffover/capture/decode.py",
     "sniffover/capture/dedup.py",
+    "sniffover/capture/decap.py",
     "sniffover/conntrack/install_policy.py",
     "sniffover/kernel/installer.py",
     "sniffover/kernel/ctnetlink.py",

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import __version__, build
 from .errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
+from .replay_cli import add_replay_parser
 
 
 class Parser(argparse.ArgumentParser):
@@ -21,80 +22,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
-
-
-def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from .agent.config import DEDUP_HELP, MULTICAST_HELP
-
-    p = sub.add_parser(
-        "replay",
-        help="rebuild the conntrack table from recorded captures and print it",
-        description=(
-            "Feed one or more pcap/pcapng files (in the order given) through sniffover's "
-            "conntrack re-implementation and print the table as of the last packet, or as of "
-            "--at. The default output is the text format of `conntrack -L`, so it can be "
-            "diffed against a real table (sort both: the kernel lists in hash order)."
-        ),
-    )
-    p.add_argument(
-        "files",
-        nargs="+",
-        metavar="[IFACE=]FILE",
-        help="pcap or pcapng capture(s); IFACE= names the interface a file was captured on "
-        "(for --zone-map iface: rules)",
-    )
-    p.add_argument(
-        "--zone-map",
-        action="append",
-        default=[],
-        metavar="RULE",
-        help="give packets the conntrack zone the master's ruleset gives them: vlan:ID=ZONE "
-        "or iface:NAME=ZONE, optionally /orig or /reply after ZONE for a directional zone "
-        "(ct original/reply zone set); repeatable",
-    )
-    p.add_argument(
-        "--at",
-        type=float,
-        metavar="EPOCH_SECONDS",
-        help="report the table as of this time (packets after it are not read)",
-    )
-    out = p.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print entries as a JSON array")
-    out.add_argument(
-        "-o",
-        "--output",
-        choices=["default", "extended"],
-        default="default",
-        help="'extended' adds the l3 family columns, like `conntrack -L -o extended`",
-    )
-    p.add_argument(
-        "--stats",
-        action="store_true",
-        help="print counters (packets, flows, skipped by reason, verdicts, packets/s) "
-        "to stderr; with --json they are part of the JSON object",
-    )
-    p.add_argument(
-        "--sysctl-dir",
-        default="/proc/sys/net/netfilter",
-        metavar="DIR",
-        help="where to read nf_conntrack_* timeouts from (default: this host's; kernel "
-        "defaults for any file missing)",
-    )
-    p.add_argument(
-        "--multicast",
-        choices=["drop", "track"],
-        default="drop",
-        help=MULTICAST_HELP + " (default drop)",
-    )
-    p.add_argument(
-        "--dedup", choices=["on", "off"], default="off", help=DEDUP_HELP + " (default off)"
-    )
-    p.add_argument(
-        "--kernel-direction",
-        action="store_true",
-        help="orient connections picked up mid-stream like the kernel does (first packet "
-        "seen = original) instead of inferring client -> server from the ports",
-    )
 
 
 AGENT_EPILOG = """\
@@ -277,6 +204,35 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "of --master-addr, --master-mac, --prime-from HOST is needed unless --confirm off",
     )
     g.add_argument(
+        "--decap",
+        type=option_type("decap"),
+        metavar="MODE",
+        help="the interfaces receive a remote mirror: none, auto, vxlan, erspan (type I/II/III "
+        "over GRE), gre (transparent Ethernet bridging) or tzsp; only the mirrored frames inside "
+        "are tracked, everything else there is counted and dropped "
+        f"(default {shown_default('decap')})",
+    )
+    g.add_argument(
+        "--vxlan-port",
+        type=option_type("vxlan_port"),
+        metavar="PORT",
+        help=f"UDP port of the VXLAN mirror (default {shown_default('vxlan_port')})",
+    )
+    g.add_argument(
+        "--mirror-session",
+        action="append",
+        type=option_type("mirror_session"),
+        metavar="N",
+        help="read only this mirror: VXLAN VNI, ERSPAN session id or GRE key; repeatable",
+    )
+    g.add_argument(
+        "--mirror-from",
+        action="append",
+        type=option_type("mirror_from"),
+        metavar="ADDR",
+        help="read only mirrors sent from this address (the tunnel's outer source); repeatable",
+    )
+    g.add_argument(
         "--prime-from",
         type=option_type("prime_from"),
         metavar="SOURCE",
@@ -366,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_agent_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_replay(sub)
+    add_replay_parser(sub)
     ctl = sub.add_parser(
         "ctl",
         help="tell the running agent to promote (commit state, stand down) or demote",
@@ -426,41 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    from .capture.files import CaptureError
-    from .conntrack.listing import format_table
-    from .conntrack.zones import ZoneMap, ZoneMapError
-    from .kernel.sysctl import host_timeouts
-    from .replay import conn_json, replay
+def cmd_replay_lazy(args: argparse.Namespace) -> int:
+    from .replay_cli import cmd_replay
 
-    try:
-        zones = ZoneMap.parse(args.zone_map)
-    except ZoneMapError as exc:
-        raise CliError(str(exc)) from None
-    try:
-        result = replay(
-            args.files,
-            at=args.at,
-            timeouts=host_timeouts(args.sysctl_dir),
-            infer_direction=not args.kernel_direction,
-            zones=zones,
-            multicast=args.multicast,
-            dedup=args.dedup == "on",
-        )
-    except CaptureError as exc:
-        raise CliError(str(exc)) from None
-    entries = result.entries()
-    if args.json:
-        ordered = sorted(entries, key=lambda c: (len(c.orig[1]), c.orig))
-        doc: object = [conn_json(c, result.at) for c in ordered]
-        if args.stats:
-            doc = {"at": result.at, "entries": doc, "stats": result.stats()}
-        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
-    else:
-        sys.stdout.write(format_table(entries, result.at, extended=args.output == "extended"))
-        if args.stats:
-            sys.stderr.write(json.dumps(result.stats(), indent=1) + "\n")
-    return EXIT_OK
+    return cmd_replay(args)
 
 
 def cmd_ctl(args: argparse.Namespace) -> int:
@@ -570,7 +495,7 @@ def cmd_bench_lazy(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "bench": cmd_bench_lazy,
-    "replay": cmd_replay,
+    "replay": cmd_replay_lazy,
     "ctl": cmd_ctl,
     "status": cmd_status,
     "demo": cmd_demo,

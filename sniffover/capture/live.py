@@ -16,10 +16,11 @@ from typing import Any, Protocol
 import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
+from .decap import Decapsulator
 from .decode import Decoder
 from .dedup import FrameDedup
 from .files import BATCH, CaptureError
-from .headers import LINKTYPES
+from .headers import LINKTYPE_ETHERNET, LINKTYPES
 
 SNAPLEN = 128  # Ethernet + 2 VLAN tags + IPv6 + ext headers + TCP with options
 RING_BYTES = 32 << 20
@@ -78,6 +79,18 @@ class LiveCapture:
         self.learner: RawFrameHook | None = None  # set while the master's MAC is unknown
         self.ingress_keys: set[tuple[int, ...]] | None = None  # shared by the agent
         self.dedup: FrameDedup | None = None  # a mirror's repeated frames dropped
+        self.decap: Decapsulator | None = None
+
+    def set_decap(self, decap: Decapsulator) -> None:
+        """Read the mirrored frames inside a tunnel (``capture.decap``): Ethernet, decoded
+        by a fresh decoder (set before the agent configures the decoder)."""
+        if decap.linktype != self.decoder.linktype:
+            raise CaptureError(
+                f"interface {self.iface}: link type {self.decoder.linktype} cannot carry "
+                "a mirror tunnel"
+            )
+        self.decap = decap
+        self.decoder = Decoder(LINKTYPE_ETHERNET)
 
     def set_filter(self, bpf: str) -> None:
         try:
@@ -101,6 +114,10 @@ class LiveCapture:
             if not meta:
                 break
             self.frames += len(meta) >> 4
+            if self.decap is not None:  # the outer headers never go further
+                meta = self.decap.batch(data, meta, self.decoder.skipped)
+                if not meta:
+                    continue
             dd = self.dedup
             if dd is not None:
                 n = dd.dropped
