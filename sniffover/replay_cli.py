@@ -11,8 +11,6 @@ from .errors import EXIT_OK, CliError, UsageError
 
 
 def add_replay_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from .agent.config import DEDUP_HELP, MULTICAST_HELP
-
     p = sub.add_parser(
         "replay",
         help="rebuild the conntrack table from recorded captures and print it",
@@ -71,10 +69,15 @@ def add_replay_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
         "--multicast",
         choices=["drop", "track"],
         default="drop",
-        help=MULTICAST_HELP + " (default drop)",
+        help="datagrams to multicast groups: drop or track, as the agent's --multicast "
+        "(default drop)",
     )
     p.add_argument(
-        "--dedup", choices=["on", "off"], default="off", help=DEDUP_HELP + " (default off)"
+        "--dedup",
+        choices=["on", "off"],
+        default="off",
+        help="drop frames repeated within 10 ms on one capture, as the agent's --dedup "
+        "(default off)",
     )
     p.add_argument(
         "--master-mac",
