@@ -445,6 +445,19 @@ def cmd_serve(args: argparse.Namespace, drop: Callable[[], list[str]] | None = N
     return 0
 
 
+def _has_spoken(sock: socket.socket) -> bool:
+    """Bytes from the peer wait in ``sock`` (its proof, unread yet): a peek, no wait."""
+    try:
+        # poll first: recv() on a socket with a timeout would wait for data up to it
+        ready = select.poll()
+        ready.register(sock, select.POLLIN)
+        if not ready.poll(0):
+            return False
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))  # b"": closed
+    except (OSError, ValueError):  # the socket is gone
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sniffover.prime.server``: the server alone, for tests and development;
     it keeps the privileges it was started with (``sniffover serve`` drops them)."""
@@ -462,16 +475,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _has_spoken(sock: socket.socket) -> bool:
-    """Bytes from the peer wait in ``sock`` (its proof, unread yet): a peek, no wait."""
-    try:
-        # poll first: recv() on a socket with a timeout would wait for data up to it
-        ready = select.poll()
-        ready.register(sock, select.POLLIN)
-        if not ready.poll(0):
-            return False
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))  # b"": closed
-    except (OSError, ValueError):  # the socket is gone
-        return False
