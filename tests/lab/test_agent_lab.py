@@ -19,6 +19,7 @@ import time
 import pytest
 
 from sniffover.lab.hub import (
+    COLLECTOR_IF,
     FW_INSIDE,
     FW_OUTSIDE,
     Lab,
@@ -49,8 +50,30 @@ def table(lab: Lab, node: str) -> dict[tuple[str, str, str, int, int], str]:
     return out
 
 
-def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
-    """sniffover on fw2's inside interface; its log goes to a file (``proc.log_path``)."""
+def capture_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The lab's capture options (``Lab.agent_capture_args``: the inside segment, or the
+    remote mirror's underlay), then ``extra``. With a mirror the tunnel carries both of
+    fw1's segments, so an extra ``--iface`` (a second hub segment) is dropped; ``--decap``
+    in ``extra`` replaces the lab's (the controls)."""
+    base = list(lab.agent_capture_args())
+    if not lab.mirror:
+        return (*base, *extra)
+    rest: list[str] = []
+    it = iter(extra)
+    for arg in it:
+        if arg == "--iface":
+            next(it)
+        elif arg == "--decap":
+            base[base.index("--decap") + 1] = next(it)
+        else:
+            rest.append(arg)
+    return (*base, *rest)
+
+
+def start_agent(lab: Lab, *extra: str, wait_ready: bool = True) -> subprocess.Popen[str]:
+    """sniffover on fw2's inside interface (or the lab's mirror collector); its log goes
+    to a file (``proc.log_path``). ``wait_ready=False``: returns once its control socket
+    answers, ready or not (the controls that never learn a master)."""
     fd, path = tempfile.mkstemp(prefix="sniffover-agent-", suffix=".log")
     log = os.fdopen(fd, "w")
     proc = lab.popen(
@@ -58,13 +81,11 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         sys.executable,
         "-m",
         "sniffover.cli",
-        "--iface",
-        "inside0",
         "--stats-interval",
         "5",
         # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
         *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
-        *extra,
+        *capture_args(lab, extra),
         stdout=subprocess.DEVNULL,
         stderr=log,
         text=True,
@@ -76,7 +97,7 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         if proc.poll() is not None:
             raise AssertionError(f"agent exited: {agent_log(proc)}")
         r = lab.run("fw2", sys.executable, "-m", "sniffover.cli", "status", check=False)
-        if r.returncode == 0:
+        if r.returncode == 0 or (not wait_ready and r.stdout.strip()):
             return proc
         time.sleep(0.2)
     stop_process(proc)
@@ -111,11 +132,14 @@ def outside_syn(lab: Lab) -> None:
 
 
 def run_failover(
-    with_agent: bool, prefilter: bool = False, extra_args: tuple[str, ...] = ()
+    with_agent: bool,
+    prefilter: bool = False,
+    extra_args: tuple[str, ...] = (),
+    mirror: str | None = None,
 ) -> dict[str, object]:
     c, s = client_ip(1), server_ip(1)
     result: dict[str, object] = {}
-    with Lab(clients=1, servers=1) as lab:
+    with Lab(clients=1, servers=1, mirror=mirror) as lab:
         lab.start_server("s1", duration=150)
         # opened before the agent started, and no prime: mid-stream pickup must save them
         early = lab.traffic_client("c1", tcp=10, udp=0, duration=150)
@@ -145,9 +169,10 @@ def run_failover(
             time.sleep(0.2)
             if agent is not None and not prefilter:
                 # an interface flap and an agent restart mid-run are survived
-                lab.run("fw2", "ip", "link", "set", "inside0", "down")
+                sniffed = COLLECTOR_IF if mirror else "inside0"
+                lab.run("fw2", "ip", "link", "set", sniffed, "down")
                 time.sleep(0.5)
-                lab.run("fw2", "ip", "link", "set", "inside0", "up")
+                lab.run("fw2", "ip", "link", "set", sniffed, "up")
                 time.sleep(1.5)
                 agent.terminate()
                 assert agent.wait(timeout=10) == 0
@@ -180,8 +205,11 @@ def run_failover(
     return result
 
 
-def test_connections_survive_failover_with_sniffover() -> None:
-    r = run_failover(with_agent=True)
+@pytest.mark.parametrize("mirror", [None, "vxlan"])
+def test_connections_survive_failover_with_sniffover(mirror: str | None) -> None:
+    """On the hub, and fed by a remote mirror (VXLAN to fw2's collector port, no port of
+    fw2 on a hub: the agent sniffs the tunnel's underlay with ``--decap vxlan``)."""
+    r = run_failover(with_agent=True, mirror=mirror)
     late, early = r["late"], r["early"]
     log = r.get("agent_log", "")
     assert late["tcp_ok"] == 95 and late["udp_ok"] == 20, (late, log)  # type: ignore[index]

@@ -55,9 +55,9 @@ def start_serve(lab: Lab, key: str) -> subprocess.Popen[str]:
     raise AssertionError("sniffover serve did not come up on fw1")
 
 
-def run_cold_start(tmp_path, prime: bool) -> dict[str, object]:
+def run_cold_start(tmp_path, prime: bool, mirror: str | None = None) -> dict[str, object]:
     out: dict[str, object] = {}
-    with Lab() as lab:
+    with Lab(mirror=mirror) as lab:
         lab.start_server("s1", duration=120)
         key = key_file(tmp_path)
         serve = start_serve(lab, key) if prime else None
@@ -83,8 +83,9 @@ def run_cold_start(tmp_path, prime: bool) -> dict[str, object]:
     return out
 
 
-def test_prime_saves_connections_opened_before_the_agent(tmp_path) -> None:
-    r = run_cold_start(tmp_path, prime=True)
+@pytest.mark.parametrize("mirror", [None, "vxlan"])
+def test_prime_saves_connections_opened_before_the_agent(tmp_path, mirror: str | None) -> None:
+    r = run_cold_start(tmp_path, prime=True, mirror=mirror)
     assert "primed True" in str(r["status"]), r["status"]
     assert r["after"]["tcp_ok"] == 40, (r["after"], r["log"])  # type: ignore[index]
     fw1: dict = r["fw1"]  # type: ignore[assignment]
