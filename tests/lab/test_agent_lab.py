@@ -70,10 +70,16 @@ def capture_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
     return (*base, *rest)
 
 
-def start_agent(lab: Lab, *extra: str, wait_ready: bool = True) -> subprocess.Popen[str]:
+def start_agent(
+    lab: Lab,
+    *extra: str,
+    wait_ready: bool = True,
+    capture: tuple[str, ...] | None = None,
+) -> subprocess.Popen[str]:
     """sniffover on fw2's inside interface (or the lab's mirror collector); its log goes
     to a file (``proc.log_path``). ``wait_ready=False``: returns once its control socket
-    answers, ready or not (the controls that never learn a master)."""
+    answers, ready or not (the controls that never learn a master). ``capture``: these
+    capture options instead of the lab's."""
     fd, path = tempfile.mkstemp(prefix="sniffover-agent-", suffix=".log")
     log = os.fdopen(fd, "w")
     proc = lab.popen(
@@ -85,7 +91,7 @@ def start_agent(lab: Lab, *extra: str, wait_ready: bool = True) -> subprocess.Po
         "5",
         # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
         *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
-        *capture_args(lab, extra),
+        *(capture_args(lab, extra) if capture is None else (*capture, *extra)),
         stdout=subprocess.DEVNULL,
         stderr=log,
         text=True,
