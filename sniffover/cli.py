@@ -13,7 +13,7 @@ import typing
 from collections.abc import Sequence
 
 from . import __version__, build
-from .errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError
+from .errors import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, UsageError
 
 
 class Parser(argparse.ArgumentParser):
@@ -92,6 +92,19 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         default="drop",
         help=MULTICAST_HELP + " (default drop)",
     )
+    p.add_argument(
+        "--decap",
+        choices=["none", "auto", "vxlan", "erspan", "gre", "tzsp"],
+        default="none",
+        help="the captures hold a remote mirror: track the frames inside this tunnel only "
+        "(see the agent's --decap; default none)",
+    )
+    p.add_argument("--vxlan-port", type=int, default=4789, metavar="PORT",
+                   help="UDP port of the VXLAN mirror (default 4789)")  # fmt: skip
+    p.add_argument("--mirror-session", action="append", default=[], metavar="N",
+                   help="read only this mirror (VNI, ERSPAN session, GRE key)")  # fmt: skip
+    p.add_argument("--mirror-from", action="append", default=[], metavar="ADDR",
+                   help="read only mirrors sent from this address; repeatable")  # fmt: skip
     p.add_argument(
         "--kernel-direction",
         action="store_true",
@@ -273,6 +286,35 @@ def _add_agent_options(p: argparse.ArgumentParser) -> None:
         "of --master-addr, --master-mac, --prime-from HOST is needed unless --confirm off",
     )
     g.add_argument(
+        "--decap",
+        type=option_type("decap"),
+        metavar="MODE",
+        help="the interfaces receive a remote mirror: none, auto, vxlan, erspan (type I/II/III "
+        "over GRE), gre (transparent Ethernet bridging) or tzsp; only the mirrored frames inside "
+        "are tracked, everything else there is counted and dropped "
+        f"(default {shown_default('decap')})",
+    )
+    g.add_argument(
+        "--vxlan-port",
+        type=option_type("vxlan_port"),
+        metavar="PORT",
+        help=f"UDP port of the VXLAN mirror (default {shown_default('vxlan_port')})",
+    )
+    g.add_argument(
+        "--mirror-session",
+        action="append",
+        type=option_type("mirror_session"),
+        metavar="N",
+        help="read only this mirror: VXLAN VNI, ERSPAN session id or GRE key; repeatable",
+    )
+    g.add_argument(
+        "--mirror-from",
+        action="append",
+        type=option_type("mirror_from"),
+        metavar="ADDR",
+        help="read only mirrors sent from this address (the tunnel's outer source); repeatable",
+    )
+    g.add_argument(
         "--prime-from",
         type=option_type("prime_from"),
         metavar="SOURCE",
@@ -420,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .capture.decap import decap_options
     from .capture.files import CaptureError
     from .conntrack.listing import format_table
     from .conntrack.zones import ZoneMap, ZoneMapError
@@ -430,6 +473,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         zones = ZoneMap.parse(args.zone_map)
     except ZoneMapError as exc:
         raise CliError(str(exc)) from None
+    if not 1 <= args.vxlan_port <= 65535:
+        raise UsageError(f"--vxlan-port must be 1-65535, got {args.vxlan_port}")
+    try:
+        decap = decap_options(args.decap, args.vxlan_port, args.mirror_session, args.mirror_from)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     try:
         result = replay(
             args.files,
@@ -438,6 +487,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             infer_direction=not args.kernel_direction,
             zones=zones,
             multicast=args.multicast,
+            decap=decap,
         )
     except CaptureError as exc:
         raise CliError(str(exc)) from None

@@ -39,6 +39,7 @@ class ReplayResult:
     last_ts: float | None = None
     wall_seconds: float = 0.0
     skipped: Counter[str] = field(default_factory=Counter)
+    tunnel_dropped: int = 0  # lost in a mirror tunnel, by its sequence numbers
 
     def entries(self) -> list[Conn]:
         return self.table.entries(self.at)
@@ -49,6 +50,7 @@ class ReplayResult:
             "packets": self.packets,
             "decoded": sum(self.table.verdicts),
             "skipped": dict(sorted(self.skipped.items())),
+            "tunnel_dropped": self.tunnel_dropped,
             "verdicts": verdicts,
             "flows_created": self.table.counters.get("created", 0),
             "flows_listed": len(self.entries()),
@@ -67,22 +69,29 @@ def replay(
     infer_direction: bool = True,
     multicast: str = "drop",
     zones: ZoneMap | None = None,
+    decap: dict[str, Any] | None = None,
 ) -> ReplayResult:
     """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet.
 
     A path may be given as ``IFACE=FILE``: captured on IFACE (for ``zones``' iface rules).
+    ``decap``: the captures hold a remote mirror; the ``capture.decap.Decapsulator``
+    keywords (mode, vxlan_ports, sessions, sources) of its tunnel.
     """
     table = ConntrackTable(timeouts, infer_direction=infer_direction, multicast=multicast)
     split = [split_iface(p) for p in paths]
     source = iter_pcap_packets(
-        [p for _, p in split], sll_direction=True, zones=zones, ifaces=[i for i, _ in split]
+        [p for _, p in split],
+        sll_direction=True,
+        zones=zones,
+        ifaces=[i for i, _ in split],
+        decap=decap,
     )
     packets = 0
     last_ts: float | None = None
     next_sweep = None
     process: Callable[[Packet], object] = table.process
     confirmer = None
-    if any(lt in COOKED for lt in source.linktypes):
+    if decap is None and any(lt in COOKED for lt in source.linktypes):
         # A cooked capture may hold every packet twice (``tcpdump -i any`` on a router: in
         # on one interface, out of another, translated if the router does NAT): pair the
         # copies like the agent does with two segments, track each packet once.
@@ -118,6 +127,7 @@ def replay(
     if skipped is not None:
         result.skipped = Counter(skipped)
         result.packets += sum(skipped.values())
+    result.tunnel_dropped = source.tunnel_dropped
     return result
 
 

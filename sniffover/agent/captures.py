@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Protocol, TypedDict
 
 from ..capture.bpf import exclude_self_filter, prefilter_bpf
+from ..capture.decap import HEADROOM, Decapsulator, decap_options, outer_bpf
 from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
@@ -30,9 +31,11 @@ class CaptureStats(TypedDict):
     received: int
     dropped: int
     ifdropped: int
+    tunnel_dropped: int  # lost in the mirror tunnel (its sequence numbers; capture.decap)
 
 
 class Decoding(Protocol):
+    linktype: int
     master: frozenset[bytes]
     skipped: Counter[str]
     digests: bool
@@ -60,6 +63,8 @@ class Capture(Protocol):
     def stats(self) -> tuple[int, int, int]: ...
 
     def close(self) -> None: ...
+
+    def set_decap(self, decap: Decapsulator) -> None: ...
 
 
 # (iface, snaplen, ring bytes, bpf) -> an open capture; raises CaptureError
@@ -93,12 +98,21 @@ class CaptureSet:
         self.bpf = self.bpf_full = self.bpf_pre = ""
         self.prefilter_at: float | None = None  # monotonic end of the warm-up
         self.zones = ZoneMap.parse(cfg.zone_map)  # checked with the options
+        # --decap: the Decapsulator keywords (checked with the options), else None
+        self.decap = decap_options(cfg.decap, cfg.vxlan_port, cfg.mirror_sessions, cfg.mirror_from)
+        self.decaps: dict[str, Decapsulator] = {}
+        self.tunnel_lost: dict[str, int] = {}  # tunnel drops of captures closed since
 
     def open(self, mono: float) -> None:
         """Open every interface (all or none); ``mono`` starts the prefilter's warm-up."""
         cfg = self.cfg
         bpf = cfg.bpf
-        if cfg.exclude_self:
+        if self.decap is not None:
+            # The tunnel is addressed to this host: excluding its own MACs would cut the
+            # mirror itself. Only the tunnel's frames (from --mirror-from) reach Python.
+            outer = outer_bpf(cfg.decap, (cfg.vxlan_port,), cfg.mirror_from)
+            bpf = f"({bpf}) and {outer}" if bpf else outer
+        elif cfg.exclude_self:
             own = exclude_self_filter(self.own_macs())
             bpf = f"({bpf}) and {own}" if bpf and own else (bpf or own)
         self.bpf = self.bpf_full = bpf
@@ -136,7 +150,19 @@ class CaptureSet:
         self.lost.clear()
 
     def open_one(self, iface: str) -> Capture:
-        cap = self.open_capture(iface, self.cfg.snaplen, self.cfg.ring_mb << 20, self.bpf)
+        snaplen = self.cfg.snaplen + (HEADROOM if self.decap is not None else 0)
+        cap = self.open_capture(iface, snaplen, self.cfg.ring_mb << 20, self.bpf)
+        if self.decap is not None:  # first: it gives the capture an Ethernet decoder
+            try:
+                decap = Decapsulator(linktype=cap.decoder.linktype, **self.decap)
+            except ValueError as exc:
+                cap.close()
+                raise CaptureError(f"interface {iface}: {exc}") from None
+            cap.set_decap(decap)
+            old = self.decaps.get(iface)
+            if old is not None:
+                self.tunnel_lost[iface] = self.tunnel_lost.get(iface, 0) + old.tunnel_dropped
+            self.decaps[iface] = decap
         if self.zones:  # the zone of every packet read from here: VLAN rule, else iface's
             cap.decoder.zones = self.zones.for_capture(iface)
         # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
@@ -206,8 +232,13 @@ class CaptureSet:
                 "received": recv,
                 "dropped": drop,
                 "ifdropped": ifdrop,
+                "tunnel_dropped": self.tunnel_dropped(c.iface),
             }
         return out
+
+    def tunnel_dropped(self, iface: str) -> int:
+        d = self.decaps.get(iface)
+        return self.tunnel_lost.get(iface, 0) + (d.tunnel_dropped if d is not None else 0)
 
     def skipped(self) -> dict[str, int]:
         return dict(sum((c.decoder.skipped for c in self.captures), Counter()))

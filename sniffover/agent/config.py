@@ -148,6 +148,24 @@ def _zone_rule(value: Any) -> None:
         raise ValueError(str(exc).partition(": ")[2]) from None
 
 
+def _session(value: Any) -> None:
+    from ..capture.decap import parse_session
+
+    try:
+        parse_session(value)
+    except ValueError:
+        raise ValueError("must be an integer 0-4294967295 (VNI, ERSPAN session, GRE key)") from None
+
+
+def _address(value: Any) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError("must be an IP address") from None
+
+
 def _u32(text: str) -> int:
     return int(text, 0)  # 0x10, 0o20 or 16
 
@@ -220,6 +238,23 @@ class AgentConfig:
         default_factory=list,
         metadata=_opt("master_addr", kind=list, from_option=lambda v: list(v or [])),
     )
+    # remote mirror ingest (capture/decap.py): the tunnel the mirrored frames arrive in
+    decap: str = field(
+        default="none",
+        metadata=_opt(check=one_of("none", "auto", "vxlan", "erspan", "gre", "tzsp")),
+    )
+    vxlan_port: int = field(default=4789, metadata=_opt(check=in_range(1, 65535)))
+    # the mirrors to read: VNI / ERSPAN session id / GRE key, and the tunnels' sources
+    mirror_sessions: list[str] = field(
+        default_factory=list,
+        metadata=_opt("mirror_session", kind=list, from_option=lambda v: list(v or []),
+                      check=_session),
+    )  # fmt: skip
+    mirror_from: list[str] = field(
+        default_factory=list,
+        metadata=_opt("mirror_from", kind=list, from_option=lambda v: list(v or []),
+                      check=_address),
+    )  # fmt: skip
     # Not options (no flag, no TOML key): these cannot be set today, on purpose.
     reprime_after_drops: bool = True
     # Every registered helper is on: its masters get the kernel's helper (CTA_HELP), and
@@ -380,6 +415,15 @@ def check_options(opts: dict[str, Any], given: set[str]) -> None:
             ZoneMap.parse(opts["zone_map"])
         except ZoneMapError as exc:
             raise UsageError(str(exc).replace("zone map", "--zone-map", 1)) from None
+    decap = opts.get("decap") or "none"
+    if decap == "none" and (opts.get("mirror_session") or opts.get("mirror_from")):
+        raise UsageError("--mirror-session and --mirror-from select mirrors: give --decap")
+    if decap != "none" and opts.get("prefilter") in (True, "control"):
+        # its tcp[] offsets are the outer headers': a tunnel's inner frame is out of reach
+        raise UsageError(
+            f"--prefilter control cannot look inside the --decap {decap} tunnel "
+            "(the inner frame's offsets vary); use --prefilter none"
+        )
     source = opts.get("prime_from")
     if source and serve_source(source) and not opts.get("key_file"):
         raise UsageError(

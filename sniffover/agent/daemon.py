@@ -383,20 +383,23 @@ class Agent:
                 )
         mono = self.clock.mono()
         drops = caps.drops()
-        dropped = sum(d["dropped"] + d["ifdropped"] for d in drops.values())
+        # mirror tunnel loss is capture loss: the same re-prime (agent/priming.py)
+        dropped = sum(d["dropped"] + d["ifdropped"] + d["tunnel_dropped"] for d in drops.values())
         self.priming.tick(mono, dropped, self.active)
         caps.warm_up(mono)
         pipe.expire(now)
         for iface, d in drops.items():
-            if d["dropped"] or d["ifdropped"]:
+            if d["dropped"] or d["ifdropped"] or d["tunnel_dropped"]:
                 self.ratelog(
                     f"drops-{iface}",
                     logging.WARNING,
-                    "%s: capture drops: %d by the ring, %d by the interface (of %d received)",
+                    "%s: capture drops: %d by the ring, %d by the interface (of %d received),"
+                    " %d lost in the mirror tunnel",
                     iface,
                     d["dropped"],
                     d["ifdropped"],
                     d["received"],
+                    d["tunnel_dropped"],
                 )
         if self.metrics is not None:
             self.metrics.update(self)

@@ -37,6 +37,12 @@ class Metrics:
         self.drops = Gauge(
             "sniffover_capture_dropped", "Frames dropped by the capture ring", ["iface"], registry=r
         )
+        self.tunnel_drops = Gauge(
+            "sniffover_tunnel_dropped",
+            "Mirrored frames lost in the tunnel (ERSPAN/GRE sequence gaps)",
+            ["iface"],
+            registry=r,
+        )
         self.frames = Gauge("sniffover_capture_frames", "Frames read", ["iface"], registry=r)
         self.install = Gauge(
             "sniffover_install_results", "ctnetlink results by kind", ["result"], registry=r
@@ -78,6 +84,7 @@ class Metrics:
         for iface, d in s["capture"].items():
             self.drops.labels(iface).set(d["dropped"] + d["ifdropped"])
             self.frames.labels(iface).set(d["frames"])
+            self.tunnel_drops.labels(iface).set(d.get("tunnel_dropped", 0))
         for kind, n in s["install"].items():
             self.install.labels(kind).set(n)
         conf = s["confirm"]

@@ -17,8 +17,9 @@ import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
 from ..conntrack.zones import ZoneMap
+from .decap import Decapsulator
 from .decode import Decoder
-from .headers import LINKTYPES
+from .headers import LINKTYPE_ETHERNET, LINKTYPES
 
 BATCH = 1024
 
@@ -64,8 +65,13 @@ class PcapSource:
         sll_direction: bool = False,
         zones: ZoneMap | None = None,
         ifaces: list[str] | None = None,
+        decap: dict[str, Any] | None = None,
     ) -> None:
         self.paths = list(paths)
+        # Decapsulator keyword arguments (mode, vxlan_ports, sessions, sources): each file's
+        # frames are read inside their mirror tunnel (capture.decap)
+        self.decap = decap
+        self.decapsulators: list[Decapsulator] = []
         # the zone map, and per file the interface it was captured on ("" if not known)
         self.zones = zones
         self.ifaces = list(ifaces) if ifaces is not None else [""] * len(self.paths)
@@ -77,10 +83,25 @@ class PcapSource:
             reader, decoder = open_pcap(path)
             self.linktypes.append(decoder.linktype)
             reader.close()
+            if decap is not None:
+                try:
+                    Decapsulator(linktype=decoder.linktype, **decap)
+                except ValueError as exc:
+                    raise CaptureError(f"{path}: {exc}") from None
+
+    @property
+    def tunnel_dropped(self) -> int:
+        """Frames the mirror tunnels' sequence numbers say were lost (capture.decap)."""
+        return sum(d.tunnel_dropped for d in self.decapsulators)
 
     def __iter__(self) -> Iterator[Packet]:
         for path, iface in zip(self.paths, self.ifaces, strict=True):
             reader, decoder = open_pcap(path)
+            decap = None
+            if self.decap is not None:
+                decap = Decapsulator(linktype=decoder.linktype, **self.decap)
+                self.decapsulators.append(decap)
+                decoder = Decoder(LINKTYPE_ETHERNET)
             decoder.skipped = self.skipped
             decoder.sll_direction = self.sll_direction
             decoder.zones = self.zones.for_capture(iface) if self.zones else None
@@ -94,6 +115,8 @@ class PcapSource:
                     if not meta:
                         break
                     self.frames += len(meta) >> 4
+                    if decap is not None:
+                        meta = decap.batch(data, meta, self.skipped)
                     yield from batch(data, meta)
             finally:
                 reader.close()
@@ -104,9 +127,10 @@ def iter_pcap_packets(
     sll_direction: bool = False,
     zones: ZoneMap | None = None,
     ifaces: list[str] | None = None,
+    decap: dict[str, Any] | None = None,
 ) -> PcapSource:
     """The packets of ``paths``; raises ``CaptureError`` at once for a missing or bad file."""
-    return PcapSource(paths, sll_direction, zones, ifaces)
+    return PcapSource(paths, sll_direction, zones, ifaces, decap)
 
 
 def split_iface(arg: str) -> tuple[str, str]:

@@ -15,9 +15,10 @@ from typing import Any, Protocol
 import pcapy  # type: ignore[import-untyped]
 
 from ..conntrack.packet import Packet
+from .decap import Decapsulator
 from .decode import Decoder
 from .files import BATCH, CaptureError
-from .headers import LINKTYPES
+from .headers import LINKTYPE_ETHERNET, LINKTYPES
 
 SNAPLEN = 128  # Ethernet + 2 VLAN tags + IPv6 + ext headers + TCP with options
 RING_BYTES = 32 << 20
@@ -74,6 +75,18 @@ class LiveCapture:
         self.frames = 0
         self.learner: RawFrameHook | None = None  # set while the master's MAC is unknown
         self.ingress_keys: set[tuple[int, ...]] | None = None  # shared by the agent
+        self.decap: Decapsulator | None = None
+
+    def set_decap(self, decap: Decapsulator) -> None:
+        """Read the mirrored frames inside a tunnel (``capture.decap``): Ethernet, decoded
+        by a fresh decoder (set before the agent configures the decoder)."""
+        if decap.linktype != self.decoder.linktype:
+            raise CaptureError(
+                f"interface {self.iface}: link type {self.decoder.linktype} cannot carry "
+                "a mirror tunnel"
+            )
+        self.decap = decap
+        self.decoder = Decoder(LINKTYPE_ETHERNET)
 
     def set_filter(self, bpf: str) -> None:
         try:
@@ -97,6 +110,10 @@ class LiveCapture:
             if not meta:
                 break
             self.frames += len(meta) >> 4
+            if self.decap is not None:  # the outer headers never go further
+                meta = self.decap.batch(data, meta, self.decoder.skipped)
+                if not meta:
+                    continue
             ln = self.learner
             if ln is not None:
                 mac = ln.feed(data, meta, self.ingress_keys)
