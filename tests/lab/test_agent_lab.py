@@ -67,7 +67,25 @@ def capture_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
             base[base.index("--decap") + 1] = next(it)
         else:
             rest.append(arg)
+    if base[base.index("--decap") + 1] == "none":  # no tunnel: no mirror to select
+        for opt in ("--mirror-session", "--mirror-from"):
+            i = base.index(opt)
+            del base[i : i + 2]
     return (*base, *rest)
+
+
+def anchor_args(lab: Lab) -> tuple[str, ...]:
+    """The trust anchor: fw1's own addresses (its MAC answers ARP for them). Through a
+    remote mirror the agent cannot ask (its ARP requests go onto the underlay) and the
+    master's own addresses are rarely claimed on the segments: fw1's two MACs, given."""
+    if lab.mirror:
+        return (
+            "--master-mac",
+            lab.mac("fw1", "inside0"),
+            "--master-mac",
+            lab.mac("fw1", "outside0"),
+        )
+    return ("--master-addr", MASTER_ADDRS)
 
 
 def start_agent(
@@ -89,8 +107,7 @@ def start_agent(
         "sniffover.cli",
         "--stats-interval",
         "5",
-        # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
-        *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
+        *(() if "--master-addr" in extra or "--master-mac" in extra else anchor_args(lab)),
         *(capture_args(lab, extra) if capture is None else (*capture, *extra)),
         stdout=subprocess.DEVNULL,
         stderr=log,
