@@ -34,6 +34,7 @@ HOT_MODULES = [
     "sniffover/capture/checksum.py",
     "sniffover/capture/headers.py",
     "sniffover/capture/decode.py",
+    "sniffover/capture/decap.py",
     "sniffover/conntrack/install_policy.py",
     "sniffover/kernel/installer.py",
     "sniffover/kernel/ctnetlink.py",

@@ -93,6 +93,15 @@ def _add_replay(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help=MULTICAST_HELP + " (default drop)",
     )
     p.add_argument(
+        "--master-mac",
+        action="append",
+        default=[],
+        metavar="MAC",
+        help="Ethernet captures of both sides of a router (a mirror of its ports): its MAC "
+        "address(es); its frames are flagged and each packet's copies paired, as the agent "
+        "does (NAT); repeatable",
+    )
+    p.add_argument(
         "--decap",
         choices=["none", "auto", "vxlan", "erspan", "gre", "tzsp"],
         default="none",
@@ -462,6 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from .capture.bpf import mac_bytes
     from .capture.decap import decap_options
     from .capture.files import CaptureError
     from .conntrack.listing import format_table
@@ -479,6 +489,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         decap = decap_options(args.decap, args.vxlan_port, args.mirror_session, args.mirror_from)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    masters = []
+    for mac in args.master_mac:
+        try:
+            masters.append(mac_bytes(mac))
+        except ValueError:
+            raise UsageError(f"--master-mac must be a MAC address, got {mac!r}") from None
     try:
         result = replay(
             args.files,
@@ -488,6 +504,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             zones=zones,
             multicast=args.multicast,
             decap=decap,
+            master_macs=masters,
         )
     except CaptureError as exc:
         raise CliError(str(exc)) from None

@@ -70,12 +70,15 @@ def replay(
     multicast: str = "drop",
     zones: ZoneMap | None = None,
     decap: dict[str, Any] | None = None,
+    master_macs: list[bytes] | None = None,
 ) -> ReplayResult:
     """Replay ``paths`` in order, up to ``at`` (epoch seconds) or to the last packet.
 
     A path may be given as ``IFACE=FILE``: captured on IFACE (for ``zones``' iface rules).
     ``decap``: the captures hold a remote mirror; the ``capture.decap.Decapsulator``
-    keywords (mode, vxlan_ports, sessions, sources) of its tunnel.
+    keywords (mode, vxlan_ports, sessions, sources) of its tunnel. ``master_macs``: the
+    router's MAC addresses in Ethernet captures of both its sides (a switch mirror of its
+    ports): its frames are flagged and each packet's two copies paired, as the agent does.
     """
     table = ConntrackTable(timeouts, infer_direction=infer_direction, multicast=multicast)
     split = [split_iface(p) for p in paths]
@@ -85,13 +88,14 @@ def replay(
         zones=zones,
         ifaces=[i for i, _ in split],
         decap=decap,
+        master=frozenset(master_macs or ()),
     )
     packets = 0
     last_ts: float | None = None
     next_sweep = None
     process: Callable[[Packet], object] = table.process
     confirmer = None
-    if decap is None and any(lt in COOKED for lt in source.linktypes):
+    if master_macs or (decap is None and any(lt in COOKED for lt in source.linktypes)):
         # A cooked capture may hold every packet twice (``tcpdump -i any`` on a router: in
         # on one interface, out of another, translated if the router does NAT): pair the
         # copies like the agent does with two segments, track each packet once.

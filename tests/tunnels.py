@@ -88,7 +88,7 @@ def outer(
     proto, dport, body = tunnel(kind, frame, seq, session)
     l4: bytes | dpkt.Packet = body
     if proto == 17:
-        l4 = dpkt.udp.UDP(sport=49152 + seq % 1000, dport=dport, data=body)
+        l4 = dpkt.udp.UDP(sport=50000 + seq % 1000, dport=dport, data=body)
         l4.ulen = 8 + len(body)
     if v6:
         ip: dpkt.Packet = dpkt.ip6.IP6(
@@ -126,11 +126,11 @@ def ref_inner(frame: bytes) -> tuple[str, int, int] | None:
             return "tzsp", -1, hdr + 8 + i + 1
         return None
     g = dpkt.gre.GRE(raw)  # dpkt's reading of the GRE header and its optional words
-    glen = len(raw) - len(g.data)
+    glen = len(raw) - len(bytes(g.data))  # dpkt sets key / seq only when K / S say so
     (w0,) = struct.unpack_from("!I", raw, glen) if len(raw) >= glen + 4 else (0,)
     if g.p == 0x6558:
-        return "gre", g.key if g.k else -1, hdr + glen
-    if g.p == 0x88BE and not g.s:
+        return "gre", getattr(g, "key", -1), hdr + glen
+    if g.p == 0x88BE and not hasattr(g, "seq"):
         return "erspan1", -1, hdr + glen
     if g.p == 0x88BE:
         assert w0 >> 28 == 1
@@ -161,3 +161,38 @@ def encapsulate(src: Path, dst: Path, kind: str, session: int = 1, **kw: object)
               for i, (ts, f) in enumerate(read_pcap(src))]  # fmt: skip
     write_pcap(dst, frames)
     return len(frames)
+
+
+def cooked_to_ethernet(src: Path) -> tuple[list[tuple[float, bytes]], set[bytes]]:
+    """A router's ``tcpdump -i any`` (LINUX_SLL2) as a switch mirror of its ports would
+    show it: Ethernet frames, the router's MAC (the link address of the frames it sent
+    out of an interface) as source of those and destination of the unicast ones it
+    received there, broadcast and multicast frames to their group addresses. Returns
+    the frames and the router's MACs."""
+    frames = list(read_pcap(src))
+    router: dict[int, bytes] = {}
+    for _, f in frames:
+        if f[10] == 4:  # PACKET_OUTGOING: addr is the router's own on that ifindex
+            router.setdefault(struct.unpack_from("!i", f, 4)[0], f[12:18])
+    out = []
+    for ts, f in frames:
+        etype, ifindex, pkttype, addr = f[0:2], struct.unpack_from("!i", f, 4)[0], f[10], f[12:18]
+        body = f[20:]
+        if pkttype == 4:
+            dst = bytes.fromhex("020000000000")[:5] + bytes([ifindex & 0xFF])  # next hop
+            if etype == b"\x86\xdd" and body[24] == 0xFF:
+                dst = b"\x33\x33" + body[36:40]
+            src_mac = addr
+        else:
+            src_mac = addr
+            dst = router[ifindex]
+            if pkttype == 1:  # broadcast
+                dst = b"\xff" * 6
+            elif pkttype == 2:  # multicast
+                dst = (
+                    b"\x33\x33" + body[36:40]
+                    if etype == b"\x86\xdd"
+                    else b"\x01\x00\x5e" + body[17:20]
+                )
+        out.append((ts, dst + src_mac + etype + body))
+    return out, set(router.values())

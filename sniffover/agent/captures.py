@@ -135,6 +135,17 @@ class CaptureSet:
                 c.set_filter(self.bpf_pre)
                 c.set_filter(self.bpf_full)
         self.captures = caps
+        if self.decap is not None:
+            log.info(
+                "remote mirror: reading the frames inside %s tunnels%s%s; everything else "
+                "on %s is counted and dropped%s",
+                cfg.decap,
+                f" from {', '.join(cfg.mirror_from)}" if cfg.mirror_from else " from any sender",
+                f", sessions {', '.join(cfg.mirror_sessions)}" if cfg.mirror_sessions else "",
+                ", ".join(cfg.ifaces),
+                "" if cfg.two_segments or cfg.confirm == "off"
+                else " (one mirror of both sides of a NAT master: give --confirm both)",
+            )  # fmt: skip
         log.info(
             "capturing on %s (promiscuous, snaplen %d, ring %d MiB)%s",
             ", ".join(cfg.ifaces),

@@ -66,8 +66,10 @@ class PcapSource:
         zones: ZoneMap | None = None,
         ifaces: list[str] | None = None,
         decap: dict[str, Any] | None = None,
+        master: frozenset[bytes] = frozenset(),
     ) -> None:
         self.paths = list(paths)
+        self.master = master  # the master's MACs (Decoder.master)
         # Decapsulator keyword arguments (mode, vxlan_ports, sessions, sources): each file's
         # frames are read inside their mirror tunnel (capture.decap)
         self.decap = decap
@@ -103,6 +105,7 @@ class PcapSource:
                 self.decapsulators.append(decap)
                 decoder = Decoder(LINKTYPE_ETHERNET)
             decoder.skipped = self.skipped
+            decoder.master = self.master
             decoder.sll_direction = self.sll_direction
             decoder.zones = self.zones.for_capture(iface) if self.zones else None
             batch = decoder.decode_batch
@@ -128,9 +131,10 @@ def iter_pcap_packets(
     zones: ZoneMap | None = None,
     ifaces: list[str] | None = None,
     decap: dict[str, Any] | None = None,
+    master: frozenset[bytes] = frozenset(),
 ) -> PcapSource:
     """The packets of ``paths``; raises ``CaptureError`` at once for a missing or bad file."""
-    return PcapSource(paths, sll_direction, zones, ifaces, decap)
+    return PcapSource(paths, sll_direction, zones, ifaces, decap, master)
 
 
 def split_iface(arg: str) -> tuple[str, str]:
