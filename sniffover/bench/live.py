@@ -363,15 +363,23 @@ def bench_capture_vxlan(
         tx.delete()
     for name, steps in (("bare", bare), ("vxlan", vxlan)):
         cpu = [sum(s["receiver_cpu_seconds"]) / s["received"] * 1e6 for s in steps if s["received"]]
+        upto = _lossless_prefix(steps)
+        median_cpu = statistics.median(cpu) if cpu else 0.0
         out[name] = {
             "steps": steps,
-            "lossless_up_to_pps": _lossless_prefix(steps),
-            "median_cpu_seconds_per_million": round(statistics.median(cpu), 3) if cpu else 0.0,
+            "lossless_up_to_pps": upto,
+            # what the sender really achieved on the lossless steps (a busy 2-core machine's
+            # tcpreplay falls short of the asked rate)
+            "lossless_sent_pps": round(
+                max((s["tcpreplay_pps"] for s in steps if s["rate"] <= upto), default=0.0)
+            ),
+            "median_cpu_seconds_per_million": round(median_cpu, 3),
+            # the receiver's CPU-bound capacity: frames per CPU second (user + system)
+            "capacity_pps": round(1e6 / median_cpu) if median_cpu else 0,
         }
-    b, v = out["bare"]["lossless_up_to_pps"], out["vxlan"]["lossless_up_to_pps"]
-    out["lossless_ratio"] = round(v / b, 3) if b else 0.0
-    bc, vc = (out[k]["median_cpu_seconds_per_million"] for k in ("bare", "vxlan"))
-    out["cpu_ratio"] = round(bc / vc, 3) if vc else 0.0  # bare CPU / VXLAN CPU per frame
+    for key in ("lossless_up_to_pps", "lossless_sent_pps", "capacity_pps"):
+        b, v = out["bare"][key], out["vxlan"][key]
+        out[key.replace("_pps", "_ratio")] = round(v / b, 3) if b else 0.0
     out["target_ratio"] = 0.8
     return out
 
@@ -727,13 +735,18 @@ def print_report(report: dict[str, Any]) -> None:
     if "capture_vxlan" in report:
         r = report["capture_vxlan"]
         print(
-            f"capture-vxlan: the mix, full tracking, {r['packets_per_step']} frames/step: "
-            f"bare lossless up to {r['bare']['lossless_up_to_pps']} pps, through VXLAN decap "
-            f"{r['vxlan']['lossless_up_to_pps']} pps ({r['lossless_ratio']:.0%} of bare; "
-            f"target {r['target_ratio']:.0%}); receiver CPU per 1M frames "
-            f"{r['bare']['median_cpu_seconds_per_million']} s bare, "
-            f"{r['vxlan']['median_cpu_seconds_per_million']} s VXLAN"
+            f"capture-vxlan: the mix, full tracking, {r['packets_per_step']} frames/step "
+            f"(target: VXLAN >= {r['target_ratio']:.0%} of bare)"
         )
+        for what, key in (
+            ("lossless up to (asked)", "lossless_up_to"),
+            ("lossless at (sent)", "lossless_sent"),
+            ("receiver capacity (frames per CPU s)", "capacity"),
+        ):
+            print(
+                f"   {what}: bare {r['bare'][key + '_pps']} pps, VXLAN "
+                f"{r['vxlan'][key + '_pps']} pps ({r[key + '_ratio']:.0%})"
+            )
         for mode in ("bare", "vxlan"):
             for s in r[mode]["steps"]:
                 print(

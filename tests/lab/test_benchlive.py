@@ -58,4 +58,5 @@ def test_capture_vxlan_tracks_the_same_frames_through_decapsulation(tmp_path):
     assert vxlan["flows_tracked"] == bare["flows_tracked"] > 0
     assert vxlan["verdicts"] == bare["verdicts"]
     assert not [k for k in vxlan["skipped"] if "decap" in k], vxlan["skipped"]
-    assert bare["lossless"] and vxlan["lossless"] and r["lossless_ratio"] == 1.0
+    assert bare["lossless"] and vxlan["lossless"] and r["lossless_up_to_ratio"] == 1.0
+    assert r["vxlan"]["capacity_pps"] > 0 and r["bare"]["lossless_sent_pps"] > 0
