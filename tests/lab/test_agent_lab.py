@@ -74,10 +74,13 @@ def capture_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
     return (*base, *rest)
 
 
-def anchor_args(lab: Lab) -> tuple[str, ...]:
-    """The trust anchor: fw1's own addresses (its MAC answers ARP for them). Through a
-    remote mirror the agent cannot ask (its ARP requests go onto the underlay) and the
-    master's own addresses are rarely claimed on the segments: fw1's two MACs, given."""
+def anchor_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The trust anchor unless ``extra`` has one: fw1's own addresses (its MAC answers ARP
+    for them). Through a remote mirror the agent cannot ask (its ARP requests go onto the
+    underlay) and the master's own addresses are rarely claimed on the segments: fw1's two
+    MACs, given."""
+    if "--master-addr" in extra or (lab.mirror and "--master-mac" in extra):
+        return ()
     if lab.mirror:
         return (
             "--master-mac",
@@ -107,7 +110,7 @@ def start_agent(
         "sniffover.cli",
         "--stats-interval",
         "5",
-        *(() if "--master-addr" in extra or "--master-mac" in extra else anchor_args(lab)),
+        *anchor_args(lab, extra),
         *(capture_args(lab, extra) if capture is None else (*capture, *extra)),
         stdout=subprocess.DEVNULL,
         stderr=log,
