@@ -95,9 +95,11 @@ def test_tcpdump_reads_the_same_inner_packet(kind: str, tmp_path: Path) -> None:
     """tcpdump's own VXLAN and GRE-TEB printers see the inner TCP segment we built."""
     path = tmp_path / "t.pcap"
     write_pcap(path, [(1.0, outer(kind, tcp_frame(), session=7))])
-    out = subprocess.run(
-        ["tcpdump", "-nr", str(path)], capture_output=True, text=True, check=True
-    ).stdout
+    proc = subprocess.run(  # on stdin: tcpdump drops to its own user before opening a file
+        ["tcpdump", "-nr", "-"], input=path.read_bytes(), capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout.decode()
     assert "192.0.2.1.40000 > 198.51.100.1.80: Flags [S]" in out.replace("\n", " "), out
 
 
@@ -359,3 +361,23 @@ def test_batch_inline_vxlan_equals_the_frame_walk() -> None:
                 want += meta[16 * i : 16 * i + 8] + struct.pack("=II", got, start + len(f) - got)
         assert kept == want and fast.skipped == slow.skipped, kw
         assert fast.decapsulated == slow.decapsulated
+
+
+def test_decap_options_from_toml_and_command_line(tmp_path: Path) -> None:
+    from sniffover.agent.config import agent_config, merged_options
+    from sniffover.cli import build_parser
+    from sniffover.conntrack.timeouts import Timeouts
+
+    conf = tmp_path / "s.toml"
+    conf.write_text('decap = "vxlan"\nvxlan-port = 4790\nmirror_session = ["100", "0x65"]\n'
+                    'mirror_from = "192.0.2.10"\n')  # fmt: skip
+    args = build_parser().parse_args(["-i", "mir0", "--config", str(conf)])
+    cfg = agent_config(merged_options(args), Timeouts())
+    assert (cfg.decap, cfg.vxlan_port, cfg.mirror_sessions, cfg.mirror_from) == (
+        "vxlan", 4790, ["100", "0x65"], ["192.0.2.10"],
+    )  # fmt: skip
+    args = build_parser().parse_args(["-i", "m", "--config", str(conf), "--decap", "erspan",
+                                      "--mirror-from", "2001:db8::10"])  # fmt: skip
+    cfg = agent_config(merged_options(args), Timeouts())
+    assert cfg.decap == "erspan" and cfg.mirror_from == ["2001:db8::10"]
+    assert AgentConfig(ifaces=["x"]).decap == "none"  # default: no tunnel is read

@@ -28,6 +28,7 @@ ALLOWED: dict[str, set[str]] = {
     "lab": {"conntrack", "capture", "kernel", "errors"},
     "bench": {"conntrack", "capture", "kernel", "prime", "agent", "lab", "errors", "replay"},
     "replay": {"conntrack", "capture", "errors"},
+    "replay_cli": {"conntrack", "capture", "kernel", "errors", "replay"},
     "check": {"conntrack", "capture", "kernel", "prime", "errors"},
 }
 PRODUCT_MAX_LINES = 600  # lab/ and bench/ are tooling users run, not the daemon
