@@ -178,7 +178,10 @@ class CaptureSet:
             cap.decoder.zones = self.zones.for_capture(iface)
         # payload digests pair copies (conntrack.confirm); unpaired, they only cost time
         cap.decoder.digests = self.cfg.confirm != "off" and self.cfg.two_segments
-        self.learning.attach(cap, self.nets)
+        if self.decap is None:
+            self.learning.attach(cap, self.nets)
+        else:  # the tunnel port's own subnets and ARP say nothing of the mirrored segment
+            self.learning.attach(cap, lambda _iface: [], probe=False)
         return cap
 
     def read(self, ready: list[Capture]) -> tuple[list[Capture], list[list[Packet]]]:

@@ -86,8 +86,10 @@ class MasterLearning:
         # tick (some may still wait in the reorder buffer when it is learned)
         self.confirm_later: list[tuple[int, bytes, bytes, int, int]] = []
 
-    def attach(self, cap: Capture, nets: Callable[[str], list[Net]]) -> None:
-        """A capture just opened: flag the known MACs, anchor the rest by ARP."""
+    def attach(self, cap: Capture, nets: Callable[[str], list[Net]], probe: bool = True) -> None:
+        """A capture just opened: flag the known MACs, anchor the rest by ARP (asking on the
+        interface unless ``probe`` is off: a remote mirror's port is not the master's
+        segment, where only the mirrored ARP answers tell)."""
         if not self.enabled:
             return
         cap.decoder.master = frozenset(self.master)
@@ -98,6 +100,8 @@ class MasterLearning:
         old = self.probers.pop(cap.iface, None)
         if old is not None:
             old.close()
+        if not probe:
+            return
         try:
             mine = iface_ipv4(cap.iface)
             sender = mine[0] if mine else None

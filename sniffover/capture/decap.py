@@ -122,9 +122,19 @@ class Decapsulator:
         inner = self.inner
         pack_into = _rec.pack_into
         vx = self.vxlan and self.linktype == LINKTYPE_ETHERNET
-        ports = self.vxlan_ports
-        sessions = self.sessions
-        sources = self.sources
+        # the inline test compares machine integers: one port, at most one session and one
+        # IPv4 source (the usual mirror); more of any of them take the frame walk
+        port = min(self.vxlan_ports) if len(self.vxlan_ports) == 1 else -1
+        vni = min(self.sessions) if len(self.sessions) == 1 else -1
+        any_vni = not self.sessions
+        src4 = -1
+        if len(self.sources) == 1:
+            only = min(self.sources)
+            if len(only) == 4:
+                src4 = only[0] << 24 | only[1] << 16 | only[2] << 8 | only[3]
+        any_src = not self.sources
+        if port < 0 or (vni < 0 and not any_vni) or (src4 < 0 and not any_src):
+            vx = False
         little = LITTLE_ENDIAN
         off: int  # typed: compiled, machine integers
         caplen: int
@@ -144,13 +154,21 @@ class Decapsulator:
                 and data[off + 14] == 0x45
                 and data[off + 23] == 17
                 and not (data[off + 20] & 0x3F or data[off + 21])
-                and (data[off + 36] << 8 | data[off + 37]) in ports
+                and (data[off + 36] << 8 | data[off + 37]) == port
                 and data[off + 42] & 0x08
                 and (
-                    not sessions
-                    or (data[off + 46] << 16 | data[off + 47] << 8 | data[off + 48]) in sessions
+                    any_vni or (data[off + 46] << 16 | data[off + 47] << 8 | data[off + 48]) == vni
                 )
-                and (not sources or data[off + 26 : off + 30] in sources)
+                and (
+                    any_src
+                    or (
+                        data[off + 26] << 24
+                        | data[off + 27] << 16
+                        | data[off + 28] << 8
+                        | data[off + 29]
+                    )
+                    == src4
+                )  # fmt: skip
             ):
                 got = off + 50
                 self.decapsulated += 1

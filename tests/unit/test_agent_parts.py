@@ -164,6 +164,9 @@ def make(
 
     kw.setdefault("confirm", "off")
     kw.setdefault("exclude_self", False)
+    # run as root, start() would drop this test process's capabilities for good (and every
+    # later test's, lab tests and child processes included)
+    kw.setdefault("drop_privileges", False)
     cfg = AgentConfig(ifaces=list(ifaces), **kw)
     agent = Agent(
         cfg,
@@ -477,7 +480,8 @@ def test_a_big_cold_start_commits_through_a_second_socket():
 
     n = 64 * 20  # 20 batches: the commit is split over two sockets from 16 on
     pulls = Pulls([entry(p) for p in range(10000, 10000 + n)])
-    cfg = AgentConfig(ifaces=["in0"], confirm="off", exclude_self=False, prime_from="m")
+    cfg = AgentConfig(ifaces=["in0"], confirm="off", exclude_self=False, prime_from="m",
+                      drop_privileges=False)  # fmt: skip
     agent = Agent(
         cfg,
         clock=fc.clock(),
@@ -506,9 +510,8 @@ def test_the_prime_key_is_read_before_privileges_are_dropped(tmp_path: Any) -> N
         seen.append(key)
         return pulls(source, key, timeout, sink)
 
-    cfg = AgentConfig(
-        ifaces=["in0"], confirm="off", exclude_self=False, prime_from="m", key_file=str(key)
-    )
+    cfg = AgentConfig(ifaces=["in0"], confirm="off", exclude_self=False, prime_from="m",
+                      key_file=str(key), drop_privileges=False)  # fmt: skip
     agent = Agent(
         cfg,
         clock=FakeClock().clock(),
