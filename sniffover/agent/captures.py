@@ -109,8 +109,9 @@ class CaptureSet:
         bpf = cfg.bpf
         if self.decap is not None:
             # The tunnel is addressed to this host: excluding its own MACs would cut the
-            # mirror itself. Only the tunnel's frames (from --mirror-from) reach Python.
-            outer = outer_bpf(cfg.decap, (cfg.vxlan_port,), cfg.mirror_from)
+            # mirror itself. Only the tunnel's frames reach Python (from any sender: those
+            # not selected are counted there).
+            outer = outer_bpf(cfg.decap, (cfg.vxlan_port,))
             bpf = f"({bpf}) and {outer}" if bpf else outer
         elif cfg.exclude_self:
             own = exclude_self_filter(self.own_macs())

@@ -51,7 +51,6 @@ from .headers import (
     LINKTYPE_RAW_OBSD,
     LINKTYPE_RAW_OLD,
     MAX_VLAN_TAGS,
-    VLAN_TPIDS,
     skip_ipv6_ext,
 )
 
@@ -192,7 +191,8 @@ class Decapsulator:
             etype = buf[off + 12] << 8 | buf[off + 13]
             off += 14
             tags = 0
-            while etype in VLAN_TPIDS:
+            # headers.VLAN_TPIDS by value: compiled, a set lookup boxes etype every frame
+            while etype == 0x8100 or etype == 0x88A8 or etype == 0x9100:
                 if end - off < 4 or tags == MAX_VLAN_TAGS:
                     return self._skip("decap-truncated")
                 etype = buf[off + 2] << 8 | buf[off + 3]
@@ -358,11 +358,11 @@ class Decapsulator:
         return -1
 
 
-def outer_bpf(
-    mode: str, vxlan_ports: Iterable[int] = (VXLAN_PORT,), sources: Iterable[str] = ()
-) -> str:
-    """A kernel filter passing only the tunnel frames ``mode`` decapsulates (from
-    ``sources``, when given): the rest of the mirror port never reaches Python."""
+def outer_bpf(mode: str, vxlan_ports: Iterable[int] = (VXLAN_PORT,)) -> str:
+    """A kernel filter passing only the tunnel frames ``mode`` decapsulates: the rest of the
+    mirror port never reaches Python. Not the sources: a mirror from an address not
+    selected must be counted (``mirror-foreign-source``), or a switch that changed its
+    address would leave the standby blind without a sign."""
     parts = []
     if mode in ("auto", "vxlan"):
         parts += [f"udp dst port {p}" for p in sorted(set(vxlan_ports))]
@@ -371,9 +371,6 @@ def outer_bpf(
     if mode in ("auto", "erspan", "gre"):
         parts.append("ip proto 47 or ip6 proto 47")
     expr = " or ".join(parts)
-    srcs = sorted(set(sources))
-    if srcs:
-        expr = f"({expr}) and (" + " or ".join(f"src host {a}" for a in srcs) + ")"
     return f"(({expr}) or (vlan and ({expr})))"  # "vlan" shifts what follows it
 
 
