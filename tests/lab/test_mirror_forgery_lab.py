@@ -89,9 +89,10 @@ def test_forged_vxlan_mirror_traffic_installs_nothing() -> None:
     print(json.dumps({"skipped": status["skipped"], "unselected": len(unselected)}))
     assert status["ok"] and status["installed"] >= 25, (status, log[-3000:])
     assert selected == [], selected
-    # the wrong VNI from the switch's address passes the capture filter (source) and is
-    # counted and dropped by the session selector; the wrong source never passes the filter
-    assert status["skipped"].get("mirror-foreign-session") == 80, status["skipped"]
+    # each forger's 80 frames counted and dropped by the selector that stops them
+    skipped = status["skipped"]
+    assert skipped.get("mirror-foreign-source") == 80, skipped
+    assert skipped.get("mirror-foreign-session") == 80, skipped
     # the control: all 10 forgeries convince an agent that selects nothing
     assert len(unselected) == 10, (unselected, agent_log(control)[-3000:])
     assert after["tcp_ok"] == 20 and after["udp_ok"] == 5, after
