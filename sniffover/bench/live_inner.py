@@ -85,8 +85,13 @@ def inner_capture(
     deadline: float,
     gc_off: bool = False,
     prefilter: bool = False,
+    decap: str = "none",
 ) -> dict[str, Any]:
     """The agent's read loop with install off: LiveCapture.read + ConntrackTable.process.
+
+    ``decap`` (``vxlan`` ...): the frames are a remote mirror's tunnel, read as the agent
+    does with ``--decap``: the snap length widened by the headroom, each batch's records
+    pointed at the inner frames before decoding.
 
     ``gc_off`` (diagnostic, not what the agent does): no cyclic garbage collection
     during the run, to show what full collections over a large table cost.
@@ -111,7 +116,15 @@ def inner_capture(
         timeouts.tcp_be_liberal = 1  # as the agent does with --prefilter control
     table = ConntrackTable(timeouts)
     # promiscuous, 32 MiB ring, like the agent; with the prefilter past its warm-up
-    cap = LiveCapture(iface, bpf=prefilter_bpf(16) if prefilter else "")
+    bpf = prefilter_bpf(16) if prefilter else ""
+    if decap != "none":
+        from ..capture.decap import HEADROOM, Decapsulator
+        from ..capture.live import SNAPLEN
+
+        cap = LiveCapture(iface, snaplen=SNAPLEN + HEADROOM, bpf=bpf)
+        cap.set_decap(Decapsulator(decap))
+    else:
+        cap = LiveCapture(iface, bpf=bpf)
     process = table.process
     packets = 0
     first = last = 0.0

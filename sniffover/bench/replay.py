@@ -122,13 +122,13 @@ class Flow:
         ]
 
 
-def write_pcap(path: str, frames: Iterator[tuple[float, bytes]]) -> int:
+def write_pcap(path: str, frames: Iterator[tuple[float, bytes]], snaplen: int = SNAPLEN) -> int:
     n = 0
     rec = struct.Struct("=IIII").pack
     with open(path, "wb") as f:
-        f.write(PCAP_HEADER)
+        f.write(PCAP_HEADER[:16] + struct.pack("=I", snaplen) + PCAP_HEADER[20:])
         for ts, frame in frames:
-            cap = frame[:SNAPLEN]
+            cap = frame[:snaplen]
             sec = int(ts)
             f.write(rec(sec, int((ts - sec) * 1e6), len(cap), len(frame)))
             f.write(cap)

@@ -24,6 +24,21 @@ Every namespace is named ``snflab-<pid>-<n>-<node>`` (``snflab-<tag><pid>-...`` 
 the context manager, on failure and at interpreter exit) ends the processes the lab started,
 by pid, and deletes exactly the namespaces it created (through ``lab.netns``, the project's
 one namespace helper).
+
+``mirror="vxlan"``: a remote mirror instead of a hub. The two segments are learning bridges
+(a switch: known unicast goes to its port only), and the switch mirrors both of fw1's ports
+(``tc`` clsact + a match-all u32 filter, ``mirred egress mirror``, both directions) into a
+VXLAN tunnel (VNI ``MIRROR_VNI``, UDP 4789) to fw2's collector port ``col0`` on an underlay
+of its own::
+
+    hub: brin/brout --fw1-in/fw1-out (mirrored)--> vxmir (VTEP 203.0.113.129)
+         brund (underlay, 203.0.113.128/25) --fw2-col--> fw2 col0 (203.0.113.130)
+                                            --h1-und --> h1 und0 (hostile=True, .131)
+
+fw2 keeps its inside0/outside0 ports for the takeover, but they see only what a switch
+floods; the agent sniffs ``col0`` (the underlay, encapsulated frames) with ``--decap vxlan``
+(``Lab.agent_capture_args``). fw2 does not track the tunnel's datagrams (``notrack``) and
+drops them in input: AF_PACKET sees them first, and no port-unreachable goes back.
 """
 
 from __future__ import annotations
@@ -58,9 +73,19 @@ FW_SYNC = {"fw1": "203.0.113.1", "fw2": "203.0.113.2"}
 INSIDE_IF = "inside0"
 OUTSIDE_IF = "outside0"
 SYNC_IF = "sync0"
+# mirror="vxlan": the remote mirror's underlay (the upper half of the sync net, a more
+# specific route than the sync link's /24), the tunnel and fw2's collector port
+UNDERLAY_NET = "203.0.113.128/25"
+MIRROR_VTEP = "203.0.113.129"  # the switch (hub namespace), the tunnel's source
+COLLECTOR_IP = "203.0.113.130"  # fw2's col0
+UNDERLAY_H1 = "203.0.113.131"  # the hostile node's underlay port (hostile=True)
+COLLECTOR_IF = "col0"
+MIRROR_VNI = 4242
+VXLAN_PORT = 4789
+MIRRORS = ("vxlan",)
 HOST_IF = "eth0"
 FIREWALLS = ("fw1", "fw2")
-SEGMENTS = ("hub", "mirror", "mirror-dup", "switch")
+SEGMENTS = ("hub", "mirror", "mirror-dup", "switch", "vxlan")  # vxlan: mirror="vxlan"
 # segment="mirror"/"mirror-dup": fw2's sniffing ports (SPAN destinations) per segment
 SPAN_IF = {INSIDE_IF: "span-in0", OUTSIDE_IF: "span-out0"}
 # ipv6=True: the segments are dual-stack. The firewalls hold no global IPv6 address of
@@ -218,6 +243,7 @@ class Lab:
         ftp: bool = False,
         tftp: bool = False,
         segment: str = "hub",
+        mirror: str | None = None,
     ) -> None:
         if segment not in SEGMENTS:
             raise ValueError(f"segment must be one of {', '.join(SEGMENTS)}")
@@ -241,6 +267,12 @@ class Lab:
         self.nat = nat
         self.ftp = ftp
         self.tftp = tftp
+        if segment == "vxlan":  # the tests' one parameter for every way fw2 is fed
+            segment, mirror = "hub", "vxlan"
+            self.segment = segment
+        if mirror is not None and mirror not in MIRRORS:
+            raise ValueError(f"mirror must be one of {MIRRORS}")
+        self.mirror = mirror
         if hostile:
             self.nodes.append("h1")
         self.ipv6 = ipv6
@@ -380,8 +412,9 @@ class Lab:
                 for scope in ("all", "default"):
                     self.sysctl(node, f"net.ipv6.conf.{scope}.accept_dad", 0)
                     self.sysctl(node, f"net.ipv6.conf.{scope}.router_solicitations", 0)
-        # the hub: two flooding bridges (or two learning switches, default ageing time)
-        ageing = ("ageing_time", "0") if self.segment == "hub" else ()
+        # the hub: two flooding bridges (or two learning switches, default ageing time:
+        # the mirror segments and the remote mirror)
+        ageing = ("ageing_time", "0") if self.segment == "hub" and not self.mirror else ()
         for br in ("brin", "brout"):
             self._ip("hub", "link", "add", br, "type", "bridge", *ageing, "stp_state", "0")
             self._ip("hub", "link", "set", br, "up")
@@ -472,7 +505,70 @@ class Lab:
             loose = self.read_sysctl(fw, "net.netfilter.nf_conntrack_tcp_loose")
             if loose != "0":
                 raise LabError(f"{fw}: nf_conntrack_tcp_loose is {loose}, expected 0")
+        if self.mirror == "vxlan":
+            self._vxlan_mirror()
         self.active = "fw1"
+
+    def _vxlan_mirror(self) -> None:
+        """The switch mirrors fw1's two ports into a VXLAN tunnel to fw2's col0."""
+        self._ip("hub", "link", "add", "brund", "type", "bridge", "stp_state", "0")
+        self._ip("hub", "link", "set", "brund", "mtu", "9000", "up")
+        self._ip("hub", "addr", "add", f"{MIRROR_VTEP}/25", "dev", "brund")
+        ports = [("fw2-col", "fw2", COLLECTOR_IF, COLLECTOR_IP)]
+        if self.hostile:
+            ports.append(("h1-und", "h1", "und0", UNDERLAY_H1))
+        for port, node, dev, addr in ports:
+            self._hub_port(port, node, dev, "brund")
+            for n, d in (("hub", port), (node, dev)):  # jumbo: a mirrored 1514 + 50 fits
+                self._ip(n, "link", "set", d, "mtu", "9000")
+            self._ip(node, "addr", "add", f"{addr}/25", "dev", dev)
+            self._ip(node, "link", "set", dev, "up")
+        self._ip(
+            "hub",
+            *("link", "add", "vxmir", "type", "vxlan", "id", str(MIRROR_VNI)),
+            *("local", MIRROR_VTEP, "remote", COLLECTOR_IP, "dstport", str(VXLAN_PORT)),
+            "nolearning",
+        )
+        self._ip("hub", "link", "set", "vxmir", "mtu", "8950", "up")
+        for port in ("fw1-in", "fw1-out"):
+            self.run("hub", "tc", "qdisc", "add", "dev", port, "clsact")
+            for hook in ("ingress", "egress"):  # from fw1 and to fw1
+                self.run(
+                    "hub",
+                    # u32 matching everything: this kernel has no cls_matchall
+                    *("tc", "filter", "add", "dev", port, hook, "protocol", "all"),
+                    *("u32", "match", "u32", "0", "0"),
+                    *("action", "mirred", "egress", "mirror", "dev", "vxmir"),
+                )
+        # the collector only captures: the tunnel's datagrams are not tracked nor answered
+        self.run(
+            "fw2",
+            "nft",
+            "-f",
+            "-",
+            input=f"""\
+table inet {NFT_TABLE}_collector {{
+    chain raw {{
+        type filter hook prerouting priority raw; policy accept;
+        iifname "{COLLECTOR_IF}" udp dport {VXLAN_PORT} notrack
+    }}
+    chain input {{
+        type filter hook input priority filter; policy accept;
+        iifname "{COLLECTOR_IF}" udp dport {VXLAN_PORT} drop
+    }}
+}}
+""",
+        )
+
+    def agent_capture_args(self) -> tuple[str, ...]:
+        """The agent's capture options on fw2 for this lab: the hub's inside segment, or
+        the remote mirror's underlay (both segments in one tunnel: confirmation ``both``)."""
+        if self.mirror == "vxlan":
+            return (
+                *("--iface", COLLECTOR_IF, "--decap", "vxlan", "--confirm", "both"),
+                *("--mirror-session", str(MIRROR_VNI), "--mirror-from", MIRROR_VTEP),
+            )
+        return ("--iface", self.sniff_if(INSIDE_IF))
 
     def _hub_port(self, port: str, node: str, dev: str, bridge: str) -> None:
         """veth ``port`` in the hub (on ``bridge``, learning off on a hub) <-> ``dev`` in
@@ -481,7 +577,7 @@ class Lab:
             "hub", "link", "add", port, "type", "veth", "peer", "name", dev, "netns", self.ns(node)
         )
         self._ip("hub", "link", "set", port, "master", bridge)
-        if self.segment == "hub":
+        if self.segment == "hub" and not self.mirror:  # a hub learns nothing; a switch does
             self._ip("hub", "link", "set", "dev", port, "type", "bridge_slave", "learning", "off")
         self._ip("hub", "link", "set", port, "up")
 

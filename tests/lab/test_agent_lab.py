@@ -19,6 +19,7 @@ import time
 import pytest
 
 from sniffover.lab.hub import (
+    COLLECTOR_IF,
     FW_INSIDE,
     FW_OUTSIDE,
     Lab,
@@ -49,17 +50,61 @@ def table(lab: Lab, node: str) -> dict[tuple[str, str, str, int, int], str]:
     return out
 
 
-def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
-    """sniffover on fw2's inside interface; its log goes to a file (``proc.log_path``).
-    In the mirror labs every ``--iface`` names fw2's sniffing (SPAN) port of that segment."""
+def capture_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The lab's capture options (``Lab.agent_capture_args``: the inside segment, or the
+    remote mirror's underlay), then ``extra``. With a mirror the tunnel carries both of
+    fw1's segments, so an extra ``--iface`` (a second hub segment) is dropped; ``--decap``
+    in ``extra`` replaces the lab's (the controls)."""
+    base = list(lab.agent_capture_args())
+    if not lab.mirror:
+        return (*base, *extra)
+    rest: list[str] = []
+    it = iter(extra)
+    for arg in it:
+        if arg == "--iface":
+            next(it)
+        elif arg == "--decap":
+            base[base.index("--decap") + 1] = next(it)
+        else:
+            rest.append(arg)
+    if base[base.index("--decap") + 1] == "none":  # no tunnel: no mirror to select
+        for opt in ("--mirror-session", "--mirror-from"):
+            i = base.index(opt)
+            del base[i : i + 2]
+    return (*base, *rest)
+
+
+def anchor_args(lab: Lab, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """The trust anchor unless ``extra`` has one: fw1's own addresses (its MAC answers ARP
+    for them). Through a remote mirror the agent cannot ask (its ARP requests go onto the
+    underlay) and the master's own addresses are rarely claimed on the segments: fw1's two
+    MACs, given."""
+    if "--master-addr" in extra or (lab.mirror and "--master-mac" in extra):
+        return ()
+    macs = ("--master-mac", lab.mac("fw1", "inside0"), "--master-mac", lab.mac("fw1", "outside0"))
+    if lab.mirror:
+        return macs
+    if lab.segment.startswith("mirror"):
+        # a SPAN port only listens: the agent's ARP requests for the master reach nobody,
+        # so the master's MACs are configured too (README: Switch mirror)
+        return ("--master-addr", MASTER_ADDRS, *macs)
+    return ("--master-addr", MASTER_ADDRS)
+
+
+def start_agent(
+    lab: Lab,
+    *extra: str,
+    wait_ready: bool = True,
+    capture: tuple[str, ...] | None = None,
+) -> subprocess.Popen[str]:
+    """sniffover on fw2's inside interface (or the lab's mirror collector); its log goes
+    to a file (``proc.log_path``). ``wait_ready=False``: returns once its control socket
+    answers, ready or not (the controls that never learn a master). ``capture``: these
+    capture options instead of the lab's. In the mirror labs every ``--iface`` names fw2's
+    sniffing (SPAN) port of that segment."""
     extra = tuple(
         lab.sniff_if(a) if i and extra[i - 1] == "--iface" else a for i, a in enumerate(extra)
     )
-    if lab.segment.startswith("mirror") and "--master-addr" not in extra:
-        # a SPAN port only listens: the agent's ARP requests for the master reach nobody,
-        # so the master's MACs are configured (README: Switch mirror)
-        for dev in ("inside0", "outside0"):
-            extra += ("--master-mac", lab.mac("fw1", dev))
     fd, path = tempfile.mkstemp(prefix="sniffover-agent-", suffix=".log")
     log = os.fdopen(fd, "w")
     proc = lab.popen(
@@ -67,13 +112,10 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         sys.executable,
         "-m",
         "sniffover.cli",
-        "--iface",
-        lab.sniff_if("inside0"),
         "--stats-interval",
         "5",
-        # the trust anchor: fw1's own addresses (its MAC answers ARP for them)
-        *(() if "--master-addr" in extra else ("--master-addr", MASTER_ADDRS)),
-        *extra,
+        *anchor_args(lab, extra),
+        *(capture_args(lab, extra) if capture is None else (*capture, *extra)),
         stdout=subprocess.DEVNULL,
         stderr=log,
         text=True,
@@ -85,7 +127,7 @@ def start_agent(lab: Lab, *extra: str) -> subprocess.Popen[str]:
         if proc.poll() is not None:
             raise AssertionError(f"agent exited: {agent_log(proc)}")
         r = lab.run("fw2", sys.executable, "-m", "sniffover.cli", "status", check=False)
-        if r.returncode == 0:
+        if r.returncode == 0 or (not wait_ready and r.stdout.strip()):
             return proc
         time.sleep(0.2)
     stop_process(proc)
@@ -167,7 +209,7 @@ def run_failover(
             time.sleep(0.2)
             if agent is not None and not prefilter:
                 # an interface flap and an agent restart mid-run are survived
-                sniffed = lab.sniff_if("inside0")
+                sniffed = COLLECTOR_IF if lab.mirror else lab.sniff_if("inside0")
                 lab.run("fw2", "ip", "link", "set", sniffed, "down")
                 time.sleep(0.5)
                 lab.run("fw2", "ip", "link", "set", sniffed, "up")
@@ -206,10 +248,12 @@ def run_failover(
     return result
 
 
-@pytest.mark.parametrize("segment", ["hub", "mirror", "mirror-dup"])
+@pytest.mark.parametrize("segment", ["hub", "mirror", "mirror-dup", "vxlan"])
 def test_connections_survive_failover_with_sniffover(segment: str) -> None:
-    """On the hub, and on a learning switch with fw2 fed by a mirror of fw1's port (with
-    mirror-dup of the client's port too: every frame twice, the copies dropped)."""
+    """On the hub; on a learning switch with fw2 fed by a mirror of fw1's port (with
+    mirror-dup of the client's port too: every frame twice, the copies dropped); and fed by
+    a remote mirror (VXLAN to fw2's collector port, no port of fw2 on a segment: the agent
+    sniffs the tunnel's underlay with ``--decap vxlan``)."""
     r = run_failover(with_agent=True, segment=segment)
     late, early = r["late"], r["early"]
     log = r.get("agent_log", "")
@@ -236,7 +280,7 @@ def test_connections_survive_failover_with_sniffover(segment: str) -> None:
     if segment.startswith("mirror"):
         # the switch learns: fw2's own port got broadcasts at most, its SPAN port everything
         assert rx["inside0"] < 50 and rx["span-in0"] > 500, rx
-    else:
+    elif segment == "hub":
         assert rx["inside0"] > 500, rx
 
 

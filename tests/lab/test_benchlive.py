@@ -46,3 +46,17 @@ def test_percentile():
     assert benchlive.percentile(values, 50) == 50.0
     assert benchlive.percentile(values, 99) == 99.0
     assert benchlive.percentile([7.0], 99) == 7.0
+
+
+def test_capture_vxlan_tracks_the_same_frames_through_decapsulation(tmp_path):
+    """The VXLAN sweep's receiver reads the tunnel as ``--decap vxlan`` does: every inner
+    frame tracked, the same flows as the bare mix, nothing dropped by the decapsulator."""
+    r = benchlive.bench_capture_vxlan(rates=[20_000], packets=3_000, directory=str(tmp_path))
+    (bare,), (vxlan,) = r["bare"]["steps"], r["vxlan"]["steps"]
+    assert bare["tcpreplay_sent"] == vxlan["tcpreplay_sent"] == 3_000
+    assert vxlan["received"] == bare["received"] > 2_900, (bare, vxlan)
+    assert vxlan["flows_tracked"] == bare["flows_tracked"] > 0
+    assert vxlan["verdicts"] == bare["verdicts"]
+    assert not [k for k in vxlan["skipped"] if "decap" in k], vxlan["skipped"]
+    assert bare["lossless"] and vxlan["lossless"] and r["lossless_up_to_ratio"] == 1.0
+    assert r["vxlan"]["capacity_pps"] > 0 and r["bare"]["lossless_sent_pps"] > 0

@@ -83,7 +83,7 @@ def run_cold_start(tmp_path, prime: bool, segment: str = "hub") -> dict[str, obj
     return out
 
 
-@pytest.mark.parametrize("segment", ["hub", "mirror"])
+@pytest.mark.parametrize("segment", ["hub", "mirror", "vxlan"])
 def test_prime_saves_connections_opened_before_the_agent(tmp_path, segment: str) -> None:
     r = run_cold_start(tmp_path, prime=True, segment=segment)
     assert "primed True" in str(r["status"]), r["status"]

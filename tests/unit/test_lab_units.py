@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 
 import pytest
 
@@ -55,3 +56,35 @@ def test_netns_deletes_only_what_it_created(monkeypatch: pytest.MonkeyPatch) -> 
     netns.delete("snflab-not-ours")
     netns.cleanup()
     assert calls == [] and netns.created() == []
+
+
+def test_forged_vxlan_frames_parse_as_vxlan_with_dpkt() -> None:
+    """The lab's VXLAN forger (and the live benchmark's encapsulated capture) against a
+    reference decoder (dpkt: Ethernet, IPv4, UDP, TCP; this dpkt has no VXLAN, whose 8 bytes
+    are RFC 7348's flags word and VNI << 8): outer UDP to 4789, flag I, the VNI, the inner
+    frame unchanged."""
+    dpkt = pytest.importorskip("dpkt")
+    from sniffover.lab.forge import mac, mirrored_handshake, vxlan_frame
+
+    m_in, m_out = mac("02:00:00:00:00:0a"), mac("02:00:00:00:00:0b")
+    src, dst = bytes([192, 0, 2, 200]), bytes([198, 51, 100, 66])
+    inners = mirrored_handshake(m_in, m_out, src, dst, 5555, 22, 0)
+    assert len(inners) == 8  # four packets, each going in and leaving
+    outer_src, outer_dst = bytes([203, 0, 113, 131]), bytes([203, 0, 113, 130])
+    for inner in inners:
+        frame = vxlan_frame(m_out, m_in, outer_src, outer_dst, 4242, inner)
+        eth = dpkt.ethernet.Ethernet(frame)
+        ip = eth.data
+        assert (ip.src, ip.dst, ip.p, ip.len) == (outer_src, outer_dst, 17, len(frame) - 14)
+        assert dpkt.in_cksum(bytes(frame[14:34])) == 0  # the outer header checksum holds
+        udp = ip.data
+        assert udp.dport == 4789 and udp.ulen == len(frame) - 34 and udp.sum == 0
+        flags, vni = struct.unpack("!II", bytes(udp.data)[:8])
+        assert flags == 0x08000000 and vni == 4242 << 8
+        inner_eth = dpkt.ethernet.Ethernet(bytes(udp.data)[8:])
+        assert bytes(inner_eth) == inner and isinstance(inner_eth.data.data, dpkt.tcp.TCP)
+    # the leaving copy: from the master's other MAC, TTL one less, same IP ID and sequence
+    syn_in, syn_out = (dpkt.ethernet.Ethernet(f) for f in inners[:2])
+    assert syn_in.dst == m_in and syn_out.src == m_out
+    assert (syn_in.data.ttl, syn_out.data.ttl) == (64, 63)
+    assert syn_in.data.id == syn_out.data.id and syn_in.data.data.seq == syn_out.data.data.seq
