@@ -30,7 +30,7 @@ from collections import Counter
 import pytest
 
 from sniffover.lab.hub import FW_INSIDE, FW_OUTSIDE, Lab, server_ip, stop_process
-from tests.lab.test_agent_lab import HOLDER, MASTER_ADDRS, sniffover_ctl, start_agent
+from tests.lab.test_agent_lab import HOLDER, sniffover_ctl, start_agent
 from tests.lab.test_nat_lab import nat_table
 
 pytestmark = pytest.mark.requires("ip", "nft", "conntrack")
@@ -141,34 +141,6 @@ def test_agent_started_amid_snat_connections_installs_no_wrong_mapping() -> None
     assert r["wrong"] == [], r["wrong"][:10]
 
 
-def start_agent_unready(lab: Lab) -> subprocess.Popen[str]:
-    """The agent on both segments, returned once its control socket answers (``status``
-    says not ready while the master's MACs are unknown: ``start_agent`` would wait)."""
-    proc = lab.popen(
-        "fw2",
-        sys.executable,
-        "-m",
-        "sniffover.cli",
-        "--iface",
-        "inside0",
-        "--iface",
-        "outside0",
-        "--master-addr",
-        MASTER_ADDRS,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and proc.poll() is None:
-        r = sniffover_ctl(lab, "status", "--json")
-        if r.stdout.strip().startswith("{"):
-            return proc
-        time.sleep(0.2)
-    stop_process(proc)
-    raise AssertionError("agent did not start")
-
-
 def test_snat_handshakes_while_the_master_mac_is_learned_get_the_masters_mapping() -> None:
     """Handshakes only, the moment the agent is up (before it knows fw1's MACs: both copies
     of every packet are tracked as two entries), then silence. Once the master is known
@@ -180,7 +152,7 @@ def test_snat_handshakes_while_the_master_mac_is_learned_get_the_masters_mapping
         # fw1 answers no ARP for its own addresses (the agent's trust anchor) for a while:
         # the agent cannot know its MACs while the handshakes happen
         lab.run("fw1", "nft", "-f", "-", input=QUIET_ARP)
-        agent = start_agent_unready(lab)
+        agent = start_agent(lab, "--iface", "outside0", wait_ready=False)  # still learning
         holder = lab.popen(
             "c1",
             sys.executable,
