@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from sniffover.lab.hub import Lab, stop_process
+from tests.helpers import SOURCE_FIRST
 from tests.lab.test_agent_lab import agent_log, sniffover_ctl, start_agent
 from tests.lab.test_ftp_lab import FILES, Client, expectations, start_vsftpd, stop_sessions
 from tests.lab.test_ftp_nat_lab import EXPECT_DUMP
@@ -116,7 +117,7 @@ def test_without_prime_the_outstanding_passive_port_is_lost(tmp_path: Path) -> N
 
 
 # the control's serve: the expectations dumped without their NAT part (format 3's content)
-NO_NAT_PART = (
+NO_NAT_PART = SOURCE_FIRST + (
     "import sniffover.kernel.dump as d; f = d.decode_expectation\n"
     "def g(*a):\n x = f(*a); x.nat_dir, x.nat_tuple, x.fn = -1, None, ''; return x\n"
     "d.decode_expectation = g\n"
