@@ -15,6 +15,7 @@ from typing import Protocol, TypedDict
 from ..capture.bpf import exclude_self_filter, prefilter_bpf
 from ..capture.decap import HEADROOM, Decapsulator, decap_options, outer_bpf
 from ..capture.dedup import FrameDedup
+from ..capture.defrag import Reassembler
 from ..capture.files import CaptureError
 from ..capture.live import LiveCapture, RawFrameHook
 from ..conntrack.helpers import select
@@ -40,6 +41,7 @@ class Decoding(Protocol):
     master: frozenset[bytes]
     skipped: Counter[str]
     digests: bool
+    defrag: Reassembler
 
     zones: CaptureZones | None
 
@@ -260,4 +262,10 @@ class CaptureSet:
         return self.tunnel_lost.get(iface, 0) + (d.tunnel_dropped if d is not None else 0)
 
     def skipped(self) -> dict[str, int]:
-        return dict(sum((c.decoder.skipped for c in self.captures), Counter()))
+        """Frames dropped undecoded, by reason, and the datagrams reassembly dropped
+        (``frag-*``: timed out, memory full, overlapping, oversized; capture.defrag)."""
+        out: Counter[str] = Counter()
+        for c in self.captures:
+            out.update(c.decoder.skipped)
+            out.update({k: n for k, n in c.decoder.defrag.counters.items() if k != "reassembled"})
+        return dict(out)

@@ -21,6 +21,7 @@ from sniffover.agent.daemon import Agent
 from sniffover.agent.pipeline import REORDER, release_held
 from sniffover.agent.priming import PRIME_AFTER_DROPS, PRIME_RETRY
 from sniffover.agent.util import Clock
+from sniffover.capture.defrag import Reassembler
 from sniffover.conntrack.snapshot import SnapshotEntry, SnapshotExpectation
 from sniffover.errors import PrimeError
 from sniffover.prime.client import Snapshot
@@ -57,6 +58,7 @@ class FakeDecoder:
         self.master: frozenset[bytes] = frozenset()
         self.skipped: Counter[str] = Counter()
         self.digests = True
+        self.defrag = Reassembler()
 
 
 class FakeCapture:

@@ -104,3 +104,26 @@ def test_the_agent_gives_each_capture_its_dedup() -> None:
         assert len(dd) == 2 and (dd[0] is not dd[1] or mode == "off")  # one per interface
         got[mode] = None if dd[0] is None else dd[0].active
     assert got == {"auto": False, "on": True, "off": None}
+
+
+def test_reassembly_drops_are_reported_with_the_skipped_frames() -> None:
+    """What defrag dropped (status "skipped", metric sniffover_skipped_frames{reason})."""
+    from collections import Counter
+
+    from sniffover.agent.captures import CaptureSet
+    from sniffover.agent.config import AgentConfig
+    from sniffover.agent.learning import MasterLearning
+    from tests.unit.test_agent_parts import FakeCapture
+
+    cfg = AgentConfig(ifaces=["in0"], confirm="off", exclude_self=False)
+    cs = CaptureSet(
+        cfg,
+        MasterLearning([], confirm=False),
+        Counter(),
+        open_capture=lambda i, s, r, b: FakeCapture(i, b),  # type: ignore[arg-type,return-value]
+    )
+    cs.open(0.0)
+    dec = cs.captures[0].decoder
+    dec.skipped["ip-fragment"] += 3
+    dec.defrag.counters.update({"frag-timeout": 2, "reassembled": 5})
+    assert cs.skipped() == {"ip-fragment": 3, "frag-timeout": 2}
